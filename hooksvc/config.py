@@ -1,0 +1,455 @@
+"""Configuration: one TOML file into one frozen, validated `Config`.
+
+Every problem is collected and reported together, each naming the file and the key, so an operator
+fixes a config in one round. Secrets are never in the file: each is read from an environment
+variable (`*_env`) or a file (`*_file`, for Docker secrets).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import posixpath
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hooksvc import defaults
+from hooksvc.errors import ConfigError
+
+
+class Secret:
+    """A secret value that never shows itself in a repr, a log line or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = defaults.LISTEN
+    public_url: str = ""
+    max_body_bytes: int = defaults.MAX_BODY_BYTES
+    api_tokens: tuple[Secret, ...] = ()
+    public_read: bool = False
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    url: str = defaults.REDIS_URL
+    #: True when neither the file nor $REDIS_URL named a server: `hooksvc run` may start its own.
+    implicit: bool = True
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    state_dir: Path = Path(defaults.STATE_DIR)
+    keep_releases: int = defaults.KEEP_RELEASES
+    job_timeout: float = defaults.JOB_TIMEOUT_SECONDS
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    name: str
+    kind: str
+    api_url: str
+    token: Secret | None = None
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """Where an app's final states are announced."""
+
+    webhook_url: str | None = None
+    webhook_secret: Secret | None = None
+    slack_url: Secret | None = None
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    name: str
+    host: str
+    host_kind: str
+    repo: str
+    clone_url: str
+    secret: Secret
+    branch: str | None = "main"
+    tags: str | None = None
+    compose_files: tuple[str, ...] = ("docker-compose.yml",)
+    project: str = ""
+    strategy: str = defaults.STRATEGY
+    health_timeout: float = defaults.HEALTH_TIMEOUT_SECONDS
+    start_grace: float = defaults.START_GRACE_SECONDS
+    status_context: str = ""
+    docker_host: str | None = None
+    paths: tuple[str, ...] = ()
+    poll_interval: float | None = None
+    ssh_key_file: Path | None = None
+    clone_token: Secret | None = None
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+
+    def matches_ref(self, ref: str) -> bool:
+        """True when a full ref (`refs/heads/x`, `refs/tags/v1`) is one this app deploys."""
+        if self.tags is not None:
+            prefix, pattern = "refs/tags/", self.tags
+        else:
+            prefix, pattern = "refs/heads/", self.branch or ""
+        return ref.startswith(prefix) and fnmatch.fnmatchcase(ref[len(prefix):], pattern)
+
+    @property
+    def ref_pattern(self) -> str:
+        """The full-ref glob this app deploys, e.g. `refs/heads/main`."""
+        return f"refs/tags/{self.tags}" if self.tags is not None else f"refs/heads/{self.branch}"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    server: ServerConfig
+    redis: RedisConfig
+    worker: WorkerConfig
+    hosts: Mapping[str, HostConfig]
+    apps: Mapping[str, AppConfig]
+
+    def app(self, name: str) -> AppConfig | None:
+        return self.apps.get(name)
+
+    def secrets(self) -> list[str]:
+        """Every secret value this config holds, for redaction of logs."""
+        found: list[Secret | None] = list(self.server.api_tokens)
+        found += [h.token for h in self.hosts.values()]
+        for app in self.apps.values():
+            found += [app.secret, app.clone_token, app.notify.webhook_secret, app.notify.slack_url]
+        return [s.reveal() for s in found if s is not None and s.reveal()]
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from `30`, `"30s"`, `"1.5m"`, `"2h"` or `"250ms"`; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like '30s', got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    else:
+        raise ValueError(f"expected a duration like '30s', '5m' or a number of seconds, got {value!r}")
+    if seconds <= 0:
+        raise ValueError(f"expected a positive duration, got {value!r}")
+    return seconds
+
+
+class _Reader:
+    """Reads one table of the file, recording each problem as `file: key: message`."""
+
+    def __init__(self, path: str, problems: list[str], env: Mapping[str, str]) -> None:
+        self.path = path
+        self.problems = problems
+        self.env = env
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{self.path}: {key}: {message}")
+
+    def table(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:
+        value = data.get(key.rsplit(".", 1)[-1], {})
+        if not isinstance(value, dict):
+            self.problem(key, f"expected a table, got {type(value).__name__}")
+            return {}
+        return value
+
+    def unknown_keys(self, data: Mapping[str, Any], prefix: str, known: set[str]) -> None:
+        for key in sorted(set(data) - known):
+            name = f"{prefix}.{key}" if prefix else key
+            self.problem(name, f"unknown key (known: {', '.join(sorted(known))})")
+
+    def get(self, data: Mapping[str, Any], prefix: str, key: str, kind: type, default: Any) -> Any:
+        if key not in data:
+            return default
+        value = data[key]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if not ok:
+            self.problem(f"{prefix}.{key}", f"expected {kind.__name__}, got {value!r}")
+            return default
+        return value
+
+    def duration(self, data: Mapping[str, Any], prefix: str, key: str, default: float) -> float:
+        if key not in data:
+            return default
+        try:
+            return parse_duration(data[key])
+        except ValueError as exc:
+            self.problem(f"{prefix}.{key}", str(exc))
+            return default
+
+    def secret(self, data: Mapping[str, Any], prefix: str, stem: str, required: bool) -> Secret | None:
+        """A secret from `<stem>_env` (a variable name) or `<stem>_file` (a path); never from the file."""
+        if stem in data:
+            self.problem(
+                f"{prefix}.{stem}",
+                f"secrets may not be written in the config file: use {stem}_env or {stem}_file",
+            )
+        env_name = self.get(data, prefix, f"{stem}_env", str, None)
+        file_name = self.get(data, prefix, f"{stem}_file", str, None)
+        if env_name and file_name:
+            self.problem(f"{prefix}.{stem}_env", f"give either {stem}_env or {stem}_file, not both")
+            return None
+        if env_name:
+            value = self.env.get(env_name, "")
+            if not value:
+                self.problem(f"{prefix}.{stem}_env", f"environment variable {env_name} is not set or empty")
+                return None
+            return Secret(value)
+        if file_name:
+            try:
+                value = Path(file_name).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                self.problem(f"{prefix}.{stem}_file", f"cannot read {file_name}: {exc.strerror}")
+                return None
+            if not value:
+                self.problem(f"{prefix}.{stem}_file", f"{file_name} is empty")
+                return None
+            return Secret(value)
+        if required:
+            self.problem(f"{prefix}.{stem}_env", f"required: set {stem}_env or {stem}_file")
+        return None
+
+
+_SERVER_KEYS = {"listen", "public_url", "max_body_bytes", "api_tokens_env", "api_tokens_file", "public_read"}
+_WORKER_KEYS = {"state_dir", "keep_releases", "job_timeout"}
+_HOST_KEYS = {"kind", "api_url", "token_env", "token_file"}
+_APP_KEYS = {
+    "host", "repo", "clone_url", "branch", "tags", "secret_env", "secret_file", "compose_files",
+    "project", "strategy", "health_timeout", "start_grace", "status_context", "docker_host", "paths",
+    "poll_interval", "ssh_key_file", "token_env", "token_file", "notify_url", "notify_secret_env",
+    "notify_secret_file", "slack_url_env", "slack_url_file",
+}
+
+
+def _check_listen(r: _Reader, key: str, value: str) -> None:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        r.problem(key, f"expected HOST:PORT, got {value!r}")
+
+
+def _read_server(r: _Reader, data: Mapping[str, Any]) -> ServerConfig:
+    t = r.table(data, "server")
+    r.unknown_keys(t, "server", _SERVER_KEYS)
+    listen = r.get(t, "server", "listen", str, defaults.LISTEN)
+    _check_listen(r, "server.listen", listen)
+    public_url = r.get(t, "server", "public_url", str, "").rstrip("/")
+    if public_url and not public_url.startswith(("http://", "https://")):
+        r.problem("server.public_url", f"expected an http(s) URL, got {public_url!r}")
+    max_body = r.get(t, "server", "max_body_bytes", int, defaults.MAX_BODY_BYTES)
+    if max_body <= 0:
+        r.problem("server.max_body_bytes", f"expected a positive number of bytes, got {max_body!r}")
+    if "api_tokens_env" not in t and "api_tokens_file" not in t:
+        t = {**t, "api_tokens_env": defaults.API_TOKENS_ENV}
+    raw = r.secret(t, "server", "api_tokens", required=False)
+    tokens = tuple(Secret(tok.strip()) for tok in (raw.reveal() if raw else "").split(",") if tok.strip())
+    return ServerConfig(
+        listen=listen,
+        public_url=public_url,
+        max_body_bytes=max_body,
+        api_tokens=tokens,
+        public_read=r.get(t, "server", "public_read", bool, False),
+    )
+
+
+def _read_redis(r: _Reader, data: Mapping[str, Any]) -> RedisConfig:
+    t = r.table(data, "redis")
+    r.unknown_keys(t, "redis", {"url"})
+    from_env = r.env.get(defaults.REDIS_URL_ENV)
+    url = from_env or r.get(t, "redis", "url", str, defaults.REDIS_URL)
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        r.problem("redis.url", f"expected a redis://, rediss:// or unix:// URL, got {url!r}")
+    return RedisConfig(url=url, implicit=not from_env and "url" not in t)
+
+
+def _read_worker(r: _Reader, data: Mapping[str, Any]) -> WorkerConfig:
+    t = r.table(data, "worker")
+    r.unknown_keys(t, "worker", _WORKER_KEYS)
+    keep = r.get(t, "worker", "keep_releases", int, defaults.KEEP_RELEASES)
+    if keep < 1:
+        r.problem("worker.keep_releases", f"expected at least 1, got {keep!r}")
+    return WorkerConfig(
+        state_dir=Path(r.get(t, "worker", "state_dir", str, defaults.STATE_DIR)),
+        keep_releases=keep,
+        job_timeout=r.duration(t, "worker", "job_timeout", defaults.JOB_TIMEOUT_SECONDS),
+    )
+
+
+def _read_hosts(r: _Reader, data: Mapping[str, Any]) -> dict[str, HostConfig]:
+    hosts: dict[str, HostConfig] = {}
+    for name, t in r.table(data, "hosts").items():
+        prefix = f"hosts.{name}"
+        if not isinstance(t, dict):
+            r.problem(prefix, f"expected a table, got {type(t).__name__}")
+            continue
+        r.unknown_keys(t, prefix, _HOST_KEYS)
+        kind = r.get(t, prefix, "kind", str, "")
+        if kind not in defaults.HOST_KINDS:
+            r.problem(f"{prefix}.kind", f"expected one of {', '.join(defaults.HOST_KINDS)}, got {kind!r}")
+        api_url = r.get(t, prefix, "api_url", str, "").rstrip("/")
+        if not api_url.startswith(("http://", "https://")):
+            r.problem(f"{prefix}.api_url", f"expected an http(s) URL, got {api_url!r}")
+        token = r.secret(t, prefix, "token", required=False)
+        hosts[name] = HostConfig(name=name, kind=kind, api_url=api_url, token=token)
+    return hosts
+
+
+def _relative_inside(path: str) -> bool:
+    """True for a relative path that stays inside the repository once normalised."""
+    norm = posixpath.normpath(path)
+    return bool(path) and not posixpath.isabs(path) and norm != ".." and not norm.startswith("../")
+
+
+def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, HostConfig]) -> AppConfig | None:
+    prefix = f"apps.{name}"
+    before = len(r.problems)
+    if not _NAME.match(name):
+        r.problem(prefix, "app names use letters, digits, '.', '_' and '-' and start with a letter or digit")
+    r.unknown_keys(t, prefix, _APP_KEYS)
+    host_name = r.get(t, prefix, "host", str, "")
+    host = hosts.get(host_name)
+    if host is None:
+        known = ", ".join(sorted(hosts)) or "none defined"
+        r.problem(f"{prefix}.host", f"no [hosts.{host_name}] table (known hosts: {known})")
+    repo = r.get(t, prefix, "repo", str, "")
+    if repo.count("/") < 1 or repo.startswith("/") or repo.endswith("/"):
+        r.problem(f"{prefix}.repo", f"expected 'owner/name' as the push payload names it, got {repo!r}")
+    clone_url = r.get(t, prefix, "clone_url", str, "")
+    if not clone_url:
+        r.problem(f"{prefix}.clone_url", "required: the URL the worker fetches from")
+    branch = r.get(t, prefix, "branch", str, None)
+    tags = r.get(t, prefix, "tags", str, None)
+    if branch is not None and tags is not None:
+        r.problem(f"{prefix}.tags", "give either branch or tags, not both")
+    if branch is None and tags is None:
+        branch = "main"
+    compose_files = r.get(t, prefix, "compose_files", list, ["docker-compose.yml"])
+    for i, f in enumerate(compose_files):
+        if not isinstance(f, str) or not _relative_inside(f):
+            r.problem(f"{prefix}.compose_files[{i}]", f"expected a path inside the repository, got {f!r}")
+    if not compose_files:
+        r.problem(f"{prefix}.compose_files", "expected at least one compose file")
+    project = r.get(t, prefix, "project", str, "") or name.lower().replace(".", "-")
+    if not _PROJECT.match(project):
+        r.problem(f"{prefix}.project", f"compose project names use a-z, 0-9, '_' and '-', got {project!r}")
+    strategy = r.get(t, prefix, "strategy", str, defaults.STRATEGY)
+    if strategy not in defaults.STRATEGIES:
+        r.problem(f"{prefix}.strategy", f"expected one of {', '.join(defaults.STRATEGIES)}, got {strategy!r}")
+    paths = r.get(t, prefix, "paths", list, [])
+    for i, p in enumerate(paths):
+        if not isinstance(p, str) or not p:
+            r.problem(f"{prefix}.paths[{i}]", f"expected a glob such as 'services/shop/**', got {p!r}")
+    poll = r.duration(t, prefix, "poll_interval", 0.0) if "poll_interval" in t else None
+    ssh_key = r.get(t, prefix, "ssh_key_file", str, None)
+    if ssh_key is not None and not Path(ssh_key).is_file():
+        r.problem(f"{prefix}.ssh_key_file", f"no such file: {ssh_key}")
+    notify_url = r.get(t, prefix, "notify_url", str, None)
+    if notify_url is not None and not notify_url.startswith(("http://", "https://")):
+        r.problem(f"{prefix}.notify_url", f"expected an http(s) URL, got {notify_url!r}")
+    notify = NotifyConfig(
+        webhook_url=notify_url,
+        webhook_secret=r.secret(t, prefix, "notify_secret", required=notify_url is not None),
+        slack_url=r.secret(t, prefix, "slack_url", required=False),
+    )
+    secret = r.secret(t, prefix, "secret", required=True)
+    clone_token = r.secret(t, prefix, "token", required=False)
+    if len(r.problems) > before or host is None or secret is None:
+        return None
+    return AppConfig(
+        name=name,
+        host=host_name,
+        host_kind=host.kind,
+        repo=repo,
+        clone_url=clone_url,
+        secret=secret,
+        branch=branch,
+        tags=tags,
+        compose_files=tuple(compose_files),
+        project=project,
+        strategy=strategy,
+        health_timeout=r.duration(t, prefix, "health_timeout", defaults.HEALTH_TIMEOUT_SECONDS),
+        start_grace=r.duration(t, prefix, "start_grace", defaults.START_GRACE_SECONDS),
+        status_context=r.get(t, prefix, "status_context", str, "") or f"hooksvc/{name}",
+        docker_host=r.get(t, prefix, "docker_host", str, None),
+        paths=tuple(paths),
+        poll_interval=poll,
+        ssh_key_file=Path(ssh_key) if ssh_key else None,
+        clone_token=clone_token,
+        notify=notify,
+    )
+
+
+def parse_config(text: str, path: str, env: Mapping[str, str]) -> Config:
+    """Validate TOML text; raise ConfigError listing every problem."""
+    problems: list[str] = []
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    r = _Reader(path, problems, env)
+    r.unknown_keys(data, "", {"server", "redis", "worker", "hosts", "apps"})
+    server = _read_server(r, data)
+    redis = _read_redis(r, data)
+    worker = _read_worker(r, data)
+    hosts = _read_hosts(r, data)
+    apps: dict[str, AppConfig] = {}
+    projects: dict[tuple[str | None, str], str] = {}
+    for name, t in r.table(data, "apps").items():
+        if not isinstance(t, dict):
+            r.problem(f"apps.{name}", f"expected a table, got {type(t).__name__}")
+            continue
+        app = _read_app(r, name, t, hosts)
+        if app is None:
+            continue
+        other = projects.setdefault((app.docker_host, app.project), name)
+        if other != name:
+            r.problem(f"apps.{name}.project", f"compose project {app.project!r} is already used by app {other!r}")
+        apps[name] = app
+    if problems:
+        raise ConfigError(problems)
+    return Config(path=path, server=server, redis=redis, worker=worker, hosts=hosts, apps=apps)
+
+
+def resolve_config_path(path: str | None, env: Mapping[str, str]) -> str:
+    chosen = path or env.get(defaults.CONFIG_ENV)
+    if not chosen:
+        raise ConfigError([f"no configuration: pass --config PATH or set ${defaults.CONFIG_ENV}"])
+    return chosen
+
+
+def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Load and validate the config file at `path` (or `$HOOKSVC_CONFIG`)."""
+    environ: Mapping[str, str] = os.environ if env is None else env
+    chosen = resolve_config_path(path, environ)
+    try:
+        text = Path(chosen).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{chosen}: cannot read the configuration: {exc.strerror}"]) from None
+    return parse_config(text, chosen, environ)

@@ -1,0 +1,64 @@
+"""Every default of hooksvc, named, each with the reason for its value."""
+
+#: Loopback by default: exposing the server is a decision the operator makes explicitly.
+LISTEN = "127.0.0.1:8080"
+#: Git hosts send at most 25 MB (GitHub); pushes are far smaller, and 5 MiB bounds memory per request.
+MAX_BODY_BYTES = 5 * 1024 * 1024
+#: Environment variable holding the comma-separated API bearer tokens.
+API_TOKENS_ENV = "HOOKSVC_API_TOKENS"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+#: Environment variable that overrides `[redis] url`, as is customary for Redis clients.
+REDIS_URL_ENV = "REDIS_URL"
+#: Environment variable naming the config file when `--config` is not given.
+CONFIG_ENV = "HOOKSVC_CONFIG"
+STATE_DIR = "/var/lib/hooksvc"
+#: Releases kept on disk for rollback; older checkouts are pruned.
+KEEP_RELEASES = 5
+#: A compose build of a real project can take many minutes; half an hour bounds a hung build.
+JOB_TIMEOUT_SECONDS = 30 * 60
+#: Long enough for a slow-booting service's healthcheck start period plus a few intervals.
+HEALTH_TIMEOUT_SECONDS = 120.0
+#: A service without a healthcheck counts as healthy once it has kept running this long.
+START_GRACE_SECONDS = 5.0
+#: After the drain command, wait this long for a health-aware proxy to stop routing to the old container.
+DRAIN_SECONDS = 3.0
+#: Grace period for stopping old containers when the service sets no stop_grace_period (Docker's default).
+STOP_GRACE_SECONDS = 10.0
+STRATEGY = "rolling"
+STRATEGIES = ("rolling", "recreate", "swarm")
+HOST_KINDS = ("github", "gitea", "forgejo", "gitlab")
+
+#: GitHub redelivers a delivery with the same id for up to 3 days; keep a margin over that.
+DEDUPE_TTL_SECONDS = 4 * 24 * 3600
+#: How many deployment records to keep per app; older ones (and their logs) are deleted.
+KEEP_DEPLOYMENTS_PER_APP = 200
+#: Redis socket timeouts: a webhook must be answered well within the git host's 5-10 s timeout.
+REDIS_SOCKET_TIMEOUT_SECONDS = 2.0
+#: RQ queue that carries deployment jobs.
+QUEUE_NAME = "hooksvc-deploy"
+
+#: The per-app deploy lock expires this long after the last renewal, so a dead worker frees it soon.
+LOCK_TTL_SECONDS = 15.0
+#: Renew the lock well before it expires: three renewals fit in one TTL.
+LOCK_RENEW_SECONDS = 5.0
+#: How often a waiting job re-checks the lock and whether it was superseded meanwhile.
+LOCK_POLL_SECONDS = 0.2
+#: How often the reaper looks for deployments whose worker died.
+REAPER_INTERVAL_SECONDS = 5.0
+
+#: Commit-status descriptions: GitHub rejects more than 140 characters, GitLab more than 255.
+GITHUB_DESCRIPTION_LIMIT = 140
+GITLAB_DESCRIPTION_LIMIT = 255
+#: Status posts and notifications are retried this long in total before giving up.
+REPORT_RETRY_SECONDS = 600.0
+#: First backoff step of status and notification retries; doubled each time, with jitter.
+REPORT_BACKOFF_SECONDS = 1.0
+#: Upper bound of one backoff step.
+REPORT_BACKOFF_MAX_SECONDS = 60.0
+#: One HTTP request to a git host or notification target.
+REPORT_HTTP_TIMEOUT_SECONDS = 10.0
+
+#: Lines of a failing container's log quoted in the deployment's error.
+FAILED_CONTAINER_LOG_LINES = 20
+#: Log lines are cut to this many characters so one runaway line cannot fill Redis.
+LOG_LINE_LIMIT = 4000

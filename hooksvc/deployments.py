@@ -1,0 +1,142 @@
+"""The deployment record and its states (pure: no Redis, no Flask)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class DeploymentState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ERROR = "error"
+    SKIPPED = "skipped"
+    SUPERSEDED = "superseded"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (DeploymentState.QUEUED, DeploymentState.RUNNING)
+
+
+FINAL_STATES = frozenset(s for s in DeploymentState if s.is_final)
+
+
+class Trigger(StrEnum):
+    PUSH = "push"
+    MANUAL = "manual"
+    ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True)
+class NewDeployment:
+    """What the web side asks for: one app, one commit."""
+
+    app: str
+    sha: str
+    ref: str
+    trigger: Trigger
+    delivery_id: str = ""
+    #: A forced push (or a manual/rollback request) may move the app backwards.
+    forced: bool = False
+    #: The ref's previous sha as the push announced it ("" when unknown): lets the worker tell a
+    #: force-push from hosts that send no `forced` flag (Gitea, GitLab).
+    before: str = ""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: str
+    app: str
+    sha: str
+    ref: str
+    trigger: Trigger
+    state: DeploymentState
+    created_at: float
+    delivery_id: str = ""
+    forced: bool = False
+    before: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    previous_sha: str = ""
+    error: str = ""
+
+    @classmethod
+    def create(cls, deployment_id: str, new: NewDeployment, now: float | None = None) -> Deployment:
+        return cls(
+            id=deployment_id,
+            app=new.app,
+            sha=new.sha,
+            ref=new.ref,
+            trigger=new.trigger,
+            state=DeploymentState.QUEUED,
+            created_at=time.time() if now is None else now,
+            delivery_id=new.delivery_id,
+            forced=new.forced,
+            before=new.before,
+        )
+
+    def to_fields(self) -> dict[str, str]:
+        """Flat string fields for a Redis hash."""
+        out: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            out[f.name] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+        return out
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> Deployment:
+        def opt_float(key: str) -> float | None:
+            return float(fields[key]) if fields.get(key) else None
+
+        return cls(
+            id=fields["id"],
+            app=fields["app"],
+            sha=fields["sha"],
+            ref=fields.get("ref", ""),
+            trigger=Trigger(fields.get("trigger", "push")),
+            state=DeploymentState(fields["state"]),
+            created_at=float(fields["created_at"]),
+            delivery_id=fields.get("delivery_id", ""),
+            forced=fields.get("forced") == "1",
+            before=fields.get("before", ""),
+            started_at=opt_float("started_at"),
+            finished_at=opt_float("finished_at"),
+            previous_sha=fields.get("previous_sha", ""),
+            error=fields.get("error", ""),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The public JSON shape of SPEC §4."""
+        return {
+            "id": self.id,
+            "app": self.app,
+            "sha": self.sha,
+            "ref": self.ref,
+            "trigger": str(self.trigger),
+            "delivery_id": self.delivery_id or None,
+            "state": str(self.state),
+            "created_at": iso_time(self.created_at),
+            "started_at": iso_time(self.started_at),
+            "finished_at": iso_time(self.finished_at),
+            "previous_sha": self.previous_sha or None,
+            "error": self.error or None,
+        }
+
+    def summary(self) -> dict[str, str]:
+        """The short form a webhook answer lists."""
+        return {"id": self.id, "app": self.app, "sha": self.sha, "state": str(self.state)}
+
+
+def iso_time(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

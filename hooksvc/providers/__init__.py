@@ -1,0 +1,59 @@
+"""Git host providers: one module per host, pure functions over a `WebhookRequest`.
+
+Each provider module exposes:
+
+- ``signed_bytes(req) -> bytes``: the exact bytes the host signs (raises BadRequest if absent);
+- ``verify(req, secret) -> bool``: constant-time check of the request against one secret;
+- ``parse(req) -> Delivery``: the event, delivery id, repository and push facts (raises BadRequest).
+
+The web layer verifies before it trusts anything parsed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+#: The all-zero sha hosts use for "no commit" (`after` of a deleted ref, `before` of a new one).
+ZERO_SHA = "0" * 40
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """What the HTTP layer hands a provider: headers with lower-case names, the raw body, the query."""
+
+    headers: Mapping[str, str]
+    body: bytes
+    query: Mapping[str, str]
+    method: str = "POST"
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    @property
+    def content_type(self) -> str:
+        return (self.header("content-type") or "").split(";", 1)[0].strip().lower()
+
+
+@dataclass(frozen=True)
+class PushEvent:
+    """A ref update: branch or tag push, or deletion."""
+
+    ref: str
+    before: str
+    after: str
+    deleted: bool
+    forced: bool
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One parsed webhook delivery."""
+
+    provider: str
+    #: Normalised event: "push" (branch or tag), "ping", or the host's own name for anything else.
+    event: str
+    delivery_id: str
+    #: Repository as the payload names it (`owner/name`), "" when the event carries none.
+    repo: str
+    push: PushEvent | None = None

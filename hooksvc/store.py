@@ -1,0 +1,376 @@
+"""Deployment records, dedupe, coalescing, state changes and logs, all in Redis.
+
+Every write that must not be half-done (record + coalescing + dedupe + RQ job) happens in one
+MULTI/EXEC transaction guarded by WATCH, retried when another writer got there first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+from rq import Queue
+
+from hooksvc import defaults
+from hooksvc.deployments import Deployment, DeploymentState, NewDeployment
+from hooksvc.errors import Conflict, NotFound, QueueUnavailable
+
+log = logging.getLogger(__name__)
+
+PREFIX = "hooksvc"
+#: The RQ job every deployment runs as; named by string so the web side never imports the workers.
+DEPLOY_JOB = "workers.jobs.run_deployment"
+#: Hook called inside a transaction when a deployment changes state (used by status reporting).
+StateListener = Callable[[Pipeline, Deployment], None]
+
+
+def connect(url: str) -> redis.Redis:
+    """A Redis client with short timeouts: webhooks must be answered within seconds."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=defaults.REDIS_SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=defaults.REDIS_SOCKET_TIMEOUT_SECONDS,
+        health_check_interval=30,
+    )
+
+
+def _key(*parts: str) -> str:
+    return ":".join((PREFIX, *parts))
+
+
+def job_id_for(deployment_id: str) -> str:
+    return f"deploy-{deployment_id}"
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    deployments: tuple[Deployment, ...]
+    #: Set when the delivery had been seen before: the summaries answered the first time.
+    duplicate_of: tuple[dict[str, str], ...] | None = None
+    superseded: tuple[Deployment, ...] = ()
+
+
+@dataclass(frozen=True)
+class LiveRelease:
+    app: str
+    sha: str
+    deployment_id: str
+    since: float
+
+
+def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+class DeploymentStore:
+    """All of hooksvc's state. Pass a Redis client in; nothing here is global."""
+
+    def __init__(
+        self,
+        connection: redis.Redis,
+        job_timeout: float = defaults.JOB_TIMEOUT_SECONDS,
+        listeners: Sequence[StateListener] = (),
+    ) -> None:
+        self.redis = connection
+        self.queue = Queue(defaults.QUEUE_NAME, connection=connection)
+        self.job_timeout = job_timeout
+        self.listeners = list(listeners)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _transaction(self, watch: Sequence[str], body: Callable[[Pipeline], Any]) -> Any:
+        """Run `body` under WATCH, retrying on a concurrent write; Redis errors become 503s."""
+        try:
+            with self.redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        if watch:
+                            pipe.watch(*watch)
+                        result = body(pipe)
+                        pipe.execute()
+                        return result
+                    except redis.WatchError:
+                        continue
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise QueueUnavailable(f"Redis is unreachable: {exc}") from None
+
+    def _notify(self, pipe: Pipeline, deployment: Deployment) -> None:
+        for listener in self.listeners:
+            listener(pipe, deployment)
+
+    def submit(
+        self,
+        requests: Sequence[NewDeployment],
+        dedupe_keys: Sequence[str] = (),
+    ) -> SubmitResult:
+        """Record and enqueue deployments atomically, coalescing per app and deduplicating deliveries.
+
+        `dedupe_keys` identify the delivery (its id, a hash of its signed body); when any of them
+        was seen in the last `DEDUPE_TTL_SECONDS`, nothing is written and the first answer returns.
+        """
+        seen_keys = [_key("seen", k) for k in dedupe_keys]
+        queued_keys = [_key("app", r.app, "queued") for r in requests]
+        ids = [str(self.redis_call(self.redis.incr, _key("deployment", "next"))) for _ in requests]
+
+        def body(pipe: Pipeline) -> SubmitResult:
+            for key in seen_keys:
+                first = pipe.get(key)
+                if first is not None:
+                    pipe.unwatch()
+                    return SubmitResult(deployments=(), duplicate_of=tuple(json.loads(first)))
+            now = time.time()
+            created = [Deployment.create(i, r, now) for i, r in zip(ids, requests, strict=True)]
+            old_ids = [pipe.get(k) for k in queued_keys]
+            superseded: list[Deployment] = []
+            for old_id, new in zip(old_ids, created, strict=True):
+                if old_id is None:
+                    continue
+                old = self._load(pipe, old_id.decode())
+                if old is not None and old.state is DeploymentState.QUEUED:
+                    superseded.append(replace(
+                        old,
+                        state=DeploymentState.SUPERSEDED,
+                        finished_at=now,
+                        error=f"superseded by {new.sha[:12]} (deployment {new.id})",
+                    ))
+            pipe.multi()
+            for old in superseded:
+                pipe.hset(_key("deployment", old.id), mapping=old.to_fields())
+                pipe.lrem(self.queue.key, 0, job_id_for(old.id))
+                self._log_in(pipe, old.id, old.error)
+                self._notify(pipe, old)
+            for dep, qkey in zip(created, queued_keys, strict=True):
+                self._write_new(pipe, dep)
+                pipe.set(qkey, dep.id)
+            answer = json.dumps([d.summary() for d in created])
+            for key in seen_keys:
+                pipe.set(key, answer, ex=defaults.DEDUPE_TTL_SECONDS)
+            return SubmitResult(deployments=tuple(created), superseded=tuple(superseded))
+
+        return self._transaction([*seen_keys, *queued_keys], body)  # type: ignore[no-any-return]
+
+    def _write_new(self, pipe: Pipeline, dep: Deployment) -> None:
+        pipe.hset(_key("deployment", dep.id), mapping=dep.to_fields())
+        pipe.zadd(_key("deployments"), {dep.id: int(dep.id)})
+        pipe.zadd(_key("app", dep.app, "deployments"), {dep.id: int(dep.id)})
+        self._log_in(pipe, dep.id, f"queued {dep.trigger} of {dep.sha} ({dep.ref or 'no ref'})")
+        self.queue.enqueue_call(
+            DEPLOY_JOB,
+            args=(dep.id,),
+            job_id=job_id_for(dep.id),
+            timeout=int(self.job_timeout),
+            result_ttl=3600,
+            failure_ttl=7 * 24 * 3600,
+            description=f"deploy {dep.app} {dep.sha[:12]} (deployment {dep.id})",
+            pipeline=pipe,
+        )
+        self._notify(pipe, dep)
+
+    def record_ignored_delivery(self, dedupe_keys: Sequence[str], answer: dict[str, Any]) -> None:
+        """Remember an ignored delivery so a redelivery is answered as a duplicate."""
+        def body(pipe: Pipeline) -> None:
+            pipe.multi()
+            for k in dedupe_keys:
+                pipe.set(_key("seen", k), json.dumps([]), ex=defaults.DEDUPE_TTL_SECONDS, nx=True)
+        self._transaction([], body)
+
+    def cancel(self, deployment_id: str) -> Deployment:
+        """Cancel a queued deployment; Conflict when it already started or ended."""
+        dkey = _key("deployment", deployment_id)
+
+        def body(pipe: Pipeline) -> Deployment:
+            dep = self._load(pipe, deployment_id)
+            if dep is None:
+                raise NotFound(f"no deployment {deployment_id!r}")
+            if dep.state is not DeploymentState.QUEUED:
+                raise Conflict(f"deployment {deployment_id} is {dep.state}, only a queued one can be cancelled")
+            qkey = _key("app", dep.app, "queued")
+            pipe.watch(qkey)
+            current = pipe.get(qkey)
+            done = replace(dep, state=DeploymentState.CANCELLED, finished_at=time.time(), error="cancelled")
+            pipe.multi()
+            pipe.hset(dkey, mapping=done.to_fields())
+            if current is not None and current.decode() == deployment_id:
+                pipe.delete(qkey)
+            pipe.lrem(self.queue.key, 0, job_id_for(deployment_id))
+            self._log_in(pipe, deployment_id, "cancelled by an operator")
+            self._notify(pipe, done)
+            return done
+
+        return self._transaction([dkey], body)  # type: ignore[no-any-return]
+
+    def start(self, deployment_id: str, previous_sha: str) -> Deployment | None:
+        """queued → running; None when the deployment is no longer queued (superseded, cancelled)."""
+        dkey = _key("deployment", deployment_id)
+
+        def body(pipe: Pipeline) -> Deployment | None:
+            dep = self._load(pipe, deployment_id)
+            if dep is None or dep.state is not DeploymentState.QUEUED:
+                pipe.unwatch()
+                return None
+            qkey = _key("app", dep.app, "queued")
+            pipe.watch(qkey)
+            current = pipe.get(qkey)
+            running = replace(dep, state=DeploymentState.RUNNING, started_at=time.time(), previous_sha=previous_sha)
+            pipe.multi()
+            pipe.hset(dkey, mapping=running.to_fields())
+            if current is not None and current.decode() == deployment_id:
+                pipe.delete(qkey)
+            pipe.sadd(_key("running"), deployment_id)
+            self._notify(pipe, running)
+            return running
+
+        return self._transaction([dkey], body)  # type: ignore[no-any-return]
+
+    def finish(
+        self,
+        deployment_id: str,
+        state: DeploymentState,
+        error: str = "",
+        live_sha: str | None = None,
+    ) -> Deployment | None:
+        """running|queued → a final state; records the live release on success. None if already final."""
+        if not state.is_final:
+            raise ValueError(f"finish() needs a final state, got {state}")
+        dkey = _key("deployment", deployment_id)
+
+        def body(pipe: Pipeline) -> Deployment | None:
+            dep = self._load(pipe, deployment_id)
+            if dep is None or dep.state.is_final:
+                pipe.unwatch()
+                return None
+            now = time.time()
+            done = replace(dep, state=state, finished_at=now, error=error)
+            qkey = _key("app", dep.app, "queued")
+            pipe.watch(qkey)
+            current = pipe.get(qkey)
+            pipe.multi()
+            pipe.hset(dkey, mapping=done.to_fields())
+            pipe.srem(_key("running"), deployment_id)
+            if current is not None and current.decode() == deployment_id:
+                pipe.delete(qkey)
+            if live_sha is not None:
+                pipe.hset(_key("app", dep.app, "live"), mapping={
+                    "sha": live_sha, "deployment_id": deployment_id, "since": str(now),
+                })
+            line = f"finished: {state}" + (f": {error}" if error else "")
+            self._log_in(pipe, deployment_id, line)
+            self._notify(pipe, done)
+            return done
+
+        return self._transaction([dkey], body)  # type: ignore[no-any-return]
+
+    # -- logs --------------------------------------------------------------------------------
+
+    def _log_in(self, pipe: Pipeline, deployment_id: str, line: str) -> None:
+        pipe.xadd(_key("deployment", deployment_id, "log"), {"line": line[: defaults.LOG_LINE_LIMIT]})
+
+    def append_log(self, deployment_id: str, line: str) -> None:
+        self.redis_call(
+            self.redis.xadd,
+            _key("deployment", deployment_id, "log"),
+            {"line": line[: defaults.LOG_LINE_LIMIT]},
+        )
+
+    def read_log(self, deployment_id: str, after: str = "0-0", block_ms: int | None = None) -> tuple[list[str], str]:
+        """Log lines after cursor `after`, and the new cursor. `block_ms` waits for new lines."""
+        key = _key("deployment", deployment_id, "log")
+        if block_ms is None:
+            entries = self.redis_call(self.redis.xrange, key, f"({after}" if after != "0-0" else "-", "+")
+        else:
+            result = self.redis_call(self.redis.xread, {key: after}, block=block_ms)
+            entries = result[0][1] if result else []
+        lines = [fields[b"line"].decode("utf-8", "replace") for _, fields in entries]
+        cursor = entries[-1][0].decode() if entries else after
+        return lines, cursor
+
+    def follow_log(self, deployment_id: str, poll_ms: int = 1000) -> Iterator[str]:
+        """Every log line, then new ones as they come, until the deployment is final."""
+        cursor = "0-0"
+        while True:
+            lines, cursor = self.read_log(deployment_id, cursor)
+            yield from lines
+            dep = self.get(deployment_id)
+            if dep.state.is_final:
+                lines, cursor = self.read_log(deployment_id, cursor)
+                yield from lines
+                return
+            lines, cursor = self.read_log(deployment_id, cursor, block_ms=poll_ms)
+            yield from lines
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def redis_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise QueueUnavailable(f"Redis is unreachable: {exc}") from None
+
+    def _load(self, conn: redis.Redis | Pipeline, deployment_id: str) -> Deployment | None:
+        raw = conn.hgetall(_key("deployment", deployment_id))
+        return Deployment.from_fields(_decode(raw)) if raw else None
+
+    def find(self, deployment_id: str) -> Deployment | None:
+        return self.redis_call(self._load, self.redis, deployment_id)  # type: ignore[no-any-return]
+
+    def get(self, deployment_id: str) -> Deployment:
+        dep = self.find(deployment_id)
+        if dep is None:
+            raise NotFound(f"no deployment {deployment_id!r}")
+        return dep
+
+    def list(self, app: str | None = None, state: str | None = None, limit: int = 50) -> list[Deployment]:
+        """Newest first, optionally filtered by app and state."""
+        index = _key("app", app, "deployments") if app else _key("deployments")
+        out: list[Deployment] = []
+        start, page = 0, max(limit, 50)
+        while len(out) < limit:
+            ids = self.redis_call(self.redis.zrevrange, index, start, start + page - 1)
+            if not ids:
+                break
+            with self.redis.pipeline(transaction=False) as pipe:
+                for i in ids:
+                    pipe.hgetall(_key("deployment", i.decode()))
+                raws = self.redis_call(pipe.execute)
+            for raw in raws:
+                if not raw:
+                    continue
+                dep = Deployment.from_fields(_decode(raw))
+                if state is None or dep.state == state:
+                    out.append(dep)
+            start += page
+        return out[:limit]
+
+    def queued_id(self, app: str) -> str | None:
+        raw = self.redis_call(self.redis.get, _key("app", app, "queued"))
+        return raw.decode() if raw else None
+
+    def running_ids(self) -> list[str]:
+        return sorted((i.decode() for i in self.redis_call(self.redis.smembers, _key("running"))), key=int)
+
+    def live(self, app: str) -> LiveRelease | None:
+        raw = _decode(self.redis_call(self.redis.hgetall, _key("app", app, "live")))
+        if not raw:
+            return None
+        return LiveRelease(app=app, sha=raw["sha"], deployment_id=raw["deployment_id"], since=float(raw["since"]))
+
+    def previous_success(self, app: str, before_sha: str | None) -> Deployment | None:
+        """The newest succeeded deployment of `app` whose sha differs from `before_sha`."""
+        for dep in self.list(app=app, state=DeploymentState.SUCCEEDED, limit=defaults.KEEP_DEPLOYMENTS_PER_APP):
+            if dep.sha != before_sha:
+                return dep
+        return None
+
+    def ping(self) -> None:
+        self.redis_call(self.redis.ping)
+
+
+def app_lock_key(app: str) -> str:
+    """The per-app deploy lock (held by the worker running a deployment of that app)."""
+    return _key("app", app, "lock")
