@@ -1,0 +1,86 @@
+"""hooksvc: signed git webhooks in, zero-downtime docker compose rollouts out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from flask import Flask, Response, jsonify, request
+
+from hooksvc.config import Config
+from hooksvc.errors import HooksvcError, Unauthorized
+from hooksvc.store import DeploymentStore, StateListener, connect
+
+log = logging.getLogger("hooksvc.web")
+
+#: Key under `app.extensions` holding the app's `WebContext`.
+EXTENSION = "hooksvc"
+
+
+class WebContext:
+    """What every view needs: the config and the store. One per app, never global."""
+
+    def __init__(self, config: Config, store: DeploymentStore) -> None:
+        self.config = config
+        self.store = store
+
+
+def default_listeners() -> list[StateListener]:
+    """Store listeners every process registers: commit-status reporting."""
+    from hooksvc.reporting import status_listener
+
+    return [status_listener]
+
+
+def create_app(
+    config: Config,
+    connection: redis.Redis | None = None,
+    listeners: list[StateListener] | None = None,
+) -> Flask:
+    """Build the Flask app for `config`; tests pass their own Redis connection."""
+    app = Flask(__name__)
+    conn = connection if connection is not None else connect(config.redis.url)
+    store = DeploymentStore(
+        conn,
+        job_timeout=config.worker.job_timeout,
+        listeners=default_listeners() if listeners is None else listeners,
+    )
+    app.extensions[EXTENSION] = WebContext(config, store)
+    app.config["SECRET_KEY"] = session_key(config)
+
+    from hooksvc import api, hooks, pages
+
+    app.register_blueprint(hooks.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
+
+    @app.errorhandler(HooksvcError)
+    def handle_error(exc: HooksvcError) -> tuple[Response, int]:
+        if isinstance(exc, Unauthorized):
+            log.warning("401 for %s %s: %s", request.method, request.path, exc.reason)
+        elif exc.status_code >= 500:
+            log.error("%s for %s %s: %s", exc.status_code, request.method, request.path, exc)
+        return jsonify(error=str(exc)), exc.status_code
+
+    @app.errorhandler(404)
+    @app.errorhandler(405)
+    def handle_http_error(exc: Any) -> tuple[Response, int]:
+        return jsonify(error=exc.description), exc.code
+
+    return app
+
+
+def session_key(config: Config) -> bytes:
+    """The session-cookie key, derived from the API tokens so a changed token logs everyone out."""
+    import hashlib
+
+    material = "\n".join(sorted(t.reveal() for t in config.server.api_tokens)) or "no-tokens"
+    return hashlib.sha256(b"hooksvc-session\n" + material.encode()).digest()
+
+
+def context() -> WebContext:
+    from flask import current_app
+
+    ctx: WebContext = current_app.extensions[EXTENSION]
+    return ctx

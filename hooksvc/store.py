@@ -6,6 +6,7 @@ MULTI/EXEC transaction guarded by WATCH, retried when another writer got there f
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import time
@@ -266,6 +267,30 @@ class DeploymentStore:
 
         return self._transaction([dkey], body)  # type: ignore[no-any-return]
 
+    def set_sha(self, deployment_id: str, sha: str) -> None:
+        """Record the sha a manual deployment resolved to (only its own worker writes this field)."""
+        self.redis_call(self.redis.hset, _key("deployment", deployment_id), "sha", sha)
+
+    def reap_abandoned(self) -> builtins.list[Deployment]:
+        """End `error` every running deployment whose worker no longer holds its app's lock.
+
+        The holder renews the lock every few seconds; a lock that expired (or that another
+        deployment now holds) means the worker died mid-deployment.
+        """
+        reaped: builtins.list[Deployment] = []
+        for deployment_id in self.running_ids():
+            dep = self.find(deployment_id)
+            if dep is None:
+                self.redis_call(self.redis.srem, _key("running"), deployment_id)
+                continue
+            holder = self.redis_call(self.redis.get, app_lock_key(dep.app))
+            if holder is not None and holder.decode() == deployment_id:
+                continue
+            done = self.finish(deployment_id, DeploymentState.ERROR, "the worker running this deployment died")
+            if done is not None:
+                reaped.append(done)
+        return reaped
+
     # -- logs --------------------------------------------------------------------------------
 
     def _log_in(self, pipe: Pipeline, deployment_id: str, line: str) -> None:
@@ -278,7 +303,9 @@ class DeploymentStore:
             {"line": line[: defaults.LOG_LINE_LIMIT]},
         )
 
-    def read_log(self, deployment_id: str, after: str = "0-0", block_ms: int | None = None) -> tuple[list[str], str]:
+    def read_log(
+        self, deployment_id: str, after: str = "0-0", block_ms: int | None = None
+    ) -> tuple[builtins.list[str], str]:
         """Log lines after cursor `after`, and the new cursor. `block_ms` waits for new lines."""
         key = _key("deployment", deployment_id, "log")
         if block_ms is None:
@@ -325,10 +352,10 @@ class DeploymentStore:
             raise NotFound(f"no deployment {deployment_id!r}")
         return dep
 
-    def list(self, app: str | None = None, state: str | None = None, limit: int = 50) -> list[Deployment]:
+    def list(self, app: str | None = None, state: str | None = None, limit: int = 50) -> builtins.list[Deployment]:
         """Newest first, optionally filtered by app and state."""
         index = _key("app", app, "deployments") if app else _key("deployments")
-        out: list[Deployment] = []
+        out: builtins.list[Deployment] = []
         start, page = 0, max(limit, 50)
         while len(out) < limit:
             ids = self.redis_call(self.redis.zrevrange, index, start, start + page - 1)
@@ -351,7 +378,7 @@ class DeploymentStore:
         raw = self.redis_call(self.redis.get, _key("app", app, "queued"))
         return raw.decode() if raw else None
 
-    def running_ids(self) -> list[str]:
+    def running_ids(self) -> builtins.list[str]:
         return sorted((i.decode() for i in self.redis_call(self.redis.smembers, _key("running"))), key=int)
 
     def live(self, app: str) -> LiveRelease | None:

@@ -1,0 +1,114 @@
+"""The webhook endpoints: verify, route, dedupe, queue — and answer within the sender's timeout."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from hooksvc import context, routing
+from hooksvc.errors import BadRequest, BodyTooLarge, NotFound, Unauthorized
+from hooksvc.providers import ROUTES, WebhookRequest
+
+log = logging.getLogger("hooksvc.hooks")
+bp = Blueprint("hooks", __name__)
+
+#: Read the body in chunks of this size, so an over-limit body stops being read as soon as it is.
+READ_CHUNK = 64 * 1024
+
+
+def read_body_limited(limit: int) -> bytes:
+    """The request body, or BodyTooLarge as soon as it is known to exceed `limit` bytes.
+
+    A declared Content-Length over the limit is refused before a single body byte is read; a
+    chunked body is read only up to one byte past the limit.
+    """
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise BodyTooLarge(f"body of {declared} bytes is over the limit of {limit} bytes")
+    stream = request.stream
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = stream.read(min(READ_CHUNK, limit + 1 - size))
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"body is over the limit of {limit} bytes")
+    return b"".join(parts)
+
+
+def _replay_key(route: str, req: WebhookRequest) -> str:
+    """Identifies the signed content, so a replayed body is a duplicate even under a new delivery id."""
+    digest = hashlib.sha256()
+    digest.update(route.encode() + b"\0" + req.body + b"\0")
+    digest.update("&".join(f"{k}={v}" for k, v in sorted(req.query.items())).encode())
+    return f"body:{digest.hexdigest()}"
+
+
+@bp.route("/hooks/<route>", methods=["POST", "GET"])
+def receive(route: str) -> tuple[Response, int]:
+    ctx = context()
+    if route not in ROUTES:
+        raise NotFound(f"no webhook endpoint /hooks/{route} (known: {', '.join(sorted(ROUTES))})")
+    provider, kinds = ROUTES[route]
+    if request.method == "GET" and route != "gitea":
+        # Only Gitea/Forgejo deliver with GET (`?payload=`); anything else is not a webhook.
+        raise BadRequest(f"/hooks/{route} accepts POST only")
+    body = read_body_limited(ctx.config.server.max_body_bytes)
+    req = WebhookRequest(
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=body,
+        query=request.args.to_dict(),
+        method=request.method,
+    )
+    candidates = [a for a in ctx.config.apps.values() if a.host_kind in kinds]
+    verified = [a for a in candidates if provider.verify(req, a.secret.reveal())]
+    if not verified:
+        raise Unauthorized(_why_unverified(route, req, candidates))
+    delivery = provider.parse(req)
+    if delivery.event == "ping":
+        log.info("ping from %s (delivery %s)", route, delivery.delivery_id)
+        return jsonify(ok=True, event="ping"), 200
+    apps = routing.select_apps(delivery, verified)
+    if not apps:
+        names = ", ".join(a.name for a in verified)
+        raise Unauthorized(
+            f"{route}: signature valid for app(s) {names}, but repository {delivery.repo!r} is none of theirs"
+        )
+    decision = routing.plan_deployments(delivery, apps)
+    if decision.ignored is not None:
+        log.info("%s delivery %s ignored: %s", route, delivery.delivery_id, decision.ignored)
+        return jsonify(ignored=decision.ignored), 200
+    keys = [_replay_key(route, req)]
+    if delivery.delivery_id:
+        keys.insert(0, f"delivery:{route}:{delivery.delivery_id}")
+    result = ctx.store.submit(decision.deployments, keys)
+    if result.duplicate_of is not None:
+        log.info("%s delivery %s is a duplicate", route, delivery.delivery_id)
+        answer: dict[str, Any] = {"duplicate": True, "deployments": list(result.duplicate_of)}
+        return jsonify(answer), 200
+    for old in result.superseded:
+        log.info("deployment %s of %s superseded", old.id, old.app)
+    log.info(
+        "%s delivery %s queued %s", route, delivery.delivery_id,
+        ", ".join(f"{d.app}@{d.sha[:12]} as {d.id}" for d in result.deployments),
+    )
+    return jsonify(deployments=[d.summary() for d in result.deployments]), 202
+
+
+def _why_unverified(route: str, req: WebhookRequest, candidates: list[Any]) -> str:
+    """The server-log reason for a 401: unknown repository or bad signature (never the expected MAC)."""
+    if not candidates:
+        return f"{route}: no app is configured for this kind of git host"
+    try:
+        repo = ROUTES[route][0].parse(req).repo
+    except BadRequest:
+        return f"{route}: signature does not verify against any app's secret (body unparsable)"
+    if not any(a.repo.lower() == repo.lower() for a in candidates):
+        return f"{route}: no app for repository {repo!r}"
+    return f"{route}: signature missing or wrong for repository {repo!r}"

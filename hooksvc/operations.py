@@ -1,0 +1,52 @@
+"""Operator actions shared by the API and the command line: manual deploy, rollback, overview."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hooksvc.config import AppConfig
+from hooksvc.deployments import Deployment, NewDeployment, Trigger
+from hooksvc.errors import BadRequest, Conflict
+from hooksvc.store import DeploymentStore
+
+
+def queue_manual(store: DeploymentStore, app: AppConfig, sha: str, ref: str) -> Deployment:
+    """Queue a manual deployment; with no sha, the worker deploys the head of `ref` (or the branch)."""
+    if not sha and not ref:
+        if app.tags is not None or any(c in (app.branch or "") for c in "*?["):
+            raise BadRequest(f"app {app.name!r} deploys {app.ref_pattern}: give a 'ref' or a 'sha'")
+        ref = f"refs/heads/{app.branch}"
+    return _submit_one(store, NewDeployment(app.name, sha, ref, Trigger.MANUAL, forced=True))
+
+
+def queue_rollback(store: DeploymentStore, app: AppConfig, to: str) -> Deployment:
+    """Queue a redeploy of the previous successful release (or of `to`)."""
+    if not to:
+        live = store.live(app.name)
+        previous = store.previous_success(app.name, live.sha if live else None)
+        if previous is None:
+            raise Conflict(f"app {app.name!r} has no earlier successful release to roll back to")
+        to = previous.sha
+    return _submit_one(store, NewDeployment(app.name, to, "", Trigger.ROLLBACK, forced=True))
+
+
+def _submit_one(store: DeploymentStore, new: NewDeployment) -> Deployment:
+    return store.submit([new]).deployments[0]
+
+
+def app_overview(store: DeploymentStore, app: AppConfig) -> dict[str, Any]:
+    """An app's live release, its newest deployment and the queued one, as the API and pages show it."""
+    live = store.live(app.name)
+    recent = store.list(app=app.name, limit=1)
+    last = recent[0] if recent else None
+    return {
+        "name": app.name,
+        "repo": app.repo,
+        "ref": app.ref_pattern,
+        "strategy": app.strategy,
+        "live_sha": live.sha if live else None,
+        "live_deployment": live.deployment_id if live else None,
+        "state": str(last.state) if last else None,
+        "last_deployment": last.to_json() if last else None,
+        "queued_deployment": store.queued_id(app.name),
+    }
