@@ -1,0 +1,153 @@
+"""The RQ entry points. Jobs take a deployment id and load everything else themselves."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from collections.abc import Callable
+
+import redis
+from rq import get_current_job
+
+from hooksvc.config import AppConfig, Config, load_config
+from hooksvc.deployments import Deployment, DeploymentState, Trigger
+from hooksvc.errors import DeployError, GitError
+from hooksvc.redact import redact
+from hooksvc.store import DeploymentStore, app_lock_key, connect
+from workers.git import GitMirror, touches
+from workers.locks import AppLock
+
+log = logging.getLogger("hooksvc.worker")
+
+LogFn = Callable[[str], None]
+
+
+def run_deployment(deployment_id: str) -> str:
+    """RQ job: run one deployment from queued to a final state. Returns the final state."""
+    config = load_config()
+    job = get_current_job()
+    connection = job.connection if job is not None else connect(config.redis.url)
+    from hooksvc import default_listeners
+
+    store = DeploymentStore(connection, job_timeout=config.worker.job_timeout, listeners=default_listeners())
+    return execute(config, store, connection, deployment_id)
+
+
+def execute(config: Config, store: DeploymentStore, connection: redis.Redis, deployment_id: str) -> str:
+    """Wait for the app's lock, then deploy; every path ends the deployment in a final state."""
+    dep = store.find(deployment_id)
+    if dep is None or dep.state is not DeploymentState.QUEUED:
+        return "not queued" if dep is None else str(dep.state)
+    app = config.app(dep.app)
+    if app is None:
+        store.finish(deployment_id, DeploymentState.ERROR, f"app {dep.app!r} is no longer configured")
+        return str(DeploymentState.ERROR)
+    lock = AppLock(connection, app_lock_key(app.name), deployment_id)
+
+    def still_queued() -> bool:
+        current = store.find(deployment_id)
+        return current is not None and current.state is DeploymentState.QUEUED
+
+    if not lock.acquire(still_queued):
+        return "superseded or cancelled while waiting"
+    with lock:
+        # The lock was free, so any deployment of this app still marked running lost its worker.
+        store.reap_abandoned()
+        live = store.live(app.name)
+        running = store.start(deployment_id, previous_sha=live.sha if live else "")
+        if running is None:
+            return "superseded or cancelled"
+        secrets = config.secrets()
+
+        def log_line(line: str) -> None:
+            store.append_log(deployment_id, redact(line, secrets))
+
+        state, error = Deployer(config, store, app, running, live.sha if live else "", log_line).run()
+        final = store.get(deployment_id)
+        store.finish(deployment_id, state, error, live_sha=final.sha if state is DeploymentState.SUCCEEDED else None)
+        return str(state)
+
+
+class Deployer:
+    """The steps of one deployment, from fetch to live; `run` returns the final state and error."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: DeploymentStore,
+        app: AppConfig,
+        deployment: Deployment,
+        live_sha: str,
+        log_line: LogFn,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.app = app
+        self.dep = deployment
+        self.live_sha = live_sha
+        self.log = log_line
+        self.started = time.monotonic()
+
+    def step(self, name: str) -> None:
+        self.log(f"==> {name} (+{time.monotonic() - self.started:.1f}s)")
+
+    def run(self) -> tuple[DeploymentState, str]:
+        try:
+            return self._run()
+        except DeployError as exc:
+            self.log(f"failed: {exc}")
+            return DeploymentState.FAILED, str(exc)
+        except Exception as exc:  # noqa: BLE001 - every fault must end the deployment, never leave it running
+            for line in traceback.format_exc().splitlines():
+                self.log(line)
+            return DeploymentState.ERROR, f"internal error: {type(exc).__name__}: {exc}"
+
+    def _run(self) -> tuple[DeploymentState, str]:
+        from workers.rollout import roll_out
+
+        app, dep, secrets = self.app, self.dep, self.config.secrets()
+        self.step(f"deployment {dep.id}: {dep.trigger} of {app.name} ({dep.sha or dep.ref}), worker pid {os.getpid()}")
+        mirror = GitMirror(app, self.config.worker.state_dir, self.log, secrets)
+        self.step(f"fetching {redact(app.clone_url, secrets)}")
+        mirror.fetch()
+        sha = mirror.resolve(dep.sha or dep.ref)
+        if sha != dep.sha:
+            self.log(f"{dep.sha or dep.ref} resolves to {sha}")
+            self.store.set_sha(dep.id, sha)
+        on_ref = mirror.is_on_ref(sha)
+        if on_ref is None:
+            raise GitError(f"commit {sha} is not on {app.ref_pattern}: refusing to deploy it")
+        self.log(f"{sha} is on {on_ref}")
+        skip = self._skip_reason(mirror, sha)
+        if skip:
+            self.log(f"skipped: {skip}")
+            return DeploymentState.SKIPPED, skip
+        self.step(f"checking out {sha}")
+        release = mirror.checkout_release(sha)
+        self.step(f"rolling out ({app.strategy})")
+        roll_out(app, release, log=self.log, state_dir=self.config.worker.state_dir)
+        removed = mirror.prune_releases(self.config.worker.keep_releases, protect={sha, self.live_sha} - {""})
+        if removed:
+            self.log(f"pruned old releases: {', '.join(s[:12] for s in removed)}")
+        self.step(f"{sha[:12]} is live")
+        return DeploymentState.SUCCEEDED, ""
+
+    def _skip_reason(self, mirror: GitMirror, sha: str) -> str:
+        """Why this deployment need not run: stale push, or no change under the app's `paths`."""
+        live, dep = self.live_sha, self.dep
+        if not live or dep.trigger is not Trigger.PUSH or not mirror.has_commit(live):
+            return ""
+        # Gitea and GitLab send no `forced` flag: a push whose old sha is not an ancestor of the
+        # new one rewrote history, which is what a force-push is.
+        forced = dep.forced or bool(
+            dep.before and mirror.has_commit(dep.before) and not mirror.is_ancestor(dep.before, sha)
+        )
+        if sha == live:
+            return f"{sha[:12]} is already live"
+        if not forced and mirror.is_ancestor(sha, live):
+            return f"stale: {sha[:12]} is an ancestor of the live {live[:12]} (a delayed or out-of-order push)"
+        if self.app.paths and not touches(mirror.changed_paths(live, sha), self.app.paths):
+            return f"no change under {', '.join(self.app.paths)} since {live[:12]}"
+        return ""
