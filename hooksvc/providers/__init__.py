@@ -57,3 +57,16 @@ class Delivery:
     #: Repository as the payload names it (`owner/name`), "" when the event carries none.
     repo: str
     push: PushEvent | None = None
+
+
+# The registry comes last: the provider modules import the classes above from this package.
+from types import ModuleType  # noqa: E402
+
+from hooksvc.providers import gitea, github, gitlab  # noqa: E402
+
+#: Webhook route name -> (provider module, host kinds whose apps it serves).
+ROUTES: dict[str, tuple[ModuleType, frozenset[str]]] = {
+    "github": (github, frozenset({"github"})),
+    "gitea": (gitea, frozenset({"gitea", "forgejo"})),
+    "gitlab": (gitlab, frozenset({"gitlab"})),
+}

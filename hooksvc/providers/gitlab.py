@@ -1,0 +1,104 @@
+"""GitLab webhooks: the secret itself in `X-Gitlab-Token`; nothing is signed.
+
+Push and tag pushes come as two hook types (`Push Hook`, `Tag Push Hook`); both are a "push" here.
+The repository is `project.path_with_namespace` (the top-level `repository` lacks the namespace).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from hooksvc.errors import BadRequest
+from hooksvc.providers import ZERO_SHA, Delivery, PushEvent, WebhookRequest
+from hooksvc.providers.github import (
+    JSON_CONTENT_TYPE,
+    delivery_id,
+    json_object,
+    normalised_event,
+    read_ref,
+    read_sha,
+    show,
+)
+
+PROVIDER = "gitlab"
+TOKEN_HEADER = "X-Gitlab-Token"  # noqa: S105 - a header name, not a credential
+EVENT_HEADER = "X-Gitlab-Event"
+# Idempotency-Key is stable across GitLab's retries and "Resend request" (17.4+), so it is preferred
+# as the dedupe key; older GitLab only sends the per-event UUID.
+DELIVERY_HEADERS = ("Idempotency-Key", "X-Gitlab-Event-UUID")
+
+#: Hook type -> the `object_kind` its payload carries.
+PUSH_HOOKS = {"push hook": "push", "tag push hook": "tag_push"}
+
+
+def signed_bytes(req: WebhookRequest) -> bytes:
+    """GitLab signs nothing: the token vouches for the whole raw body, which is what a replay repeats."""
+    return req.body
+
+
+def verify(req: WebhookRequest, secret: str) -> bool:
+    """True when `X-Gitlab-Token` equals `secret` (constant-time)."""
+    given = req.header(TOKEN_HEADER)
+    if not given or not secret:
+        return False
+    expected = secret.encode("utf-8")
+    # WSGI servers hand header values over decoded as Latin-1 (PEP 3333), so a non-ASCII token sent as
+    # UTF-8 bytes is recovered by encoding back to Latin-1; a caller that decoded UTF-8 needs the other
+    # form. `|` rather than `or` keeps both compares running.
+    wire = given.encode("latin-1", "replace")
+    text = given.encode("utf-8", "replace")
+    return hmac.compare_digest(wire, expected) | hmac.compare_digest(text, expected)
+
+
+def parse(req: WebhookRequest) -> Delivery:
+    """The delivery's event, id, repository and (for a push) the ref update. Raises BadRequest."""
+    hook = normalised_event(EVENT_HEADER, req.header(EVENT_HEADER))
+    if req.content_type != JSON_CONTENT_TYPE:
+        raise BadRequest(f"unsupported content type {show(req.content_type)}: expected {JSON_CONTENT_TYPE}")
+    data = json_object(req.body)
+    push = _read_push(hook, data) if hook in PUSH_HOOKS else None
+    return Delivery(
+        provider=PROVIDER,
+        event="push" if push is not None else hook,
+        delivery_id=_delivery_id(req),
+        repo=_project_path(data, required=push is not None),
+        push=push,
+    )
+
+
+def _read_push(hook: str, data: dict[str, Any]) -> PushEvent:
+    kind = data.get("object_kind")
+    if kind != PUSH_HOOKS[hook]:
+        raise BadRequest(
+            f"{EVENT_HEADER} {hook!r} needs object_kind {PUSH_HOOKS[hook]!r} in the payload, got {show(kind)}"
+        )
+    ref = read_ref(data)
+    after = read_sha(data, "after")
+    before = read_sha(data, "before") if "before" in data else ""
+    # GitLab nulls `checkout_sha` when the ref is removed. For an annotated tag `after` is the tag
+    # object while `checkout_sha` is the tagged commit: the one a release checks out and a status names.
+    deleted = after == ZERO_SHA or ("checkout_sha" in data and data["checkout_sha"] is None)
+    if not deleted and "checkout_sha" in data:
+        after = read_sha(data, "checkout_sha")
+    return PushEvent(ref=ref, before=before, after=after, deleted=deleted, forced=False)
+
+
+def _project_path(data: dict[str, Any], *, required: bool) -> str:
+    project = data.get("project")
+    path = project.get("path_with_namespace") if isinstance(project, dict) else None
+    if isinstance(path, str) and path.strip():
+        return path.strip()
+    if required:
+        raise BadRequest(
+            f"push payload: 'project.path_with_namespace' must name the repository, got {show(path)}"
+        )
+    return ""
+
+
+def _delivery_id(req: WebhookRequest) -> str:
+    for header in DELIVERY_HEADERS:
+        value = req.header(header)
+        if value and value.strip():
+            return delivery_id(header, value)
+    return ""
