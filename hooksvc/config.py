@@ -266,8 +266,10 @@ def _read_server(r: _Reader, data: Mapping[str, Any]) -> ServerConfig:
     max_body = r.get(t, "server", "max_body_bytes", int, defaults.MAX_BODY_BYTES)
     if max_body <= 0:
         r.problem("server.max_body_bytes", f"expected a positive number of bytes, got {max_body!r}")
-    if "api_tokens_env" not in t and "api_tokens_file" not in t:
+    explicit = "api_tokens_env" in t or "api_tokens_file" in t
+    if not explicit and r.env.get(defaults.API_TOKENS_ENV):
         t = {**t, "api_tokens_env": defaults.API_TOKENS_ENV}
+    # Without tokens the API and pages refuse every request (unless public_read allows reading).
     raw = r.secret(t, "server", "api_tokens", required=False)
     tokens = tuple(Secret(tok.strip()) for tok in (raw.reveal() if raw else "").split(",") if tok.strip())
     return ServerConfig(
@@ -380,6 +382,8 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
     )
     secret = r.secret(t, prefix, "secret", required=True)
     clone_token = r.secret(t, prefix, "token", required=False)
+    health_timeout = r.duration(t, prefix, "health_timeout", defaults.HEALTH_TIMEOUT_SECONDS)
+    start_grace = r.duration(t, prefix, "start_grace", defaults.START_GRACE_SECONDS)
     if len(r.problems) > before or host is None or secret is None:
         return None
     return AppConfig(
@@ -394,8 +398,8 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
         compose_files=tuple(compose_files),
         project=project,
         strategy=strategy,
-        health_timeout=r.duration(t, prefix, "health_timeout", defaults.HEALTH_TIMEOUT_SECONDS),
-        start_grace=r.duration(t, prefix, "start_grace", defaults.START_GRACE_SECONDS),
+        health_timeout=health_timeout,
+        start_grace=start_grace,
         status_context=r.get(t, prefix, "status_context", str, "") or f"hooksvc/{name}",
         docker_host=r.get(t, prefix, "docker_host", str, None),
         paths=tuple(paths),
