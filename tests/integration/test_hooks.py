@@ -1,0 +1,279 @@
+"""Every row of SPEC §3's webhook table, for each git host, through Flask's test client and real Redis."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import EnvironBuilder
+
+from hooksvc import create_app
+from hooksvc.providers import ZERO_SHA
+from hooksvc.store import DeploymentStore, connect
+from tests.conftest import make_config
+from tests.payloads import (
+    commit_sha,
+    gitea_push,
+    gitea_request,
+    github_push,
+    github_request,
+    gitlab_push,
+    gitlab_request,
+    load,
+)
+from tests.redis_server import RedisServer
+
+SHOP, BLOG, WIKI = "shop-webhook-secret", "blog-webhook-secret", "wiki-webhook-secret"
+
+
+@pytest.fixture
+def app(tmp_path: Path, redis: redis_lib.Redis) -> Flask:
+    return create_app(make_config(tmp_path), connection=redis, listeners=[])
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def store(redis: redis_lib.Redis) -> DeploymentStore:
+    return DeploymentStore(redis)
+
+
+class TestAcceptedPushes:
+    def test_github_push_queues_a_deployment(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """A signed GitHub push to the configured branch answers 202 with the queued deployment."""
+        sha = commit_sha(7)
+        resp = client.open("/hooks/github", **github_request(github_push(after=sha), SHOP).client_kwargs())
+        assert resp.status_code == 202
+        [dep] = resp.json["deployments"]
+        assert set(dep) == {"id", "app", "sha", "state"}
+        assert dep["app"] == "shop" and dep["sha"] == sha and dep["state"] == "queued"
+        assert store.get(dep["id"]).ref == "refs/heads/main"
+
+    def test_github_form_encoded_push(self, client: FlaskClient) -> None:
+        """GitHub's form-encoded deliveries (payload=...) are accepted too."""
+        hook = github_request(github_push(), SHOP, form=True)
+        assert client.open("/hooks/github", **hook.client_kwargs()).status_code == 202
+
+    @pytest.mark.parametrize("variant", ["json", "form", "get", "forgejo"])
+    def test_gitea_tag_push_queues_a_deployment(self, client: FlaskClient, variant: str) -> None:
+        """Gitea and Forgejo deliveries (JSON, form or GET) of a matching tag are accepted."""
+        hook = gitea_request(gitea_push(ref="refs/tags/v2.0"), BLOG, form=variant == "form",
+                             get=variant == "get", forgejo=variant == "forgejo")
+        resp = client.open("/hooks/gitea", **hook.client_kwargs())
+        assert resp.status_code == 202
+        assert resp.json["deployments"][0]["app"] == "blog"
+
+    def test_gitlab_push_queues_a_deployment(self, client: FlaskClient) -> None:
+        """A GitLab push with the right X-Gitlab-Token to a matching branch is accepted."""
+        hook = gitlab_request(gitlab_push(ref="refs/heads/release/3"), WIKI)
+        resp = client.open("/hooks/gitlab", **hook.client_kwargs())
+        assert resp.status_code == 202 and resp.json["deployments"][0]["app"] == "wiki"
+
+    def test_repository_name_is_case_insensitive(self, client: FlaskClient) -> None:
+        """The payload's repository matches the configured repo regardless of case."""
+        hook = github_request(github_push(repo="ACME/Shop"), SHOP)
+        assert client.open("/hooks/github", **hook.client_kwargs()).status_code == 202
+
+
+class TestPingAndIgnored:
+    def test_github_ping(self, client: FlaskClient) -> None:
+        """A signed ping answers 200 {"ok": true, "event": "ping"}."""
+        ping = load("github_ping")
+        ping["repository"]["full_name"] = "acme/shop"
+        resp = client.open("/hooks/github", **github_request(ping, SHOP, event="ping").client_kwargs())
+        assert resp.status_code == 200 and resp.json == {"ok": True, "event": "ping"}
+
+    def test_other_branch_is_ignored(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """A push to a branch no app deploys answers 200 with the reason and queues nothing."""
+        hook = github_request(github_push(ref="refs/heads/dev"), SHOP)
+        resp = client.open("/hooks/github", **hook.client_kwargs())
+        assert resp.status_code == 200 and "refs/heads/dev" in resp.json["ignored"]
+        assert store.list() == []
+
+    def test_deleted_ref_is_ignored(self, client: FlaskClient) -> None:
+        """Deleting the deployed branch deploys nothing."""
+        hook = github_request(github_push(after=ZERO_SHA), SHOP)
+        resp = client.open("/hooks/github", **hook.client_kwargs())
+        assert resp.status_code == 200 and "deleted" in resp.json["ignored"]
+
+    def test_other_event_is_ignored(self, client: FlaskClient) -> None:
+        """A signed non-push event answers 200 ignored."""
+        payload = {"action": "opened", "repository": {"full_name": "acme/shop"}}
+        resp = client.open("/hooks/github", **github_request(payload, SHOP, event="issues").client_kwargs())
+        assert resp.status_code == 200 and "issues" in resp.json["ignored"]
+
+    def test_gitlab_tag_delete_is_ignored(self, client: FlaskClient) -> None:
+        """A GitLab branch deletion (zero after, null checkout_sha) deploys nothing."""
+        hook = gitlab_request(gitlab_push(ref="refs/heads/release/3", after=ZERO_SHA), WIKI)
+        resp = client.open("/hooks/gitlab", **hook.client_kwargs())
+        assert resp.status_code == 200 and "ignored" in resp.json
+
+
+class TestRejected:
+    def test_bad_signature_and_unknown_repo_get_the_same_401(self, client: FlaskClient,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+        """A wrong signature and an unknown repository get one identical body; the log tells them apart."""
+        caplog.set_level(logging.WARNING, logger="hooksvc.web")
+        bad_sig = client.open("/hooks/github", **github_request(github_push(), "wrong").client_kwargs())
+        unknown = client.open("/hooks/github",
+                              **github_request(github_push(repo="evil/repo"), "wrong").client_kwargs())
+        assert bad_sig.status_code == unknown.status_code == 401
+        assert bad_sig.data == unknown.data
+        assert "signature missing or wrong for repository 'acme/shop'" in caplog.text
+        assert "no app for repository 'evil/repo'" in caplog.text
+        assert SHOP not in caplog.text
+
+    def test_valid_signature_for_another_repo_is_401(self, client: FlaskClient) -> None:
+        """A body signed with shop's secret but naming another repository deploys nothing."""
+        hook = github_request(github_push(repo="acme/other"), SHOP)
+        assert client.open("/hooks/github", **hook.client_kwargs()).status_code == 401
+
+    def test_missing_signature_is_401(self, client: FlaskClient) -> None:
+        """Unsigned GitHub deliveries and Gitea deliveries with empty signature headers are refused."""
+        assert client.open("/hooks/github", **github_request(github_push(), None).client_kwargs()).status_code == 401
+        assert client.open("/hooks/gitea", **gitea_request(gitea_push(), None).client_kwargs()).status_code == 401
+
+    def test_gitlab_wrong_token_is_401(self, client: FlaskClient) -> None:
+        """A GitLab delivery with another token is refused."""
+        hook = gitlab_request(gitlab_push(), "not-the-token")
+        assert client.open("/hooks/gitlab", **hook.client_kwargs()).status_code == 401
+
+    def test_malformed_body_is_400_with_reason(self, client: FlaskClient) -> None:
+        """A correctly signed body that is not JSON answers 400 with a reason."""
+        hook = github_request(b"{not json", SHOP)
+        resp = client.open("/hooks/github", **hook.client_kwargs())
+        assert resp.status_code == 400 and resp.json["error"]
+
+    def test_missing_fields_is_400(self, client: FlaskClient) -> None:
+        """A signed push without `after` answers 400 naming the field."""
+        payload = github_push()
+        del payload["after"]
+        resp = client.open("/hooks/github", **github_request(payload, SHOP).client_kwargs())
+        assert resp.status_code == 400 and "after" in resp.json["error"]
+
+    def test_wrong_content_type_is_400(self, client: FlaskClient) -> None:
+        """A signed body with an unsupported content type answers 400."""
+        hook = github_request(github_push(), SHOP).with_header("Content-Type", "text/plain")
+        resp = client.open("/hooks/github", **hook.client_kwargs())
+        assert resp.status_code == 400 and "content type" in resp.json["error"].lower()
+
+    def test_unknown_route_is_404_json(self, client: FlaskClient) -> None:
+        """An unknown webhook route answers a JSON 404."""
+        resp = client.post("/hooks/bitbucket", data=b"{}")
+        assert resp.status_code == 404 and "error" in resp.json
+
+
+class TrapStream(io.RawIOBase):
+    """A request body that fails the test if more than `allowed` bytes are read from it."""
+
+    def __init__(self, allowed: int) -> None:
+        self.allowed = allowed
+        self.read_bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = len(buffer)
+        self.read_bytes += n
+        assert self.read_bytes <= self.allowed, "the server read past the body limit"
+        buffer[:n] = b"x" * n
+        return n
+
+
+def post_stream(app: Flask, stream: TrapStream, content_length: int | None) -> tuple[int, bytes]:
+    """POST `stream` to /hooks/github through the WSGI interface, as a server would hand it over."""
+    environ = EnvironBuilder(path="/hooks/github", method="POST", content_type="application/json").get_environ()
+    environ["wsgi.input"] = stream
+    if content_length is None:
+        environ.pop("CONTENT_LENGTH", None)
+        environ["HTTP_TRANSFER_ENCODING"] = "chunked"
+        environ["wsgi.input_terminated"] = True
+    else:
+        environ["CONTENT_LENGTH"] = str(content_length)
+    status: list[str] = []
+    body = b"".join(app.wsgi_app(environ, lambda s, h, e=None: status.append(s)))  # type: ignore[arg-type]
+    return int(status[0].split()[0]), body
+
+
+class TestBodyLimit:
+    def test_declared_oversize_body_is_413_without_reading_it(self, tmp_path: Path, redis: redis_lib.Redis) -> None:
+        """A Content-Length over max_body_bytes answers 413 before any body byte is read."""
+        app = create_app(make_config(tmp_path, max_body_bytes="1024"), connection=redis, listeners=[])
+        stream = TrapStream(allowed=0)
+        status, body = post_stream(app, stream, 50 * 1024 * 1024)
+        assert status == 413 and b"over the limit" in body
+        assert stream.read_bytes == 0
+
+    def test_undeclared_oversize_body_stops_at_the_limit(self, tmp_path: Path, redis: redis_lib.Redis) -> None:
+        """A chunked body is read only up to one byte past the limit, then refused with 413."""
+        app = create_app(make_config(tmp_path, max_body_bytes="1024"), connection=redis, listeners=[])
+        stream = TrapStream(allowed=1025)
+        status, _ = post_stream(app, stream, None)
+        assert status == 413
+        assert 1024 < stream.read_bytes <= 1025
+
+
+class TestDuplicates:
+    def test_same_delivery_id_is_a_duplicate(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """A redelivery (same X-GitHub-Delivery) answers 200 duplicate with the first deployments."""
+        hook = github_request(github_push(), SHOP, delivery_id="72d3162e-cc78-11e3-81ab-4c9367dc0958")
+        first = client.open("/hooks/github", **hook.client_kwargs())
+        again = client.open("/hooks/github", **hook.client_kwargs())
+        assert again.status_code == 200 and again.json["duplicate"] is True
+        assert again.json["deployments"] == first.json["deployments"]
+        assert len(store.list()) == 1
+
+    def test_replayed_body_under_a_new_delivery_id_is_a_duplicate(self, client: FlaskClient,
+                                                                  store: DeploymentStore) -> None:
+        """The same signed body sent again with another delivery id is a replay: no new deployment."""
+        payload = github_push()
+        first = github_request(payload, SHOP, delivery_id="one")
+        second = github_request(payload, SHOP, delivery_id="two")
+        assert client.open("/hooks/github", **first.client_kwargs()).status_code == 202
+        resp = client.open("/hooks/github", **second.client_kwargs())
+        assert resp.status_code == 200 and resp.json["duplicate"] is True
+        assert len(store.list()) == 1
+
+    def test_newer_push_supersedes_queued_one(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """Two pushes in a row leave the first superseded and the second queued."""
+        a = client.open("/hooks/github", **github_request(github_push(after=commit_sha(1)), SHOP).client_kwargs())
+        b = client.open("/hooks/github", **github_request(github_push(after=commit_sha(2)), SHOP).client_kwargs())
+        assert store.get(a.json["deployments"][0]["id"]).state == "superseded"
+        assert store.get(b.json["deployments"][0]["id"]).state == "queued"
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+class TestRedisDown:
+    def test_redis_down_is_503_then_recovers(self, tmp_path: Path, own_redis: RedisServer) -> None:
+        """With Redis stopped a push answers 503 and writes nothing; the redelivery succeeds once Redis is back."""
+        app = create_app(make_config(tmp_path), connection=connect(own_redis.url), listeners=[])
+        client = app.test_client()
+        hook = github_request(github_push(), SHOP, delivery_id="d-503")
+        own_redis.stop()
+        down = client.open("/hooks/github", **hook.client_kwargs())
+        assert down.status_code == 503 and "Redis is unreachable" in down.json["error"]
+        assert client.get("/healthz").status_code == 503
+        own_redis.start()
+        store = DeploymentStore(connect(own_redis.url))
+        assert store.list() == []
+        again = client.open("/hooks/github", **hook.client_kwargs())
+        assert again.status_code == 202
+        assert [d.delivery_id for d in store.list()] == ["d-503"]
+        assert client.get("/healthz").status_code == 200
