@@ -71,7 +71,9 @@ class TestSubmit:
         assert again.deployments == ()
         assert len(store.list()) == 1
 
-    def test_dedupe_keys_outlive_githubs_redelivery_window(self, store: DeploymentStore, redis: redis_lib.Redis) -> None:
+    def test_dedupe_keys_outlive_githubs_redelivery_window(
+        self, store: DeploymentStore, redis: redis_lib.Redis
+    ) -> None:
         """Delivery ids are remembered for longer than GitHub's 3-day redelivery window."""
         store.submit([push("shop", SHA_A, "d1")], ["delivery:github:d1"])
         ttl = redis.ttl("hooksvc:seen:delivery:github:d1")
