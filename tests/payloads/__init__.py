@@ -1,0 +1,303 @@
+"""Example webhook payloads and requests signed the way each git host signs them.
+
+The JSON files here are trimmed copies of the hosts' documented examples (GitHub: octokit/webhooks
+payload-examples; Gitea: docs/content/usage/webhooks; GitLab: webhook_events.md). The builders sign
+independently of `hooksvc.providers`, so a test of a verifier checks it against the host's scheme,
+not against itself.
+
+Typical use::
+
+    hook = github_request(github_push(), "shop-webhook-secret")
+    provider.verify(hook.to_request(), secret)              # pure unit tests
+    client.open("/hooks/github", **hook.client_kwargs())    # Flask test client
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from hooksvc.providers import ZERO_SHA, WebhookRequest
+
+PAYLOAD_DIR = Path(__file__).parent
+
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+
+#: A payload as a dict (serialised here), or the exact JSON text to send.
+Payload = Mapping[str, Any] | bytes | str
+
+
+def load(name: str) -> dict[str, Any]:
+    """A fresh copy of the example payload `<name>.json`, free to modify."""
+    data: dict[str, Any] = json.loads(load_bytes(name))
+    return data
+
+
+def load_bytes(name: str) -> bytes:
+    """The example payload `<name>.json` byte for byte."""
+    return (PAYLOAD_DIR / f"{name}.json").read_bytes()
+
+
+def commit_sha(n: int) -> str:
+    """A distinct, realistic-looking 40-hex sha for each `n`."""
+    return hashlib.sha1(f"commit {n}".encode()).hexdigest()  # noqa: S324 - a fake object id, not security
+
+
+def payload_text(payload: Payload) -> bytes:
+    """The JSON text a host would send: compact, UTF-8, non-ASCII left as is (as GitHub does)."""
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    return json.dumps(payload, ensure_ascii=False).encode("utf-8")
+
+
+def github_signature(body: bytes, secret: str) -> str:
+    """`X-Hub-Signature-256`: `sha256=` and the hex HMAC-SHA256 of the raw body."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def gitea_signature(payload: bytes, secret: str) -> str:
+    """`X-Gitea-Signature`: bare hex HMAC-SHA256 of the JSON payload text."""
+    return hmac.new(secret.encode("utf-8"), payload, hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class HookRequest:
+    """One webhook delivery as the host sends it."""
+
+    #: Header names as the host spells them; Content-Type included when there is a body.
+    headers: dict[str, str]
+    body: bytes
+    content_type: str
+    query: dict[str, str] = field(default_factory=dict)
+    method: str = "POST"
+
+    def to_request(self) -> WebhookRequest:
+        """The provider-level request, with lower-case header names as the web layer builds it."""
+        return WebhookRequest(
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=self.body,
+            query=dict(self.query),
+            method=self.method,
+        )
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for Flask's test client: `client.open(url, **hook.client_kwargs())`."""
+        return {"method": self.method, "data": self.body, "headers": dict(self.headers),
+                "query_string": dict(self.query)}
+
+    def with_header(self, name: str, value: str | None) -> HookRequest:
+        """A copy with header `name` set (or removed when `value` is None), matched case-insensitively."""
+        headers = {k: v for k, v in self.headers.items() if k.lower() != name.lower()}
+        if value is not None:
+            headers[name] = value
+        return replace(self, headers=headers)
+
+    def with_body(self, body: bytes) -> HookRequest:
+        """A copy with another body and the original headers: a tampered delivery."""
+        return replace(self, body=body)
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def github_request(
+    payload: Payload,
+    secret: str | None,
+    event: str = "push",
+    *,
+    form: bool = False,
+    delivery_id: str | None = None,
+) -> HookRequest:
+    """A GitHub delivery: JSON body, or `payload=<json>` form body when `form`; unsigned if no secret."""
+    text = payload_text(payload)
+    if form:
+        body, content_type = urlencode({"payload": text.decode("utf-8")}).encode("ascii"), FORM
+    else:
+        body, content_type = text, JSON
+    headers = {
+        "User-Agent": "GitHub-Hookshot/044aadd",
+        "Content-Type": content_type,
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery_id or _new_id(),
+        "X-GitHub-Hook-ID": "292430182",
+    }
+    if secret is not None:
+        legacy = hmac.new(secret.encode("utf-8"), body, hashlib.sha1).hexdigest()
+        headers["X-Hub-Signature"] = f"sha1={legacy}"
+        headers["X-Hub-Signature-256"] = github_signature(body, secret)
+    return HookRequest(headers=headers, body=body, content_type=content_type)
+
+
+def gitea_request(
+    payload: Payload,
+    secret: str | None,
+    event: str = "push",
+    *,
+    form: bool = False,
+    get: bool = False,
+    forgejo: bool = False,
+    delivery_id: str | None = None,
+) -> HookRequest:
+    """A Gitea (or, with `forgejo`, Forgejo) delivery with every header the host sends.
+
+    JSON body by default; `form` sends `payload=<json>`; `get` sends `GET ?payload=<json>`. The
+    signatures are over the JSON text in every case. Without a secret the signature headers are
+    present but empty, as Gitea sends them.
+    """
+    text = payload_text(payload)
+    query: dict[str, str] = {}
+    method = "POST"
+    if get:
+        body, content_type, method = b"", "", "GET"
+        query = {"payload": text.decode("utf-8")}
+    elif form:
+        body, content_type = urlencode({"payload": text.decode("utf-8")}).encode("ascii"), FORM
+    else:
+        body, content_type = text, JSON
+    sig256 = gitea_signature(text, secret) if secret is not None else ""
+    sig1 = hmac.new(secret.encode("utf-8"), text, hashlib.sha1).hexdigest() if secret is not None else ""
+    delivery = delivery_id or _new_id()
+    headers = {"User-Agent": "Go-http-client/1.1"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    families = ["Gitea", "Gogs"] + (["Forgejo"] if forgejo else [])
+    for family in families:
+        headers[f"X-{family}-Delivery"] = delivery
+        headers[f"X-{family}-Event"] = event
+        headers[f"X-{family}-Event-Type"] = event
+        headers[f"X-{family}-Signature"] = sig256
+    headers.update({
+        "X-GitHub-Delivery": delivery,
+        "X-GitHub-Event": event,
+        "X-GitHub-Event-Type": event,
+        "X-Hub-Signature": f"sha1={sig1}",
+        "X-Hub-Signature-256": f"sha256={sig256}",
+    })
+    return HookRequest(headers=headers, body=body, content_type=content_type, query=query, method=method)
+
+
+def gitlab_request(
+    payload: Payload,
+    token: str | None,
+    event: str | None = None,
+    *,
+    delivery_id: str | None = None,
+    legacy: bool = False,
+) -> HookRequest:
+    """A GitLab delivery with the secret in `X-Gitlab-Token` (omitted when `token` is None).
+
+    `event` defaults to the hook type the payload's `object_kind` implies. `delivery_id` is the
+    `Idempotency-Key`; `legacy` leaves that header out, as GitLab before 17.4 did.
+    """
+    text = payload_text(payload)
+    if event is None:
+        kind = payload.get("object_kind") if isinstance(payload, Mapping) else None
+        event = "Tag Push Hook" if kind == "tag_push" else "Push Hook"
+    headers = {
+        "User-Agent": "GitLab/17.5.0",
+        "Content-Type": JSON,
+        "X-Gitlab-Event": event,
+        "X-Gitlab-Event-UUID": _new_id(),
+        "X-Gitlab-Webhook-UUID": "5e4d1a5c-3b8e-4f55-9a8b-1c2d3e4f5a6b",
+        "X-Gitlab-Instance": "https://gitlab.example.com",
+    }
+    if not legacy:
+        headers["Idempotency-Key"] = delivery_id or _new_id()
+    if token is not None:
+        headers["X-Gitlab-Token"] = token
+    return HookRequest(headers=headers, body=text, content_type=JSON)
+
+
+# --- Push payloads for the apps of tests/conftest.py `make_config` ---------------------------------
+
+
+def github_push(
+    repo: str = "acme/shop",
+    ref: str = "refs/heads/main",
+    after: str | None = None,
+    before: str | None = None,
+    *,
+    forced: bool = False,
+) -> dict[str, Any]:
+    """GitHub's documented push example moved to `repo`/`ref`; `after` ZERO_SHA makes a deletion."""
+    after = after or commit_sha(1)
+    before = before or commit_sha(0)
+    data = load("github_push_new_branch")
+    owner, _, name = repo.partition("/")
+    data["repository"].update(full_name=repo, name=name)
+    data["repository"]["owner"].update(name=owner, login=owner)
+    deleted = after == ZERO_SHA
+    data.update(ref=ref, before=before, after=after, created=before == ZERO_SHA, deleted=deleted, forced=forced)
+    if deleted:
+        data.update(commits=[], head_commit=None)
+    else:
+        data["commits"][0]["id"] = after
+        data["head_commit"]["id"] = after
+    return data
+
+
+def gitea_push(
+    repo: str = "acme/blog",
+    ref: str = "refs/tags/v1.0.0",
+    after: str | None = None,
+    before: str | None = None,
+) -> dict[str, Any]:
+    """Gitea's documented push example moved to `repo`/`ref` (a tag push by default, as blog deploys tags).
+
+    A tag push has `before` zero and no commits, as Gitea sends it; `after` ZERO_SHA deletes the ref.
+    """
+    after = after or commit_sha(1)
+    is_tag = ref.startswith("refs/tags/")
+    before = before or (ZERO_SHA if is_tag else commit_sha(0))
+    data = load("gitea_push")
+    owner, _, name = repo.partition("/")
+    data["repository"].update(full_name=repo, name=name)
+    data["repository"]["owner"].update(login=owner, username=owner)
+    data.update(ref=ref, before=before, after=after)
+    if after == ZERO_SHA:
+        data.update(commits=[], total_commits=0, head_commit=None)
+    else:
+        data["head_commit"]["id"] = after
+        if is_tag:
+            data.update(commits=[], total_commits=0)
+        else:
+            data["commits"][0]["id"] = after
+    return data
+
+
+def gitlab_push(
+    repo: str = "acme/wiki",
+    ref: str = "refs/heads/release/1.0",
+    after: str | None = None,
+    before: str | None = None,
+) -> dict[str, Any]:
+    """GitLab's documented push (or, for a tag ref, tag push) example moved to `repo`/`ref`.
+
+    `after` ZERO_SHA deletes the ref (and nulls `checkout_sha`, as GitLab does).
+    """
+    after = after or commit_sha(1)
+    is_tag = ref.startswith("refs/tags/")
+    data = load("gitlab_tag_push" if is_tag else "gitlab_push")
+    before = before or (ZERO_SHA if is_tag else commit_sha(0))
+    data["project"]["path_with_namespace"] = repo
+    deleted = after == ZERO_SHA
+    data.update(ref=ref, before=before, after=after, checkout_sha=None if deleted else after)
+    if deleted:
+        data.update(commits=[], total_commits_count=0)
+    elif data["commits"]:
+        data["commits"][-1]["id"] = after
+    return data
