@@ -32,6 +32,8 @@ _SHA = re.compile(r"^[0-9a-fA-F]{40}$")
 _REF = re.compile(r"^refs/[^\x00-\x20\x7f~^:?*\[\\]+$")
 _EVENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,63}$")
 _DELIVERY_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
+               type(None): "null"}
 #: Values quoted in error messages are cut to this length: a message must stay one readable line.
 _SHOW_LIMIT = 80
 
@@ -117,7 +119,7 @@ def json_object(text: bytes | str) -> dict[str, Any]:
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise BadRequest(f"payload is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise BadRequest(f"payload must be a JSON object, got a JSON {type(data).__name__}")
+        raise BadRequest(f"payload must be a JSON object, got {_JSON_KINDS.get(type(data), 'a JSON value')}")
     return data
 
 
