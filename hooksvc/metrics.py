@@ -1,0 +1,262 @@
+"""Prometheus metrics at `GET /metrics`, counted in Redis so every web and worker process adds up.
+
+Web processes, workers and the status reporter each write their counters into Redis hashes (a
+HINCRBY inside the same transaction as the state change they count); a custom collector reads
+them all at scrape time. So any web process answers a scrape with the totals of all processes,
+and a restarted process loses nothing. Each Flask app gets its own `CollectorRegistry`: the
+global default registry would mix in whatever else the process imported, and tests build many apps.
+
+Layout in Redis (all under `hooksvc:metrics:`):
+
+- `webhooks`             HASH `<outcome>:<provider>` → count
+- `deployments`          HASH `<state>:<app>` → count of deployments that ended in that state
+- `deployment_duration`  HASH `count:<app>`, `sum:<app>`, `bucket:<le>:<app>` (non-cumulative)
+- `status_*`, `notify_*` HASHes by host kind / notification target, written by the reporter
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import redis
+from flask import Blueprint, Response, current_app, request
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from redis.client import Pipeline
+
+from hooksvc import context
+from hooksvc.deployments import Deployment
+from hooksvc.providers import ROUTES
+from hooksvc.store import DeploymentStore
+
+log = logging.getLogger(__name__)
+bp = Blueprint("metrics", __name__)
+
+PREFIX = "hooksvc:metrics"
+WEBHOOKS_KEY = f"{PREFIX}:webhooks"
+DEPLOYMENTS_KEY = f"{PREFIX}:deployments"
+DURATION_KEY = f"{PREFIX}:deployment_duration"
+#: Written by the status reporter (`hooksvc.reporting`): field = host kind, value = count.
+STATUS_SENT_KEY = f"{PREFIX}:status_sent"
+STATUS_FAILURES_KEY = f"{PREFIX}:status_failures"
+STATUS_DROPPED_KEY = f"{PREFIX}:status_dropped"
+#: Written by the notifier: field = target (webhook, slack), value = count.
+NOTIFY_SENT_KEY = f"{PREFIX}:notify_sent"
+NOTIFY_FAILURES_KEY = f"{PREFIX}:notify_failures"
+NOTIFY_DROPPED_KEY = f"{PREFIX}:notify_dropped"
+#: The reporter's schedule of lanes holding undelivered events (a ZSET); its size is a backlog gauge.
+OUTBOX_DUE_KEY = "hooksvc:outbox:due"
+#: The store's SET of running deployment ids.
+RUNNING_KEY = "hooksvc:running"
+
+#: What a webhook request can come to; one count per request.
+WEBHOOK_OUTCOMES = (
+    "accepted", "duplicate", "ignored", "ping", "unauthorized", "bad_request", "too_large", "unavailable",
+)
+#: Label for a request to an unknown /hooks/<route>: the route is caller-chosen, so it must not
+#: become a label value (an attacker could otherwise create unbounded series).
+UNKNOWN_PROVIDER = "unknown"
+#: Deployments take from seconds (nothing to rebuild) to the 30-minute job timeout; these bounds
+#: separate "cached build", "normal build" and "slow health gate" without too many series per app.
+DURATION_BUCKETS = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, math.inf)
+#: `app.extensions` key of the app's own metrics registry.
+EXTENSION = "hooksvc.metrics"
+
+#: (metric name, help, Redis hash, label) of the reporter's counters.
+_REPORTER_COUNTERS = (
+    ("hooksvc_status_posts", "Commit statuses delivered to the git host.", STATUS_SENT_KEY, "host_kind"),
+    ("hooksvc_status_post_failures", "Failed commit-status POST attempts (retried or not).",
+     STATUS_FAILURES_KEY, "host_kind"),
+    ("hooksvc_statuses_dropped", "Commit statuses given up on (rejected, obsolete or out of retry time).",
+     STATUS_DROPPED_KEY, "host_kind"),
+    ("hooksvc_notifications", "Finish notifications delivered.", NOTIFY_SENT_KEY, "target"),
+    ("hooksvc_notification_failures", "Failed notification attempts (retried or not).",
+     NOTIFY_FAILURES_KEY, "target"),
+    ("hooksvc_notifications_dropped", "Notifications given up on.", NOTIFY_DROPPED_KEY, "target"),
+)
+
+
+# -- writing (called by the webhook view and, as a store listener, by every state change) -------
+
+
+def record_webhook(connection: redis.Redis, provider: str, outcome: str) -> None:
+    """Count one webhook request; never raises, so a Redis outage cannot fail the webhook twice."""
+    if provider not in ROUTES:
+        provider = UNKNOWN_PROVIDER
+    if outcome not in WEBHOOK_OUTCOMES:
+        log.warning("webhook outcome %r is not one of %s; counted anyway", outcome, ", ".join(WEBHOOK_OUTCOMES))
+    try:
+        connection.hincrby(WEBHOOKS_KEY, f"{outcome}:{provider}", 1)
+    except redis.RedisError as exc:
+        log.debug("webhook %s/%s not counted: %s", provider, outcome, exc)
+
+
+def duration_bucket(seconds: float) -> float:
+    """The smallest histogram bound that holds `seconds`."""
+    return next(b for b in DURATION_BUCKETS if seconds <= b)
+
+
+def _bound_text(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(bound)
+
+
+def metrics_listener(pipe: Pipeline, deployment: Deployment) -> None:
+    """Store listener: count a final state and, for a deployment that ran, its duration.
+
+    It runs inside the store's MULTI/EXEC, so a state change is counted exactly once: when the
+    transaction is retried, the first attempt's commands were discarded with it.
+    """
+    if not deployment.state.is_final:
+        return
+    app = deployment.app
+    pipe.hincrby(DEPLOYMENTS_KEY, f"{deployment.state}:{app}", 1)
+    if deployment.started_at is None or deployment.finished_at is None:
+        return
+    seconds = max(0.0, deployment.finished_at - deployment.started_at)
+    pipe.hincrby(DURATION_KEY, f"bucket:{_bound_text(duration_bucket(seconds))}:{app}", 1)
+    pipe.hincrby(DURATION_KEY, f"count:{app}", 1)
+    pipe.hincrbyfloat(DURATION_KEY, f"sum:{app}", seconds)
+
+
+# -- reading (at scrape time) ----------------------------------------------------------------------
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _hash(raw: dict[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _parse_bound(text: str) -> float:
+    return math.inf if text == "+Inf" else float(text)
+
+
+def histogram_buckets(stored: dict[float, int], bounds: Sequence[float] = DURATION_BUCKETS) -> list[tuple[str, int]]:
+    """Cumulative `(le, count)` pairs from the per-bucket counts stored in Redis.
+
+    A stored bound that is no longer in `bounds` (the buckets changed between versions) still
+    counts towards every larger bound, so the cumulative counts stay correct.
+    """
+    return [(_bound_text(b), sum(n for le, n in stored.items() if le <= b)) for b in bounds]
+
+
+class RedisCollector:
+    """Reads every hooksvc counter from Redis at scrape time, in one round trip."""
+
+    def __init__(self, store: DeploymentStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            replies = self._read()
+        except redis.RedisError as exc:
+            log.warning("/metrics: Redis is unreachable: %s", exc)
+            yield _redis_up(False)
+            return
+        yield _redis_up(True)
+        yield from self._families(*replies)
+
+    def _read(self) -> list[Any]:
+        with self.store.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(WEBHOOKS_KEY)
+            pipe.hgetall(DEPLOYMENTS_KEY)
+            pipe.hgetall(DURATION_KEY)
+            pipe.llen(self.store.queue.key)
+            pipe.scard(RUNNING_KEY)
+            pipe.zcard(OUTBOX_DUE_KEY)
+            for _, _, key, _ in _REPORTER_COUNTERS:
+                pipe.hgetall(key)
+            return pipe.execute()  # type: ignore[no-any-return]
+
+    def _families(
+        self,
+        webhooks: dict[Any, Any],
+        deployments: dict[Any, Any],
+        durations: dict[Any, Any],
+        queue_depth: int,
+        running: int,
+        backlog: int,
+        *reporter: dict[Any, Any],
+    ) -> Iterator[Metric]:
+        hooks = CounterMetricFamily(
+            "hooksvc_webhooks", "Webhook requests by git host route and outcome.", labels=["provider", "outcome"]
+        )
+        for field, count in sorted(_hash(webhooks).items()):
+            outcome, _, provider = field.partition(":")
+            hooks.add_metric([provider, outcome], int(count))
+        yield hooks
+
+        finals = CounterMetricFamily(
+            "hooksvc_deployments", "Deployments that ended, by app and final state.", labels=["app", "state"]
+        )
+        for field, count in sorted(_hash(deployments).items()):
+            state, _, app = field.partition(":")
+            finals.add_metric([app, state], int(count))
+        yield finals
+
+        yield _duration_histogram(_hash(durations))
+
+        yield GaugeMetricFamily("hooksvc_queue_depth", "Deployment jobs waiting in the RQ queue.", value=queue_depth)
+        yield GaugeMetricFamily("hooksvc_deployments_running", "Deployments running now.", value=running)
+        yield GaugeMetricFamily(
+            "hooksvc_report_backlog_lanes", "Status/notification lanes holding undelivered events.", value=backlog
+        )
+        for (name, help_text, _, label), raw in zip(_REPORTER_COUNTERS, reporter, strict=True):
+            family = CounterMetricFamily(name, help_text, labels=[label])
+            for value, count in sorted(_hash(raw).items()):
+                family.add_metric([value], int(count))
+            yield family
+
+
+def _redis_up(up: bool) -> GaugeMetricFamily:
+    return GaugeMetricFamily("hooksvc_redis_up", "1 when this scrape could read Redis, else 0.", value=int(up))
+
+
+def _duration_histogram(fields: dict[str, str]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(
+        "hooksvc_deployment_duration_seconds",
+        "Time from start to finish of deployments that ran, by app.",
+        labels=["app"],
+    )
+    buckets: dict[str, dict[float, int]] = defaultdict(dict)
+    sums: dict[str, float] = {}
+    for field, value in fields.items():
+        kind, _, rest = field.partition(":")
+        if kind == "bucket":
+            bound, _, app = rest.partition(":")
+            buckets[app][_parse_bound(bound)] = int(value)
+        elif kind == "sum":
+            sums[rest] = float(value)
+    for app in sorted(buckets.keys() | sums.keys()):
+        family.add_metric([app], histogram_buckets(buckets[app]), sums.get(app, 0.0))
+    return family
+
+
+def registry_for(store: DeploymentStore) -> CollectorRegistry:
+    """A registry of its own holding the Redis collector (never the process-global default registry)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RedisCollector(store))
+    return registry
+
+
+def _app_registry() -> CollectorRegistry:
+    registry: CollectorRegistry | None = current_app.extensions.get(EXTENSION)
+    if registry is None:
+        registry = current_app.extensions.setdefault(EXTENSION, registry_for(context().store))
+    return registry
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text format; no token, and an answer even when Redis is down (`hooksvc_redis_up 0`)."""
+    # Negotiated like prometheus-client's own exporter: OpenMetrics when the scraper asks for it.
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return Response(encode(_app_registry()), content_type=content_type)
+
