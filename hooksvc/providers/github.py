@@ -118,6 +118,8 @@ def json_object(text: bytes | str) -> dict[str, Any]:
         data = json.loads(text)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise BadRequest(f"payload is not valid JSON: {exc}") from None
+    except RecursionError:  # a few kilobytes of "[[[[" exhaust the parser's stack
+        raise BadRequest("payload is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise BadRequest(f"payload must be a JSON object, got {_JSON_KINDS.get(type(data), 'a JSON value')}")
     return data

@@ -296,6 +296,11 @@ class TestGithubParseErrors:
             github.parse(github_request(payload, SECRET).to_request())
         assert reason in str(exc.value)
 
+    def test_deeply_nested_json_is_a_bad_request(self) -> None:
+        """JSON nested deeper than the parser's stack is refused as a bad request, not a crash."""
+        with pytest.raises(BadRequest, match="nested too deeply"):
+            github.parse(github_request(b"[" * 200_000, SECRET).to_request())
+
     def test_form_body_without_payload_field(self) -> None:
         """A form body must carry the JSON in a `payload` field."""
         req = raw_request(b"data=%7B%7D", None, FORM)
