@@ -228,24 +228,29 @@ def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hooksvc", description="GitOps deploy server for Docker Compose")
     parser.add_argument("--config", help=f"config file (default: ${defaults.CONFIG_ENV})")
+    # Every command takes --config after its name too; SUPPRESS keeps it from overwriting the global one.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help=f"config file (default: ${defaults.CONFIG_ENV})")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("serve", help="the production HTTP server (gunicorn)")
+    p = sub.add_parser("serve", parents=[common], help="the production HTTP server (gunicorn)")
     p.add_argument("--bind", help="HOST:PORT (overrides server.listen)")
     p.add_argument("--processes", type=int, default=WEB_PROCESSES, help="web worker processes")
     p.add_argument("--access-log", action="store_true", help="log every request to stdout")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("worker", help="an RQ deploy worker (many may run, on many machines)")
+    p = sub.add_parser("worker", parents=[common], help="an RQ deploy worker (many may run, on many machines)")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("run", help="web + workers on one machine, with a private redis-server if none is configured")
+    p = sub.add_parser(
+        "run", parents=[common], help="web + workers on one machine (private redis-server if none is configured)",
+    )
     p.add_argument("--bind", help="HOST:PORT (overrides server.listen)")
     p.add_argument("--workers", type=int, default=RUN_WORKERS, help="deploy workers to start")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("deploy", help="queue a manual deployment")
+    p = sub.add_parser("deploy", parents=[common], help="queue a manual deployment")
     p.add_argument("app")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--sha")
@@ -253,22 +258,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="follow progress; exit non-zero unless it succeeds")
     p.set_defaults(func=cmd_deploy)
 
-    p = sub.add_parser("rollback", help="redeploy the previous successful release")
+    p = sub.add_parser("rollback", parents=[common], help="redeploy the previous successful release")
     p.add_argument("app")
     p.add_argument("--to", help="a sha to roll back to")
     p.add_argument("--wait", action="store_true", help="follow progress; exit non-zero unless it succeeds")
     p.set_defaults(func=cmd_rollback)
 
-    p = sub.add_parser("status", help="apps, their live sha, recent deployments")
+    p = sub.add_parser("status", parents=[common], help="apps, their live sha, recent deployments")
     p.add_argument("app", nargs="?")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("logs", help="a deployment's log")
+    p = sub.add_parser("logs", parents=[common], help="a deployment's log")
     p.add_argument("id")
     p.add_argument("--follow", "-f", action="store_true")
     p.set_defaults(func=cmd_logs)
 
-    p = sub.add_parser("check-config", help="validate the config; check Redis, Docker and git")
+    p = sub.add_parser("check-config", parents=[common], help="validate the config; check Redis, Docker and git")
     p.set_defaults(func=cmd_check_config)
     return parser
 
