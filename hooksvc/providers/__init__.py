@@ -2,7 +2,8 @@
 
 Each provider module exposes:
 
-- ``signed_bytes(req) -> bytes``: the exact bytes the host signs (raises BadRequest if absent);
+- ``signed_bytes(req) -> bytes``: the exact bytes the host signs (Gitea's raises BadRequest when the
+  payload text cannot be found);
 - ``verify(req, secret) -> bool``: constant-time check of the request against one secret;
 - ``parse(req) -> Delivery``: the event, delivery id, repository and push facts (raises BadRequest).
 
@@ -29,6 +30,10 @@ class WebhookRequest:
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
+
+    def __repr__(self) -> str:
+        # Header values may be secrets (GitLab sends its token verbatim): show only the names.
+        return f"WebhookRequest(method={self.method!r}, headers={sorted(self.headers)!r}, body={len(self.body)} bytes)"
 
     @property
     def content_type(self) -> str:
