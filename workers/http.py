@@ -1,0 +1,90 @@
+"""The one outgoing HTTP client: urllib, a timeout, no redirects, and nothing secret in its errors."""
+
+from __future__ import annotations
+
+import http.client
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import IO
+
+from hooksvc import defaults
+from workers.statuses import HttpRequest
+
+#: Enough of an answer body for an error message; a misbehaving server cannot fill our memory.
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    body: bytes
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def text(self, limit: int = 300) -> str:
+        """The start of the body as one line of text, for a log line."""
+        return " ".join(self.body[:limit].decode("utf-8", "replace").split())
+
+
+class HttpTransportError(Exception):
+    """No HTTP answer: connection refused, DNS failure, TLS error, timeout. Always worth retrying."""
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A status API never redirects; following one would resend the credentials to another URL."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def send(request: HttpRequest, timeout: float = defaults.REPORT_HTTP_TIMEOUT_SECONDS) -> HttpResponse:
+    """Send `request`; any HTTP answer (also 3xx/4xx/5xx) is returned, a missing answer raises.
+
+    Errors name only `request.describe()` (method, scheme, host): never a path, a query or a header.
+    """
+    if not request.url.startswith(("http://", "https://")):
+        raise HttpTransportError(f"{request.describe()}: only http and https URLs are sent")
+    try:
+        req = urllib.request.Request(  # noqa: S310 - the scheme is checked just above
+            request.url,
+            data=request.body() if request.json is not None else None,
+            headers=dict(request.headers),
+            method=request.method,
+        )
+        with _OPENER.open(req, timeout=timeout) as answer:
+            return HttpResponse(status=answer.status, body=_read(answer))
+    except urllib.error.HTTPError as exc:
+        try:
+            body = _read(exc)
+        finally:
+            exc.close()
+        return HttpResponse(status=exc.code, body=body)
+    except urllib.error.URLError as exc:
+        raise HttpTransportError(f"{request.describe()}: {_reason(exc.reason)}") from None
+    except TimeoutError:
+        raise HttpTransportError(f"{request.describe()}: no answer within {timeout:g}s") from None
+    except OSError as exc:
+        raise HttpTransportError(f"{request.describe()}: {type(exc).__name__}: {_reason(exc)}") from None
+    except (ValueError, http.client.HTTPException) as exc:
+        # Their messages may quote the whole URL (a Slack URL is a secret): name the type only.
+        raise HttpTransportError(f"{request.describe()}: {type(exc).__name__}") from None
+
+
+def _read(stream: IO[bytes]) -> bytes:
+    try:
+        return stream.read(MAX_RESPONSE_BYTES)
+    except (OSError, http.client.HTTPException):
+        return b""
+
+
+def _reason(reason: object) -> str:
+    """A transport failure's reason; a timeout reads as one whatever layer raised it."""
+    if isinstance(reason, TimeoutError):
+        return "timed out"
+    return str(reason) or type(reason).__name__
