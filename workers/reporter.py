@@ -68,7 +68,7 @@ LANES_PER_PASS = 100
 LOCK_MARGIN_SECONDS = 10.0
 #: Answers worth retrying besides 5xx: timeouts, conflicts of concurrent updates, rate limits.
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
-#: Lines quoted from an answer body in a log line.
+#: Characters of an answer body quoted in a log line (enough for a host's error message).
 ANSWER_QUOTE_CHARS = 200
 
 StatusBuilder = Callable[..., HttpRequest]
