@@ -275,8 +275,11 @@ class GitMirror:
     def _fetch_into(self, repo: Path) -> None:
         # The URL comes from the config on every fetch, so a changed clone_url takes effect at once
         # and nothing about the origin is stored in the mirror's config.
+        # The commit-graph file makes `--contains` and `--is-ancestor` walks several times faster on
+        # long histories; written incrementally by each fetch, it costs a few milliseconds.
         argv = [
-            "git", "--git-dir", str(repo), "fetch", "--prune", "--force", "--no-write-fetch-head",
+            "git", "--git-dir", str(repo), "-c", "fetch.writeCommitGraph=true",
+            "fetch", "--prune", "--force", "--no-write-fetch-head",
             "--end-of-options", self._transport.url, *FETCH_REFSPECS,
         ]
         result = self._run(argv)
