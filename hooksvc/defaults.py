@@ -49,7 +49,8 @@ REAPER_INTERVAL_SECONDS = 5.0
 #: Commit-status descriptions: GitHub rejects more than 140 characters, GitLab more than 255.
 GITHUB_DESCRIPTION_LIMIT = 140
 GITLAB_DESCRIPTION_LIMIT = 255
-#: Status posts and notifications are retried this long in total before giving up.
+#: Notifications, and pending statuses that a newer status waits behind, are retried this long
+#: (final statuses longer: see workers/reporter.py).
 REPORT_RETRY_SECONDS = 600.0
 #: First backoff step of status and notification retries; doubled each time, with jitter.
 REPORT_BACKOFF_SECONDS = 1.0

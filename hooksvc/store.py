@@ -268,8 +268,20 @@ class DeploymentStore:
         return self._transaction([dkey], body)  # type: ignore[no-any-return]
 
     def set_sha(self, deployment_id: str, sha: str) -> None:
-        """Record the sha a manual deployment resolved to (only its own worker writes this field)."""
-        self.redis_call(self.redis.hset, _key("deployment", deployment_id), "sha", sha)
+        """Record the sha a manual deployment resolved to; listeners hear of it (its commit gets `pending`)."""
+        dkey = _key("deployment", deployment_id)
+
+        def body(pipe: Pipeline) -> None:
+            dep = self._load(pipe, deployment_id)
+            if dep is None:
+                pipe.unwatch()
+                return
+            resolved = replace(dep, sha=sha)
+            pipe.multi()
+            pipe.hset(dkey, "sha", sha)
+            self._notify(pipe, resolved)
+
+        self._transaction([dkey], body)
 
     def reap_abandoned(self) -> builtins.list[Deployment]:
         """End `error` every running deployment whose worker no longer holds its app's lock.
