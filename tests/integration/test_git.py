@@ -12,6 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hooksvc.config import AppConfig, Secret
 from hooksvc.errors import GitError
@@ -408,6 +410,10 @@ class TestAncestry:
         assert not mirror.is_ancestor(unknown, sha)
 
 
+#: Path segments without glob metacharacters.
+SEGMENTS = st.text(alphabet="abcxyz019._-", min_size=1, max_size=6).filter(lambda t: t not in (".", ".."))
+
+
 class TestMonorepoPaths:
     def test_changed_paths_lists_added_modified_deleted_and_both_sides_of_a_rename(
         self, git_origin: GitOrigin, mirror_for: MirrorFor
@@ -472,6 +478,15 @@ class TestMonorepoPaths:
     def test_glob_semantics(self, path: str, glob: str, expected: bool) -> None:
         """`**` spans directories, `*` and `?` stay within one, a directory covers its contents, the rest is literal."""
         assert touches([path], [glob]) is expected
+
+    @given(st.lists(SEGMENTS, min_size=1, max_size=5), st.integers(min_value=0, max_value=4))
+    def test_a_directory_glob_covers_everything_below_it(self, segments: list[str], depth: int) -> None:
+        """For any path, `<any ancestor directory>/**` and the path itself as a glob both match it."""
+        path = "/".join(segments)
+        directory = "/".join(segments[: min(depth, len(segments) - 1)])
+        assert touches([path], [path])
+        assert touches([path], [f"{directory}/**" if directory else "**"])
+        assert not touches([path], [f"{path}x/**"])
 
     def test_no_paths_or_no_globs_touch_nothing(self) -> None:
         """An empty diff touches nothing, and neither does an empty glob list."""
