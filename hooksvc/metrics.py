@@ -30,7 +30,7 @@ from prometheus_client.exposition import choose_encoder
 from redis.client import Pipeline
 
 from hooksvc import context
-from hooksvc.deployments import Deployment
+from hooksvc.deployments import FINAL_STATES, Deployment
 from hooksvc.providers import ROUTES
 from hooksvc.store import DeploymentStore
 
@@ -148,10 +148,15 @@ def histogram_buckets(stored: dict[float, int], bounds: Sequence[float] = DURATI
 
 
 class RedisCollector:
-    """Reads every hooksvc counter from Redis at scrape time, in one round trip."""
+    """Reads every hooksvc counter from Redis at scrape time, in one round trip.
 
-    def __init__(self, store: DeploymentStore) -> None:
+    Every known label combination (each route and outcome; each configured app and final state)
+    is exported from the start, at 0, so that `rate()` and `increase()` see the first event.
+    """
+
+    def __init__(self, store: DeploymentStore, apps: Sequence[str] = ()) -> None:
         self.store = store
+        self.apps = tuple(apps)
 
     def collect(self) -> Iterator[Metric]:
         try:
@@ -188,20 +193,26 @@ class RedisCollector:
         hooks = CounterMetricFamily(
             "hooksvc_webhooks", "Webhook requests by git host route and outcome.", labels=["provider", "outcome"]
         )
-        for field, count in sorted(_hash(webhooks).items()):
+        hook_counts = {(provider, outcome): 0 for provider in ROUTES for outcome in WEBHOOK_OUTCOMES}
+        for field, count in _hash(webhooks).items():
             outcome, _, provider = field.partition(":")
-            hooks.add_metric([provider, outcome], int(count))
+            hook_counts[provider, outcome] = int(count)
+        for (provider, outcome), n in sorted(hook_counts.items()):
+            hooks.add_metric([provider, outcome], n)
         yield hooks
 
         finals = CounterMetricFamily(
             "hooksvc_deployments", "Deployments that ended, by app and final state.", labels=["app", "state"]
         )
-        for field, count in sorted(_hash(deployments).items()):
+        final_counts = {(app, str(state)): 0 for app in self.apps for state in FINAL_STATES}
+        for field, count in _hash(deployments).items():
             state, _, app = field.partition(":")
-            finals.add_metric([app, state], int(count))
+            final_counts[app, state] = int(count)
+        for (app, state), n in sorted(final_counts.items()):
+            finals.add_metric([app, state], n)
         yield finals
 
-        yield _duration_histogram(_hash(durations))
+        yield _duration_histogram(_hash(durations), self.apps)
 
         yield GaugeMetricFamily("hooksvc_queue_depth", "Deployment jobs waiting in the RQ queue.", value=queue_depth)
         yield GaugeMetricFamily("hooksvc_deployments_running", "Deployments running now.", value=running)
@@ -219,7 +230,7 @@ def _redis_up(up: bool) -> GaugeMetricFamily:
     return GaugeMetricFamily("hooksvc_redis_up", "1 when this scrape could read Redis, else 0.", value=int(up))
 
 
-def _duration_histogram(fields: dict[str, str]) -> HistogramMetricFamily:
+def _duration_histogram(fields: dict[str, str], apps: Sequence[str]) -> HistogramMetricFamily:
     family = HistogramMetricFamily(
         "hooksvc_deployment_duration_seconds",
         "Time from start to finish of deployments that ran, by app.",
@@ -234,22 +245,23 @@ def _duration_histogram(fields: dict[str, str]) -> HistogramMetricFamily:
             buckets[app][_parse_bound(bound)] = int(value)
         elif kind == "sum":
             sums[rest] = float(value)
-    for app in sorted(buckets.keys() | sums.keys()):
+    for app in sorted(buckets.keys() | sums.keys() | set(apps)):
         family.add_metric([app], histogram_buckets(buckets[app]), sums.get(app, 0.0))
     return family
 
 
-def registry_for(store: DeploymentStore) -> CollectorRegistry:
+def registry_for(store: DeploymentStore, apps: Sequence[str] = ()) -> CollectorRegistry:
     """A registry of its own holding the Redis collector (never the process-global default registry)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RedisCollector(store))
+    registry.register(RedisCollector(store, apps))
     return registry
 
 
 def _app_registry() -> CollectorRegistry:
     registry: CollectorRegistry | None = current_app.extensions.get(EXTENSION)
     if registry is None:
-        registry = current_app.extensions.setdefault(EXTENSION, registry_for(context().store))
+        ctx = context()
+        registry = current_app.extensions.setdefault(EXTENSION, registry_for(ctx.store, sorted(ctx.config.apps)))
     return registry
 
 

@@ -232,6 +232,14 @@ class TestScrape:
         assert value(samples, "hooksvc_queue_depth") == 0
         assert value(samples, "hooksvc_deployments_running") == 0
 
+    def test_known_series_start_at_zero(self, app: Flask) -> None:
+        """Every route × outcome and configured app × final state is exported at 0 before its first event."""
+        samples = scrape(app)
+        assert samples[("hooksvc_webhooks_total", (("outcome", "too_large"), ("provider", "gitlab")))] == 0
+        assert samples[("hooksvc_deployments_total", (("app", "wiki"), ("state", "failed")))] == 0
+        assert samples[("hooksvc_deployment_duration_seconds_count", (("app", "blog"),))] == 0
+        assert not any(labels == (("app", "wiki"), ("state", "running")) for _, labels in samples)
+
     def test_redis_down_still_answers(self, tmp_path: Path) -> None:
         """With Redis gone `/metrics` still answers 200 with `hooksvc_redis_up 0` rather than a 500."""
         server = RedisServer(tmp_path)
