@@ -27,10 +27,11 @@ class WebContext:
 
 
 def default_listeners() -> list[StateListener]:
-    """Store listeners every process registers: commit-status reporting."""
+    """Store listeners every process registers: commit-status reporting and metrics."""
+    from hooksvc.metrics import metrics_listener
     from hooksvc.reporting import status_listener
 
-    return [status_listener]
+    return [status_listener, metrics_listener]
 
 
 def create_app(
@@ -49,11 +50,12 @@ def create_app(
     app.extensions[EXTENSION] = WebContext(config, store)
     app.config["SECRET_KEY"] = session_key(config)
 
-    from hooksvc import api, hooks, pages
+    from hooksvc import api, hooks, metrics, pages
 
     app.register_blueprint(hooks.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(metrics.bp)
 
     @app.errorhandler(HooksvcError)
     def handle_error(exc: HooksvcError) -> tuple[Response, int]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from hooksvc import context, routing
+from hooksvc import context, metrics, routing
 from hooksvc.errors import BadRequest, BodyTooLarge, NotFound, Unauthorized
 from hooksvc.providers import ROUTES, WebhookRequest
 
@@ -48,6 +48,22 @@ def _replay_key(route: str, req: WebhookRequest) -> str:
     digest.update(route.encode() + b"\0" + req.body + b"\0")
     digest.update("&".join(f"{k}={v}" for k, v in sorted(req.query.items())).encode())
     return f"body:{digest.hexdigest()}"
+
+
+#: Webhook outcome for each answer status; a 200 says which in its body.
+_OUTCOMES = {202: "accepted", 401: "unauthorized", 413: "too_large", 503: "unavailable"}
+
+
+@bp.after_request
+def count_webhook(response: Response) -> Response:
+    """One count per webhook request, by provider and outcome, for /metrics."""
+    route = (request.view_args or {}).get("route", "unknown")
+    outcome = _OUTCOMES.get(response.status_code, "bad_request")
+    if response.status_code == 200:
+        body = response.get_json(silent=True) or {}
+        outcome = "duplicate" if "duplicate" in body else "ignored" if "ignored" in body else "ping"
+    metrics.record_webhook(context().store.redis, route, outcome)
+    return response
 
 
 @bp.route("/hooks/<route>", methods=["POST", "GET"])

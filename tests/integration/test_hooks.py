@@ -277,3 +277,15 @@ class TestRedisDown:
         assert again.status_code == 202
         assert [d.delivery_id for d in store.list()] == ["d-503"]
         assert client.get("/healthz").status_code == 200
+
+
+class TestWebhookMetrics:
+    def test_each_answer_is_counted_by_provider_and_outcome(self, client: FlaskClient) -> None:
+        """Every webhook answer is counted in /metrics under its provider and outcome."""
+        client.open("/hooks/github", **github_request(github_push(), SHOP).client_kwargs())
+        client.open("/hooks/github", **github_request(github_push(), "wrong").client_kwargs())
+        client.open("/hooks/gitlab", **gitlab_request(gitlab_push(ref="refs/heads/dev"), WIKI).client_kwargs())
+        text = client.get("/metrics").text
+        assert 'hooksvc_webhooks_total{outcome="accepted",provider="github"} 1.0' in text
+        assert 'hooksvc_webhooks_total{outcome="unauthorized",provider="github"} 1.0' in text
+        assert 'hooksvc_webhooks_total{outcome="ignored",provider="gitlab"} 1.0' in text

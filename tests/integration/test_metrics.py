@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from hooksvc import create_app, metrics
+from hooksvc import create_app
 from hooksvc.config import Config
 from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
 from hooksvc.metrics import (
@@ -36,11 +36,8 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def web_app(config: Config, connection: redis_lib.Redis, listeners: list[StateListener]) -> Flask:
-    """`create_app`, with the metrics blueprint registered if create_app does not do it (yet)."""
-    app = create_app(config, connection=connection, listeners=listeners)
-    if metrics.bp.name not in app.blueprints:
-        app.register_blueprint(metrics.bp)
-    return app
+    """`create_app` with the given listeners; it serves /metrics itself."""
+    return create_app(config, connection=connection, listeners=listeners)
 
 
 def scrape(app: Flask, accept: str = "") -> Samples:
