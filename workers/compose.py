@@ -67,11 +67,9 @@ class ComposeProject:
 
     def argv(self, *args: str) -> list[str]:
         """The full argv for `compose <args>` on this project."""
-        argv = [*self.command.base, "--ansi", "never"]
-        if self.command.variant == "v2":
-            # Plain progress keeps v2's output to one line per event instead of a redrawn TTY screen.
-            argv += ["--progress", "plain"]
-        argv += ["-p", self.project]
+        # No colours in the deployment log. (v2 already prints one line per event when its output is
+        # not a terminal; its global `--progress` flag is left out because older 2.x releases lack it.)
+        argv = [*self.command.base, "--ansi", "never", "-p", self.project]
         for name in self.files:
             argv += ["-f", str(self.directory / name)]
         return [*argv, *args]

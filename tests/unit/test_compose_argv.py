@@ -39,14 +39,14 @@ def project(command: ComposeCommand = V2, **kw: object) -> ComposeProject:
 
 class TestArgv:
     def test_v2_names_project_and_every_file_absolutely(self) -> None:
-        """v2 runs `docker compose` with plain output, `-p` and each `-f` resolved in the release directory."""
+        """v2 runs `docker compose` without colours, `-p` and each `-f` resolved in the release directory."""
         assert project().argv("ps") == [
-            "docker", "compose", "--ansi", "never", "--progress", "plain", "-p", "shop",
+            "docker", "compose", "--ansi", "never", "-p", "shop",
             "-f", "/srv/releases/abc/docker-compose.yml", "-f", "/srv/releases/abc/deploy/prod.yml", "ps",
         ]
 
-    def test_v1_uses_the_detected_binary_without_v2_only_flags(self) -> None:
-        """v1 runs the docker-compose binary it found, without `--progress` (a v2-only flag)."""
+    def test_v1_uses_the_detected_binary(self) -> None:
+        """v1 runs the docker-compose binary it found by its full path."""
         assert project(V1).argv("ps") == [
             "/usr/bin/docker-compose", "--ansi", "never", "-p", "shop",
             "-f", "/srv/releases/abc/docker-compose.yml", "-f", "/srv/releases/abc/deploy/prod.yml", "ps",
