@@ -435,8 +435,12 @@ class _Rollout:
                 outcomes[step.service] = self._phase_a(step, beside)
         except Exception:
             # Whatever went wrong, no rolling service switches: the old containers were never touched.
-            self._discard_new(beside)
-            save_record(self.record, self.app.name, self.project, self._live())
+            try:
+                self._discard_new(beside)
+                save_record(self.record, self.app.name, self.project, self._live())
+            except Exception as cleanup:  # the original error is the one to report
+                self.log(f"could not remove all new containers ({cleanup}); "
+                         "the next rollout's left-over check will")
             raise
 
         old_rolling = [i for step in plan.services if step.service in beside for i in step.old]
