@@ -136,11 +136,13 @@ def write_sample_app(directory: Path, version: str, *, healthy: bool = True, bui
     return directory
 
 
-def write_django_like_app(directory: Path, version: str, host_port: int, db_name: str = "app") -> Path:
+def write_django_like_app(directory: Path, version: str, host_port: int, db_name: str = "app",
+                          with_cache: bool = False) -> Path:
     """Write a compose project shaped like a typical Django one: web on a fixed port, db on a named volume.
 
     Both images come from the busybox base: web's httpd stands in for `manage.py runserver`, db's
-    shell loop for PostgreSQL (it keeps a file in its volume).
+    shell loop for PostgreSQL (it keeps a file in its volume). `with_cache` adds a stateless
+    `cache` service (think Redis), so a later release without it leaves an orphan.
     """
     www = directory / "www"
     www.mkdir(parents=True, exist_ok=True)
@@ -176,6 +178,10 @@ def write_django_like_app(directory: Path, version: str, host_port: int, db_name
         volumes:
           db_data:
         """))
+    if with_cache:
+        text = (directory / "docker-compose.yml").read_text()
+        cache = f"""  cache:\n    image: {BASE_IMAGE}\n    init: true\n    command: ["sleep", "1000000"]\n"""
+        (directory / "docker-compose.yml").write_text(text.replace("services:\n", "services:\n" + cache, 1))
     return directory
 
 
