@@ -12,7 +12,7 @@ import redis as redis_lib
 
 from hooksvc.config import Config, parse_config
 
-pytest_plugins = ["tests.integration.git_fixtures"]
+pytest_plugins = ["tests.integration.git_fixtures", "tests.docker_fixtures"]
 
 #: Tests use their own database so a developer's data in db 0 is never flushed.
 TEST_REDIS_URL = os.environ.get("HOOKSVC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
