@@ -28,7 +28,6 @@ from workers.rollout import RolloutResult, load_record, record_path, roll_out
 
 pytestmark = pytest.mark.docker
 # The docker fixtures; harmless once tests/conftest.py registers the same plugin.
-pytest_plugins = ["tests.docker_fixtures"]
 
 #: 25 requests/s: the rate the measured zero-failure rollouts were checked at, light for 2 cores.
 LOAD_RATE = 25.0
