@@ -106,3 +106,40 @@ def short_ref(ref: str) -> str:
         if ref.startswith(prefix):
             return ref[len(prefix):]
     return ref
+
+
+#: GitHub, Gitea and Forgejo share these four states. Neither has `skipped` nor `canceled` (Gitea's
+#: newer `skipped` is not sent): a skip is a `success` that says so, and a deployment that never ran
+#: is an `error` so nobody mistakes that commit for a live one.
+FOUR_STATE_MAP = {
+    DeploymentState.QUEUED: "pending",
+    DeploymentState.RUNNING: "pending",
+    DeploymentState.SUCCEEDED: "success",
+    DeploymentState.FAILED: "failure",
+    DeploymentState.ERROR: "error",
+    DeploymentState.SKIPPED: "success",
+    DeploymentState.SUPERSEDED: "error",
+    DeploymentState.CANCELLED: "error",
+}
+
+
+def four_state_body(
+    state: DeploymentState, context: str, description: str, limit: int, target_url: str
+) -> dict[str, object]:
+    """The JSON body GitHub and Gitea/Forgejo both take: state, context, description and target_url."""
+    if state is DeploymentState.SKIPPED:
+        description = mark_skipped(description)
+    body: dict[str, object] = {
+        "state": FOUR_STATE_MAP[state],
+        "context": context,
+        "description": truncate(description, limit),
+    }
+    if target_url:
+        body["target_url"] = target_url
+    return body
+
+
+def json_headers(credential: tuple[str, str], accept: str = "application/json") -> dict[str, str]:
+    """Headers of every status request: the host's credential header plus JSON content negotiation."""
+    name, value = credential
+    return {name: value, "Accept": accept, "Content-Type": "application/json", "User-Agent": USER_AGENT}

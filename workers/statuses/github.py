@@ -7,29 +7,16 @@ from urllib.parse import quote
 from hooksvc import defaults
 from hooksvc.config import HostConfig
 from hooksvc.deployments import DeploymentState
-from workers.statuses import USER_AGENT, HttpRequest, mark_skipped, truncate
+from workers.statuses import FOUR_STATE_MAP, HttpRequest, four_state_body, json_headers
 
 #: The REST API version the request shape follows (GitHub's documented header value).
 API_VERSION = "2022-11-28"
 DESCRIPTION_LIMIT = defaults.GITHUB_DESCRIPTION_LIMIT
 STATES = frozenset({"error", "failure", "pending", "success"})
 
-#: GitHub has neither `skipped` nor `canceled`: a skip is a `success` that says so, and a deployment
-#: that never ran is an `error` so nobody mistakes that commit for a live one.
-_STATE_MAP = {
-    DeploymentState.QUEUED: "pending",
-    DeploymentState.RUNNING: "pending",
-    DeploymentState.SUCCEEDED: "success",
-    DeploymentState.FAILED: "failure",
-    DeploymentState.ERROR: "error",
-    DeploymentState.SKIPPED: "success",
-    DeploymentState.SUPERSEDED: "error",
-    DeploymentState.CANCELLED: "error",
-}
-
 
 def status_state(state: DeploymentState) -> str:
-    return _STATE_MAP[state]
+    return FOUR_STATE_MAP[state]
 
 
 def build_status_request(
@@ -49,22 +36,9 @@ def build_status_request(
     """
     if host.token is None:
         raise ValueError(f"host {host.name!r} has no token: GitHub needs one to post commit statuses")
-    if state is DeploymentState.SKIPPED:
-        description = mark_skipped(description)
-    body: dict[str, object] = {
-        "state": status_state(state),
-        "context": context,
-        "description": truncate(description, DESCRIPTION_LIMIT),
-    }
-    if target_url:
-        body["target_url"] = target_url
+    body = four_state_body(state, context, description, DESCRIPTION_LIMIT, target_url)
     owner, name = repo.split("/", 1)
     url = f"{host.api_url.rstrip('/')}/repos/{quote(owner, safe='')}/{quote(name, safe='')}/statuses/{sha}"
-    headers = {
-        "Authorization": f"Bearer {host.token.reveal()}",
-        "Accept": "application/vnd.github+json",
-        "X-GitHub-Api-Version": API_VERSION,
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-    }
+    headers = json_headers(("Authorization", f"Bearer {host.token.reveal()}"), accept="application/vnd.github+json")
+    headers["X-GitHub-Api-Version"] = API_VERSION
     return HttpRequest(method="POST", url=url, headers=headers, json=body)

@@ -7,7 +7,7 @@ from urllib.parse import quote
 from hooksvc import defaults
 from hooksvc.config import HostConfig
 from hooksvc.deployments import DeploymentState
-from workers.statuses import USER_AGENT, HttpRequest, api_base, short_ref, truncate
+from workers.statuses import HttpRequest, api_base, json_headers, short_ref, truncate
 
 #: GitLab rejects `description`, `target_url` and `ref` longer than this.
 FIELD_LIMIT = defaults.GITLAB_DESCRIPTION_LIMIT
@@ -66,10 +66,5 @@ def build_status_request(
     if branch and len(branch) <= FIELD_LIMIT:
         body["ref"] = branch
     url = f"{api_base(host.api_url, API_PATH)}/projects/{project_id(repo)}/statuses/{sha}"
-    headers = {
-        "PRIVATE-TOKEN": host.token.reveal(),
-        "Accept": "application/json",
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-    }
+    headers = json_headers(("PRIVATE-TOKEN", host.token.reveal()))
     return HttpRequest(method="POST", url=url, headers=headers, json=body)
