@@ -40,7 +40,7 @@ def _store(config: Config) -> DeploymentStore:
 
 
 def _start_background(config: Config, reporter: bool) -> None:
-    """Reaper (ends deployments whose worker died) and, in worker processes, the status reporter."""
+    """Reaper (ends deployments whose worker died) and, in worker processes, status reporter and poller."""
     store = _store(config)
 
     def reap_forever() -> None:
@@ -54,9 +54,11 @@ def _start_background(config: Config, reporter: bool) -> None:
 
     threading.Thread(target=reap_forever, name="reaper", daemon=True).start()
     if reporter:
+        from workers.poller import start_poller_thread
         from workers.reporter import start_reporter_thread
 
         start_reporter_thread(config, connect(config.redis.url))
+        start_poller_thread(config, store, connect(config.redis.url))
 
 
 # -- serve ---------------------------------------------------------------------------------------

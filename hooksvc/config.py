@@ -369,6 +369,8 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
         if not isinstance(p, str) or not p:
             r.problem(f"{prefix}.paths[{i}]", f"expected a glob such as 'services/shop/**', got {p!r}")
     poll = r.duration(t, prefix, "poll_interval", 0.0) if "poll_interval" in t else None
+    if poll is not None and (tags is not None or any(c in (branch or "") for c in "*?[")):
+        r.problem(f"{prefix}.poll_interval", "polling needs one exact branch (not a glob, not tags)")
     ssh_key = r.get(t, prefix, "ssh_key_file", str, None)
     if ssh_key is not None and not Path(ssh_key).is_file():
         r.problem(f"{prefix}.ssh_key_file", f"no such file: {ssh_key}")
