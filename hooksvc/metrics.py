@@ -29,10 +29,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import choose_encoder
 from redis.client import Pipeline
 
-from hooksvc import context
+from hooksvc import context, reporting
 from hooksvc.deployments import FINAL_STATES, Deployment
 from hooksvc.providers import ROUTES
-from hooksvc.store import DeploymentStore
+from hooksvc.store import RUNNING_KEY, DeploymentStore
 
 log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
@@ -41,18 +41,16 @@ PREFIX = "hooksvc:metrics"
 WEBHOOKS_KEY = f"{PREFIX}:webhooks"
 DEPLOYMENTS_KEY = f"{PREFIX}:deployments"
 DURATION_KEY = f"{PREFIX}:deployment_duration"
-#: Written by the status reporter (`hooksvc.reporting`): field = host kind, value = count.
-STATUS_SENT_KEY = f"{PREFIX}:status_sent"
-STATUS_FAILURES_KEY = f"{PREFIX}:status_failures"
-STATUS_DROPPED_KEY = f"{PREFIX}:status_dropped"
-#: Written by the notifier: field = target (webhook, slack), value = count.
-NOTIFY_SENT_KEY = f"{PREFIX}:notify_sent"
-NOTIFY_FAILURES_KEY = f"{PREFIX}:notify_failures"
-NOTIFY_DROPPED_KEY = f"{PREFIX}:notify_dropped"
+# Written by the status reporter and notifier (`hooksvc.reporting` owns the names): field = host
+# kind or notification target, value = count.
+STATUS_SENT_KEY = reporting.METRIC_STATUS_SENT
+STATUS_FAILURES_KEY = reporting.METRIC_STATUS_FAILURES
+STATUS_DROPPED_KEY = reporting.METRIC_STATUS_DROPPED
+NOTIFY_SENT_KEY = reporting.METRIC_NOTIFY_SENT
+NOTIFY_FAILURES_KEY = reporting.METRIC_NOTIFY_FAILURES
+NOTIFY_DROPPED_KEY = reporting.METRIC_NOTIFY_DROPPED
 #: The reporter's schedule of lanes holding undelivered events (a ZSET); its size is a backlog gauge.
-OUTBOX_DUE_KEY = "hooksvc:outbox:due"
-#: The store's SET of running deployment ids.
-RUNNING_KEY = "hooksvc:running"
+OUTBOX_DUE_KEY = reporting.DUE_KEY
 
 #: What a webhook request can come to; one count per request.
 WEBHOOK_OUTCOMES = (

@@ -45,6 +45,10 @@ def _key(*parts: str) -> str:
     return ":".join((PREFIX, *parts))
 
 
+#: The SET of ids of running deployments (the reaper's work list).
+RUNNING_KEY = _key("running")
+
+
 def job_id_for(deployment_id: str) -> str:
     return f"deploy-{deployment_id}"
 
@@ -223,7 +227,7 @@ class DeploymentStore:
             pipe.hset(dkey, mapping=running.to_fields())
             if current is not None and current.decode() == deployment_id:
                 pipe.delete(qkey)
-            pipe.sadd(_key("running"), deployment_id)
+            pipe.sadd(RUNNING_KEY, deployment_id)
             self._notify(pipe, running)
             return running
 
@@ -253,7 +257,7 @@ class DeploymentStore:
             current = pipe.get(qkey)
             pipe.multi()
             pipe.hset(dkey, mapping=done.to_fields())
-            pipe.srem(_key("running"), deployment_id)
+            pipe.srem(RUNNING_KEY, deployment_id)
             if current is not None and current.decode() == deployment_id:
                 pipe.delete(qkey)
             if live_sha is not None:
@@ -293,7 +297,7 @@ class DeploymentStore:
         for deployment_id in self.running_ids():
             dep = self.find(deployment_id)
             if dep is None:
-                self.redis_call(self.redis.srem, _key("running"), deployment_id)
+                self.redis_call(self.redis.srem, RUNNING_KEY, deployment_id)
                 continue
             holder = self.redis_call(self.redis.get, app_lock_key(dep.app))
             if holder is not None and holder.decode() == deployment_id:
@@ -391,7 +395,7 @@ class DeploymentStore:
         return raw.decode() if raw else None
 
     def running_ids(self) -> builtins.list[str]:
-        return sorted((i.decode() for i in self.redis_call(self.redis.smembers, _key("running"))), key=int)
+        return sorted((i.decode() for i in self.redis_call(self.redis.smembers, RUNNING_KEY)), key=int)
 
     def live(self, app: str) -> LiveRelease | None:
         raw = _decode(self.redis_call(self.redis.hgetall, _key("app", app, "live")))
