@@ -89,6 +89,8 @@ WARMUP_REQUESTS = 400
 #: Pause between phases: lets the last phase's in-flight requests and Redis's AOF writes settle.
 SETTLE_SECONDS = 1.0
 SERVER_START_TIMEOUT_SECONDS = 20.0
+#: gunicorn's graceful stop lets workers finish what they hold; by then they hold nothing.
+SERVER_STOP_TIMEOUT_SECONDS = 15.0
 
 #: Stands in for the `after` sha in the payload templates; the Lua script and the Python client
 #: replace it, so a body is built by concatenation instead of JSON-encoding per request.
@@ -621,13 +623,27 @@ def wait_until_serving(server: Server, processes: int) -> None:
 
 
 def stop(server: Server) -> None:
+    """Stop gunicorn gracefully, then make sure none of its workers outlives it.
+
+    SIGTERM, not SIGINT: on SIGINT the master sends its workers SIGQUIT, and a gthread worker that
+    gets SIGQUIT inside `ThreadPoolExecutor.submit` deadlocks in its own signal handler (the
+    executor's lock is taken twice). This benchmark hit that once: the master was killed after its
+    timeout and the worker lived on as an orphan.
+    """
+    workers = child_pids(server.proc.pid)
     if server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGINT)  # gunicorn: quick shutdown
+        server.proc.terminate()
         try:
-            server.proc.wait(timeout=10)
+            server.proc.wait(timeout=SERVER_STOP_TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired:
             server.proc.kill()
             server.proc.wait(timeout=10)
+    for pid in workers:
+        # A worker still alive now is an orphan of ours: forked from the master, it has the
+        # master's command line, with our port in it (checked, so a reused pid is left alone).
+        with suppress(OSError):
+            if f"127.0.0.1:{server.port}".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
 
 
 def tail(path: Path, lines: int = 30) -> str:
