@@ -46,6 +46,7 @@ def create_app(
         conn,
         job_timeout=config.worker.job_timeout,
         listeners=default_listeners() if listeners is None else listeners,
+        dispatch_inline=False,
     )
     app.extensions[EXTENSION] = WebContext(config, store)
     app.config["SECRET_KEY"] = session_key(config)

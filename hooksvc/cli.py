@@ -40,7 +40,7 @@ def _store(config: Config) -> DeploymentStore:
 
 
 def _start_background(config: Config, reporter: bool) -> None:
-    """Reaper (ends deployments whose worker died) and, in worker processes, status reporter and poller."""
+    """Reaper (ends deployments whose worker died); in workers also intake dispatcher, reporter and poller."""
     store = _store(config)
 
     def reap_forever() -> None:
@@ -54,11 +54,27 @@ def _start_background(config: Config, reporter: bool) -> None:
 
     threading.Thread(target=reap_forever, name="reaper", daemon=True).start()
     if reporter:
+        threading.Thread(target=dispatch_forever, args=(_store(config),), name="intake", daemon=True).start()
         from workers.poller import start_poller_thread
         from workers.reporter import start_reporter_thread
 
         start_reporter_thread(config, connect(config.redis.url))
         start_poller_thread(config, store, connect(config.redis.url))
+
+
+def dispatch_forever(store: DeploymentStore) -> None:
+    """Turn the web side's intake into RQ jobs and status events as soon as it arrives."""
+    last_recovery = 0.0
+    while True:
+        try:
+            store.dispatch_intake(block_seconds=defaults.INTAKE_BLOCK_SECONDS)
+            if time.monotonic() - last_recovery > defaults.INTAKE_RECOVER_SECONDS:
+                last_recovery = time.monotonic()
+                if store.recover_intake():
+                    log.warning("intake: put back entries of a dispatcher that died")
+        except HooksvcError as exc:
+            log.warning("intake: %s", exc)
+            time.sleep(defaults.INTAKE_BLOCK_SECONDS)
 
 
 # -- serve ---------------------------------------------------------------------------------------

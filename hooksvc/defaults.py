@@ -34,6 +34,10 @@ DEDUPE_TTL_SECONDS = 4 * 24 * 3600
 KEEP_DEPLOYMENTS_PER_APP = 200
 #: Redis socket timeouts: a webhook must be answered well within the git host's 5-10 s timeout.
 REDIS_SOCKET_TIMEOUT_SECONDS = 2.0
+#: An intake entry in processing this long belongs to a dispatcher that died (dispatching takes ms).
+INTAKE_RECOVER_SECONDS = 60.0
+#: A dispatcher waits this long for intake before it looks after other duties (and shutdown).
+INTAKE_BLOCK_SECONDS = 1.0
 #: RQ queue that carries deployment jobs.
 QUEUE_NAME = "hooksvc-deploy"
 

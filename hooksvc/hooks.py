@@ -6,7 +6,7 @@ import hashlib
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from hooksvc import context, metrics, routing
 from hooksvc.errors import BadRequest, BodyTooLarge, NotFound, Unauthorized
@@ -57,6 +57,8 @@ _OUTCOMES = {202: "accepted", 401: "unauthorized", 413: "too_large", 503: "unava
 @bp.after_request
 def count_webhook(response: Response) -> Response:
     """One count per webhook request, by provider and outcome, for /metrics."""
+    if g.get("webhook_counted") and response.status_code in (200, 202):
+        return response
     route = (request.view_args or {}).get("route", "unknown")
     outcome = _OUTCOMES.get(response.status_code, "bad_request")
     if response.status_code == 200:
@@ -103,7 +105,9 @@ def receive(route: str) -> tuple[Response, int]:
     keys = [_replay_key(route, req)]
     if delivery.delivery_id:
         keys.insert(0, f"delivery:{route}:{delivery.delivery_id}")
-    result = ctx.store.submit(decision.deployments, keys)
+    # The script counts this webhook itself (accepted or duplicate): no second round trip.
+    g.webhook_counted = True
+    result = ctx.store.submit(decision.deployments, keys, metric=(metrics.WEBHOOKS_KEY, route))
     if result.duplicate_of is not None:
         log.info("%s delivery %s is a duplicate", route, delivery.delivery_id)
         answer: dict[str, Any] = {"duplicate": True, "deployments": list(result.duplicate_of)}

@@ -47,6 +47,58 @@ def _key(*parts: str) -> str:
 
 #: The SET of ids of running deployments (the reaper's work list).
 RUNNING_KEY = _key("running")
+#: Submitted deployments whose RQ jobs and listener events are still to be written (a LIST of JSON).
+INTAKE_KEY = _key("intake")
+#: Intake entries a dispatcher is working on.
+INTAKE_PROCESSING_KEY = _key("intake", "processing")
+
+# KEYS: the dedupe keys, then each new deployment's app "queued" pointer.
+# ARGV: prefix, dedupe ttl, number of dedupe keys, JSON list of {app, fields, log}, now,
+#       metric hash key ("" for none), metric field suffix, intake list key.
+# Returns {"dup", first answer} or {"ok", {new ids}, {HGETALL of each superseded deployment}}.
+SUBMIT_SCRIPT = """
+local prefix, ttl, nseen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local news, now = cjson.decode(ARGV[4]), ARGV[5]
+local metric_key, metric_suffix, intake = ARGV[6], ARGV[7], ARGV[8]
+for i = 1, nseen do
+  local first = redis.call('GET', KEYS[i])
+  if first then
+    if metric_key ~= '' then redis.call('HINCRBY', metric_key, 'duplicate:' .. metric_suffix, 1) end
+    return {'dup', first}
+  end
+end
+local created, superseded, summaries, flat = {}, {}, {}, {}
+for j, new in ipairs(news) do
+  local id = tostring(redis.call('INCR', prefix .. ':deployment:next'))
+  local dkey = prefix .. ':deployment:' .. id
+  local fields = {'id', id}
+  for k, v in pairs(new.fields) do fields[#fields + 1] = k; fields[#fields + 1] = v end
+  redis.call('HSET', dkey, unpack(fields))
+  redis.call('ZADD', prefix .. ':deployments', id, id)
+  redis.call('ZADD', prefix .. ':app:' .. new.app .. ':deployments', id, id)
+  redis.call('XADD', dkey .. ':log', '*', 'line', new.log)
+  local qkey = KEYS[nseen + j]
+  local old = redis.call('GET', qkey)
+  if old then
+    local okey = prefix .. ':deployment:' .. old
+    if redis.call('HGET', okey, 'state') == 'queued' then
+      local why = 'superseded by ' .. string.sub(new.fields.sha, 1, 12) .. ' (deployment ' .. id .. ')'
+      redis.call('HSET', okey, 'state', 'superseded', 'finished_at', now, 'error', why)
+      redis.call('XADD', okey .. ':log', '*', 'line', why)
+      superseded[#superseded + 1] = old
+      flat[#flat + 1] = redis.call('HGETALL', okey)
+    end
+  end
+  redis.call('SET', qkey, id)
+  created[#created + 1] = id
+  summaries[#summaries + 1] = {id = id, app = new.app, sha = new.fields.sha, state = 'queued'}
+end
+local answer = cjson.encode(summaries)
+for i = 1, nseen do redis.call('SET', KEYS[i], answer, 'EX', ttl) end
+redis.call('RPUSH', intake, cjson.encode({created = created, superseded = superseded, at = now}))
+if metric_key ~= '' then redis.call('HINCRBY', metric_key, 'accepted:' .. metric_suffix, 1) end
+return {'ok', created, flat}
+"""
 
 
 def job_id_for(deployment_id: str) -> str:
@@ -73,6 +125,11 @@ def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    """A dict from a flat [key, value, key, value, ...] reply (HGETALL inside a Lua script)."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 class DeploymentStore:
     """All of hooksvc's state. Pass a Redis client in; nothing here is global."""
 
@@ -81,11 +138,16 @@ class DeploymentStore:
         connection: redis.Redis,
         job_timeout: float = defaults.JOB_TIMEOUT_SECONDS,
         listeners: Sequence[StateListener] = (),
+        dispatch_inline: bool = True,
     ) -> None:
         self.redis = connection
         self.queue = Queue(defaults.QUEUE_NAME, connection=connection)
         self.job_timeout = job_timeout
         self.listeners = list(listeners)
+        #: Dispatch the intake right after each submit. The web app turns this off: its answer must
+        #: not wait for RQ and the listeners, which the workers' dispatcher threads then take care of.
+        self.dispatch_inline = dispatch_inline
+        self._submit_script = connection.register_script(SUBMIT_SCRIPT)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -113,58 +175,102 @@ class DeploymentStore:
         self,
         requests: Sequence[NewDeployment],
         dedupe_keys: Sequence[str] = (),
+        metric: tuple[str, str] | None = None,
     ) -> SubmitResult:
-        """Record and enqueue deployments atomically, coalescing per app and deduplicating deliveries.
+        """Record deployments atomically, coalescing per app and deduplicating deliveries.
 
-        `dedupe_keys` identify the delivery (its id, a hash of its signed body); when any of them
-        was seen in the last `DEDUPE_TTL_SECONDS`, nothing is written and the first answer returns.
+        One Lua script does it all in one round trip: a webhook must be answered fast, and a
+        WATCH transaction under concurrent pushes for one app retried over and over. `dedupe_keys`
+        identify the delivery (its id, a hash of its signed body); when any of them was seen in the
+        last `DEDUPE_TTL_SECONDS`, nothing is written and the first answer returns. The RQ job and
+        the listeners' writes follow in `dispatch_intake`, from the intake entry written here.
+        `metric` (key, field suffix) counts the outcome in the same script.
         """
-        seen_keys = [_key("seen", k) for k in dedupe_keys]
-        queued_keys = [_key("app", r.app, "queued") for r in requests]
-        ids = [str(self.redis_call(self.redis.incr, _key("deployment", "next"))) for _ in requests]
+        now = time.time()
+        news = [
+            {
+                "app": r.app,
+                "fields": {k: v for k, v in Deployment.create("0", r, now).to_fields().items() if k != "id"},
+                "log": f"queued {r.trigger} of {r.sha or r.ref} ({r.ref or 'no ref'})",
+            }
+            for r in requests
+        ]
+        keys = [_key("seen", k) for k in dedupe_keys] + [_key("app", r.app, "queued") for r in requests]
+        metric_key, metric_suffix = metric or ("", "")
+        reply = self.redis_call(
+            self._submit_script, keys=keys,
+            args=[PREFIX, defaults.DEDUPE_TTL_SECONDS, len(dedupe_keys), json.dumps(news), repr(now),
+                  metric_key, metric_suffix, INTAKE_KEY],
+        )
+        if reply[0] == b"dup":
+            return SubmitResult(deployments=(), duplicate_of=tuple(json.loads(reply[1])))
+        created = tuple(
+            Deployment.create(i.decode(), r, now) for i, r in zip(reply[1], requests, strict=True)
+        )
+        superseded = tuple(Deployment.from_fields(_decode(_pairs(flat))) for flat in reply[2])
+        if self.dispatch_inline:
+            self.dispatch_intake()
+        return SubmitResult(deployments=created, superseded=superseded)
 
-        def body(pipe: Pipeline) -> SubmitResult:
-            for key in seen_keys:
-                first = pipe.get(key)
-                if first is not None:
-                    pipe.unwatch()
-                    return SubmitResult(deployments=(), duplicate_of=tuple(json.loads(first)))
-            now = time.time()
-            created = [Deployment.create(i, r, now) for i, r in zip(ids, requests, strict=True)]
-            old_ids = [pipe.get(k) for k in queued_keys]
-            superseded: list[Deployment] = []
-            for old_id, new in zip(old_ids, created, strict=True):
-                if old_id is None:
-                    continue
-                old = self._load(pipe, old_id.decode())
-                if old is not None and old.state is DeploymentState.QUEUED:
-                    superseded.append(replace(
-                        old,
-                        state=DeploymentState.SUPERSEDED,
-                        finished_at=now,
-                        error=f"superseded by {new.sha[:12]} (deployment {new.id})",
-                    ))
+    def dispatch_intake(self, block_seconds: float | None = None) -> int:
+        """Turn intake entries into RQ jobs and listener events; returns how many entries were done.
+
+        Each entry moves to a processing list first (LMOVE) and leaves it in the same transaction
+        that writes its jobs and events, so a dispatcher that dies mid-way loses nothing:
+        `recover_intake` puts the entry back. Doing an entry twice is harmless: a job whose
+        deployment is no longer queued ends at once.
+        """
+        done = 0
+        while True:
+            if block_seconds is not None and done == 0:
+                raw = self.redis_call(self.redis.blmove, INTAKE_KEY, INTAKE_PROCESSING_KEY, block_seconds,
+                                      "LEFT", "RIGHT")
+            else:
+                raw = self.redis_call(self.redis.lmove, INTAKE_KEY, INTAKE_PROCESSING_KEY, "LEFT", "RIGHT")
+            if raw is None:
+                return done
+            self._dispatch_entry(raw)
+            done += 1
+
+    def _dispatch_entry(self, raw: bytes) -> None:
+        entry = json.loads(raw)
+        ids = [*entry["superseded"], *entry["created"]]
+
+        def body(pipe: Pipeline) -> None:
+            deps = {i: self._load(pipe, i) for i in ids}
             pipe.multi()
-            for old in superseded:
-                pipe.hset(_key("deployment", old.id), mapping=old.to_fields())
-                pipe.lrem(self.queue.key, 0, job_id_for(old.id))
-                self._log_in(pipe, old.id, old.error)
-                self._notify(pipe, old)
-            for dep, qkey in zip(created, queued_keys, strict=True):
-                self._write_new(pipe, dep)
-                pipe.set(qkey, dep.id)
-            answer = json.dumps([d.summary() for d in created])
-            for key in seen_keys:
-                pipe.set(key, answer, ex=defaults.DEDUPE_TTL_SECONDS)
-            return SubmitResult(deployments=tuple(created), superseded=tuple(superseded))
+            for i in entry["superseded"]:
+                old = deps[i]
+                pipe.lrem(self.queue.key, 0, job_id_for(i))
+                if old is not None and old.state is DeploymentState.SUPERSEDED:
+                    self._notify(pipe, old)
+            for i in entry["created"]:
+                dep = deps[i]
+                if dep is not None and dep.state is DeploymentState.QUEUED:
+                    self._enqueue_job(pipe, dep)
+                    self._notify(pipe, dep)
+            pipe.lrem(INTAKE_PROCESSING_KEY, 1, raw)
 
-        return self._transaction([*seen_keys, *queued_keys], body)  # type: ignore[no-any-return]
+        self._transaction([_key("deployment", i) for i in ids], body)
 
-    def _write_new(self, pipe: Pipeline, dep: Deployment) -> None:
-        pipe.hset(_key("deployment", dep.id), mapping=dep.to_fields())
-        pipe.zadd(_key("deployments"), {dep.id: int(dep.id)})
-        pipe.zadd(_key("app", dep.app, "deployments"), {dep.id: int(dep.id)})
-        self._log_in(pipe, dep.id, f"queued {dep.trigger} of {dep.sha} ({dep.ref or 'no ref'})")
+    def recover_intake(self, older_than: float = defaults.INTAKE_RECOVER_SECONDS) -> int:
+        """Put back intake entries a dead dispatcher left in processing for longer than `older_than`."""
+        recovered = 0
+        for raw in self.redis_call(self.redis.lrange, INTAKE_PROCESSING_KEY, 0, -1):
+            if time.time() - float(json.loads(raw)["at"]) < older_than:
+                continue
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.lrem(INTAKE_PROCESSING_KEY, 1, raw)
+                pipe.rpush(INTAKE_KEY, raw)
+                removed, _ = self.redis_call(pipe.execute)
+            if not removed:
+                # Another recoverer (or the slow dispatcher itself) got there first: undo our push.
+                self.redis_call(self.redis.lrem, INTAKE_KEY, -1, raw)
+                continue
+            recovered += 1
+        return recovered
+
+    def _enqueue_job(self, pipe: Pipeline, dep: Deployment) -> None:
         self.queue.enqueue_call(
             DEPLOY_JOB,
             args=(dep.id,),
@@ -175,15 +281,6 @@ class DeploymentStore:
             description=f"deploy {dep.app} {dep.sha[:12]} (deployment {dep.id})",
             pipeline=pipe,
         )
-        self._notify(pipe, dep)
-
-    def record_ignored_delivery(self, dedupe_keys: Sequence[str], answer: dict[str, Any]) -> None:
-        """Remember an ignored delivery so a redelivery is answered as a duplicate."""
-        def body(pipe: Pipeline) -> None:
-            pipe.multi()
-            for k in dedupe_keys:
-                pipe.set(_key("seen", k), json.dumps([]), ex=defaults.DEDUPE_TTL_SECONDS, nx=True)
-        self._transaction([], body)
 
     def cancel(self, deployment_id: str) -> Deployment:
         """Cancel a queued deployment; Conflict when it already started or ended."""

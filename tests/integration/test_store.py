@@ -206,3 +206,53 @@ class TestRedisOutage:
         after = store.submit([push("shop", SHA_B, "d2")], ["delivery:github:d2"])
         assert after.duplicate_of is None and after.deployments[0].sha == SHA_B
         assert [d.sha for d in store.list()] == [SHA_B, SHA_A]
+
+
+class TestIntake:
+    """The web side records deployments in one script; dispatchers write their jobs and events after."""
+
+    def test_jobs_and_events_follow_on_dispatch(self, redis: redis_lib.Redis) -> None:
+        """Without inline dispatch a submit writes the record only; dispatch adds its job and listener events."""
+        heard: list[tuple[str, str]] = []
+        store = DeploymentStore(redis, listeners=[lambda pipe, d: heard.append((d.id, str(d.state)))],
+                                dispatch_inline=False)
+        dep = store.submit([push("shop", SHA_A)]).deployments[0]
+        assert store.get(dep.id).state is DeploymentState.QUEUED
+        assert store.queue.job_ids == [] and heard == []
+        assert store.dispatch_intake() == 1
+        assert store.queue.job_ids == [job_id_for(dep.id)]
+        assert heard == [(dep.id, "queued")]
+        assert store.dispatch_intake() == 0
+
+    def test_superseded_before_dispatch_never_gets_a_job(self, redis: redis_lib.Redis) -> None:
+        """A deployment replaced before its entry was dispatched gets its final event and no job."""
+        heard: list[tuple[str, str]] = []
+        store = DeploymentStore(redis, listeners=[lambda pipe, d: heard.append((d.id, str(d.state)))],
+                                dispatch_inline=False)
+        a = store.submit([push("shop", SHA_A)]).deployments[0]
+        b = store.submit([push("shop", SHA_B)]).deployments[0]
+        assert store.dispatch_intake() == 2
+        assert store.queue.job_ids == [job_id_for(b.id)]
+        assert heard == [(a.id, "superseded"), (b.id, "queued")]
+
+    def test_entries_of_a_dead_dispatcher_are_recovered(self, redis: redis_lib.Redis) -> None:
+        """An entry left in processing by a dispatcher that died goes back to the intake and is dispatched."""
+        store = DeploymentStore(redis, dispatch_inline=False)
+        dep = store.submit([push("shop", SHA_A)]).deployments[0]
+        redis.lmove("hooksvc:intake", "hooksvc:intake:processing", "LEFT", "RIGHT")  # taken, then the dispatcher died
+        assert store.recover_intake(older_than=3600) == 0
+        assert store.recover_intake(older_than=0) == 1
+        assert store.dispatch_intake() == 1
+        assert store.queue.job_ids == [job_id_for(dep.id)]
+        assert redis.llen("hooksvc:intake:processing") == 0
+
+    def test_dispatcher_blocks_until_intake_arrives(self, redis: redis_lib.Redis, redis_url: str) -> None:
+        """A blocked dispatcher wakes as soon as a submit lands."""
+        store = DeploymentStore(redis, dispatch_inline=False)
+        done: list[int] = []
+        waiter = threading.Thread(target=lambda: done.append(DeploymentStore(
+            connect(redis_url), dispatch_inline=False).dispatch_intake(block_seconds=1.5)))
+        waiter.start()
+        store.submit([push("shop", SHA_A)])
+        waiter.join(timeout=5)
+        assert done == [1]
