@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
+from werkzeug.datastructures import Headers
 
 from hooksvc import context, metrics, routing
 from hooksvc.errors import BadRequest, BodyTooLarge, NotFound, Unauthorized
@@ -72,6 +74,29 @@ def count_webhook(response: Response) -> Response:
     return response
 
 
+class HeaderView(Mapping[str, str]):
+    """The request's headers as a read-only mapping with case-insensitive lookups.
+
+    Wraps werkzeug's headers instead of copying them: a webhook looks at a handful of its dozen
+    or more headers, and copying them all is a measurable share of the request.
+    """
+
+    def __init__(self, headers: Headers) -> None:
+        self._headers = headers
+
+    def __getitem__(self, name: str) -> str:
+        return self._headers[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._headers.get(name, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return (name.lower() for name, _ in self._headers.items())
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+
 @bp.route("/hooks/<route>", methods=["POST", "GET"])
 def receive(route: str) -> tuple[Response, int]:
     ctx = context()
@@ -83,7 +108,7 @@ def receive(route: str) -> tuple[Response, int]:
         raise BadRequest(f"/hooks/{route} accepts POST only")
     body = read_body_limited(ctx.config.server.max_body_bytes)
     req = WebhookRequest(
-        headers={k.lower(): v for k, v in request.headers.items()},
+        headers=HeaderView(request.headers),
         body=body,
         query=request.args.to_dict(),
         method=request.method,
@@ -120,11 +145,11 @@ def receive(route: str) -> tuple[Response, int]:
     log.info(
         "%s delivery %s queued %s%s", route, delivery.delivery_id,
         ", ".join(f"{d.app}@{d.sha[:12]} as {d.id}" for d in result.deployments),
-        "".join(f"; {old.id} superseded" for old in result.superseded),
+        "".join(f"; {old} superseded" for old in result.superseded),
     )
     # Built directly: Flask's jsonify costs more than the rest of the answer on this hot path.
-    body = json.dumps({"deployments": [d.summary() for d in result.deployments]})
-    return Response(body, status=202, mimetype="application/json"), 202
+    answer_json = json.dumps({"deployments": [d.summary() for d in result.deployments]})
+    return Response(answer_json, status=202, mimetype="application/json"), 202
 
 
 def _why_unverified(route: str, req: WebhookRequest, candidates: list[Any]) -> str:

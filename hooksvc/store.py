@@ -7,6 +7,7 @@ MULTI/EXEC transaction guarded by WATCH, retried when another writer got there f
 from __future__ import annotations
 
 import builtins
+import hashlib
 import json
 import logging
 import time
@@ -55,7 +56,7 @@ INTAKE_PROCESSING_KEY = _key("intake", "processing")
 # KEYS: the dedupe keys, then each new deployment's app "queued" pointer.
 # ARGV: prefix, dedupe ttl, number of dedupe keys, JSON list of {app, fields, log}, now,
 #       metric hash key ("" for none), metric field suffix, intake list key.
-# Returns {"dup", first answer} or {"ok", {new ids}, {HGETALL of each superseded deployment}}.
+# Returns {"dup", first answer} or {"ok", {new ids}, {ids of the deployments they superseded}}.
 SUBMIT_SCRIPT = """
 local prefix, ttl, nseen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local news, now = cjson.decode(ARGV[4]), ARGV[5]
@@ -67,7 +68,7 @@ for i = 1, nseen do
     return {'dup', first}
   end
 end
-local created, superseded, summaries, flat = {}, {}, {}, {}
+local created, superseded, summaries = {}, {}, {}
 for j, new in ipairs(news) do
   local id = tostring(redis.call('INCR', prefix .. ':deployment:next'))
   local dkey = prefix .. ':deployment:' .. id
@@ -86,7 +87,6 @@ for j, new in ipairs(news) do
       redis.call('HSET', okey, 'state', 'superseded', 'finished_at', now, 'error', why)
       redis.call('XADD', okey .. ':log', '*', 'line', why)
       superseded[#superseded + 1] = old
-      flat[#flat + 1] = redis.call('HGETALL', okey)
     end
   end
   redis.call('SET', qkey, id)
@@ -97,7 +97,7 @@ local answer = cjson.encode(summaries)
 for i = 1, nseen do redis.call('SET', KEYS[i], answer, 'EX', ttl) end
 redis.call('RPUSH', intake, cjson.encode({created = created, superseded = superseded, at = now}))
 if metric_key ~= '' then redis.call('HINCRBY', metric_key, 'accepted:' .. metric_suffix, 1) end
-return {'ok', created, flat}
+return {'ok', created, superseded}
 """
 
 
@@ -110,7 +110,8 @@ class SubmitResult:
     deployments: tuple[Deployment, ...]
     #: Set when the delivery had been seen before: the summaries answered the first time.
     duplicate_of: tuple[dict[str, str], ...] | None = None
-    superseded: tuple[Deployment, ...] = ()
+    #: Ids of the queued deployments the new ones replaced.
+    superseded: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,10 +125,6 @@ class LiveRelease:
 def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
-
-def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
-    """A dict from a flat [key, value, key, value, ...] reply (HGETALL inside a Lua script)."""
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 class DeploymentStore:
@@ -147,7 +144,7 @@ class DeploymentStore:
         #: Dispatch the intake right after each submit. The web app turns this off: its answer must
         #: not wait for RQ and the listeners, which the workers' dispatcher threads then take care of.
         self.dispatch_inline = dispatch_inline
-        self._submit_script = connection.register_script(SUBMIT_SCRIPT)
+        self._submit_sha = hashlib.sha1(SUBMIT_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -197,20 +194,27 @@ class DeploymentStore:
         ]
         keys = [_key("seen", k) for k in dedupe_keys] + [_key("app", r.app, "queued") for r in requests]
         metric_key, metric_suffix = metric or ("", "")
-        reply = self.redis_call(
-            self._submit_script, keys=keys,
-            args=[PREFIX, defaults.DEDUPE_TTL_SECONDS, len(dedupe_keys), json.dumps(news), repr(now),
-                  metric_key, metric_suffix, INTAKE_KEY],
-        )
+        args = [PREFIX, defaults.DEDUPE_TTL_SECONDS, len(dedupe_keys), json.dumps(news), repr(now),
+                metric_key, metric_suffix, INTAKE_KEY]
+        reply = self.redis_call(self._run_submit_script, keys, args)
         if reply[0] == b"dup":
             return SubmitResult(deployments=(), duplicate_of=tuple(json.loads(reply[1])))
         created = tuple(
             Deployment.create(i.decode(), r, now) for i, r in zip(reply[1], requests, strict=True)
         )
-        superseded = tuple(Deployment.from_fields(_decode(_pairs(flat))) for flat in reply[2])
+        superseded = tuple(i.decode() for i in reply[2])
         if self.dispatch_inline:
             self.dispatch_intake()
         return SubmitResult(deployments=created, superseded=superseded)
+
+    def _run_submit_script(self, keys: Sequence[str], args: Sequence[object]) -> Any:
+        # EVALSHA straight through execute_command: redis-py's Script wrapper costs as much again
+        # on this hot path. The script is loaded on first use and after a Redis restart.
+        try:
+            return self.redis.execute_command("EVALSHA", self._submit_sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            self._submit_sha = self.redis.script_load(SUBMIT_SCRIPT)
+            return self.redis.execute_command("EVALSHA", self._submit_sha, len(keys), *keys, *args)
 
     def dispatch_intake(self, block_seconds: float | None = None) -> int:
         """Turn intake entries into RQ jobs and listener events; returns how many entries were done.

@@ -289,3 +289,19 @@ class TestWebhookMetrics:
         assert 'hooksvc_webhooks_total{outcome="accepted",provider="github"} 1.0' in text
         assert 'hooksvc_webhooks_total{outcome="unauthorized",provider="github"} 1.0' in text
         assert 'hooksvc_webhooks_total{outcome="ignored",provider="gitlab"} 1.0' in text
+
+
+class TestHeaderView:
+    def test_lookups_ignore_case_and_repr_shows_no_values(self) -> None:
+        """The provider sees headers case-insensitively, and a request's repr names headers without values."""
+        from werkzeug.datastructures import Headers
+
+        from hooksvc.hooks import HeaderView
+        from hooksvc.providers import WebhookRequest
+
+        view = HeaderView(Headers({"X-Gitlab-Token": "wiki-webhook-secret", "Content-Type": "application/json"}))
+        req = WebhookRequest(headers=view, body=b"{}", query={})
+        assert req.header("X-GITLAB-TOKEN") == "wiki-webhook-secret"
+        assert req.header("x-missing") is None
+        assert sorted(view) == ["content-type", "x-gitlab-token"]
+        assert "wiki-webhook-secret" not in repr(req) and "x-gitlab-token" in repr(req)

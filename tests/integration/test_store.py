@@ -45,7 +45,7 @@ class TestSubmit:
         old = store.get(first.id)
         assert old.state is DeploymentState.SUPERSEDED
         assert SHA_B[:12] in old.error and old.finished_at is not None
-        assert [d.id for d in result.superseded] == [first.id]
+        assert result.superseded == (first.id,)
         assert store.queue.job_ids == [job_id_for(second.id)]
         assert store.queued_id("shop") == second.id
 
