@@ -68,7 +68,7 @@ for i = 1, nseen do
     return {'dup', first}
   end
 end
-local created, superseded, summaries = {}, {}, {}
+local created, superseded, summaries, logs = {}, {}, {}, {}
 for j, new in ipairs(news) do
   local id = tostring(redis.call('INCR', prefix .. ':deployment:next'))
   local dkey = prefix .. ':deployment:' .. id
@@ -77,7 +77,6 @@ for j, new in ipairs(news) do
   redis.call('HSET', dkey, unpack(fields))
   redis.call('ZADD', prefix .. ':deployments', id, id)
   redis.call('ZADD', prefix .. ':app:' .. new.app .. ':deployments', id, id)
-  redis.call('XADD', dkey .. ':log', '*', 'line', new.log)
   local qkey = KEYS[nseen + j]
   local old = redis.call('GET', qkey)
   if old then
@@ -85,17 +84,17 @@ for j, new in ipairs(news) do
     if redis.call('HGET', okey, 'state') == 'queued' then
       local why = 'superseded by ' .. string.sub(new.fields.sha, 1, 12) .. ' (deployment ' .. id .. ')'
       redis.call('HSET', okey, 'state', 'superseded', 'finished_at', now, 'error', why)
-      redis.call('XADD', okey .. ':log', '*', 'line', why)
       superseded[#superseded + 1] = old
     end
   end
   redis.call('SET', qkey, id)
   created[#created + 1] = id
+  logs[#logs + 1] = new.log
   summaries[#summaries + 1] = {id = id, app = new.app, sha = new.fields.sha, state = 'queued'}
 end
 local answer = cjson.encode(summaries)
 for i = 1, nseen do redis.call('SET', KEYS[i], answer, 'EX', ttl) end
-redis.call('RPUSH', intake, cjson.encode({created = created, superseded = superseded, at = now}))
+redis.call('RPUSH', intake, cjson.encode({created = created, superseded = superseded, logs = logs, at = now}))
 if metric_key ~= '' then redis.call('HINCRBY', metric_key, 'accepted:' .. metric_suffix, 1) end
 return {'ok', created, superseded}
 """
@@ -247,9 +246,11 @@ class DeploymentStore:
                 old = deps[i]
                 pipe.lrem(self.queue.key, 0, job_id_for(i))
                 if old is not None and old.state is DeploymentState.SUPERSEDED:
+                    self._log_in(pipe, i, old.error)
                     self._notify(pipe, old)
-            for i in entry["created"]:
+            for i, line in zip(entry["created"], entry["logs"], strict=True):
                 dep = deps[i]
+                self._log_in(pipe, i, line)
                 if dep is not None and dep.state is DeploymentState.QUEUED:
                     self._enqueue_job(pipe, dep)
                     self._notify(pipe, dep)
