@@ -272,7 +272,8 @@ class HealthyProxy:
                     conn.request("GET", self.path)
                     response = conn.getresponse()
                     status, body = response.status, response.read()
-                except OSError as exc:
+                except (OSError, http.client.HTTPException) as exc:
+                    # HTTPException: a backend that dies mid-answer (IncompleteRead) is a 502 too.
                     proxy.errors[f"{backend}: {type(exc).__name__}"] += 1
                     self._answer(502, f"backend {backend} failed: {exc}\n".encode())
                     return

@@ -46,8 +46,9 @@ DRAIN_LABEL = "hooksvc.drain"
 DRAIN_SECONDS_LABEL = "hooksvc.drain_seconds"
 #: Directory under the worker's state_dir holding one JSON record of live containers per app.
 STATE_SUBDIR = "rollout"
-#: Health is polled this often: fine enough to add little to a deploy, coarse enough to cost nothing.
-HEALTH_POLL_SECONDS = 0.25
+#: Health is polled this often. The deploy benchmark measured a 0.25 s poll adding ~0.2 s per deploy
+#: (the gate saw "healthy" one poll late); one container inspect per 50 ms costs next to nothing.
+HEALTH_POLL_SECONDS = 0.05
 
 
 class Action(StrEnum):
