@@ -116,6 +116,12 @@ def cmd_worker(config: Config, args: argparse.Namespace) -> int:
     # inherits them instead of importing them again (~0.1 s per deployment, measured).
     import workers.jobs
     import workers.rollout  # noqa: F401
+    from workers.compose import detect_compose
+
+    try:
+        detect_compose()  # the forks inherit the detection too
+    except HooksvcError as exc:
+        log.warning("%s (deployments will fail until compose is installed)", exc)
 
     if not args.burst:
         _start_background(config, reporter=True)
