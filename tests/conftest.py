@@ -9,8 +9,12 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
+from flask import Flask
+from flask.testing import FlaskClient
 
+from hooksvc import create_app
 from hooksvc.config import Config, parse_config
+from hooksvc.store import DeploymentStore
 
 pytest_plugins = ["tests.integration.git_fixtures", "tests.docker_fixtures"]
 
@@ -99,3 +103,19 @@ def make_config(tmp_path: Path, extra: str = "", env: dict[str, str] | None = No
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     return make_config(tmp_path)
+
+
+@pytest.fixture
+def app(tmp_path: Path, redis: redis_lib.Redis) -> Flask:
+    """The web app for `make_config`'s apps on the test Redis, without store listeners."""
+    return create_app(make_config(tmp_path), connection=redis, listeners=[])
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def store(redis: redis_lib.Redis) -> DeploymentStore:
+    return DeploymentStore(redis)

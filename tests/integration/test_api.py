@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
-from flask import Flask
 from flask.testing import FlaskClient
 
 from hooksvc import create_app
@@ -16,21 +15,6 @@ from tests.conftest import make_config
 
 AUTH = {"Authorization": "Bearer op-token-1"}
 SHA_A, SHA_B = "a" * 40, "b" * 40
-
-
-@pytest.fixture
-def app(tmp_path: Path, redis: redis_lib.Redis) -> Flask:
-    return create_app(make_config(tmp_path), connection=redis, listeners=[])
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-@pytest.fixture
-def store(redis: redis_lib.Redis) -> DeploymentStore:
-    return DeploymentStore(redis)
 
 
 def succeed(store: DeploymentStore, app: str, sha: str) -> str:

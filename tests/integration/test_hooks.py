@@ -32,21 +32,6 @@ from tests.redis_server import RedisServer
 SHOP, BLOG, WIKI = "shop-webhook-secret", "blog-webhook-secret", "wiki-webhook-secret"
 
 
-@pytest.fixture
-def app(tmp_path: Path, redis: redis_lib.Redis) -> Flask:
-    return create_app(make_config(tmp_path), connection=redis, listeners=[])
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-@pytest.fixture
-def store(redis: redis_lib.Redis) -> DeploymentStore:
-    return DeploymentStore(redis)
-
-
 class TestAcceptedPushes:
     def test_github_push_queues_a_deployment(self, client: FlaskClient, store: DeploymentStore) -> None:
         """A signed GitHub push to the configured branch answers 202 with the queued deployment."""

@@ -58,21 +58,6 @@ def push(app: str, sha: str, ref: str = "refs/heads/main") -> NewDeployment:
     return NewDeployment(app, sha, ref, Trigger.PUSH, delivery_id=f"delivery-{sha[:6]}")
 
 
-@pytest.fixture
-def store(redis: redis_lib.Redis) -> DeploymentStore:
-    return DeploymentStore(redis)
-
-
-@pytest.fixture
-def app(tmp_path: Path, redis: redis_lib.Redis) -> Flask:
-    return create_app(make_config(tmp_path), connection=redis, listeners=[])
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
 def run(store: DeploymentStore, new: NewDeployment, end: DeploymentState | None, *log: str, error: str = "") -> str:
     """Submit and start a deployment, write its log, and end it in `end` (None: leave it running)."""
     dep = store.submit([new]).deployments[0]

@@ -23,11 +23,6 @@ def push(app: str, sha: str, delivery: str = "") -> NewDeployment:
     return NewDeployment(app, sha, "refs/heads/main", Trigger.PUSH, delivery_id=delivery)
 
 
-@pytest.fixture
-def store(redis: redis_lib.Redis) -> DeploymentStore:
-    return DeploymentStore(redis)
-
-
 class TestSubmit:
     def test_submit_records_the_deployment_and_enqueues_its_job(self, store: DeploymentStore) -> None:
         """A submitted deployment is queued in Redis and has an RQ job named after it."""
