@@ -46,9 +46,19 @@ def verify(req: WebhookRequest, secret: str) -> bool:
     # WSGI servers hand header values over decoded as Latin-1 (PEP 3333), so a non-ASCII token sent as
     # UTF-8 bytes is recovered by encoding back to Latin-1; a caller that decoded UTF-8 needs the other
     # form. `|` rather than `or` keeps both compares running.
-    wire = given.encode("latin-1", "replace")
-    text = given.encode("utf-8", "replace")
+    # No "replace" error handler: it would turn any unencodable character into "?", and a secret
+    # containing "?" would then accept tokens that are not it (found by the property test).
+    wire = _encoded(given, "latin-1")
+    text = _encoded(given, "utf-8")
     return hmac.compare_digest(wire, expected) | hmac.compare_digest(text, expected)
+
+
+def _encoded(value: str, encoding: str) -> bytes:
+    """`value` in `encoding`, or b"" (which matches no secret) when it has no such form."""
+    try:
+        return value.encode(encoding)
+    except UnicodeEncodeError:
+        return b""
 
 
 def parse(req: WebhookRequest) -> Delivery:
