@@ -11,12 +11,19 @@ import pytest
 import redis as redis_lib
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import settings
 
 from hooksvc import create_app
 from hooksvc.config import Config, parse_config
 from hooksvc.store import DeploymentStore
 
 pytest_plugins = ["tests.integration.git_fixtures", "tests.docker_fixtures"]
+
+# CI runs the same examples every time (a red CI is then reproducible, not luck) and has no time
+# limit per example (a loaded 2-CPU machine is slow); developers' runs explore new examples.
+settings.register_profile("ci", derandomize=True, deadline=None)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 #: Tests use their own database so a developer's data in db 0 is never flushed.
 TEST_REDIS_URL = os.environ.get("HOOKSVC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
