@@ -11,7 +11,7 @@ import hmac
 
 from hooksvc.errors import BadRequest
 from hooksvc.providers import Delivery, WebhookRequest
-from hooksvc.providers.github import (
+from hooksvc.providers.payload import (
     FORM_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
     delivery_id,

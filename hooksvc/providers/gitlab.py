@@ -11,7 +11,7 @@ from typing import Any
 
 from hooksvc.errors import BadRequest
 from hooksvc.providers import ZERO_SHA, Delivery, PushEvent, WebhookRequest
-from hooksvc.providers.github import (
+from hooksvc.providers.payload import (
     JSON_CONTENT_TYPE,
     delivery_id,
     json_object,

@@ -1,0 +1,149 @@
+"""Payload readers shared by the providers.
+
+Gitea and Forgejo copy GitHub's payload format, so these readers serve both (only the signature
+scheme differs), and their field checks serve GitLab too: one definition of a valid ref or sha for
+every host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from typing import Any
+from urllib.parse import parse_qs
+
+from hooksvc.errors import BadRequest
+from hooksvc.providers import ZERO_SHA, PushEvent
+
+JSON_CONTENT_TYPE = "application/json"
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+_SHA = re.compile(r"^[0-9a-fA-F]{40}$")
+# Roughly git-check-ref-format: a full ref without whitespace, control or glob characters. The ref
+# ends up in logs, answers and git commands, so anything stranger is refused rather than escaped.
+_REF = re.compile(r"^refs/[^\x00-\x20\x7f~^:?*\[\\]+$")
+_EVENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,63}$")
+_DELIVERY_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
+               type(None): "null"}
+#: Values quoted in error messages are cut to this length: a message must stay one readable line.
+_SHOW_LIMIT = 80
+
+
+def hmac_sha256_hex(secret: str, data: bytes) -> str:
+    return hmac.new(secret.encode("utf-8"), data, hashlib.sha256).hexdigest()
+
+
+def header_bytes(value: str) -> bytes:
+    """A header value as bytes for `compare_digest`, which refuses non-ASCII `str` with a TypeError."""
+    return value.encode("utf-8", "replace")
+
+
+def show(value: object) -> str:
+    """`repr(value)` cut short, for quoting untrusted input in an error message."""
+    text = repr(value)
+    return text if len(text) <= _SHOW_LIMIT else text[: _SHOW_LIMIT - 3] + "..."
+
+
+def unsupported_content_type(content_type: str) -> str:
+    return (
+        f"unsupported content type {show(content_type)}: "
+        f"expected {JSON_CONTENT_TYPE} or {FORM_CONTENT_TYPE} (a 'payload' field)"
+    )
+
+
+def form_payload(body: bytes) -> str:
+    """The JSON text in the `payload` field of a form-encoded body."""
+    try:
+        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, errors="strict")
+    except ValueError:  # UnicodeDecodeError included: raw or percent-encoded bytes that are not UTF-8
+        raise BadRequest("form body is not valid UTF-8 url-encoded data") from None
+    values = fields.get("payload", [])
+    if len(values) != 1:
+        # Two payloads would let the signed one and the parsed one differ.
+        found = "no 'payload' field" if not values else f"{len(values)} 'payload' fields"
+        raise BadRequest(f"form body has {found}: expected exactly one holding the JSON payload")
+    return values[0]
+
+
+def json_object(text: bytes | str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise BadRequest(f"payload is not valid JSON: {exc}") from None
+    except RecursionError:  # a few kilobytes of "[[[[" exhaust the parser's stack
+        raise BadRequest("payload is not valid JSON: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"payload must be a JSON object, got {_JSON_KINDS.get(type(data), 'a JSON value')}")
+    return data
+
+
+def normalised_event(header: str, value: str | None) -> str:
+    """The event named by `header`'s value, lower-cased: GitHub's "push" and "ping" stay as they are."""
+    value = (value or "").strip()
+    if not value:
+        raise BadRequest(f"missing {header} header: cannot tell which event this is")
+    if not _EVENT.match(value):
+        raise BadRequest(f"{header} header is not an event name, got {show(value)}")
+    return value.lower()
+
+
+def delivery_id(header: str, value: str | None) -> str:
+    """The host's delivery id, "" when it sent none (deduplication then falls back to the body)."""
+    value = (value or "").strip()
+    if value and not _DELIVERY_ID.match(value):
+        raise BadRequest(f"{header} header is not a delivery id, got {show(value)}")
+    return value
+
+
+def read_ref(data: dict[str, Any], key: str = "ref") -> str:
+    ref = data.get(key)
+    if not isinstance(ref, str) or not _REF.match(ref) or ".." in ref or "@{" in ref:
+        raise BadRequest(f"push payload: {key!r} must be a full git ref like 'refs/heads/main', got {show(ref)}")
+    return ref
+
+
+def read_sha(data: dict[str, Any], key: str, *, where: str = "push payload") -> str:
+    sha = data.get(key)
+    if not isinstance(sha, str) or not _SHA.match(sha):
+        raise BadRequest(f"{where}: {key!r} must be a 40-character hex commit sha, got {show(sha)}")
+    return sha.lower()
+
+
+def read_flag(data: dict[str, Any], key: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"push payload: {key!r} must be true or false, got {show(value)}")
+    return value
+
+
+def repository_name(data: dict[str, Any], *, required: bool) -> str:
+    """`repository.full_name` (`owner/name`); "" when absent and not required."""
+    repository = data.get("repository")
+    name = repository.get("full_name") if isinstance(repository, dict) else None
+    if isinstance(name, str) and name.strip():
+        return name.strip()
+    if required:
+        raise BadRequest(f"push payload: 'repository.full_name' must name the repository, got {show(name)}")
+    return ""
+
+
+def read_push(data: dict[str, Any], *, flags: bool) -> PushEvent:
+    """The ref update of a GitHub-shaped push payload.
+
+    `flags`: whether the host sends `deleted`/`forced` (GitHub does, Gitea does not). `after` is the
+    commit the ref now points to: for an annotated tag the payload's `after` is the tag object, which
+    cannot be checked out as a release or carry a commit status, so the tagged commit is taken from
+    `head_commit` instead.
+    """
+    ref = read_ref(data)
+    after = read_sha(data, "after")
+    before = read_sha(data, "before") if "before" in data else ""
+    deleted = after == ZERO_SHA or (flags and read_flag(data, "deleted"))
+    forced = flags and read_flag(data, "forced")
+    head = data.get("head_commit")
+    if not deleted and ref.startswith("refs/tags/") and isinstance(head, dict) and "id" in head:
+        after = read_sha(head, "id", where="push payload head_commit")
+    return PushEvent(ref=ref, before=before, after=after, deleted=deleted, forced=forced)
