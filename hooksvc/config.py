@@ -116,6 +116,11 @@ class AppConfig:
         return ref.startswith(prefix) and fnmatch.fnmatchcase(ref[len(prefix):], pattern)
 
     @property
+    def single_branch(self) -> bool:
+        """True when the app deploys one exact branch, so "the head" names one commit."""
+        return self.tags is None and not is_glob(self.branch or "")
+
+    @property
     def ref_pattern(self) -> str:
         """The full-ref glob this app deploys, e.g. `refs/heads/main`."""
         return f"refs/tags/{self.tags}" if self.tags is not None else f"refs/heads/{self.branch}"
@@ -140,6 +145,11 @@ class Config:
         for app in self.apps.values():
             found += [app.secret, app.clone_token, app.notify.webhook_secret, app.notify.slack_url]
         return [s.reveal() for s in found if s is not None and s.reveal()]
+
+
+def is_glob(pattern: str) -> bool:
+    """True when a branch or tag pattern has glob characters (and so may name many refs)."""
+    return any(c in pattern for c in "*?[")
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -369,7 +379,7 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
         if not isinstance(p, str) or not p:
             r.problem(f"{prefix}.paths[{i}]", f"expected a glob such as 'services/shop/**', got {p!r}")
     poll = r.duration(t, prefix, "poll_interval", 0.0) if "poll_interval" in t else None
-    if poll is not None and (tags is not None or any(c in (branch or "") for c in "*?[")):
+    if poll is not None and (tags is not None or is_glob(branch or "")):
         r.problem(f"{prefix}.poll_interval", "polling needs one exact branch (not a glob, not tags)")
     ssh_key = r.get(t, prefix, "ssh_key_file", str, None)
     if ssh_key is not None and not Path(ssh_key).is_file():

@@ -13,7 +13,7 @@ from hooksvc.store import DeploymentStore
 def queue_manual(store: DeploymentStore, app: AppConfig, sha: str, ref: str) -> Deployment:
     """Queue a manual deployment; with no sha, the worker deploys the head of `ref` (or the branch)."""
     if not sha and not ref:
-        if app.tags is not None or any(c in (app.branch or "") for c in "*?["):
+        if not app.single_branch:
             raise BadRequest(f"app {app.name!r} deploys {app.ref_pattern}: give a 'ref' or a 'sha'")
         ref = f"refs/heads/{app.branch}"
     return _submit_one(store, NewDeployment(app.name, sha, ref, Trigger.MANUAL, forced=True))

@@ -28,7 +28,7 @@ TICK_SECONDS = 1.0
 
 def pollable(app: AppConfig) -> bool:
     """Only an exact branch has one head to deploy; a glob or a tag pattern names many refs."""
-    return app.poll_interval is not None and app.tags is None and not any(c in (app.branch or "") for c in "*?[")
+    return app.poll_interval is not None and app.single_branch
 
 
 class BranchPoller:
