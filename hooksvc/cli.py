@@ -54,12 +54,12 @@ def _start_background(config: Config, reporter: bool) -> None:
 
     threading.Thread(target=reap_forever, name="reaper", daemon=True).start()
     if reporter:
-        threading.Thread(target=dispatch_forever, args=(_store(config),), name="intake", daemon=True).start()
+        threading.Thread(target=dispatch_forever, args=(store,), name="intake", daemon=True).start()
         from workers.poller import start_poller_thread
         from workers.reporter import start_reporter_thread
 
-        start_reporter_thread(config, connect(config.redis.url))
-        start_poller_thread(config, store, connect(config.redis.url))
+        start_reporter_thread(config, store.redis)
+        start_poller_thread(config, store, store.redis)
 
 
 def dispatch_forever(store: DeploymentStore) -> None:
