@@ -714,7 +714,7 @@ class Round:
 def recorded_count(conn: redis.Redis, name: str) -> int:
     if name == "bare":
         return int(conn.llen("bench:bare:deliveries"))
-    return int(conn.zcard("hooksvc:deployments"))
+    return int(conn.llen("hooksvc:index"))
 
 
 def cpu_seconds(pid: int) -> float:

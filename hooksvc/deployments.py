@@ -49,6 +49,16 @@ class NewDeployment:
     #: force-push from hosts that send no `forced` flag (Gitea, GitLab).
     before: str = ""
 
+    def record_fields(self, created_at: str) -> dict[str, str]:
+        """The Redis hash fields of its queued record but the id: `Deployment.to_fields` without
+        building a Deployment (this runs once per webhook)."""
+        return {
+            "app": self.app, "sha": self.sha, "ref": self.ref, "trigger": str(self.trigger),
+            "state": "queued", "created_at": created_at, "delivery_id": self.delivery_id,
+            "forced": "1" if self.forced else "0", "before": self.before,
+            "previous_sha": "", "error": "",
+        }
+
 
 @dataclass(frozen=True)
 class Deployment:

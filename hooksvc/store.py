@@ -1,14 +1,15 @@
 """Deployment records, dedupe, coalescing, state changes and logs, all in Redis.
 
-Every write that must not be half-done (record + coalescing + dedupe + RQ job) happens in one
-MULTI/EXEC transaction guarded by WATCH, retried when another writer got there first.
+A webhook's writes (dedupe, record, coalescing, intake entry) are one Lua script: all or nothing
+in one round trip. The RQ job and the listeners' events follow from the intake entry in a
+dispatcher; every other state change is a MULTI/EXEC transaction guarded by WATCH, retried when
+another writer got there first.
 """
 
 from __future__ import annotations
 
 import builtins
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -53,14 +54,26 @@ INTAKE_KEY = _key("intake")
 #: Intake entries a dispatcher is working on.
 INTAKE_PROCESSING_KEY = _key("intake", "processing")
 
+#: Every deployment's id, newest first (a LIST: ids only grow, so pushing keeps the order).
+INDEX_KEY = _key("index")
+
+
+def app_index_key(app: str) -> str:
+    """One app's deployment ids, newest first."""
+    return _key("app", app, "index")
+
+
 # KEYS: the dedupe keys, then each new deployment's app "queued" pointer.
-# ARGV: prefix, dedupe ttl, number of dedupe keys, JSON list of {app, fields, log}, now,
-#       metric hash key ("" for none), metric field suffix, intake list key.
+# ARGV: prefix, dedupe ttl, number of dedupe keys, number of deployments, now, metric hash key ("" for
+#       none), metric field suffix, intake list key; then per deployment: app, sha, field count n and
+#       n field/value pairs of its record.
 # Returns {"dup", first answer} or {"ok", {new ids}, {ids of the deployments they superseded}}.
+# The dedupe keys hold the first answer as "id app sha" per deployment, comma-separated; an intake
+# entry is "new ids;superseded ids;now" (ids comma-separated). Plain strings and flat arguments, no
+# cjson: each Lua table and JSON text here is paid for on every webhook, in Redis's one thread.
 SUBMIT_SCRIPT = """
-local prefix, ttl, nseen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local news, now = cjson.decode(ARGV[4]), ARGV[5]
-local metric_key, metric_suffix, intake = ARGV[6], ARGV[7], ARGV[8]
+local prefix, ttl, nseen, nnew = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local now, metric_key, metric_suffix, intake = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 for i = 1, nseen do
   local first = redis.call('GET', KEYS[i])
   if first then
@@ -68,33 +81,32 @@ for i = 1, nseen do
     return {'dup', first}
   end
 end
-local created, superseded, summaries, logs = {}, {}, {}, {}
-for j, new in ipairs(news) do
+local created, superseded, answer = {}, {}, {}
+local a = 9
+for j = 1, nnew do
+  local app, sha, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   local id = tostring(redis.call('INCR', prefix .. ':deployment:next'))
-  local dkey = prefix .. ':deployment:' .. id
-  local fields = {'id', id}
-  for k, v in pairs(new.fields) do fields[#fields + 1] = k; fields[#fields + 1] = v end
-  redis.call('HSET', dkey, unpack(fields))
-  redis.call('ZADD', prefix .. ':deployments', id, id)
-  redis.call('ZADD', prefix .. ':app:' .. new.app .. ':deployments', id, id)
+  redis.call('HSET', prefix .. ':deployment:' .. id, 'id', id, unpack(ARGV, a + 3, a + 2 + 2 * n))
+  a = a + 3 + 2 * n
+  redis.call('LPUSH', prefix .. ':index', id)
+  redis.call('LPUSH', prefix .. ':app:' .. app .. ':index', id)
   local qkey = KEYS[nseen + j]
   local old = redis.call('GET', qkey)
   if old then
     local okey = prefix .. ':deployment:' .. old
     if redis.call('HGET', okey, 'state') == 'queued' then
-      local why = 'superseded by ' .. string.sub(new.fields.sha, 1, 12) .. ' (deployment ' .. id .. ')'
+      local why = 'superseded by ' .. string.sub(sha, 1, 12) .. ' (deployment ' .. id .. ')'
       redis.call('HSET', okey, 'state', 'superseded', 'finished_at', now, 'error', why)
       superseded[#superseded + 1] = old
     end
   end
   redis.call('SET', qkey, id)
   created[#created + 1] = id
-  logs[#logs + 1] = new.log
-  summaries[#summaries + 1] = {id = id, app = new.app, sha = new.fields.sha, state = 'queued'}
+  answer[#answer + 1] = id .. ' ' .. app .. ' ' .. sha
 end
-local answer = cjson.encode(summaries)
-for i = 1, nseen do redis.call('SET', KEYS[i], answer, 'EX', ttl) end
-redis.call('RPUSH', intake, cjson.encode({created = created, superseded = superseded, logs = logs, at = now}))
+local first = table.concat(answer, ',')
+for i = 1, nseen do redis.call('SET', KEYS[i], first, 'EX', ttl) end
+redis.call('RPUSH', intake, table.concat(created, ',') .. ';' .. table.concat(superseded, ',') .. ';' .. now)
 if metric_key ~= '' then redis.call('HINCRBY', metric_key, 'accepted:' .. metric_suffix, 1) end
 return {'ok', created, superseded}
 """
@@ -119,6 +131,30 @@ class LiveRelease:
     sha: str
     deployment_id: str
     since: float
+
+
+@dataclass(frozen=True)
+class IntakeEntry:
+    """What one submit left for the dispatcher: "new ids;superseded ids;time" (see SUBMIT_SCRIPT)."""
+
+    created: tuple[str, ...]
+    superseded: tuple[str, ...]
+    at: float
+
+    @classmethod
+    def parse(cls, raw: bytes) -> IntakeEntry:
+        created, superseded, at = raw.decode().split(";")
+        return cls(tuple(created.split(",")) if created else (),
+                   tuple(superseded.split(",")) if superseded else (), float(at))
+
+
+def first_answer(raw: bytes) -> tuple[dict[str, str], ...]:
+    """The summaries a delivery's first answer listed, from its dedupe record ("id app sha,...")."""
+    out = []
+    for item in raw.decode().split(","):
+        deployment_id, app, sha = item.split(" ")
+        out.append({"id": deployment_id, "app": app, "sha": sha, "state": str(DeploymentState.QUEUED)})
+    return tuple(out)
 
 
 def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
@@ -183,21 +219,17 @@ class DeploymentStore:
         `metric` (key, field suffix) counts the outcome in the same script.
         """
         now = time.time()
-        news = [
-            {
-                "app": r.app,
-                "fields": {k: v for k, v in Deployment.create("0", r, now).to_fields().items() if k != "id"},
-                "log": f"queued {r.trigger} of {r.sha or r.ref} ({r.ref or 'no ref'})",
-            }
-            for r in requests
-        ]
-        keys = [_key("seen", k) for k in dedupe_keys] + [_key("app", r.app, "queued") for r in requests]
+        stamp = repr(now)
         metric_key, metric_suffix = metric or ("", "")
-        args = [PREFIX, defaults.DEDUPE_TTL_SECONDS, len(dedupe_keys), json.dumps(news), repr(now),
-                metric_key, metric_suffix, INTAKE_KEY]
+        args: list[object] = [PREFIX, defaults.DEDUPE_TTL_SECONDS, len(dedupe_keys), len(requests), stamp,
+                              metric_key, metric_suffix, INTAKE_KEY]
+        for r in requests:
+            fields = r.record_fields(stamp)
+            args += (r.app, r.sha, len(fields), *(x for pair in fields.items() for x in pair))
+        keys = [_key("seen", k) for k in dedupe_keys] + [_key("app", r.app, "queued") for r in requests]
         reply = self.redis_call(self._run_submit_script, keys, args)
         if reply[0] == b"dup":
-            return SubmitResult(deployments=(), duplicate_of=tuple(json.loads(reply[1])))
+            return SubmitResult(deployments=(), duplicate_of=first_answer(reply[1]))
         created = tuple(
             Deployment.create(i.decode(), r, now) for i, r in zip(reply[1], requests, strict=True)
         )
@@ -236,33 +268,46 @@ class DeploymentStore:
             done += 1
 
     def _dispatch_entry(self, raw: bytes) -> None:
-        entry = json.loads(raw)
-        ids = [*entry["superseded"], *entry["created"]]
+        entry = IntakeEntry.parse(raw)
+        ids = [*entry.superseded, *entry.created]
 
-        def body(pipe: Pipeline) -> None:
+        def body(pipe: Pipeline) -> list[Deployment]:
             deps = {i: self._load(pipe, i) for i in ids}
             pipe.multi()
-            for i in entry["superseded"]:
+            for i in entry.superseded:
                 old = deps[i]
                 pipe.lrem(self.queue.key, 0, job_id_for(i))
                 if old is not None and old.state is DeploymentState.SUPERSEDED:
                     self._log_in(pipe, i, old.error)
                     self._notify(pipe, old)
-            for i, line in zip(entry["created"], entry["logs"], strict=True):
+            queued = []
+            for i in entry.created:
                 dep = deps[i]
-                self._log_in(pipe, i, line)
-                if dep is not None and dep.state is DeploymentState.QUEUED:
+                if dep is None:
+                    continue
+                self._log_in(pipe, i, f"queued {dep.trigger} of {dep.sha or dep.ref} ({dep.ref or 'no ref'})")
+                if dep.state is DeploymentState.QUEUED:
                     self._enqueue_job(pipe, dep)
                     self._notify(pipe, dep)
+                    queued.append(dep)
             pipe.lrem(INTAKE_PROCESSING_KEY, 1, raw)
+            return queued
 
-        self._transaction([_key("deployment", i) for i in ids], body)
+        queued: list[Deployment] = self._transaction([_key("deployment", i) for i in ids], body)
+        # The server log's line per accepted deployment is written here, not in the web process:
+        # at hundreds of webhooks a second, a log line is a measurable share of the answer.
+        for dep in queued:
+            via = f", delivery {dep.delivery_id}" if dep.delivery_id else ""
+            log.info("deployment %s of %s queued: %s of %s (%s)%s",
+                     dep.id, dep.app, dep.trigger, dep.sha[:12] or dep.ref, dep.ref or "no ref", via)
+        if entry.superseded:
+            log.info("deployment(s) %s superseded", ", ".join(entry.superseded))
 
     def recover_intake(self, older_than: float = defaults.INTAKE_RECOVER_SECONDS) -> int:
         """Put back intake entries a dead dispatcher left in processing for longer than `older_than`."""
         recovered = 0
         for raw in self.redis_call(self.redis.lrange, INTAKE_PROCESSING_KEY, 0, -1):
-            if time.time() - float(json.loads(raw)["at"]) < older_than:
+            if time.time() - IntakeEntry.parse(raw).at < older_than:
                 continue
             with self.redis.pipeline(transaction=True) as pipe:
                 pipe.lrem(INTAKE_PROCESSING_KEY, 1, raw)
@@ -472,11 +517,11 @@ class DeploymentStore:
 
     def list(self, app: str | None = None, state: str | None = None, limit: int = 50) -> builtins.list[Deployment]:
         """Newest first, optionally filtered by app and state."""
-        index = _key("app", app, "deployments") if app else _key("deployments")
+        index = app_index_key(app) if app else INDEX_KEY
         out: builtins.list[Deployment] = []
         start, page = 0, max(limit, 50)
         while len(out) < limit:
-            ids = self.redis_call(self.redis.zrevrange, index, start, start + page - 1)
+            ids = self.redis_call(self.redis.lrange, index, start, start + page - 1)
             if not ids:
                 break
             with self.redis.pipeline(transaction=False) as pipe:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,6 +230,19 @@ class TestIntake:
         assert store.dispatch_intake() == 2
         assert store.queue.job_ids == [job_id_for(b.id)]
         assert heard == [(a.id, "superseded"), (b.id, "queued")]
+
+    def test_dispatch_logs_each_queued_deployment(self, redis: redis_lib.Redis,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+        """The server log's line per accepted push comes from the dispatcher: id, app, sha, delivery."""
+        caplog.set_level(logging.INFO, logger="hooksvc.store")
+        store = DeploymentStore(redis, dispatch_inline=False)
+        a = store.submit([push("shop", SHA_A, "d1")]).deployments[0]
+        b = store.submit([push("shop", SHA_B, "d2")]).deployments[0]
+        assert caplog.text == ""
+        store.dispatch_intake()
+        assert f"deployment {b.id} of shop queued: push of {SHA_B[:12]} (refs/heads/main), delivery d2" in caplog.text
+        assert f"deployment(s) {a.id} superseded" in caplog.text
+        assert store.read_log(b.id)[0] == [f"queued push of {SHA_B} (refs/heads/main)"]
 
     def test_entries_of_a_dead_dispatcher_are_recovered(self, redis: redis_lib.Redis) -> None:
         """An entry left in processing by a dispatcher that died goes back to the intake and is dispatched."""
