@@ -9,7 +9,7 @@ import redis
 from flask import Flask, Request, Response, jsonify, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
-from hooksvc.config import Config
+from hooksvc.config import AppConfig, Config
 from hooksvc.errors import HooksvcError, Unauthorized
 from hooksvc.store import DeploymentStore, StateListener, connect
 
@@ -25,6 +25,14 @@ class WebContext:
     def __init__(self, config: Config, store: DeploymentStore) -> None:
         self.config = config
         self.store = store
+        self._apps_for: dict[frozenset[str], list[AppConfig]] = {}
+
+    def apps_for(self, host_kinds: frozenset[str]) -> list[AppConfig]:
+        """The apps served by git hosts of these kinds (the config is immutable: computed once)."""
+        apps = self._apps_for.get(host_kinds)
+        if apps is None:
+            apps = self._apps_for[host_kinds] = [a for a in self.config.apps.values() if a.host_kind in host_kinds]
+        return apps
 
 
 class PageSessionInterface(SecureCookieSessionInterface):

@@ -5,15 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.datastructures import Headers
 
 from hooksvc import context, metrics, routing
+from hooksvc.config import AppConfig
 from hooksvc.errors import BadRequest, BodyTooLarge, NotFound, Unauthorized
-from hooksvc.providers import ROUTES, WebhookRequest
+from hooksvc.providers import ROUTES, Delivery, WebhookRequest
 
 log = logging.getLogger("hooksvc.hooks")
 bp = Blueprint("hooks", __name__)
@@ -48,10 +49,15 @@ def read_body_limited(limit: int) -> bytes:
     return b"".join(parts)
 
 
-def _replay_key(route: str, req: WebhookRequest) -> str:
-    """Identifies the signed content, so a replayed body is a duplicate even under a new delivery id."""
+def _replay_key(route: str, req: WebhookRequest, apps: Sequence[AppConfig]) -> str:
+    """Identifies the signed content, so a replayed body is a duplicate even under a new delivery id.
+
+    The apps it verified for are part of it: two webhooks on one repository, each with its own
+    app's secret, deliver the same body, and the second is not a replay of the first.
+    """
     digest = hashlib.sha256()
-    digest.update(route.encode() + b"\0" + req.body + b"\0")
+    digest.update(route.encode() + b"\0" + " ".join(sorted(a.name for a in apps)).encode() + b"\0")
+    digest.update(req.body + b"\0")
     digest.update("&".join(f"{k}={v}" for k, v in sorted(req.query.items())).encode())
     return f"body:{digest.hexdigest()}"
 
@@ -113,11 +119,12 @@ def receive(route: str) -> tuple[Response, int]:
         query=request.args.to_dict(),
         method=request.method,
     )
-    candidates = [a for a in ctx.config.apps.values() if a.host_kind in kinds]
-    verified = [a for a in candidates if provider.verify(req, a.secret.reveal())]
+    candidates = ctx.apps_for(kinds)
+    delivery, verified = _verify(provider, req, candidates)
     if not verified:
         raise Unauthorized(_why_unverified(route, req, candidates))
-    delivery = provider.parse(req)
+    if delivery is None:
+        delivery = provider.parse(req)  # raises the BadRequest that says what is wrong
     if delivery.event == "ping":
         log.info("ping from %s (delivery %s)", route, delivery.delivery_id)
         return jsonify(ok=True, event="ping"), 200
@@ -131,7 +138,7 @@ def receive(route: str) -> tuple[Response, int]:
     if decision.ignored is not None:
         log.info("%s delivery %s ignored: %s", route, delivery.delivery_id, decision.ignored)
         return jsonify(ignored=decision.ignored), 200
-    keys = [_replay_key(route, req)]
+    keys = [_replay_key(route, req, apps)]
     if delivery.delivery_id:
         keys.insert(0, f"delivery:{route}:{delivery.delivery_id}")
     # The script counts this webhook itself (accepted or duplicate): no second round trip.
@@ -141,15 +148,33 @@ def receive(route: str) -> tuple[Response, int]:
         log.info("%s delivery %s is a duplicate", route, delivery.delivery_id)
         answer: dict[str, Any] = {"duplicate": True, "deployments": list(result.duplicate_of)}
         return jsonify(answer), 200
-    # One line per accepted webhook: at hundreds of pushes a second, each log line is measurable.
-    log.info(
-        "%s delivery %s queued %s%s", route, delivery.delivery_id,
-        ", ".join(f"{d.app}@{d.sha[:12]} as {d.id}" for d in result.deployments),
-        "".join(f"; {old} superseded" for old in result.superseded),
-    )
+    # The server log's line for each queued deployment comes from the workers' intake dispatcher
+    # (DeploymentStore.dispatch_intake): a log line here is a measurable share of the answer.
     # Built directly: Flask's jsonify costs more than the rest of the answer on this hot path.
     answer_json = json.dumps({"deployments": [d.summary() for d in result.deployments]})
     return Response(answer_json, status=202, mimetype="application/json"), 202
+
+
+def _verify(
+    provider: Any, req: WebhookRequest, candidates: Sequence[AppConfig]
+) -> tuple[Delivery | None, list[AppConfig]]:
+    """The parsed delivery (None when it does not parse) and the apps whose secret the request verifies.
+
+    The apps of the repository the payload names are tried first: with many apps on one server,
+    checking every secret is most of a webhook's own time. Parsing before verifying trusts nothing
+    (the parsed repository only orders the work). When none of them verifies, or the payload names
+    no repository (an organisation's ping) or does not parse, every candidate's secret is tried.
+    """
+    try:
+        delivery: Delivery | None = provider.parse(req)
+    except BadRequest:
+        delivery = None
+    if delivery is not None:
+        own = routing.select_apps(delivery, candidates)
+        verified = [a for a in own if provider.verify(req, a.secret.reveal())]
+        if verified:
+            return delivery, verified
+    return delivery, [a for a in candidates if provider.verify(req, a.secret.reveal())]
 
 
 def _why_unverified(route: str, req: WebhookRequest, candidates: list[Any]) -> str:

@@ -77,6 +77,13 @@ class TestPingAndIgnored:
         resp = client.open("/hooks/github", **github_request(ping, SHOP, event="ping").client_kwargs())
         assert resp.status_code == 200 and resp.json == {"ok": True, "event": "ping"}
 
+    def test_organisation_ping_without_repository_verifies_against_any_app(self, client: FlaskClient) -> None:
+        """An organisation hook's ping names no repository: any app's secret of the route verifies it."""
+        ping = load("github_ping")
+        ping.pop("repository", None)
+        resp = client.open("/hooks/github", **github_request(ping, SHOP, event="ping").client_kwargs())
+        assert resp.status_code == 200 and resp.json == {"ok": True, "event": "ping"}
+
     def test_other_branch_is_ignored(self, client: FlaskClient, store: DeploymentStore) -> None:
         """A push to a branch no app deploys answers 200 with the reason and queues nothing."""
         hook = github_request(github_push(ref="refs/heads/dev"), SHOP)
@@ -121,6 +128,30 @@ class TestRejected:
         """A body signed with shop's secret but naming another repository deploys nothing."""
         hook = github_request(github_push(repo="acme/other"), SHOP)
         assert client.open("/hooks/github", **hook.client_kwargs()).status_code == 401
+
+    def test_apps_sharing_a_repository_deploy_only_with_their_own_secret(
+            self, tmp_path: Path, redis: redis_lib.Redis) -> None:
+        """Two apps of one repository with their own secrets: a push signed with one deploys that one only."""
+        extra = f"""
+            [apps.shop-canary]
+            host = "github"
+            repo = "acme/shop"
+            clone_url = "{tmp_path / 'origin-shop.git'}"
+            branch = "main"
+            secret_env = "CANARY_SECRET"
+        """
+        config = make_config(tmp_path, extra, env={"CANARY_SECRET": "canary-webhook-secret"})
+        client = create_app(config, connection=redis, listeners=[]).test_client()
+        for secret, app in ((SHOP, "shop"), ("canary-webhook-secret", "shop-canary")):
+            resp = client.open("/hooks/github", **github_request(github_push(), secret).client_kwargs())
+            assert resp.status_code == 202
+            assert [d["app"] for d in resp.json["deployments"]] == [app]
+
+    def test_unparsable_body_with_a_bad_signature_is_401_not_400(self, client: FlaskClient) -> None:
+        """The body is looked at before the signature only to order the work: unsigned garbage is still 401."""
+        hook = github_request(b"{not json", "not-the-secret")
+        resp = client.open("/hooks/github", **hook.client_kwargs())
+        assert resp.status_code == 401
 
     def test_missing_signature_is_401(self, client: FlaskClient) -> None:
         """Unsigned GitHub deliveries and Gitea deliveries with empty signature headers are refused."""
