@@ -49,15 +49,18 @@ class NewDeployment:
     #: force-push from hosts that send no `forced` flag (Gitea, GitLab).
     before: str = ""
 
-    def record_fields(self, created_at: str) -> dict[str, str]:
-        """The Redis hash fields of its queued record but the id: `Deployment.to_fields` without
-        building a Deployment (this runs once per webhook)."""
-        return {
-            "app": self.app, "sha": self.sha, "ref": self.ref, "trigger": str(self.trigger),
-            "state": "queued", "created_at": created_at, "delivery_id": self.delivery_id,
-            "forced": "1" if self.forced else "0", "before": self.before,
-            "previous_sha": "", "error": "",
-        }
+    def record_fields(self) -> tuple[str, ...]:
+        """Field/value pairs of its queued record, flat, leaving out empty values and what the store
+        adds (id, state, created_at): `Deployment.from_fields` reads the same record back."""
+        fields: tuple[str, ...] = (
+            "app", self.app, "sha", self.sha, "ref", self.ref, "trigger", str(self.trigger),
+            "forced", "1" if self.forced else "0",
+        )
+        if self.delivery_id:
+            fields += ("delivery_id", self.delivery_id)
+        if self.before:
+            fields += ("before", self.before)
+        return fields
 
 
 @dataclass(frozen=True)

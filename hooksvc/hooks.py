@@ -143,7 +143,7 @@ def receive(route: str) -> tuple[Response, int]:
         keys.insert(0, f"delivery:{route}:{delivery.delivery_id}")
     # The script counts this webhook itself (accepted or duplicate): no second round trip.
     g.webhook_counted = True
-    result = ctx.store.submit(decision.deployments, keys, metric=(metrics.WEBHOOKS_KEY, route))
+    result = ctx.store.submit(decision.deployments, keys, webhook_provider=route)
     if result.duplicate_of is not None:
         log.info("%s delivery %s is a duplicate", route, delivery.delivery_id)
         answer: dict[str, Any] = {"duplicate": True, "deployments": list(result.duplicate_of)}

@@ -32,13 +32,12 @@ from redis.client import Pipeline
 from hooksvc import context, reporting
 from hooksvc.deployments import FINAL_STATES, Deployment
 from hooksvc.providers import ROUTES
-from hooksvc.store import RUNNING_KEY, DeploymentStore
+from hooksvc.store import RUNNING_KEY, WEBHOOKS_KEY, DeploymentStore
 
 log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
 
 PREFIX = "hooksvc:metrics"
-WEBHOOKS_KEY = f"{PREFIX}:webhooks"
 DEPLOYMENTS_KEY = f"{PREFIX}:deployments"
 DURATION_KEY = f"{PREFIX}:deployment_duration"
 # Written by the status reporter and notifier (`hooksvc.reporting` owns the names): field = host

@@ -54,6 +54,8 @@ INTAKE_KEY = _key("intake")
 #: Intake entries a dispatcher is working on.
 INTAKE_PROCESSING_KEY = _key("intake", "processing")
 
+#: Webhook requests by outcome and provider (a HASH of "outcome:provider" counters; see hooksvc.metrics).
+WEBHOOKS_KEY = _key("metrics", "webhooks")
 #: Every deployment's id, newest first (a LIST: ids only grow, so pushing keeps the order).
 INDEX_KEY = _key("index")
 
@@ -64,36 +66,40 @@ def app_index_key(app: str) -> str:
 
 
 # KEYS: the dedupe keys, then each new deployment's app "queued" pointer.
-# ARGV: prefix, dedupe ttl, number of dedupe keys, number of deployments, now, metric hash key ("" for
-#       none), metric field suffix, intake list key; then per deployment: app, sha, field count n and
-#       n field/value pairs of its record.
+# ARGV: dedupe ttl, now, metric field suffix ("" counts nothing), number of dedupe keys; then per
+#       deployment: app, sha and the field/value pairs of its record, ending with an empty field name.
 # Returns {"dup", first answer} or {"ok", {new ids}, {ids of the deployments they superseded}}.
 # The dedupe keys hold the first answer as "id app sha" per deployment, comma-separated; an intake
-# entry is "new ids;superseded ids;now" (ids comma-separated). Plain strings and flat arguments, no
-# cjson: each Lua table and JSON text here is paid for on every webhook, in Redis's one thread.
+# entry is "new ids;superseded ids;now" (ids comma-separated). Plain strings, flat arguments and
+# constant key names, no cjson: every argument, table and redis.call here is paid for on every
+# webhook, in Redis's one thread.
 SUBMIT_SCRIPT = """
-local prefix, ttl, nseen, nnew = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local now, metric_key, metric_suffix, intake = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-for i = 1, nseen do
-  local first = redis.call('GET', KEYS[i])
-  if first then
-    if metric_key ~= '' then redis.call('HINCRBY', metric_key, 'duplicate:' .. metric_suffix, 1) end
-    return {'dup', first}
+local ttl, now, metric, nseen = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+if nseen > 0 then
+  for _, first in ipairs(redis.call('MGET', unpack(KEYS, 1, nseen))) do
+    if first then
+      if metric ~= '' then redis.call('HINCRBY', '@WEBHOOKS@', 'duplicate:' .. metric, 1) end
+      return {'dup', first}
+    end
   end
 end
 local created, superseded, answer = {}, {}, {}
-local a = 9
-for j = 1, nnew do
-  local app, sha, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
-  local id = tostring(redis.call('INCR', prefix .. ':deployment:next'))
-  redis.call('HSET', prefix .. ':deployment:' .. id, 'id', id, unpack(ARGV, a + 3, a + 2 + 2 * n))
-  a = a + 3 + 2 * n
-  redis.call('LPUSH', prefix .. ':index', id)
-  redis.call('LPUSH', prefix .. ':app:' .. app .. ':index', id)
+local j, a = 0, 5
+while a <= #ARGV do
+  j = j + 1
+  local app, sha, from = ARGV[a], ARGV[a + 1], a + 2
+  a = from
+  while ARGV[a] ~= '' do a = a + 2 end
+  local id = tostring(redis.call('INCR', '@PREFIX@:deployment:next'))
+  redis.call('HSET', '@PREFIX@:deployment:' .. id, 'id', id, 'state', 'queued', 'created_at', now,
+             unpack(ARGV, from, a - 1))
+  a = a + 1
+  redis.call('LPUSH', '@PREFIX@:index', id)
+  redis.call('LPUSH', '@PREFIX@:app:' .. app .. ':index', id)
   local qkey = KEYS[nseen + j]
   local old = redis.call('GET', qkey)
   if old then
-    local okey = prefix .. ':deployment:' .. old
+    local okey = '@PREFIX@:deployment:' .. old
     if redis.call('HGET', okey, 'state') == 'queued' then
       local why = 'superseded by ' .. string.sub(sha, 1, 12) .. ' (deployment ' .. id .. ')'
       redis.call('HSET', okey, 'state', 'superseded', 'finished_at', now, 'error', why)
@@ -106,10 +112,15 @@ for j = 1, nnew do
 end
 local first = table.concat(answer, ',')
 for i = 1, nseen do redis.call('SET', KEYS[i], first, 'EX', ttl) end
-redis.call('RPUSH', intake, table.concat(created, ',') .. ';' .. table.concat(superseded, ',') .. ';' .. now)
-if metric_key ~= '' then redis.call('HINCRBY', metric_key, 'accepted:' .. metric_suffix, 1) end
+redis.call('RPUSH', '@INTAKE@', table.concat(created, ',') .. ';' .. table.concat(superseded, ',') .. ';' .. now)
+if metric ~= '' then redis.call('HINCRBY', '@WEBHOOKS@', 'accepted:' .. metric, 1) end
 return {'ok', created, superseded}
 """
+
+
+SUBMIT_SCRIPT = (
+    SUBMIT_SCRIPT.replace("@PREFIX@", PREFIX).replace("@INTAKE@", INTAKE_KEY).replace("@WEBHOOKS@", WEBHOOKS_KEY)
+)
 
 
 def job_id_for(deployment_id: str) -> str:
@@ -155,6 +166,33 @@ def first_answer(raw: bytes) -> tuple[dict[str, str], ...]:
         deployment_id, app, sha = item.split(" ")
         out.append({"id": deployment_id, "app": app, "sha": sha, "state": str(DeploymentState.QUEUED)})
     return tuple(out)
+
+
+def direct_command(client: redis.Redis, *args: Any) -> Any:
+    """Run one command on a connection of `client`'s pool and return Redis's unparsed reply.
+
+    `client.execute_command` wraps every command in retry, observability and response-callback
+    layers that cost as much client CPU as the round trip itself; the webhook path runs one command
+    and needs none of them. The pool still checks a connection before handing it out (reconnecting
+    one Redis closed), and a connection that fails is dropped and the command tried once more on a
+    new one, as the client's default retry would.
+    """
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        try:
+            conn.send_command(*args)
+            return conn.read_response()
+        except redis.ConnectionError:
+            conn.disconnect()
+            conn.send_command(*args)
+            return conn.read_response()
+    except BaseException as exc:
+        if not isinstance(exc, redis.ResponseError):
+            conn.disconnect()  # a reply may be half read: never hand this connection out again
+        raise
+    finally:
+        pool.release(conn)
 
 
 def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
@@ -207,7 +245,7 @@ class DeploymentStore:
         self,
         requests: Sequence[NewDeployment],
         dedupe_keys: Sequence[str] = (),
-        metric: tuple[str, str] | None = None,
+        webhook_provider: str = "",
     ) -> SubmitResult:
         """Record deployments atomically, coalescing per app and deduplicating deliveries.
 
@@ -216,16 +254,12 @@ class DeploymentStore:
         identify the delivery (its id, a hash of its signed body); when any of them was seen in the
         last `DEDUPE_TTL_SECONDS`, nothing is written and the first answer returns. The RQ job and
         the listeners' writes follow in `dispatch_intake`, from the intake entry written here.
-        `metric` (key, field suffix) counts the outcome in the same script.
+        `webhook_provider` counts the webhook's outcome (accepted or duplicate) in the same script.
         """
         now = time.time()
-        stamp = repr(now)
-        metric_key, metric_suffix = metric or ("", "")
-        args: list[object] = [PREFIX, defaults.DEDUPE_TTL_SECONDS, len(dedupe_keys), len(requests), stamp,
-                              metric_key, metric_suffix, INTAKE_KEY]
+        args: list[object] = [defaults.DEDUPE_TTL_SECONDS, repr(now), webhook_provider, len(dedupe_keys)]
         for r in requests:
-            fields = r.record_fields(stamp)
-            args += (r.app, r.sha, len(fields), *(x for pair in fields.items() for x in pair))
+            args += (r.app, r.sha, *r.record_fields(), "")
         keys = [_key("seen", k) for k in dedupe_keys] + [_key("app", r.app, "queued") for r in requests]
         reply = self.redis_call(self._run_submit_script, keys, args)
         if reply[0] == b"dup":
@@ -239,13 +273,13 @@ class DeploymentStore:
         return SubmitResult(deployments=created, superseded=superseded)
 
     def _run_submit_script(self, keys: Sequence[str], args: Sequence[object]) -> Any:
-        # EVALSHA straight through execute_command: redis-py's Script wrapper costs as much again
-        # on this hot path. The script is loaded on first use and after a Redis restart.
+        # EVALSHA on a pooled connection directly: redis-py's Script wrapper and its per-command
+        # layers cost as much again on this hot path. Loaded on first use and after a Redis restart.
         try:
-            return self.redis.execute_command("EVALSHA", self._submit_sha, len(keys), *keys, *args)
+            return direct_command(self.redis, "EVALSHA", self._submit_sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
             self._submit_sha = self.redis.script_load(SUBMIT_SCRIPT)
-            return self.redis.execute_command("EVALSHA", self._submit_sha, len(keys), *keys, *args)
+            return direct_command(self.redis, "EVALSHA", self._submit_sha, len(keys), *keys, *args)
 
     def dispatch_intake(self, block_seconds: float | None = None) -> int:
         """Turn intake entries into RQ jobs and listener events; returns how many entries were done.

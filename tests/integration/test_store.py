@@ -204,6 +204,16 @@ class TestRedisOutage:
         assert [d.sha for d in store.list()] == [SHA_B, SHA_A]
 
 
+    def test_connection_redis_closed_is_replaced(self, redis: redis_lib.Redis, redis_url: str) -> None:
+        """A pooled connection Redis dropped (timeout, CLIENT KILL, restart) costs the next submit nothing."""
+        store = DeploymentStore(connect(redis_url))
+        store.submit([push("shop", SHA_A, "d1")], ["delivery:github:d1"])
+        assert redis.client_kill_filter(_type="normal", skipme=True) >= 1
+        after = store.submit([push("shop", SHA_B, "d2")], ["delivery:github:d2"])
+        assert after.duplicate_of is None
+        assert [d.sha for d in store.list()] == [SHA_B, SHA_A]
+
+
 class TestIntake:
     """The web side records deployments in one script; dispatchers write their jobs and events after."""
 
