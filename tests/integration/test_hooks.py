@@ -206,7 +206,7 @@ class TrapStream(io.RawIOBase):
         return n
 
 
-def post_stream(app: Flask, stream: TrapStream, content_length: int | None) -> tuple[int, bytes]:
+def post_stream(app: Flask, stream: io.RawIOBase | io.BytesIO, content_length: int | None) -> tuple[int, bytes]:
     """POST `stream` to /hooks/github through the WSGI interface, as a server would hand it over."""
     environ = EnvironBuilder(path="/hooks/github", method="POST", content_type="application/json").get_environ()
     environ["wsgi.input"] = stream
@@ -237,6 +237,11 @@ class TestBodyLimit:
         status, _ = post_stream(app, stream, None)
         assert status == 413
         assert 1024 < stream.read_bytes <= 1025
+
+    def test_body_shorter_than_its_content_length_is_400(self, app: Flask) -> None:
+        """A body that ends before its Content-Length (a sender that gave up) is refused, not half-parsed."""
+        status, body = post_stream(app, io.BytesIO(b'{"ref": '), 2048)
+        assert status == 400 and b"body ended after 8 of the 2048 bytes" in body
 
 
 class TestDuplicates:
