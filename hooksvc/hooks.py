@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import orjson
 from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.datastructures import Headers
 
@@ -155,7 +155,7 @@ def receive(route: str) -> tuple[Response, int]:
     # The server log's line for each queued deployment comes from the workers' intake dispatcher
     # (DeploymentStore.dispatch_intake): a log line here is a measurable share of the answer.
     # Built directly: Flask's jsonify costs more than the rest of the answer on this hot path.
-    answer_json = json.dumps({"deployments": [d.summary() for d in result.deployments]})
+    answer_json = orjson.dumps({"deployments": [d.summary() for d in result.deployments]})
     return Response(answer_json, status=202, content_type="application/json"), 202
 
 

@@ -298,8 +298,14 @@ class TestGithubParseErrors:
 
     def test_deeply_nested_json_is_a_bad_request(self) -> None:
         """JSON nested deeper than the parser's stack is refused as a bad request, not a crash."""
-        with pytest.raises(BadRequest, match="nested too deeply"):
+        with pytest.raises(BadRequest, match="depth limit exceeded"):
             github.parse(github_request(b"[" * 200_000, SECRET).to_request())
+
+    @pytest.mark.parametrize("body", [b'{"ref": "\xff"}', b'{"ref": "\\ud800"}'], ids=["bytes", "surrogate"])
+    def test_text_that_is_not_unicode_is_a_bad_request(self, body: bytes) -> None:
+        """Invalid UTF-8 and a lone surrogate escape are refused: neither is text a git host sends."""
+        with pytest.raises(BadRequest, match="payload is not valid JSON"):
+            github.parse(github_request(body, SECRET).to_request())
 
     def test_form_body_without_payload_field(self) -> None:
         """A form body must carry the JSON in a `payload` field."""
