@@ -56,47 +56,59 @@ INTAKE_PROCESSING_KEY = _key("intake", "processing")
 
 #: Webhook requests by outcome and provider (a HASH of "outcome:provider" counters; see hooksvc.metrics).
 WEBHOOKS_KEY = _key("metrics", "webhooks")
-#: Every deployment's id, newest first (a LIST: ids only grow, so pushing keeps the order).
-INDEX_KEY = _key("index")
+#: The last deployment id handed out. Ids are dense and only grow, so counting down from it lists
+#: every deployment newest first without an index written on each webhook.
+NEXT_ID_KEY = _key("deployment", "next")
 
 
 def app_index_key(app: str) -> str:
-    """One app's deployment ids, newest first."""
+    """One app's deployment ids, newest first (a LIST: ids only grow, so pushing keeps the order)."""
     return _key("app", app, "index")
 
 
-# KEYS: the dedupe keys, then each new deployment's app "queued" pointer.
-# ARGV: dedupe ttl, now, metric field suffix ("" counts nothing), number of dedupe keys; then per
+def seen_key(bucket: int) -> str:
+    """The HASH of the deliveries first seen in one `DEDUPE_BUCKET_SECONDS` period: id -> first answer."""
+    return _key("seen", str(bucket))
+
+
+#: Dedupe records live in one HASH per period, which expires as a whole once its newest entry is
+#: `DEDUPE_TTL_SECONDS` old: a field in an existing hash costs Redis a fraction of a new key with its
+#: own expiry, and an entry is kept between DEDUPE_TTL_SECONDS and one period longer.
+DEDUPE_BUCKET_SECONDS = 24 * 3600
+DEDUPE_BUCKETS_BACK = -(-defaults.DEDUPE_TTL_SECONDS // DEDUPE_BUCKET_SECONDS)
+
+# ARGV: now, metric field suffix ("" counts nothing), number n of dedupe ids, the n ids; then per
 #       deployment: app, sha and the field/value pairs of its record, ending with an empty field name.
 # Returns {"dup", first answer} or {"ok", {new ids}, {ids of the deployments they superseded}}.
-# The dedupe keys hold the first answer as "id app sha" per deployment, comma-separated; an intake
-# entry is "new ids;superseded ids;now" (ids comma-separated). Plain strings, flat arguments and
-# constant key names, no cjson: every argument, table and redis.call here is paid for on every
-# webhook, in Redis's one thread.
+# The dedupe hashes hold the first answer as "id app sha" per deployment, comma-separated; an
+# intake entry is "new ids;superseded ids;now" (ids comma-separated). Plain strings, flat arguments
+# and constant key names, no cjson, as few writes as the rules allow: every argument, redis.call and
+# write (each is appended to the AOF) is paid for on every webhook, in Redis's one thread.
 SUBMIT_SCRIPT = """
-local ttl, now, metric, nseen = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+local now, metric, nseen = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local bucket = math.floor(tonumber(now) / @BUCKET@)
 if nseen > 0 then
-  for _, first in ipairs(redis.call('MGET', unpack(KEYS, 1, nseen))) do
-    if first then
-      if metric ~= '' then redis.call('HINCRBY', '@WEBHOOKS@', 'duplicate:' .. metric, 1) end
-      return {'dup', first}
+  for back = 0, @BACK@ do
+    for _, first in ipairs(redis.call('HMGET', '@PREFIX@:seen:' .. (bucket - back), unpack(ARGV, 4, 3 + nseen))) do
+      if first then
+        if metric ~= '' then redis.call('HINCRBY', '@WEBHOOKS@', 'duplicate:' .. metric, 1) end
+        return {'dup', first}
+      end
     end
   end
 end
 local created, superseded, answer = {}, {}, {}
-local j, a = 0, 5
+local a = 4 + nseen
 while a <= #ARGV do
-  j = j + 1
   local app, sha, from = ARGV[a], ARGV[a + 1], a + 2
   a = from
   while ARGV[a] ~= '' do a = a + 2 end
-  local id = tostring(redis.call('INCR', '@PREFIX@:deployment:next'))
+  local id = tostring(redis.call('INCR', '@NEXT@'))
   redis.call('HSET', '@PREFIX@:deployment:' .. id, 'id', id, 'state', 'queued', 'created_at', now,
              unpack(ARGV, from, a - 1))
   a = a + 1
-  redis.call('LPUSH', '@PREFIX@:index', id)
   redis.call('LPUSH', '@PREFIX@:app:' .. app .. ':index', id)
-  local qkey = KEYS[nseen + j]
+  local qkey = '@PREFIX@:app:' .. app .. ':queued'
   local old = redis.call('GET', qkey)
   if old then
     local okey = '@PREFIX@:deployment:' .. old
@@ -110,17 +122,21 @@ while a <= #ARGV do
   created[#created + 1] = id
   answer[#answer + 1] = id .. ' ' .. app .. ' ' .. sha
 end
-local first = table.concat(answer, ',')
-for i = 1, nseen do redis.call('SET', KEYS[i], first, 'EX', ttl) end
+if nseen > 0 then
+  local first, seen, fields = table.concat(answer, ','), '@PREFIX@:seen:' .. bucket, {}
+  for i = 4, 3 + nseen do fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = first end
+  local fresh = redis.call('EXISTS', seen) == 0
+  redis.call('HSET', seen, unpack(fields))
+  if fresh then redis.call('EXPIREAT', seen, (bucket + 1 + @BACK@) * @BUCKET@) end
+end
 redis.call('RPUSH', '@INTAKE@', table.concat(created, ',') .. ';' .. table.concat(superseded, ',') .. ';' .. now)
 if metric ~= '' then redis.call('HINCRBY', '@WEBHOOKS@', 'accepted:' .. metric, 1) end
 return {'ok', created, superseded}
 """
-
-
-SUBMIT_SCRIPT = (
-    SUBMIT_SCRIPT.replace("@PREFIX@", PREFIX).replace("@INTAKE@", INTAKE_KEY).replace("@WEBHOOKS@", WEBHOOKS_KEY)
-)
+for _name, _value in (("@PREFIX@", PREFIX), ("@INTAKE@", INTAKE_KEY), ("@WEBHOOKS@", WEBHOOKS_KEY),
+                      ("@NEXT@", NEXT_ID_KEY), ("@BUCKET@", str(DEDUPE_BUCKET_SECONDS)),
+                      ("@BACK@", str(DEDUPE_BUCKETS_BACK))):
+    SUBMIT_SCRIPT = SUBMIT_SCRIPT.replace(_name, _value)
 
 
 def job_id_for(deployment_id: str) -> str:
@@ -209,8 +225,11 @@ class DeploymentStore:
         job_timeout: float = defaults.JOB_TIMEOUT_SECONDS,
         listeners: Sequence[StateListener] = (),
         dispatch_inline: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = connection
+        #: Time of a submit (created_at, dedupe periods); tests move it forward.
+        self.clock = clock
         self.queue = Queue(defaults.QUEUE_NAME, connection=connection)
         self.job_timeout = job_timeout
         self.listeners = list(listeners)
@@ -256,12 +275,11 @@ class DeploymentStore:
         the listeners' writes follow in `dispatch_intake`, from the intake entry written here.
         `webhook_provider` counts the webhook's outcome (accepted or duplicate) in the same script.
         """
-        now = time.time()
-        args: list[object] = [defaults.DEDUPE_TTL_SECONDS, repr(now), webhook_provider, len(dedupe_keys)]
+        now = self.clock()
+        args: list[object] = [repr(now), webhook_provider, len(dedupe_keys), *dedupe_keys]
         for r in requests:
             args += (r.app, r.sha, *r.record_fields(), "")
-        keys = [_key("seen", k) for k in dedupe_keys] + [_key("app", r.app, "queued") for r in requests]
-        reply = self.redis_call(self._run_submit_script, keys, args)
+        reply = self.redis_call(self._run_submit_script, args)
         if reply[0] == b"dup":
             return SubmitResult(deployments=(), duplicate_of=first_answer(reply[1]))
         created = tuple(
@@ -272,14 +290,14 @@ class DeploymentStore:
             self.dispatch_intake()
         return SubmitResult(deployments=created, superseded=superseded)
 
-    def _run_submit_script(self, keys: Sequence[str], args: Sequence[object]) -> Any:
+    def _run_submit_script(self, args: Sequence[object]) -> Any:
         # EVALSHA on a pooled connection directly: redis-py's Script wrapper and its per-command
         # layers cost as much again on this hot path. Loaded on first use and after a Redis restart.
         try:
-            return direct_command(self.redis, "EVALSHA", self._submit_sha, len(keys), *keys, *args)
+            return direct_command(self.redis, "EVALSHA", self._submit_sha, 0, *args)
         except redis.exceptions.NoScriptError:
             self._submit_sha = self.redis.script_load(SUBMIT_SCRIPT)
-            return direct_command(self.redis, "EVALSHA", self._submit_sha, len(keys), *keys, *args)
+            return direct_command(self.redis, "EVALSHA", self._submit_sha, 0, *args)
 
     def dispatch_intake(self, block_seconds: float | None = None) -> int:
         """Turn intake entries into RQ jobs and listener events; returns how many entries were done.
@@ -551,16 +569,20 @@ class DeploymentStore:
 
     def list(self, app: str | None = None, state: str | None = None, limit: int = 50) -> builtins.list[Deployment]:
         """Newest first, optionally filtered by app and state."""
-        index = app_index_key(app) if app else INDEX_KEY
         out: builtins.list[Deployment] = []
         start, page = 0, max(limit, 50)
+        newest = int(self.redis_call(self.redis.get, NEXT_ID_KEY) or 0)
         while len(out) < limit:
-            ids = self.redis_call(self.redis.lrange, index, start, start + page - 1)
+            if app:
+                ids = [i.decode()
+                       for i in self.redis_call(self.redis.lrange, app_index_key(app), start, start + page - 1)]
+            else:
+                ids = [str(i) for i in range(newest - start, max(0, newest - start - page), -1)]
             if not ids:
                 break
             with self.redis.pipeline(transaction=False) as pipe:
                 for i in ids:
-                    pipe.hgetall(_key("deployment", i.decode()))
+                    pipe.hgetall(_key("deployment", i))
                 raws = self.redis_call(pipe.execute)
             for raw in raws:
                 if not raw:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from rq import Queue
 from hooksvc import defaults
 from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
 from hooksvc.errors import Conflict, NotFound, QueueUnavailable
-from hooksvc.store import DeploymentStore, app_lock_key, connect, job_id_for
+from hooksvc.store import DEDUPE_BUCKET_SECONDS, DeploymentStore, app_lock_key, connect, job_id_for, seen_key
 from tests.redis_server import RedisServer
 
 SHA_A, SHA_B, SHA_C = "a" * 40, "b" * 40, "c" * 40
@@ -67,13 +68,25 @@ class TestSubmit:
         assert again.deployments == ()
         assert len(store.list()) == 1
 
-    def test_dedupe_keys_outlive_githubs_redelivery_window(
-        self, store: DeploymentStore, redis: redis_lib.Redis
+    @pytest.mark.parametrize("offset", [0.0, 0.3, 0.99], ids=["period start", "early", "period end"])
+    def test_dedupe_outlives_githubs_redelivery_window_then_forgets(
+        self, redis: redis_lib.Redis, offset: float
     ) -> None:
-        """Delivery ids are remembered for longer than GitHub's 3-day redelivery window."""
+        """A delivery id is a duplicate for at least DEDUPE_TTL_SECONDS (GitHub redelivers for 3 days)
+        wherever in a dedupe period it was first seen, and new again a period after that."""
+        period = DEDUPE_BUCKET_SECONDS
+        first_seen = (int(time.time() // period) + 1 + offset) * period
+        clock = [first_seen]
+        store = DeploymentStore(redis, clock=lambda: clock[0])
         store.submit([push("shop", SHA_A, "d1")], ["delivery:github:d1"])
-        ttl = redis.ttl("hooksvc:seen:delivery:github:d1")
-        assert 3 * 24 * 3600 < ttl <= defaults.DEDUPE_TTL_SECONDS
+        for later in (3 * 24 * 3600, defaults.DEDUPE_TTL_SECONDS - 1):
+            clock[0] = first_seen + later
+            assert store.submit([push("shop", SHA_A, "d1")], ["delivery:github:d1"]).duplicate_of is not None
+        clock[0] = first_seen + defaults.DEDUPE_TTL_SECONDS + period
+        assert store.submit([push("shop", SHA_A, "d1")], ["delivery:github:d1"]).duplicate_of is None
+        # The record's own expiry: its period's hash goes once its newest entry is past the window.
+        expires = redis.expiretime(seen_key(int(first_seen // period)))
+        assert first_seen + defaults.DEDUPE_TTL_SECONDS <= expires <= first_seen + defaults.DEDUPE_TTL_SECONDS + period
 
     def test_concurrent_submits_keep_one_queued_deployment(self, redis_url: str, redis: redis_lib.Redis) -> None:
         """Many pushes at once still leave exactly one queued deployment and one job for the app."""
