@@ -71,11 +71,11 @@ def seen_key(bucket: int) -> str:
     return _key("seen", str(bucket))
 
 
-#: Dedupe records live in one HASH per period, which expires as a whole once its newest entry is
-#: `DEDUPE_TTL_SECONDS` old: a field in an existing hash costs Redis a fraction of a new key with its
-#: own expiry, and an entry is kept between DEDUPE_TTL_SECONDS and one period longer.
-DEDUPE_BUCKET_SECONDS = 24 * 3600
-DEDUPE_BUCKETS_BACK = -(-defaults.DEDUPE_TTL_SECONDS // DEDUPE_BUCKET_SECONDS)
+#: Dedupe records live in one HASH per period of DEDUPE_TTL_SECONDS, which expires as a whole a period
+#: after it ends, and a lookup reads the current and the previous period: an entry is kept between
+#: one and two periods. A field in an existing hash costs Redis a fraction of a new key with its own
+#: expiry, and two periods are two reads per webhook.
+DEDUPE_BUCKET_SECONDS = defaults.DEDUPE_TTL_SECONDS
 
 # ARGV: now, metric field suffix ("" counts nothing), number n of dedupe ids, the n ids; then per
 #       deployment: app, sha and the field/value pairs of its record, ending with an empty field name.
@@ -88,7 +88,7 @@ SUBMIT_SCRIPT = """
 local now, metric, nseen = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local bucket = math.floor(tonumber(now) / @BUCKET@)
 if nseen > 0 then
-  for back = 0, @BACK@ do
+  for back = 0, 1 do
     for _, first in ipairs(redis.call('HMGET', '@PREFIX@:seen:' .. (bucket - back), unpack(ARGV, 4, 3 + nseen))) do
       if first then
         if metric ~= '' then redis.call('HINCRBY', '@WEBHOOKS@', 'duplicate:' .. metric, 1) end
@@ -108,8 +108,7 @@ while a <= #ARGV do
              unpack(ARGV, from, a - 1))
   a = a + 1
   redis.call('LPUSH', '@PREFIX@:app:' .. app .. ':index', id)
-  local qkey = '@PREFIX@:app:' .. app .. ':queued'
-  local old = redis.call('GET', qkey)
+  local old = redis.call('SET', '@PREFIX@:app:' .. app .. ':queued', id, 'GET')
   if old then
     local okey = '@PREFIX@:deployment:' .. old
     if redis.call('HGET', okey, 'state') == 'queued' then
@@ -118,7 +117,6 @@ while a <= #ARGV do
       superseded[#superseded + 1] = old
     end
   end
-  redis.call('SET', qkey, id)
   created[#created + 1] = id
   answer[#answer + 1] = id .. ' ' .. app .. ' ' .. sha
 end
@@ -127,15 +125,14 @@ if nseen > 0 then
   for i = 4, 3 + nseen do fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = first end
   local fresh = redis.call('EXISTS', seen) == 0
   redis.call('HSET', seen, unpack(fields))
-  if fresh then redis.call('EXPIREAT', seen, (bucket + 1 + @BACK@) * @BUCKET@) end
+  if fresh then redis.call('EXPIREAT', seen, (bucket + 2) * @BUCKET@) end
 end
 redis.call('RPUSH', '@INTAKE@', table.concat(created, ',') .. ';' .. table.concat(superseded, ',') .. ';' .. now)
 if metric ~= '' then redis.call('HINCRBY', '@WEBHOOKS@', 'accepted:' .. metric, 1) end
 return {'ok', created, superseded}
 """
 for _name, _value in (("@PREFIX@", PREFIX), ("@INTAKE@", INTAKE_KEY), ("@WEBHOOKS@", WEBHOOKS_KEY),
-                      ("@NEXT@", NEXT_ID_KEY), ("@BUCKET@", str(DEDUPE_BUCKET_SECONDS)),
-                      ("@BACK@", str(DEDUPE_BUCKETS_BACK))):
+                      ("@NEXT@", NEXT_ID_KEY), ("@BUCKET@", str(DEDUPE_BUCKET_SECONDS))):
     SUBMIT_SCRIPT = SUBMIT_SCRIPT.replace(_name, _value)
 
 
