@@ -587,11 +587,11 @@ def server_env(apps: list[BenchApp], redis_url: str) -> dict[str, str]:
     return env
 
 
-def start_hooksvc(config: Path, env: dict[str, str], workdir: Path, processes: int) -> Server:
+def start_hooksvc(config: Path, env: dict[str, str], workdir: Path, processes: int, threads: int) -> Server:
     port = free_port()
     log = workdir / "hooksvc.log"
     argv = [str(VENV_BIN / "hooksvc"), "--config", str(config), "serve", "--bind", f"127.0.0.1:{port}",
-            "--processes", str(processes)]
+            "--processes", str(processes), "--threads", str(threads)]
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return Server("hooksvc", port, proc, log)
@@ -772,7 +772,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config_path = write_config(workdir, apps, redis_url)
         parse_config(config_path.read_text(), str(config_path), env)  # fail here, not in a server log
         servers = {"bare": start_bare(env, workdir, args.processes, args.threads),
-                   "hooksvc": start_hooksvc(config_path, env, workdir, args.processes)}
+                   "hooksvc": start_hooksvc(config_path, env, workdir, args.processes, args.threads)}
         try:
             for server in servers.values():
                 wait_until_serving(server, args.processes)

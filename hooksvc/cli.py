@@ -91,7 +91,7 @@ def cmd_serve(config: Config, args: argparse.Namespace) -> int:
             self.cfg.set("bind", [bind])
             self.cfg.set("workers", args.processes)
             self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", WEB_THREADS)
+            self.cfg.set("threads", args.threads)
             self.cfg.set("accesslog", "-" if args.access_log else None)
             self.cfg.set("post_worker_init", lambda worker: _start_background(config, reporter=False))
 
@@ -265,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", parents=[common], help="the production HTTP server (gunicorn)")
     p.add_argument("--bind", help="HOST:PORT (overrides server.listen)")
     p.add_argument("--processes", type=int, default=WEB_PROCESSES, help="web worker processes")
+    p.add_argument("--threads", type=int, default=WEB_THREADS, help="threads per web worker process")
     p.add_argument("--access-log", action="store_true", help="log every request to stdout")
     p.set_defaults(func=cmd_serve)
 
