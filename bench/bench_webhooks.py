@@ -76,8 +76,8 @@ DURATION_SECONDS = 5.0
 RATE_PER_SECOND = 200.0
 RATE_DURATION_SECONDS = 10.0
 APPS = 5
-#: Throughput rounds, the order of the servers alternating; the median ratio of 6 is steady to ±0.02.
-ROUNDS = 6
+#: Throughput rounds, the order of the servers alternating (the single rounds of one run spread over ±0.1).
+ROUNDS = 10
 #: Rounds that also run the constant-rate latency phase (latency does not drift the way throughput does).
 RATE_ROUNDS = 1
 #: wrk threads: one per core of the 2-core machine this was written for; more only steal CPU
