@@ -736,8 +736,10 @@ def redis_cpu_seconds(conn: redis.Redis) -> float:
 @contextmanager
 def observed(conn: redis.Redis, server: Server, accepted: list[int], into: dict[str, PhaseContext]) -> Iterator[None]:
     """Start a phase on an empty Redis and record its PhaseContext once `accepted[0]` holds its 202 count."""
-    conn.flushall()
+    # Settle first: requests still in flight when the last phase's wrk exited must land before the
+    # flush, or their dedupe records make the same pushes duplicates (200s) in the next phase.
     time.sleep(SETTLE_SECONDS)
+    conn.flushall()
     conn.config_resetstat()
     workers = child_pids(server.proc.pid)
     cpu_before = sum(cpu_seconds(p) for p in workers)
