@@ -30,7 +30,8 @@ HOST_KINDS = ("github", "gitea", "forgejo", "gitlab")
 
 #: GitHub redelivers a delivery with the same id for up to 3 days; keep a margin over that.
 DEDUPE_TTL_SECONDS = 4 * 24 * 3600
-#: How many deployment records to keep per app; older ones (and their logs) are deleted.
+#: How far back through an app's deployments a rollback looks for the previous success. (Records
+#: and their logs are kept: nothing deletes old ones yet.)
 KEEP_DEPLOYMENTS_PER_APP = 200
 #: Redis socket timeouts: a webhook must be answered well within the git host's 5-10 s timeout.
 REDIS_SOCKET_TIMEOUT_SECONDS = 2.0

@@ -49,7 +49,8 @@ def _key(*parts: str) -> str:
 
 #: The SET of ids of running deployments (the reaper's work list).
 RUNNING_KEY = _key("running")
-#: Submitted deployments whose RQ jobs and listener events are still to be written (a LIST of JSON).
+#: Submitted deployments whose RQ jobs and listener events are still to be written (a LIST of
+#: "new ids;superseded ids;time" entries, see IntakeEntry).
 INTAKE_KEY = _key("intake")
 #: Intake entries a dispatcher is working on.
 INTAKE_PROCESSING_KEY = _key("intake", "processing")
@@ -175,7 +176,7 @@ class IntakeEntry:
 def first_answer(raw: bytes) -> tuple[dict[str, str], ...]:
     """The summaries a delivery's first answer listed, from its dedupe record ("id app sha,...")."""
     out = []
-    for item in raw.decode().split(","):
+    for item in filter(None, raw.decode().split(",")):
         deployment_id, app, sha = item.split(" ")
         out.append({"id": deployment_id, "app": app, "sha": sha, "state": str(DeploymentState.QUEUED)})
     return tuple(out)
@@ -188,7 +189,9 @@ def direct_command(client: redis.Redis, *args: Any) -> Any:
     layers that cost as much client CPU as the round trip itself; the webhook path runs one command
     and needs none of them. The pool still checks a connection before handing it out (reconnecting
     one Redis closed), and a connection that fails is dropped and the command tried once more on a
-    new one, as the client's default retry would.
+    new one, as the client's default retry would. (When only the reply was lost the command runs
+    twice; for the submit script the second run finds the first's dedupe record and answers with
+    its deployments as a duplicate, so nothing is recorded twice.)
     """
     pool = client.connection_pool
     conn = pool.get_connection()
