@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 import redis
-from flask import Flask, Request, Response, jsonify, request
+from flask import Flask, Request, Response, current_app, jsonify, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 from hooksvc.config import AppConfig, Config
@@ -109,7 +109,5 @@ def session_key(config: Config) -> bytes:
 
 
 def context() -> WebContext:
-    from flask import current_app
-
     ctx: WebContext = current_app.extensions[EXTENSION]
     return ctx
