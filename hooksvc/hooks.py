@@ -126,7 +126,7 @@ def receive(route: str) -> tuple[Response, int]:
     candidates = ctx.apps_for(kinds)
     delivery, verified = _verify(provider, req, candidates)
     if not verified:
-        raise Unauthorized(_why_unverified(route, req, candidates))
+        raise Unauthorized(_why_unverified(route, delivery, candidates))
     if delivery is None:
         delivery = provider.parse(req)  # raises the BadRequest that says what is wrong
     if delivery.event == "ping":
@@ -181,14 +181,16 @@ def _verify(
     return delivery, [a for a in candidates if provider.verify(req, a.secret.reveal())]
 
 
-def _why_unverified(route: str, req: WebhookRequest, candidates: list[Any]) -> str:
-    """The server-log reason for a 401: unknown repository or bad signature (never the expected MAC)."""
+def _why_unverified(route: str, delivery: Delivery | None, candidates: Sequence[AppConfig]) -> str:
+    """The server-log reason for a 401: unknown repository or bad signature (never the expected MAC).
+
+    `delivery` is the payload as `_verify` parsed it, None when it did not parse.
+    """
     if not candidates:
         return f"{route}: no app is configured for this kind of git host"
-    try:
-        repo = ROUTES[route][0].parse(req).repo
-    except BadRequest:
+    if delivery is None:
         return f"{route}: signature does not verify against any app's secret (body unparsable)"
+    repo = delivery.repo
     if not any(a.repo.lower() == repo.lower() for a in candidates):
         return f"{route}: no app for repository {repo!r}"
     return f"{route}: signature missing or wrong for repository {repo!r}"
