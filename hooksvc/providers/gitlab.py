@@ -18,6 +18,7 @@ from hooksvc.providers.payload import (
     normalised_event,
     read_ref,
     read_sha,
+    repository_name,
     show,
 )
 
@@ -72,7 +73,7 @@ def parse(req: WebhookRequest) -> Delivery:
         provider=PROVIDER,
         event="push" if push is not None else hook,
         delivery_id=_delivery_id(req),
-        repo=_project_path(data, required=push is not None),
+        repo=repository_name(data, required=push is not None, container="project", key="path_with_namespace"),
         push=push,
     )
 
@@ -92,18 +93,6 @@ def _read_push(hook: str, data: dict[str, Any]) -> PushEvent:
     if not deleted and "checkout_sha" in data:
         after = read_sha(data, "checkout_sha")
     return PushEvent(ref=ref, before=before, after=after, deleted=deleted, forced=False)
-
-
-def _project_path(data: dict[str, Any], *, required: bool) -> str:
-    project = data.get("project")
-    path = project.get("path_with_namespace") if isinstance(project, dict) else None
-    if isinstance(path, str) and path.strip():
-        return path.strip()
-    if required:
-        raise BadRequest(
-            f"push payload: 'project.path_with_namespace' must name the repository, got {show(path)}"
-        )
-    return ""
 
 
 def _delivery_id(req: WebhookRequest) -> str:

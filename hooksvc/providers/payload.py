@@ -120,14 +120,17 @@ def read_flag(data: dict[str, Any], key: str) -> bool:
     return value
 
 
-def repository_name(data: dict[str, Any], *, required: bool) -> str:
-    """`repository.full_name` (`owner/name`); "" when absent and not required."""
-    repository = data.get("repository")
-    name = repository.get("full_name") if isinstance(repository, dict) else None
+def repository_name(
+    data: dict[str, Any], *, required: bool, container: str = "repository", key: str = "full_name"
+) -> str:
+    """The repository's `owner/name` at `data[container][key]` (GitHub's and Gitea's
+    `repository.full_name`, GitLab's `project.path_with_namespace`); "" when absent and not required."""
+    holder = data.get(container)
+    name = holder.get(key) if isinstance(holder, dict) else None
     if isinstance(name, str) and name.strip():
         return name.strip()
     if required:
-        raise BadRequest(f"push payload: 'repository.full_name' must name the repository, got {show(name)}")
+        raise BadRequest(f"push payload: '{container}.{key}' must name the repository, got {show(name)}")
     return ""
 
 
