@@ -187,27 +187,14 @@ class RedisCollector:
         backlog: int,
         *reporter: dict[Any, Any],
     ) -> Iterator[Metric]:
-        hooks = CounterMetricFamily(
-            "hooksvc_webhooks", "Webhook requests by git host route and outcome.", labels=["provider", "outcome"]
+        yield _labelled_counter(
+            "hooksvc_webhooks", "Webhook requests by git host route and outcome.", ["provider", "outcome"],
+            [(provider, outcome) for provider in ROUTES for outcome in WEBHOOK_OUTCOMES], webhooks,
         )
-        hook_counts = {(provider, outcome): 0 for provider in ROUTES for outcome in WEBHOOK_OUTCOMES}
-        for field, count in _hash(webhooks).items():
-            outcome, _, provider = field.partition(":")
-            hook_counts[provider, outcome] = int(count)
-        for (provider, outcome), n in sorted(hook_counts.items()):
-            hooks.add_metric([provider, outcome], n)
-        yield hooks
-
-        finals = CounterMetricFamily(
-            "hooksvc_deployments", "Deployments that ended, by app and final state.", labels=["app", "state"]
+        yield _labelled_counter(
+            "hooksvc_deployments", "Deployments that ended, by app and final state.", ["app", "state"],
+            [(app, str(state)) for app in self.apps for state in FINAL_STATES], deployments,
         )
-        final_counts = {(app, str(state)): 0 for app in self.apps for state in FINAL_STATES}
-        for field, count in _hash(deployments).items():
-            state, _, app = field.partition(":")
-            final_counts[app, state] = int(count)
-        for (app, state), n in sorted(final_counts.items()):
-            finals.add_metric([app, state], n)
-        yield finals
 
         yield _duration_histogram(_hash(durations), self.apps)
 
@@ -225,6 +212,21 @@ class RedisCollector:
 
 def _redis_up(up: bool) -> GaugeMetricFamily:
     return GaugeMetricFamily("hooksvc_redis_up", "1 when this scrape could read Redis, else 0.", value=int(up))
+
+
+def _labelled_counter(
+    name: str, documentation: str, labels: list[str], known: list[tuple[str, str]], raw: dict[Any, Any]
+) -> CounterMetricFamily:
+    """A counter from a Redis hash of `"<second label>:<first label>"` fields, every `known` pair
+    reported (0 until counted) and pairs counted for others (an app no longer configured) as well."""
+    counts = dict.fromkeys(known, 0)
+    for field, count in _hash(raw).items():
+        second, _, first = field.partition(":")
+        counts[first, second] = int(count)
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for pair, n in sorted(counts.items()):
+        family.add_metric(list(pair), n)
+    return family
 
 
 def _duration_histogram(fields: dict[str, str], apps: Sequence[str]) -> HistogramMetricFamily:
