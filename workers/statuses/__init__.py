@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from hooksvc.deployments import DeploymentState
 
@@ -137,6 +137,12 @@ def four_state_body(
     if target_url:
         body["target_url"] = target_url
     return body
+
+
+def repo_statuses_url(base: str, repo: str, sha: str) -> str:
+    """`{base}/repos/{owner}/{name}/statuses/{sha}`: where GitHub and Gitea/Forgejo both take a status."""
+    owner, name = repo.split("/", 1)
+    return f"{base}/repos/{quote(owner, safe='')}/{quote(name, safe='')}/statuses/{sha}"
 
 
 def json_headers(credential: tuple[str, str], accept: str = "application/json") -> dict[str, str]:

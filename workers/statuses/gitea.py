@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from hooksvc import defaults
 from hooksvc.config import HostConfig
 from hooksvc.deployments import DeploymentState
-from workers.statuses import FOUR_STATE_MAP, HttpRequest, api_base, four_state_body, json_headers
+from workers.statuses import FOUR_STATE_MAP, HttpRequest, api_base, four_state_body, json_headers, repo_statuses_url
 
 #: Gitea documents no limit; GitLab's 255 keeps the text readable and fits Gitea's database column.
 DESCRIPTION_LIMIT = defaults.GITLAB_DESCRIPTION_LIMIT
@@ -38,9 +36,7 @@ def build_status_request(
     if host.token is None:
         raise ValueError(f"host {host.name!r} has no token: Gitea/Forgejo need one to post commit statuses")
     body = four_state_body(state, context, description, DESCRIPTION_LIMIT, target_url)
-    owner, name = repo.split("/", 1)
-    base = api_base(host.api_url, API_PATH)
-    url = f"{base}/repos/{quote(owner, safe='')}/{quote(name, safe='')}/statuses/{sha}"
+    url = repo_statuses_url(api_base(host.api_url, API_PATH), repo, sha)
     # `token` is the prefix every Gitea and Forgejo version accepts.
     headers = json_headers(("Authorization", f"token {host.token.reveal()}"))
     return HttpRequest(method="POST", url=url, headers=headers, json=body)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from hooksvc import defaults
 from hooksvc.config import HostConfig
 from hooksvc.deployments import DeploymentState
-from workers.statuses import FOUR_STATE_MAP, HttpRequest, four_state_body, json_headers
+from workers.statuses import FOUR_STATE_MAP, HttpRequest, four_state_body, json_headers, repo_statuses_url
 
 #: The REST API version the request shape follows (GitHub's documented header value).
 API_VERSION = "2022-11-28"
@@ -37,8 +35,7 @@ def build_status_request(
     if host.token is None:
         raise ValueError(f"host {host.name!r} has no token: GitHub needs one to post commit statuses")
     body = four_state_body(state, context, description, DESCRIPTION_LIMIT, target_url)
-    owner, name = repo.split("/", 1)
-    url = f"{host.api_url.rstrip('/')}/repos/{quote(owner, safe='')}/{quote(name, safe='')}/statuses/{sha}"
+    url = repo_statuses_url(host.api_url.rstrip("/"), repo, sha)
     headers = json_headers(("Authorization", f"Bearer {host.token.reveal()}"), accept="application/vnd.github+json")
     headers["X-GitHub-Api-Version"] = API_VERSION
     return HttpRequest(method="POST", url=url, headers=headers, json=body)
