@@ -16,7 +16,7 @@ process (RQ, forking a work horse per job) on Redis database 11:
    Also split into its hops: the worker's intake dispatcher enqueues the RQ job, RQ dequeues it
    and forks a horse, the horse starts the deployment.
 3. failed requests over consecutive rolling deploys at 50 requests/s through a health-aware proxy
-   (`tests.docker_support.HealthyProxy`, like Traefik): 0 for hooksvc, next to plain
+   (`tests.helpers.docker.HealthyProxy`, like Traefik): 0 for hooksvc, next to plain
    `compose up -d --build` of the same app through an identical proxy of its own.
 4. RSS of the `hooksvc worker` process and of its work horse under 100 MB (peak, VmHWM).
 
@@ -63,25 +63,26 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from hooksvc import create_app  # noqa: E402
+from hooksvc import keys  # noqa: E402
 from hooksvc.config import load_config  # noqa: E402
 from hooksvc.deployments import Deployment, DeploymentState  # noqa: E402
-from hooksvc.store import PREFIX as STORE_PREFIX  # noqa: E402
-from hooksvc.store import DeploymentStore, job_id_for  # noqa: E402
-from tests.docker_fixtures import remove_project  # noqa: E402
-from tests.docker_support import (  # noqa: E402
+from hooksvc.jobqueue import job_id_for  # noqa: E402
+from hooksvc.store import DeploymentStore  # noqa: E402
+from hooksvc.web import create_app  # noqa: E402
+from tests.helpers.docker import (  # noqa: E402
     PROJECT_LABEL,
     SERVICE_LABEL,
     HealthyProxy,
     LoadLoop,
     ensure_base_image,
     get_text,
+    remove_project,  # noqa: E402
     wait_for,
     write_sample_app,
 )
-from tests.fake_git_host import FakeGitHost  # noqa: E402
-from tests.integration.git_fixtures import GitOrigin  # noqa: E402
-from tests.payloads import commit_sha, github_push, github_request  # noqa: E402
+from tests.helpers.fake_git_host import FakeGitHost  # noqa: E402
+from tests.helpers.git import GitOrigin  # noqa: E402
+from tests.helpers.payloads import commit_sha, github_push, github_request  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_JSON = BENCH_DIR / "results" / "deploys.json"
@@ -112,7 +113,7 @@ RSS_SAMPLE_SECONDS = 0.05
 #: Before each enqueue → start sample the worker gets this long to finish its book-keeping and
 #: block in BLPOP again, so the sample measures an idle worker, as the target says.
 IDLE_PAUSE_SECONDS = 0.5
-#: The sample app's `hooksvc.drain_seconds` (tests.docker_support.write_sample_app's default).
+#: The sample app's `hooksvc.drain_seconds` (tests.helpers.docker.write_sample_app's default).
 DRAIN_SECONDS_LABEL_VALUE = 1.0
 #: The sample app's boot before httpd listens. Its healthcheck probes 1 s after start; with the
 #: default 1 s boot that probe races httpd and "healthy" jumps by a whole probe interval at random,
@@ -422,7 +423,7 @@ class HooksvcSide:
         store = self.bench.store
         if not wait_for(lambda: store.get(deployment_id).state.is_final, DEPLOY_TIMEOUT_SECONDS, POLL_SECONDS):
             raise BenchError(f"deployment {deployment_id} did not end within {DEPLOY_TIMEOUT_SECONDS:.0f}s:\n"
-                             + "\n".join(store.read_log(deployment_id)[0][-20:]))
+                             + "\n".join(store.logs.read(deployment_id)[0][-20:]))
         return store.get(deployment_id)
 
     def deploy(self) -> dict[str, Any]:
@@ -510,7 +511,7 @@ def timed_log(conn: redis.Redis, deployment_id: str) -> list[tuple[float, str]]:
 
     The `==> step (+Ns)` lines only have tenths of a second, too coarse for steps of 50 ms.
     """
-    entries = conn.xrange(f"{STORE_PREFIX}:deployment:{deployment_id}:log")
+    entries = conn.xrange(keys.deployment_log(deployment_id))
     return [(int(entry_id.split(b"-")[0]) / 1000, fields[b"line"].decode("utf-8", "replace"))
             for entry_id, fields in entries]
 

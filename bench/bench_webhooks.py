@@ -54,10 +54,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from hooksvc.cli import WEB_PROCESSES, WEB_THREADS  # noqa: E402
 from hooksvc.config import parse_config  # noqa: E402
-from tests.payloads import commit_sha, github_push, github_request, payload_text  # noqa: E402
-from tests.redis_server import free_port  # noqa: E402
+from hooksvc.defaults import WEB_PROCESSES, WEB_THREADS  # noqa: E402
+from tests.helpers.payloads import commit_sha, github_push, github_request, payload_text  # noqa: E402
+from tests.helpers.redis_server import free_port  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
@@ -600,7 +600,7 @@ def start_hooksvc(config: Path, env: dict[str, str], workdir: Path, processes: i
 def start_bare(env: dict[str, str], workdir: Path, processes: int, threads: int) -> Server:
     port = free_port()
     log = workdir / "bare.log"
-    # The settings `hooksvc serve` gives gunicorn (hooksvc/cli.py cmd_serve), and nothing more.
+    # The settings `hooksvc serve` gives gunicorn (hooksvc/runtime/web.py), and nothing more.
     argv = [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(processes),
             "--worker-class", "gthread", "--threads", str(threads), "--chdir", str(BENCH_DIR),
             "bare_app:create_app()"]

@@ -120,6 +120,13 @@ class AppConfig:
         """True when the app deploys one exact branch, so "the head" names one commit."""
         return self.tags is None and not is_glob(self.branch or "")
 
+    def full_ref(self, ref: str) -> str:
+        """An operator's short ref made full: `main` → `refs/heads/main` (`refs/tags/v1` for an app
+        that deploys tags); a full ref or "" unchanged."""
+        if not ref or ref.startswith("refs/"):
+            return ref
+        return f"refs/tags/{ref}" if self.tags is not None else f"refs/heads/{ref}"
+
     @property
     def ref_pattern(self) -> str:
         """The full-ref glob this app deploys, e.g. `refs/heads/main`."""
@@ -372,7 +379,9 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
     if not _PROJECT.match(project):
         r.problem(f"{prefix}.project", f"compose project names use a-z, 0-9, '_' and '-', got {project!r}")
     strategy = r.get(t, prefix, "strategy", str, defaults.STRATEGY)
-    if strategy not in defaults.STRATEGIES:
+    if strategy == "swarm":
+        r.problem(f"{prefix}.strategy", "'swarm' is not available in this version: use 'rolling' or 'recreate'")
+    elif strategy not in defaults.STRATEGIES:
         r.problem(f"{prefix}.strategy", f"expected one of {', '.join(defaults.STRATEGIES)}, got {strategy!r}")
     paths = r.get(t, prefix, "paths", list, [])
     for i, p in enumerate(paths):

@@ -12,6 +12,12 @@ REDIS_URL_ENV = "REDIS_URL"
 #: Environment variable naming the config file when `--config` is not given.
 CONFIG_ENV = "HOOKSVC_CONFIG"
 STATE_DIR = "/var/lib/hooksvc"
+#: Web worker processes and threads of `hooksvc serve`: threads let a followed log stream without
+#: blocking webhooks; two processes keep one slow request from stalling the others.
+WEB_PROCESSES = 2
+WEB_THREADS = 8
+#: Deploy workers started by `hooksvc run`: two, so two apps deploy in parallel.
+RUN_WORKERS = 2
 #: Releases kept on disk for rollback; older checkouts are pruned.
 KEEP_RELEASES = 5
 #: A compose build of a real project can take many minutes; half an hour bounds a hung build.
@@ -25,7 +31,7 @@ DRAIN_SECONDS = 3.0
 #: Grace period for stopping old containers when the service sets no stop_grace_period (Docker's default).
 STOP_GRACE_SECONDS = 10.0
 STRATEGY = "rolling"
-STRATEGIES = ("rolling", "recreate", "swarm")
+STRATEGIES = ("rolling", "recreate")
 HOST_KINDS = ("github", "gitea", "forgejo", "gitlab")
 
 #: GitHub redelivers a delivery with the same id for up to 3 days; keep a margin over that.

@@ -128,7 +128,7 @@ class Deployment:
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The public JSON shape of SPEC §4."""
+        """The public JSON shape of a deployment record (docs/contract.md, Deployments)."""
         return {
             "id": self.id,
             "app": self.app,

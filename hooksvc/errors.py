@@ -53,7 +53,7 @@ class BodyTooLarge(HooksvcError):
     status_code = 413
 
 
-class QueueUnavailable(HooksvcError):
+class RedisUnavailable(HooksvcError):
     """Redis cannot be reached; nothing was written and the sender may retry."""
 
     status_code = 503

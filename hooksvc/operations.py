@@ -31,13 +31,13 @@ def queue_rollback(store: DeploymentStore, app: AppConfig, to: str) -> Deploymen
 
 
 def _submit_one(store: DeploymentStore, new: NewDeployment) -> Deployment:
-    return store.submit([new]).deployments[0]
+    return store.intake.submit([new]).deployments[0]
 
 
 def app_overview(store: DeploymentStore, app: AppConfig) -> dict[str, Any]:
     """An app's live release, its newest deployment and the queued one, as the API and pages show it."""
     live = store.live(app.name)
-    recent = store.list(app=app.name, limit=1)
+    recent = store.recent(app=app.name, limit=1)
     last = recent[0] if recent else None
     return {
         "name": app.name,

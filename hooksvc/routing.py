@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from hooksvc.config import AppConfig
 from hooksvc.deployments import NewDeployment, Trigger
-from hooksvc.providers import ZERO_SHA, Delivery
+from hooksvc.providers import ZERO_SHA, WebhookDelivery
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class RoutingDecision:
     ignored: str | None = None
 
 
-def select_apps(delivery: Delivery, verified: Sequence[AppConfig]) -> list[AppConfig]:
+def select_apps(delivery: WebhookDelivery, verified: Sequence[AppConfig]) -> list[AppConfig]:
     """The apps configured for the delivery's repository; hosts differ in case, so case is ignored."""
     repo = delivery.repo.casefold()
     if not repo:
@@ -27,7 +27,7 @@ def select_apps(delivery: Delivery, verified: Sequence[AppConfig]) -> list[AppCo
     return [app for app in verified if app.repo.casefold() == repo]
 
 
-def plan_deployments(delivery: Delivery, apps: Sequence[AppConfig]) -> RoutingDecision:
+def plan_deployments(delivery: WebhookDelivery, apps: Sequence[AppConfig]) -> RoutingDecision:
     """One deployment per app whose branch or tag pattern matches the pushed ref.
 
     `apps` are the apps the request verified against; any of another repository is left out here

@@ -22,8 +22,9 @@ import yaml
 
 from hooksvc import defaults
 from hooksvc.errors import ComposeError
+from hooksvc.logs import LogFn
 from workers import process
-from workers.process import LogFn, ProcessResult
+from workers.process import ProcessResult
 
 #: Environment variable that forces a compose variant (`v1` or `v2`); unset or `auto` detects.
 COMPOSE_VARIANT_ENV = "HOOKSVC_COMPOSE"

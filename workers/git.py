@@ -31,7 +31,7 @@ import shlex
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -40,10 +40,9 @@ import git
 
 from hooksvc.config import AppConfig
 from hooksvc.errors import GitError
+from hooksvc.logs import LogFn
 from hooksvc.redact import redact
 from workers.process import ProcessResult, run
-
-LogFn = Callable[[str], None]
 
 #: A first clone of a large repository over a slow link takes minutes; this bounds a hung transfer
 #: well inside the default job timeout (30 min) so the deployment fails with a git message instead.
@@ -131,7 +130,7 @@ def _transport(app: AppConfig) -> _Transport:
         # Git would ask for a password for a URL carrying a user name; the header answers instead.
         url = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
         # Scoped to the origin's scheme and host: submodules on the same host get the token (the
-        # SPEC's "same credentials"), a submodule elsewhere never sees it.
+        # the contract's "same credentials"), a submodule elsewhere never sees it.
         config.append((f"http.{parts.scheme}://{host}/.extraHeader", f"Authorization: Basic {basic}"))
         secrets += [token, basic]
     if _is_local_url(url):

@@ -1,4 +1,8 @@
-"""The RQ entry points. Jobs take a deployment id and load everything else themselves."""
+"""The RQ entry point: a job takes a deployment id and runs it from queued to a final state.
+
+Jobs run in forks of a `hooksvc worker`, under the config that worker started with (`use_config`,
+called by the runtime): the worker's outbox sender and its jobs always agree on the apps.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +10,40 @@ import logging
 import os
 import time
 import traceback
-from collections.abc import Callable
 
 import redis
 from rq import get_current_job
 
+from hooksvc import keys
 from hooksvc.config import AppConfig, Config, load_config
+from hooksvc.connection import connect
 from hooksvc.deployments import Deployment, DeploymentState, Trigger
 from hooksvc.errors import DeployError, GitError
+from hooksvc.logs import LogFn
 from hooksvc.redact import redact
-from hooksvc.store import DeploymentStore, app_lock_key, connect
+from hooksvc.store import DeploymentStore, open_store
 from workers.git import GitMirror, touches
 from workers.locks import AppLock
 
 log = logging.getLogger("hooksvc.worker")
 
-LogFn = Callable[[str], None]
+#: The config of the worker process this job runs in; set once, before the worker starts.
+_process_config: Config | None = None
+
+
+def use_config(config: Config) -> None:
+    """Run every job of this process (and of its forks) under `config`."""
+    global _process_config
+    _process_config = config
 
 
 def run_deployment(deployment_id: str) -> str:
     """RQ job: run one deployment from queued to a final state. Returns the final state."""
-    config = load_config()
+    # A worker hooksvc did not start (a bare `rq worker`) has no config bound: read $HOOKSVC_CONFIG.
+    config = _process_config if _process_config is not None else load_config()
     job = get_current_job()
     connection = job.connection if job is not None else connect(config.redis.url)
-    from hooksvc import default_listeners
-
-    store = DeploymentStore(connection, job_timeout=config.worker.job_timeout, listeners=default_listeners())
-    return execute(config, store, connection, deployment_id)
+    return execute(config, open_store(config, connection), connection, deployment_id)
 
 
 def execute(config: Config, store: DeploymentStore, connection: redis.Redis, deployment_id: str) -> str:
@@ -44,7 +55,7 @@ def execute(config: Config, store: DeploymentStore, connection: redis.Redis, dep
     if app is None:
         store.finish(deployment_id, DeploymentState.ERROR, f"app {dep.app!r} is no longer configured")
         return str(DeploymentState.ERROR)
-    lock = AppLock(connection, app_lock_key(app.name), deployment_id)
+    lock = AppLock(connection, keys.app_lock(app.name), deployment_id)
 
     def still_queued() -> bool:
         current = store.find(deployment_id)
@@ -62,7 +73,7 @@ def execute(config: Config, store: DeploymentStore, connection: redis.Redis, dep
         secrets = config.secrets()
 
         def log_line(line: str) -> None:
-            store.append_log(deployment_id, redact(line, secrets))
+            store.logs.append(deployment_id, redact(line, secrets))
 
         state, error = Deployer(config, store, app, running, live.sha if live else "", log_line).run()
         final = store.get(deployment_id)

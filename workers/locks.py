@@ -1,4 +1,8 @@
-"""The per-app deploy lock: a Redis key with expiry, renewed by its holder, so a dead worker frees it."""
+"""Leases in Redis: a key holding its owner's token, with an expiry, so a dead owner frees it.
+
+`Lease` is the primitive (the outbox sender takes one per lane); `AppLock` is the per-app deploy
+lock, a lease renewed by a thread of its holder for as long as the deployment runs.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +18,32 @@ from hooksvc import defaults
 
 log = logging.getLogger(__name__)
 
-# Renew or release only while the key still holds our token: a lock that expired and was taken
-# by another worker must never be extended or deleted by the old holder.
-_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+# Extend or release only while the key still holds our token: a lease that expired and was taken
+# by someone else must never be extended or deleted by its old owner.
+_EXTEND = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+class Lease:
+    """`key` held by `token` for `ttl_ms` at a time."""
+
+    def __init__(self, connection: redis.Redis, key: str, token: str, ttl_ms: int) -> None:
+        self.redis = connection
+        self.key = key
+        self.token = token
+        self.ttl_ms = ttl_ms
+
+    def acquire(self) -> bool:
+        """Take the lease if nobody holds it."""
+        return bool(self.redis.set(self.key, self.token, nx=True, px=self.ttl_ms))
+
+    def extend(self) -> bool:
+        """Another `ttl_ms` from now; False when the lease is no longer ours."""
+        return bool(self.redis.eval(_EXTEND, 1, self.key, self.token, self.ttl_ms))
+
+    def release(self) -> bool:
+        """Give the lease up; False when it was no longer ours."""
+        return bool(self.redis.eval(_RELEASE, 1, self.key, self.token))
 
 
 class AppLock:
@@ -31,17 +57,16 @@ class AppLock:
         ttl: float = defaults.LOCK_TTL_SECONDS,
         renew_every: float = defaults.LOCK_RENEW_SECONDS,
     ) -> None:
-        self.redis = connection
+        self.lease = Lease(connection, key, token, int(ttl * 1000))
         self.key = key
         self.token = token
-        self.ttl_ms = int(ttl * 1000)
         self.renew_every = renew_every
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def try_acquire(self) -> bool:
-        if not self.redis.set(self.key, self.token, nx=True, px=self.ttl_ms):
+        if not self.lease.acquire():
             return False
         self._stop.clear()
         self._thread = threading.Thread(target=self._renew_loop, name=f"lock-renew {self.key}", daemon=True)
@@ -59,7 +84,7 @@ class AppLock:
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.renew_every):
             try:
-                if not self.redis.eval(_RENEW, 1, self.key, self.token, self.ttl_ms):
+                if not self.lease.extend():
                     log.error("lock %s was lost (expired or taken over)", self.key)
                     self.lost.set()
                     return
@@ -72,7 +97,7 @@ class AppLock:
         if self._thread is not None:
             self._thread.join(timeout=5)
         try:
-            self.redis.eval(_RELEASE, 1, self.key, self.token)
+            self.lease.release()
         except redis.RedisError as exc:
             log.warning("could not release lock %s (it expires by itself): %s", self.key, exc)
 
@@ -83,8 +108,3 @@ class AppLock:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
-
-
-def holder(connection: redis.Redis, key: str) -> str | None:
-    raw = connection.get(key)
-    return raw.decode() if raw else None

@@ -10,7 +10,7 @@ import hmac
 
 from hooksvc.config import NotifyConfig
 from hooksvc.deployments import DeploymentState
-from hooksvc.reporting import OutboxEvent
+from hooksvc.outbox import OutboxEvent
 from workers.statuses import USER_AGENT, HttpRequest, encode_json, one_line
 
 SIGNATURE_HEADER = "X-Hooksvc-Signature-256"

@@ -13,10 +13,11 @@ import time
 
 import redis
 
+from hooksvc import keys
 from hooksvc.config import AppConfig, Config
 from hooksvc.deployments import Deployment, NewDeployment, Trigger
 from hooksvc.errors import HooksvcError
-from hooksvc.store import DeploymentStore, app_lock_key
+from hooksvc.store import DeploymentStore
 from workers.git import GitMirror
 from workers.locks import AppLock
 
@@ -32,16 +33,15 @@ def pollable(app: AppConfig) -> bool:
 
 
 class BranchPoller:
-    def __init__(self, config: Config, store: DeploymentStore, connection: redis.Redis) -> None:
+    def __init__(self, config: Config, store: DeploymentStore) -> None:
         self.config = config
         self.store = store
-        self.redis = connection
 
     def poll(self, app: AppConfig) -> Deployment | None:
         """Queue the head of `app`'s branch if it is new; None when there is nothing to do."""
         # The mirror is the deploy job's too: poll only while no deployment of the app holds the lock
         # (one that does fetches anyway).
-        lock = AppLock(self.redis, app_lock_key(app.name), f"poll-{os.getpid()}")
+        lock = AppLock(self.store.redis, keys.app_lock(app.name), f"poll-{os.getpid()}")
         if not lock.try_acquire():
             return None
         try:
@@ -60,7 +60,7 @@ class BranchPoller:
         new = NewDeployment(app.name, head, app.ref_pattern, Trigger.PUSH, delivery_id="poll",
                             before=live.sha if live else "")
         # One deployment per polled head: a head that failed to deploy is not retried on every poll.
-        result = self.store.submit([new], [f"poll:{app.name}:{head}"])
+        result = self.store.intake.submit([new], [f"poll:{app.name}:{head}"])
         if result.duplicate_of is not None:
             return None
         log.info("poll: %s head %s is not live: queued deployment %s", app.name, head[:12], result.deployments[0].id)
@@ -80,14 +80,3 @@ class BranchPoller:
                 except (HooksvcError, redis.RedisError, OSError) as exc:
                     log.warning("poll of %s failed: %s", name, exc)
 
-
-def start_poller_thread(config: Config, store: DeploymentStore, connection: redis.Redis) -> threading.Thread | None:
-    """Start polling in a daemon thread when any app sets `poll_interval`."""
-    if not any(pollable(app) for app in config.apps.values()):
-        return None
-    thread = threading.Thread(
-        target=BranchPoller(config, store, connection).run_forever, args=(threading.Event(),),
-        name="hooksvc-poller", daemon=True,
-    )
-    thread.start()
-    return thread

@@ -7,11 +7,11 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-LogFn = Callable[[str], None]
+from hooksvc.logs import LogFn
 
 #: Lines of output kept for error messages.
 TAIL_LINES = 40

@@ -24,7 +24,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -34,10 +34,9 @@ from typing import Any, NoReturn
 from hooksvc import defaults
 from hooksvc.config import AppConfig
 from hooksvc.errors import ComposeError, DeployError, HealthCheckFailed
+from hooksvc.logs import LogFn
 from workers.compose import UP_TIMEOUT_SECONDS, ComposeProject, detect_compose
 from workers.docker_engine import ContainerInfo, ContainerState, DockerEngine
-
-LogFn = Callable[[str], None]
 
 #: Per-service label choosing `rolling` or `recreate` against the planner's own judgement.
 STRATEGY_LABEL = "hooksvc.strategy"
@@ -345,8 +344,6 @@ def roll_out(app: AppConfig, release_dir: Path, *, log: LogFn, state_dir: Path) 
     HealthCheckFailed (a new container failed its gate; the old ones keep serving) or DeployError.
     """
     started = time.monotonic()
-    if app.strategy == "swarm":
-        raise DeployError("strategy swarm is not implemented yet: use 'rolling' or 'recreate'")
     if app.strategy not in ("rolling", "recreate"):
         raise DeployError(f"unknown strategy {app.strategy!r}: expected 'rolling' or 'recreate'")
     project = app.project or app.name

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 
 from hooksvc.errors import BadRequest
-from hooksvc.providers import Delivery, WebhookRequest
+from hooksvc.providers.base import WebhookDelivery, WebhookRequest
 from hooksvc.providers.payload import (
     FORM_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
@@ -26,6 +26,8 @@ from hooksvc.providers.payload import (
 )
 
 PROVIDER = "gitea"
+#: Forgejo is a Gitea fork and signs and sends its webhooks the same way.
+HOST_KINDS = frozenset({"gitea", "forgejo"})
 # Forgejo sends its own headers on top of Gitea's, with the same values; either may be alone.
 SIGNATURE_HEADERS = ("X-Forgejo-Signature", "X-Gitea-Signature")
 EVENT_HEADERS = ("X-Forgejo-Event", "X-Gitea-Event")
@@ -60,14 +62,14 @@ def verify(req: WebhookRequest, secret: str) -> bool:
     return all(hmac.compare_digest(header_bytes(value), expected) for value in given)
 
 
-def parse(req: WebhookRequest) -> Delivery:
+def parse(req: WebhookRequest) -> WebhookDelivery:
     """The delivery's event, id, repository and (for a push) the ref update. Raises BadRequest."""
     event = normalised_event(" or ".join(EVENT_HEADERS), _first_header(req, EVENT_HEADERS))
     data = json_object(signed_bytes(req))
     # Gitea reports a branch deletion only as a `delete` event; a push with a zero `after` is a tag
     # deletion, and the lack of a `forced` flag is left to the worker's ancestry check.
     push = read_push(data, flags=False) if event == "push" else None
-    return Delivery(
+    return WebhookDelivery(
         provider=PROVIDER,
         event=event,
         delivery_id=delivery_id(" or ".join(DELIVERY_HEADERS), _first_header(req, DELIVERY_HEADERS)),

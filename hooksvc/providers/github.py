@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 
 from hooksvc.errors import BadRequest
-from hooksvc.providers import Delivery, WebhookRequest
+from hooksvc.providers.base import WebhookDelivery, WebhookRequest
 from hooksvc.providers.payload import (
     FORM_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
@@ -21,6 +21,7 @@ from hooksvc.providers.payload import (
 )
 
 PROVIDER = "github"
+HOST_KINDS = frozenset({"github"})
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 SIGNATURE_PREFIX = "sha256="
 EVENT_HEADER = "X-GitHub-Event"
@@ -41,12 +42,12 @@ def verify(req: WebhookRequest, secret: str) -> bool:
     return hmac.compare_digest(header_bytes(given), expected.encode("ascii"))
 
 
-def parse(req: WebhookRequest) -> Delivery:
+def parse(req: WebhookRequest) -> WebhookDelivery:
     """The delivery's event, id, repository and (for a push) the ref update. Raises BadRequest."""
     event = normalised_event(EVENT_HEADER, req.header(EVENT_HEADER))
     data = json_object(_payload_text(req))
     push = read_push(data, flags=True) if event == "push" else None
-    return Delivery(
+    return WebhookDelivery(
         provider=PROVIDER,
         event=event,
         delivery_id=delivery_id(DELIVERY_HEADER, req.header(DELIVERY_HEADER)),

@@ -10,7 +10,7 @@ import hmac
 from typing import Any
 
 from hooksvc.errors import BadRequest
-from hooksvc.providers import ZERO_SHA, Delivery, PushEvent, WebhookRequest
+from hooksvc.providers.base import ZERO_SHA, PushEvent, WebhookDelivery, WebhookRequest
 from hooksvc.providers.payload import (
     JSON_CONTENT_TYPE,
     delivery_id,
@@ -23,6 +23,7 @@ from hooksvc.providers.payload import (
 )
 
 PROVIDER = "gitlab"
+HOST_KINDS = frozenset({"gitlab"})
 TOKEN_HEADER = "X-Gitlab-Token"  # noqa: S105 - a header name, not a credential
 EVENT_HEADER = "X-Gitlab-Event"
 # Idempotency-Key is stable across GitLab's retries and "Resend request" (17.4+), so it is preferred
@@ -62,14 +63,14 @@ def _encoded(value: str, encoding: str) -> bytes:
         return b""
 
 
-def parse(req: WebhookRequest) -> Delivery:
+def parse(req: WebhookRequest) -> WebhookDelivery:
     """The delivery's event, id, repository and (for a push) the ref update. Raises BadRequest."""
     hook = normalised_event(EVENT_HEADER, req.header(EVENT_HEADER))
     if req.content_type != JSON_CONTENT_TYPE:
         raise BadRequest(f"unsupported content type {show(req.content_type)}: expected {JSON_CONTENT_TYPE}")
     data = json_object(req.body)
     push = _read_push(hook, data) if hook in PUSH_HOOKS else None
-    return Delivery(
+    return WebhookDelivery(
         provider=PROVIDER,
         event="push" if push is not None else hook,
         delivery_id=_delivery_id(req),

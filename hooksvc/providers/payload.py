@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from hooksvc.errors import BadRequest
-from hooksvc.providers import ZERO_SHA, PushEvent
+from hooksvc.providers.base import ZERO_SHA, PushEvent
 
 JSON_CONTENT_TYPE = "application/json"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"

@@ -100,14 +100,6 @@ def api_base(api_url: str, suffix: str) -> str:
     return base if base.endswith(suffix) else base + suffix
 
 
-def short_ref(ref: str) -> str:
-    """`main` from `refs/heads/main`, `v1` from `refs/tags/v1`; anything else unchanged."""
-    for prefix in ("refs/heads/", "refs/tags/"):
-        if ref.startswith(prefix):
-            return ref[len(prefix):]
-    return ref
-
-
 #: GitHub, Gitea and Forgejo share these four states. Neither has `skipped` nor `canceled` (Gitea's
 #: newer `skipped` is not sent): a skip is a `success` that says so, and a deployment that never ran
 #: is an `error` so nobody mistakes that commit for a live one.

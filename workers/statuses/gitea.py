@@ -5,17 +5,11 @@ from __future__ import annotations
 from hooksvc import defaults
 from hooksvc.config import HostConfig
 from hooksvc.deployments import DeploymentState
-from workers.statuses import FOUR_STATE_MAP, HttpRequest, api_base, four_state_body, json_headers, repo_statuses_url
+from workers.statuses import HttpRequest, api_base, four_state_body, json_headers, repo_statuses_url
 
 #: Gitea documents no limit; GitLab's 255 keeps the text readable and fits Gitea's database column.
 DESCRIPTION_LIMIT = defaults.GITLAB_DESCRIPTION_LIMIT
-#: `skipped` exists only in newer Gitea releases, so it is never sent.
-STATES = frozenset({"pending", "success", "error", "failure", "warning"})
 API_PATH = "/api/v1"
-
-
-def status_state(state: DeploymentState) -> str:
-    return FOUR_STATE_MAP[state]
 
 
 def build_status_request(

@@ -5,16 +5,11 @@ from __future__ import annotations
 from hooksvc import defaults
 from hooksvc.config import HostConfig
 from hooksvc.deployments import DeploymentState
-from workers.statuses import FOUR_STATE_MAP, HttpRequest, four_state_body, json_headers, repo_statuses_url
+from workers.statuses import HttpRequest, four_state_body, json_headers, repo_statuses_url
 
 #: The REST API version the request shape follows (GitHub's documented header value).
 API_VERSION = "2022-11-28"
 DESCRIPTION_LIMIT = defaults.GITHUB_DESCRIPTION_LIMIT
-STATES = frozenset({"error", "failure", "pending", "success"})
-
-
-def status_state(state: DeploymentState) -> str:
-    return FOUR_STATE_MAP[state]
 
 
 def build_status_request(

@@ -7,12 +7,12 @@ from urllib.parse import quote
 from hooksvc import defaults
 from hooksvc.config import HostConfig
 from hooksvc.deployments import DeploymentState
-from workers.statuses import HttpRequest, api_base, json_headers, short_ref, truncate
+from hooksvc.presentation import short_ref
+from workers.statuses import HttpRequest, api_base, json_headers, truncate
 
 #: GitLab rejects `description`, `target_url` and `ref` longer than this.
 FIELD_LIMIT = defaults.GITLAB_DESCRIPTION_LIMIT
 DESCRIPTION_LIMIT = FIELD_LIMIT
-STATES = frozenset({"pending", "running", "success", "failed", "canceled", "skipped"})
 API_PATH = "/api/v4"
 
 #: GitLab has a state for each of ours, except that failed and error both end `failed`.

@@ -1,0 +1,113 @@
+"""Every Redis key hooksvc writes, named in one place.
+
+Each entity owns a prefix (as rq's `Queue.key` does): a deployment's record and log stream, an
+app's pointers, the intake, the outbox and the counters. The submit script builds some names in
+Lua from the same prefixes, so the script and Python can never disagree on a key.
+RQ's own keys (`rq:queue:…`, `rq:job:…`) are RQ's business and are not listed here.
+"""
+
+from __future__ import annotations
+
+PREFIX = "hooksvc"
+
+# -- deployments ----------------------------------------------------------------------------------
+
+#: `DEPLOYMENT_PREFIX + id` is a deployment's record (a HASH, see `Deployment.to_fields`).
+DEPLOYMENT_PREFIX = f"{PREFIX}:deployment:"
+#: The last deployment id handed out. Ids are dense and only grow, so counting down from it lists
+#: every deployment newest first without an index written on each webhook.
+NEXT_ID = f"{PREFIX}:deployment:next"
+#: The SET of ids of running deployments (the reaper's work list).
+RUNNING = f"{PREFIX}:running"
+
+
+def deployment(deployment_id: str) -> str:
+    """A deployment's record (HASH)."""
+    return DEPLOYMENT_PREFIX + deployment_id
+
+
+def deployment_log(deployment_id: str) -> str:
+    """A deployment's log (STREAM of `line` entries)."""
+    return f"{DEPLOYMENT_PREFIX}{deployment_id}:log"
+
+
+# -- apps -------------------------------------------------------------------------------------------
+
+#: `APP_PREFIX + name + ":<what>"` are an app's pointers, below.
+APP_PREFIX = f"{PREFIX}:app:"
+
+
+def app_index(app: str) -> str:
+    """One app's deployment ids, newest first (a LIST: ids only grow, so pushing keeps the order)."""
+    return f"{APP_PREFIX}{app}:index"
+
+
+def app_queued(app: str) -> str:
+    """The id of the app's queued deployment, if any (STRING): what a newer push supersedes."""
+    return f"{APP_PREFIX}{app}:queued"
+
+
+def app_live(app: str) -> str:
+    """The app's live release (HASH: sha, deployment_id, since)."""
+    return f"{APP_PREFIX}{app}:live"
+
+
+def app_lock(app: str) -> str:
+    """The per-app deploy lock, holding the id of the deployment (or poller) that holds it."""
+    return f"{APP_PREFIX}{app}:lock"
+
+
+# -- webhook intake ---------------------------------------------------------------------------------
+
+#: Submitted deployments whose RQ jobs and listener events are still to be written (a LIST of
+#: "new ids;superseded ids;time" entries, see `hooksvc.intake.IntakeEntry`).
+INTAKE = f"{PREFIX}:intake"
+#: Intake entries a dispatcher is working on.
+INTAKE_PROCESSING = f"{PREFIX}:intake:processing"
+#: `SEEN_PREFIX + period` is the HASH of deliveries first seen in one dedupe period: id -> first answer.
+SEEN_PREFIX = f"{PREFIX}:seen:"
+
+
+def seen(period: int) -> str:
+    return f"{SEEN_PREFIX}{period}"
+
+
+# -- outbox (commit statuses and notifications) ----------------------------------------------------
+
+OUTBOX_PREFIX = f"{PREFIX}:outbox"
+#: A ZSET lane -> when its head may next be tried (epoch seconds; 0 = now).
+OUTBOX_DUE = f"{OUTBOX_PREFIX}:due"
+
+
+def outbox_lane(lane: str) -> str:
+    """A lane's events, oldest first (LIST of JSON `OutboxEvent`s)."""
+    return f"{OUTBOX_PREFIX}:lane:{lane}"
+
+
+def outbox_lock(lane: str) -> str:
+    """A short lease: one sender per lane at a time."""
+    return f"{OUTBOX_PREFIX}:lock:{lane}"
+
+
+def outbox_retry(lane: str) -> str:
+    """A HASH describing the lane's failing head: event id, first failure time, attempts."""
+    return f"{OUTBOX_PREFIX}:retry:{lane}"
+
+
+# -- counters for /metrics (each a HASH of label -> count) ------------------------------------------
+
+METRICS_PREFIX = f"{PREFIX}:metrics"
+#: `<outcome>:<provider>` -> webhook requests.
+WEBHOOKS = f"{METRICS_PREFIX}:webhooks"
+#: `<state>:<app>` -> deployments that ended in that state.
+DEPLOYMENTS = f"{METRICS_PREFIX}:deployments"
+#: `count:<app>`, `sum:<app>`, `bucket:<le>:<app>` (non-cumulative) of deployment durations.
+DEPLOYMENT_DURATION = f"{METRICS_PREFIX}:deployment_duration"
+#: By host kind (github, gitea, forgejo, gitlab): statuses delivered, failed attempts, given up.
+STATUS_SENT = f"{METRICS_PREFIX}:status_sent"
+STATUS_FAILURES = f"{METRICS_PREFIX}:status_failures"
+STATUS_DROPPED = f"{METRICS_PREFIX}:status_dropped"
+#: By target (webhook, slack): notifications delivered, failed attempts, given up.
+NOTIFY_SENT = f"{METRICS_PREFIX}:notify_sent"
+NOTIFY_FAILURES = f"{METRICS_PREFIX}:notify_failures"
+NOTIFY_DROPPED = f"{METRICS_PREFIX}:notify_dropped"

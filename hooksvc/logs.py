@@ -1,0 +1,59 @@
+"""Deployment logs: one Redis stream per deployment, every line cut to `LOG_LINE_LIMIT`.
+
+Writers are the intake dispatcher and the state machine (inside their transactions), the worker
+running the deployment, and the outbox sender; readers are the API, the pages and `hooksvc logs`.
+Lines are redacted by whoever writes them: this module stores what it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import redis
+from redis.client import Pipeline
+
+from hooksvc import defaults, keys
+from hooksvc.connection import call
+
+#: Where a step writes its progress: one line at a time, already redacted.
+LogFn = Callable[[str], None]
+
+
+class DeploymentLogs:
+    """Append to and read deployments' log streams."""
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self.redis = connection
+
+    def append(self, deployment_id: str, line: str) -> None:
+        call(self.redis.xadd, keys.deployment_log(deployment_id), {"line": line[: defaults.LOG_LINE_LIMIT]})
+
+    @staticmethod
+    def append_in(pipe: Pipeline, deployment_id: str, line: str) -> None:
+        """Append inside a caller's transaction (the line is written if and only if it commits)."""
+        pipe.xadd(keys.deployment_log(deployment_id), {"line": line[: defaults.LOG_LINE_LIMIT]})
+
+    def read(self, deployment_id: str, after: str = "0-0", block_ms: int | None = None) -> tuple[list[str], str]:
+        """Log lines after cursor `after`, and the new cursor. `block_ms` waits for new lines."""
+        key = keys.deployment_log(deployment_id)
+        if block_ms is None:
+            entries = call(self.redis.xrange, key, f"({after}" if after != "0-0" else "-", "+")
+        else:
+            result = call(self.redis.xread, {key: after}, block=block_ms)
+            entries = result[0][1] if result else []
+        lines = [fields[b"line"].decode("utf-8", "replace") for _, fields in entries]
+        cursor = entries[-1][0].decode() if entries else after
+        return lines, cursor
+
+    def follow(self, deployment_id: str, finished: Callable[[], bool], poll_ms: int = 1000) -> Iterator[str]:
+        """Every line, then new ones as they come, until `finished()` (then the last lines too)."""
+        cursor = "0-0"
+        while True:
+            lines, cursor = self.read(deployment_id, cursor)
+            yield from lines
+            if finished():
+                lines, cursor = self.read(deployment_id, cursor)
+                yield from lines
+                return
+            lines, cursor = self.read(deployment_id, cursor, block_ms=poll_ms)
+            yield from lines

@@ -1,0 +1,125 @@
+"""The outbox writer: commit statuses and notifications, written atomically with each state change.
+
+`write_events` is a `DeploymentStore` listener: it runs inside the store's MULTI/EXEC, so an
+event is recorded if and only if the state change is. `workers.outbox_sender` delivers them.
+
+Layout in Redis (key names in `hooksvc.keys`):
+
+- lane      a LIST of JSON events, oldest first. One lane per commit and app for statuses
+            (`status:<app>:<sha>`: every status of that commit, in the order they happened,
+            across redeploys), one per deployment and target for notifications
+            (`notify:<id>:webhook`, `notify:<id>:slack`), so a slow Slack never holds a status back.
+- due       a ZSET lane → when its head may next be tried (epoch seconds; 0 = now).
+- lock      a short lease per lane (SET NX PX with a random token): one sender per lane at a time.
+- retry     a HASH per lane describing the failing head: event id, first failure time, attempts.
+
+An event leaves its list only after it was delivered or given up, so a sender that dies
+mid-delivery loses nothing: its lease runs out and another sender sends the head again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from dataclasses import asdict, dataclass
+
+from redis.client import Pipeline
+
+from hooksvc import keys
+from hooksvc.deployments import Deployment, DeploymentState
+
+#: Event kinds: a commit status, or one of the two notification targets.
+STATUS = "status"
+WEBHOOK = "webhook"
+SLACK = "slack"
+NOTIFY_KINDS = (WEBHOOK, SLACK)
+
+#: A commit status needs the full object id; a manual deployment's sha stays empty (or is what the
+#: operator typed) until the worker resolves it, so its early statuses are not sent.
+_FULL_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """One thing to deliver: a snapshot of the deployment at the moment its state changed.
+
+    It holds no secret and no host detail: the sender builds the request from the config it has
+    when it delivers, so a token is never written to Redis.
+    """
+
+    id: str
+    kind: str
+    deployment_id: str
+    app: str
+    sha: str
+    ref: str
+    state: DeploymentState
+    error: str
+    at: float
+
+    @classmethod
+    def from_deployment(cls, kind: str, deployment: Deployment, now: float | None = None) -> OutboxEvent:
+        return cls(
+            id=uuid.uuid4().hex,
+            kind=kind,
+            deployment_id=deployment.id,
+            app=deployment.app,
+            sha=deployment.sha,
+            ref=deployment.ref,
+            state=deployment.state,
+            error=deployment.error,
+            at=time.time() if now is None else now,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "state": str(self.state)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> OutboxEvent:
+        """Decode an event; ValueError (or KeyError/TypeError) when it is not one."""
+        data = json.loads(raw)
+        return cls(
+            id=str(data["id"]),
+            kind=str(data["kind"]),
+            deployment_id=str(data["deployment_id"]),
+            app=str(data["app"]),
+            sha=str(data["sha"]),
+            ref=str(data.get("ref", "")),
+            state=DeploymentState(data["state"]),
+            error=str(data.get("error", "")),
+            at=float(data["at"]),
+        )
+
+
+def status_lane(app: str, sha: str) -> str:
+    return f"status:{app}:{sha}"
+
+
+def notify_lane(deployment_id: str, kind: str) -> str:
+    return f"notify:{deployment_id}:{kind}"
+
+
+def is_full_sha(sha: str) -> bool:
+    return bool(_FULL_SHA.match(sha))
+
+
+def append(pipe: Pipeline, lane: str, event: OutboxEvent) -> None:
+    """Queue `event` at the end of `lane`; a new lane is due at once, a lane in backoff keeps its time."""
+    pipe.rpush(keys.outbox_lane(lane), event.to_json())
+    pipe.zadd(keys.OUTBOX_DUE, {lane: 0}, nx=True)
+
+
+def write_events(pipe: Pipeline, deployment: Deployment) -> None:
+    """DeploymentStore listener: queue the commit status for this state change, and on a final
+    state the notifications, in the same transaction as the change itself.
+
+    Notifications are queued for every final state; the sender drops those the app has no target
+    for (this listener has no config, so that choice is made where the config is).
+    """
+    if is_full_sha(deployment.sha):
+        append(pipe, status_lane(deployment.app, deployment.sha), OutboxEvent.from_deployment(STATUS, deployment))
+    if deployment.state.is_final:
+        for kind in NOTIFY_KINDS:
+            append(pipe, notify_lane(deployment.id, kind), OutboxEvent.from_deployment(kind, deployment))

@@ -1,0 +1,136 @@
+"""The operator API under /api, and /healthz."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request, stream_with_context
+
+from hooksvc.config import AppConfig
+from hooksvc.deployments import DeploymentState
+from hooksvc.errors import BadRequest, HooksvcError, NotFound
+from hooksvc.operations import app_overview, queue_manual, queue_rollback
+from hooksvc.web.auth import require_operator
+from hooksvc.web.context import context
+
+bp = Blueprint("api", __name__)
+
+_SHA = re.compile(r"^[0-9a-f]{7,40}$")
+_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+#: Most deployments one list request may return.
+MAX_LIST_LIMIT = 500
+
+
+@bp.before_request
+def authenticate() -> None:
+    if request.endpoint == "api.healthz":
+        return
+    require_operator(context().config, read_only=request.method == "GET")
+
+
+def _app_or_404(name: str) -> AppConfig:
+    app = context().config.app(name)
+    if app is None:
+        raise NotFound(f"no app {name!r}")
+    return app
+
+
+def _json_body() -> dict[str, Any]:
+    if not request.get_data():
+        return {}
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    return data
+
+
+def _field(data: dict[str, Any], key: str, pattern: re.Pattern[str]) -> str:
+    value = data.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not pattern.match(value) or ".." in value:
+        raise BadRequest(f"{key!r} is not a valid {'sha' if pattern is _SHA else 'ref'}: {value!r}")
+    return value
+
+
+@bp.post("/api/apps/<name>/deploy")
+def deploy(name: str) -> tuple[Response, int]:
+    app = _app_or_404(name)
+    data = _json_body()
+    ref = app.full_ref(_field(data, "ref", _REF))
+    dep = queue_manual(context().store, app, _field(data, "sha", _SHA), ref)
+    return jsonify(dep.to_json()), 202
+
+
+@bp.post("/api/apps/<name>/rollback")
+def rollback(name: str) -> tuple[Response, int]:
+    app = _app_or_404(name)
+    dep = queue_rollback(context().store, app, _field(_json_body(), "to", _SHA))
+    return jsonify(dep.to_json()), 202
+
+
+@bp.post("/api/deployments/<deployment_id>/cancel")
+def cancel(deployment_id: str) -> Response:
+    return jsonify(context().store.cancel(deployment_id).to_json())
+
+
+@bp.get("/api/apps")
+def apps() -> Response:
+    ctx = context()
+    return jsonify(apps=[app_overview(ctx.store, a) for a in ctx.config.apps.values()])
+
+
+@bp.get("/api/deployments")
+def deployments() -> Response:
+    ctx = context()
+    app = request.args.get("app") or None
+    if app is not None:
+        _app_or_404(app)
+    state = request.args.get("state") or None
+    if state is not None and state not in {s.value for s in DeploymentState}:
+        raise BadRequest(f"unknown state {state!r} (one of {', '.join(s.value for s in DeploymentState)})")
+    raw_limit = request.args.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIST_LIMIT:
+        raise BadRequest(f"limit must be a number from 1 to {MAX_LIST_LIMIT}, got {raw_limit!r}")
+    found = ctx.store.recent(app=app, state=state, limit=int(raw_limit))
+    return jsonify(deployments=[d.to_json() for d in found])
+
+
+@bp.get("/api/deployments/<deployment_id>")
+def deployment(deployment_id: str) -> Response:
+    return jsonify(context().store.get(deployment_id).to_json())
+
+
+@bp.get("/api/deployments/<deployment_id>/log")
+def deployment_log(deployment_id: str) -> Response:
+    store = context().store
+    store.get(deployment_id)
+    if request.args.get("follow") not in ("1", "true"):
+        lines, _ = store.logs.read(deployment_id)
+        return Response("".join(f"{line}\n" for line in lines), mimetype="text/plain")
+
+    def generate() -> Iterator[str]:
+        for line in store.follow_log(deployment_id):
+            yield f"{line}\n"
+
+    return Response(stream_with_context(generate()), mimetype="text/plain")
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    try:
+        context().store.ping()
+    except HooksvcError as exc:
+        return jsonify(ok=False, error=str(exc)), 503
+    return jsonify(ok=True, redis="ok", version=_version()), 200
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hooksvc")
+    except PackageNotFoundError:
+        return "unknown"

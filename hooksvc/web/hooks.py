@@ -1,0 +1,197 @@
+"""The webhook endpoints: verify, route, dedupe, queue — and answer within the sender's timeout."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import orjson
+from flask import Blueprint, Response, g, jsonify, request
+from werkzeug.datastructures import Headers
+
+from hooksvc import counters, routing
+from hooksvc.config import AppConfig
+from hooksvc.errors import BadRequest, BodyTooLarge, NotFound, Unauthorized
+from hooksvc.providers import PROVIDERS, Provider, WebhookDelivery, WebhookRequest
+from hooksvc.web.context import context
+
+log = logging.getLogger("hooksvc.hooks")
+bp = Blueprint("hooks", __name__)
+
+#: Read the body in chunks of this size, so an over-limit body stops being read as soon as it is.
+READ_CHUNK = 64 * 1024
+
+
+def read_body_limited(limit: int) -> bytes:
+    """The request body, or BodyTooLarge as soon as it is known to exceed `limit` bytes.
+
+    A declared Content-Length over the limit is refused before a single body byte is read; a
+    chunked body is read only up to one byte past the limit.
+    """
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise BodyTooLarge(f"body of {declared} bytes is over the limit of {limit} bytes")
+    if declared is not None:
+        # The common case: one read of exactly Content-Length bytes, which WSGI allows on the raw
+        # input (werkzeug's limiting wrapper around it is a measurable share of a webhook).
+        body: bytes = request.environ["wsgi.input"].read(declared)
+        if len(body) < declared:
+            raise BadRequest(f"body ended after {len(body)} of the {declared} bytes announced")
+        return body
+    stream = request.stream
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = stream.read(min(READ_CHUNK, limit + 1 - size))
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"body is over the limit of {limit} bytes")
+    return b"".join(parts)
+
+
+def _replay_key(route: str, req: WebhookRequest, apps: Sequence[AppConfig]) -> str:
+    """Identifies the signed content, so a replayed body is a duplicate even under a new delivery id.
+
+    The apps it verified for are part of it: two webhooks on one repository, each with its own
+    app's secret, deliver the same body, and the second is not a replay of the first.
+    """
+    digest = hashlib.sha256()
+    digest.update(route.encode() + b"\0" + " ".join(sorted(a.name for a in apps)).encode() + b"\0")
+    digest.update(req.body + b"\0")
+    digest.update("&".join(f"{k}={v}" for k, v in sorted(req.query.items())).encode())
+    return f"body:{digest.hexdigest()}"
+
+
+#: Webhook outcome for each answer status; a 200 says which in its body.
+_OUTCOMES = {202: "accepted", 401: "unauthorized", 413: "too_large", 503: "unavailable"}
+
+
+@bp.after_request
+def count_webhook(response: Response) -> Response:
+    """One count per webhook request, by provider and outcome, for /metrics."""
+    if g.get("webhook_counted") and response.status_code in (200, 202):
+        return response
+    route = (request.view_args or {}).get("route", "unknown")
+    outcome = _OUTCOMES.get(response.status_code, "bad_request")
+    if response.status_code == 200:
+        body = response.get_json(silent=True) or {}
+        outcome = "duplicate" if "duplicate" in body else "ignored" if "ignored" in body else "ping"
+    counters.record_webhook(context().store.redis, route, outcome)
+    return response
+
+
+class HeaderView(Mapping[str, str]):
+    """The request's headers as a read-only mapping with case-insensitive lookups.
+
+    Wraps werkzeug's headers instead of copying them: a webhook looks at a handful of its dozen
+    or more headers, and copying them all is a measurable share of the request.
+    """
+
+    def __init__(self, headers: Headers) -> None:
+        self._headers = headers
+
+    def __getitem__(self, name: str) -> str:
+        return self._headers[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._headers.get(name, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return (name.lower() for name, _ in self._headers.items())
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+
+@bp.route("/hooks/<route>", methods=["POST", "GET"])
+def receive(route: str) -> tuple[Response, int]:
+    ctx = context()
+    provider = PROVIDERS.get(route)
+    if provider is None:
+        raise NotFound(f"no webhook endpoint /hooks/{route} (known: {', '.join(sorted(PROVIDERS))})")
+    if request.method == "GET" and route != "gitea":
+        # Only Gitea/Forgejo deliver with GET (`?payload=`); anything else is not a webhook.
+        raise BadRequest(f"/hooks/{route} accepts POST only")
+    body = read_body_limited(ctx.config.server.max_body_bytes)
+    req = WebhookRequest(
+        headers=HeaderView(request.headers),
+        body=body,
+        query=request.args.to_dict() if request.query_string else {},
+        method=request.method,
+    )
+    candidates = ctx.apps_for(provider.HOST_KINDS)
+    delivery, verified = _verify(provider, req, candidates)
+    if not verified:
+        raise Unauthorized(_why_unverified(route, delivery, candidates))
+    if delivery is None:
+        delivery = provider.parse(req)  # raises the BadRequest that says what is wrong
+    if delivery.event == "ping":
+        log.info("ping from %s (delivery %s)", route, delivery.delivery_id)
+        return jsonify(ok=True, event="ping"), 200
+    apps = routing.select_apps(delivery, verified)
+    if not apps:
+        names = ", ".join(a.name for a in verified)
+        raise Unauthorized(
+            f"{route}: signature valid for app(s) {names}, but repository {delivery.repo!r} is none of theirs"
+        )
+    decision = routing.plan_deployments(delivery, apps)
+    if decision.ignored is not None:
+        log.info("%s delivery %s ignored: %s", route, delivery.delivery_id, decision.ignored)
+        return jsonify(ignored=decision.ignored), 200
+    keys = [_replay_key(route, req, apps)]
+    if delivery.delivery_id:
+        keys.insert(0, f"delivery:{route}:{delivery.delivery_id}")
+    # The script counts this webhook itself (accepted or duplicate): no second round trip.
+    g.webhook_counted = True
+    result = ctx.store.intake.submit(decision.deployments, keys, webhook_provider=route)
+    if result.duplicate_of is not None:
+        log.info("%s delivery %s is a duplicate", route, delivery.delivery_id)
+        answer: dict[str, Any] = {"duplicate": True, "deployments": list(result.duplicate_of)}
+        return jsonify(answer), 200
+    # The server log's line for each queued deployment comes from the workers' intake dispatcher
+    # (`Intake.dispatch`): a log line here is a measurable share of the answer.
+    # Built directly: Flask's jsonify costs more than the rest of the answer on this hot path.
+    answer_json = orjson.dumps({"deployments": [d.summary() for d in result.deployments]})
+    return Response(answer_json, status=202, content_type="application/json"), 202
+
+
+def _verify(
+    provider: Provider, req: WebhookRequest, candidates: Sequence[AppConfig]
+) -> tuple[WebhookDelivery | None, list[AppConfig]]:
+    """The parsed delivery (None when it does not parse) and the apps whose secret the request verifies.
+
+    The apps of the repository the payload names are tried first: with many apps on one server,
+    checking every secret is most of a webhook's own time. Parsing before verifying trusts nothing
+    (the parsed repository only orders the work). When none of them verifies, or the payload names
+    no repository (an organisation's ping) or does not parse, every candidate's secret is tried.
+    """
+    try:
+        delivery: WebhookDelivery | None = provider.parse(req)
+    except BadRequest:
+        delivery = None
+    if delivery is not None:
+        own = routing.select_apps(delivery, candidates)
+        verified = [a for a in own if provider.verify(req, a.secret.reveal())]
+        if verified:
+            return delivery, verified
+    return delivery, [a for a in candidates if provider.verify(req, a.secret.reveal())]
+
+
+def _why_unverified(route: str, delivery: WebhookDelivery | None, candidates: Sequence[AppConfig]) -> str:
+    """The server-log reason for a 401: unknown repository or bad signature (never the expected MAC).
+
+    `delivery` is the payload as `_verify` parsed it, None when it did not parse.
+    """
+    if not candidates:
+        return f"{route}: no app is configured for this kind of git host"
+    if delivery is None:
+        return f"{route}: signature does not verify against any app's secret (body unparsable)"
+    repo = delivery.repo
+    if not any(a.repo.lower() == repo.lower() for a in candidates):
+        return f"{route}: no app for repository {repo!r}"
+    return f"{route}: signature missing or wrong for repository {repo!r}"

@@ -1,0 +1,288 @@
+"""The HTML pages: the dashboard at `/`, one page per deployment (the commit status `target_url`), login.
+
+Server-rendered with Jinja (autoescaped: log lines and refs come from outside). The deployment
+page shows the log so far without JavaScript; a small script (static/follow.js) then follows
+it through `/deployments/<id>/log.json`, which long-polls the log stream in Redis.
+
+Authentication is the API's token, presented as `Authorization: Bearer`, as the password of
+HTTP basic auth, or once through the login form, which sets a signed session cookie
+(SameSite=Lax, HttpOnly; login and logout are POST-only and check the Origin header).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, jsonify, redirect, render_template, request, session, url_for
+from flask.blueprints import BlueprintSetupState
+from werkzeug.wrappers import Response as BaseResponse
+
+from hooksvc.deployments import Deployment, DeploymentState, iso_time
+from hooksvc.errors import HooksvcError, NotFound, Unauthorized
+from hooksvc.operations import app_overview
+from hooksvc.presentation import format_ago, short_ref
+from hooksvc.web.auth import SESSION_FLAG, presented_token, require_operator, token_is_valid
+from hooksvc.web.context import EXTENSION, WebContext, context
+
+log = logging.getLogger("hooksvc.pages")
+bp = Blueprint("pages", __name__)
+
+#: Newest deployments listed on the dashboard: a screenful on a desktop, enough to spot a pattern.
+DASHBOARD_DEPLOYMENTS = 25
+#: Last deployments shown per app card: enough to see whether the app is flapping.
+RECENT_PER_APP = 5
+#: How long one log.json request waits for new lines: short enough to hold a gthread web thread
+#: only briefly, long enough that a followed log costs a request every few seconds, not a stream.
+LOG_POLL_WAIT_MS = 5000
+#: Without JavaScript, a page showing queued or running work reloads itself this often.
+NOSCRIPT_REFRESH_SECONDS = 5
+#: A login lasts a working day; a changed API token ends every session earlier (see session_key).
+SESSION_LIFETIME = timedelta(hours=12)
+#: Endpoints reachable without a token (the login form itself, and leaving).
+PUBLIC_ENDPOINTS = frozenset({"pages.login", "pages.logout"})
+
+#: A Redis stream id, the cursor of log.json.
+_CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+@bp.record_once
+def _configure_session_cookie(state: BlueprintSetupState) -> None:
+    """Harden the session cookie the login form sets; only the pages use Flask's session."""
+    web: WebContext = state.app.extensions[EXTENSION]
+    state.app.config.update(
+        SESSION_COOKIE_NAME="hooksvc_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        # Lax: the cookie rides along on top-level links (a commit status link from the git
+        # host works) but not on cross-site POSTs or fetches.
+        SESSION_COOKIE_SAMESITE="Lax",
+        # Behind TLS (as public_url says) the cookie must never travel over plain HTTP.
+        SESSION_COOKIE_SECURE=web.config.server.public_url.startswith("https://"),
+        PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
+    )
+
+
+# -- authentication ----------------------------------------------------------------------------
+
+
+def safe_next(target: str | None) -> str:
+    """`target` when it is a path on this site, else `/`: the login form must not redirect elsewhere."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    if "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return target
+
+
+def _here() -> str:
+    """This request's path and query, as a `next` for the login form."""
+    return request.full_path.rstrip("?") if request.query_string else request.path
+
+
+@bp.before_request
+def authenticate() -> BaseResponse | tuple[Response, int] | None:
+    """Let operators (or anyone, with `public_read`) through; send other browsers to the login form."""
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    try:
+        require_operator(context().config, read_only=True, allow_session=True)
+    except Unauthorized as exc:
+        log.info("page %s refused: %s", request.path, exc.reason)
+        if request.endpoint == "pages.deployment_log":
+            return jsonify(error=exc.public_message), 401
+        if presented_token():
+            # A client that sent a token gets a plain answer; a browser asking for a basic-auth
+            # password is challenged again so the user can retype it.
+            headers = {}
+            if request.headers.get("Authorization", "").lower().startswith("basic"):
+                headers["WWW-Authenticate"] = 'Basic realm="hooksvc", charset="UTF-8"'
+            body = render_template("error.html", status=401, message="That token was not accepted.")
+            return Response(body, 401, headers)
+        return redirect(url_for("pages.login", next=_here()))
+    return None
+
+
+@bp.after_request
+def protect(response: Response) -> Response:
+    """Pages may hold internal details: no caching by proxies, no framing, no inline script."""
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    )
+    return response
+
+
+def _same_origin_post() -> bool:
+    """A POST whose Origin (when the browser sends one) is this site: login/logout CSRF defence."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    allowed = {request.host, urlsplit(context().config.server.public_url).netloc}
+    return urlsplit(origin).netloc in allowed - {""}
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> BaseResponse | tuple[str, int]:
+    target = safe_next(request.values.get("next"))
+    if request.method == "GET":
+        return render_template("login.html", next=target, error=None), 200
+    if not _same_origin_post():
+        log.warning("login refused: cross-site POST from origin %r", request.headers.get("Origin"))
+        return render_template("login.html", next=target, error="Please log in from this page."), 403
+    if not token_is_valid(context().config, request.form.get("token", "").strip()):
+        log.warning("login refused from %s: bad token", request.remote_addr)
+        return render_template("login.html", next=target, error="That token was not accepted."), 401
+    session.clear()
+    session[SESSION_FLAG] = True
+    session.permanent = True
+    log.info("operator logged in from %s", request.remote_addr)
+    return redirect(target)
+
+
+@bp.post("/logout")
+def logout() -> BaseResponse | tuple[str, int]:
+    if not _same_origin_post():
+        return render_template("error.html", status=403, message="Cross-site request refused."), 403
+    session.clear()
+    return redirect(url_for("pages.login"))
+
+
+# -- pages ---------------------------------------------------------------------------------------
+
+
+@bp.get("/")
+def dashboard() -> str:
+    ctx = context()
+    apps = []
+    for app in sorted(ctx.config.apps.values(), key=lambda a: a.name):
+        overview = app_overview(ctx.store, app)
+        overview["recent"] = recent = ctx.store.recent(app=app.name, limit=RECENT_PER_APP)
+        # What the app is doing now: a running deployment outranks a newer queued one behind it.
+        running = [d for d in recent if d.state is DeploymentState.RUNNING]
+        overview["current_state"] = str(running[0].state) if running else overview["state"]
+        apps.append(overview)
+    newest = ctx.store.recent(limit=DASHBOARD_DEPLOYMENTS)
+    busy = any(not d.state.is_final for d in newest)
+    return render_template("dashboard.html", apps=apps, deployments=newest, busy=busy)
+
+
+@bp.get("/deployments/<deployment_id>")
+def deployment(deployment_id: str) -> str:
+    store = context().store
+    dep = store.get(deployment_id)
+    lines, cursor = store.logs.read(deployment_id)
+    app = context().config.app(dep.app)
+    return render_template("deployment.html", dep=dep, app=app, lines=lines, cursor=cursor)
+
+
+@bp.get("/deployments/<deployment_id>/log.txt")
+def deployment_log_text(deployment_id: str) -> Response:
+    """The whole log as plain text (the API's log route wants a bearer token; this takes the session)."""
+    store = context().store
+    store.get(deployment_id)
+    lines, _ = store.logs.read(deployment_id)
+    return Response("".join(f"{line}\n" for line in lines), mimetype="text/plain")
+
+
+@bp.get("/deployments/<deployment_id>/log.json")
+def deployment_log(deployment_id: str) -> tuple[Response, int]:
+    """Log lines after `after` (a cursor from the page or an earlier answer) and the deployment's state.
+
+    With `wait=1` and a deployment still going, waits up to LOG_POLL_WAIT_MS for new lines. The
+    state is read before the log, so the answer that says `final` carries the last lines too.
+    """
+    store = context().store
+    after = request.args.get("after", "0-0")
+    if not _CURSOR.match(after):
+        return jsonify(error=f"'after' must be a log cursor like 1700000000000-0, got {after!r}"), 400
+    dep = store.get(deployment_id)
+    wait = request.args.get("wait") in ("1", "true") and not dep.state.is_final
+    lines, cursor = store.logs.read(deployment_id, after, block_ms=LOG_POLL_WAIT_MS if wait else None)
+    if wait and lines:
+        # Lines that came in the same instant as the woken-up read.
+        more, cursor = store.logs.read(deployment_id, cursor)
+        lines += more
+    return jsonify(
+        lines=lines,
+        cursor=cursor,
+        state=str(dep.state),
+        final=dep.state.is_final,
+        deployment=dep.to_json(),
+        duration=format_duration(duration_seconds(dep)),
+    ), 200
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+@bp.errorhandler(HooksvcError)
+def page_error(exc: HooksvcError) -> tuple[Response | str, int]:
+    """Errors of the pages as HTML (the log endpoint answers JSON like the API)."""
+    if request.endpoint == "pages.deployment_log":
+        return jsonify(error=str(exc)), exc.status_code
+    if exc.status_code >= 500:
+        log.error("%s for %s %s: %s", exc.status_code, request.method, request.path, exc)
+    message = str(exc) if isinstance(exc, NotFound) else _public_message(exc)
+    return render_template("error.html", status=exc.status_code, message=message), exc.status_code
+
+
+def _public_message(exc: HooksvcError) -> str:
+    if exc.status_code == 503:
+        return "Redis is unreachable, so deployments cannot be shown right now. Try again shortly."
+    return str(exc)
+
+
+# -- template helpers ----------------------------------------------------------------------------
+
+
+def duration_seconds(dep: Deployment, now: float | None = None) -> float | None:
+    """Start to finish, or start to now while running; None when it never started."""
+    if dep.started_at is None:
+        return None
+    end = dep.finished_at if dep.finished_at is not None else (time.time() if now is None else now)
+    return max(0.0, end - dep.started_at)
+
+
+def format_duration(seconds: float | None) -> str:
+    """`42s`, `3m 05s`, `1h 02m`; empty when unknown."""
+    if seconds is None:
+        return ""
+    total = int(round(seconds))
+    if total < 60:
+        return f"{total}s"
+    if total < 3600:
+        return f"{total // 60}m {total % 60:02d}s"
+    return f"{total // 3600}h {total % 3600 // 60:02d}m"
+
+
+def format_time(ts: float | None) -> str:
+    """An absolute UTC time a person reads: `2024-05-01 12:34:56 UTC`."""
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@bp.context_processor
+def template_helpers() -> dict[str, Any]:
+    return {
+        "duration_seconds": duration_seconds,
+        "format_duration": format_duration,
+        "format_time": format_time,
+        "format_ago": format_ago,
+        "iso_time": iso_time,
+        "short_ref": short_ref,
+        "logged_in": bool(session.get(SESSION_FLAG)),
+        "final_states": [s.value for s in DeploymentState if s.is_final],
+        "noscript_refresh": NOSCRIPT_REFRESH_SECONDS,
+    }

@@ -1,0 +1,72 @@
+"""Configs for tests: `make_config` is flaskr's `test_config`, a whole valid config in one call."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+from hooksvc.config import Config, parse_config
+
+#: Tests use their own database so a developer's data in db 0 is never flushed.
+TEST_REDIS_URL = os.environ.get("HOOKSVC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+
+def make_config(tmp_path: Path, extra: str = "", env: dict[str, str] | None = None, **server: str) -> Config:
+    """A valid config with a GitHub, a Gitea and a GitLab app, plus whatever `extra` TOML adds."""
+    environ = {
+        "HOOKSVC_API_TOKENS": "op-token-1,op-token-2",
+        "SHOP_SECRET": "shop-webhook-secret",
+        "BLOG_SECRET": "blog-webhook-secret",
+        "WIKI_SECRET": "wiki-webhook-secret",
+        "GH_TOKEN": "gh-api-token",
+        "REDIS_URL": TEST_REDIS_URL,
+        **(env or {}),
+    }
+    server_lines = "\n".join(f"{k} = {v}" for k, v in server.items())
+    text = textwrap.dedent(f"""
+        [server]
+        public_url = "http://deploy.test"
+        {server_lines}
+
+        [worker]
+        state_dir = "{tmp_path / 'state'}"
+
+        [hosts.github]
+        kind = "github"
+        api_url = "http://127.0.0.1:9/github"
+        token_env = "GH_TOKEN"
+
+        [hosts.gitea]
+        kind = "gitea"
+        api_url = "http://127.0.0.1:9/gitea"
+        token_env = "GH_TOKEN"
+
+        [hosts.gitlab]
+        kind = "gitlab"
+        api_url = "http://127.0.0.1:9/gitlab"
+        token_env = "GH_TOKEN"
+
+        [apps.shop]
+        host = "github"
+        repo = "acme/shop"
+        clone_url = "{tmp_path / 'origin-shop.git'}"
+        branch = "main"
+        secret_env = "SHOP_SECRET"
+
+        [apps.blog]
+        host = "gitea"
+        repo = "acme/blog"
+        clone_url = "{tmp_path / 'origin-blog.git'}"
+        tags = "v*"
+        secret_env = "BLOG_SECRET"
+
+        [apps.wiki]
+        host = "gitlab"
+        repo = "acme/wiki"
+        clone_url = "{tmp_path / 'origin-wiki.git'}"
+        branch = "release/*"
+        secret_env = "WIKI_SECRET"
+    """) + textwrap.dedent(extra)
+    return parse_config(text, str(tmp_path / "hooksvc.toml"), environ)

@@ -1,0 +1,26 @@
+"""Reading the outbox and its counters back, for assertions."""
+
+from __future__ import annotations
+
+import redis
+
+from hooksvc import keys
+
+#: Every counter the outbox sender keeps.
+OUTBOX_COUNTERS = (
+    keys.STATUS_SENT, keys.STATUS_FAILURES, keys.STATUS_DROPPED,
+    keys.NOTIFY_SENT, keys.NOTIFY_FAILURES, keys.NOTIFY_DROPPED,
+)
+
+
+def read_counters(connection: redis.Redis) -> dict[str, dict[str, int]]:
+    """`{redis key: {host kind or target: count}}` for every outbox counter."""
+    out: dict[str, dict[str, int]] = {}
+    for key in OUTBOX_COUNTERS:
+        out[key] = {k.decode(): int(v) for k, v in connection.hgetall(key).items()}
+    return out
+
+
+def outbox_backlog(connection: redis.Redis) -> int:
+    """How many lanes hold undelivered events."""
+    return int(connection.zcard(keys.OUTBOX_DUE))

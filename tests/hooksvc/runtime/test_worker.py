@@ -1,0 +1,323 @@
+"""End to end: signed webhook → Redis → real `hooksvc worker` processes → git → compose → live.
+
+Everything is real (Redis, the Docker engine, git repositories, RQ workers in their own
+processes) except the git host's status API, which is the checking stand-in of fake_git_host.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+import redis as redis_lib
+from flask.testing import FlaskClient
+
+from hooksvc import keys
+from hooksvc.config import Config, load_config
+from hooksvc.deployments import Deployment, DeploymentState, NewDeployment, Trigger
+from hooksvc.store import DeploymentStore
+from hooksvc.web import create_app
+from tests.helpers.config import TEST_REDIS_URL
+from tests.helpers.docker import HealthyProxy, LoadLoop, get_text, wait_for, write_sample_app
+from tests.helpers.fake_git_host import FakeGitHost
+from tests.helpers.git import GitOrigin
+from tests.helpers.payloads import github_push, github_request
+
+pytestmark = pytest.mark.docker
+
+SECRET = "web-webhook-secret"
+GH_TOKEN = "gh-status-token"
+#: A deployment of the sample app takes a few seconds; this bounds a stuck one.
+DEPLOY_TIMEOUT = 90.0
+
+
+def app_files(tmp: Path, version: str, **kwargs: bool) -> dict[str, str | bytes | None]:
+    """The files of the sample app at `version`, as a commit's file map."""
+    root = write_sample_app(tmp / f"src-{version}", version, **kwargs)
+    files: dict[str, str | bytes | None] = {
+        str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()
+    }
+    if not kwargs.get("healthy", True):
+        files["www/health"] = None
+    return files
+
+
+class Harness:
+    """One app `web` on a git origin, its config, a webhook client, and worker processes."""
+
+    def __init__(
+        self, tmp: Path, origin: GitOrigin, project: str, host: FakeGitHost, redis: redis_lib.Redis
+    ) -> None:
+        self.tmp = tmp
+        self.origin = origin
+        self.project = project
+        self.host = host
+        self.env = {**os.environ, "WEB_SECRET": SECRET, "GH_TOKEN": GH_TOKEN, "HOOKSVC_API_TOKENS": "op"}
+        self.env.pop("REDIS_URL", None)
+        self.config_path = tmp / "hooksvc.toml"
+        self.config_path.write_text(textwrap.dedent(f"""
+            [server]
+            public_url = "http://deploy.test"
+            [redis]
+            url = "{TEST_REDIS_URL}"
+            [worker]
+            state_dir = "{tmp / 'state'}"
+            keep_releases = 2
+            [hosts.github]
+            kind = "github"
+            api_url = "{host.url}/github"
+            token_env = "GH_TOKEN"
+            [apps.web]
+            host = "github"
+            repo = "acme/web"
+            clone_url = "{origin.path}"
+            branch = "main"
+            secret_env = "WEB_SECRET"
+            project = "{project}"
+            health_timeout = "40s"
+            start_grace = "2s"
+        """))
+        self.config: Config = load_config(str(self.config_path), self.env)
+        self.redis = redis
+        self.store = DeploymentStore(redis)
+        self.client: FlaskClient = create_app(self.config, connection=redis).test_client()
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def commit(self, version: str, **kwargs: bool) -> str:
+        return self.origin.commit(f"release {version}", app_files(self.tmp, version, **kwargs))
+
+    def push(self, sha: str, before: str | None = None, forced: bool = False) -> str:
+        """Send GitHub's push webhook for `sha` on main; returns the queued deployment's id."""
+        hook = github_request(github_push(repo="acme/web", after=sha, before=before, forced=forced), SECRET)
+        resp = self.client.open("/hooks/github", **hook.client_kwargs())
+        assert resp.status_code == 202, resp.json
+        return str(resp.json["deployments"][0]["id"])
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        log = (self.tmp / f"worker-{len(self.workers)}.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hooksvc.cli", "--config", str(self.config_path), "worker"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.workers.append(proc)
+        return proc
+
+    def wait(self, deployment_id: str, timeout: float = DEPLOY_TIMEOUT) -> Deployment:
+        assert wait_for(lambda: self.store.get(deployment_id).state.is_final, timeout), (
+            f"deployment {deployment_id} did not end: " + "\n".join(self.store.logs.read(deployment_id)[0][-30:])
+        )
+        return self.store.get(deployment_id)
+
+    def wait_for_log(self, deployment_id: str, text: str, timeout: float = DEPLOY_TIMEOUT) -> None:
+        assert wait_for(lambda: any(text in line for line in self.store.logs.read(deployment_id)[0]), timeout)
+
+    def statuses(self, sha: str) -> list[str]:
+        return self.host.statuses("github", sha, "hooksvc/web")
+
+    def stop(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.workers:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def harness(tmp_path: Path, make_git_origin: object, compose_project: str, base_image: str,
+            redis: redis_lib.Redis) -> Iterator[Harness]:
+    origin = make_git_origin("web")  # type: ignore[operator]
+    with FakeGitHost(tokens={"github": GH_TOKEN}) as host:
+        h = Harness(tmp_path, origin, compose_project, host, redis)
+        try:
+            yield h
+        finally:
+            h.stop()
+
+
+@pytest.fixture
+def proxy(harness: Harness, docker_client: docker.DockerClient) -> Iterator[str]:
+    with HealthyProxy(docker_client, harness.project, "web") as p:
+        yield p.url
+
+
+def serves(url: str, version: str) -> bool:
+    return get_text(f"{url}/version.txt") == (200, version)
+
+
+class TestPushToLive:
+    def test_push_deploys_rolls_and_keeps_old_version_on_failures(self, harness: Harness, proxy: str) -> None:
+        """v1 deploys; v2 rolls in with 0 failed requests; unhealthy v3 and unbuildable v4 fail while v2 serves."""
+        harness.start_worker()
+        v1 = harness.commit("v1")
+        d1 = harness.wait(harness.push(v1))
+        assert d1.state is DeploymentState.SUCCEEDED, d1.error
+        assert wait_for(lambda: serves(proxy, "v1"), 20)
+
+        v2 = harness.commit("v2")
+        with LoadLoop(f"{proxy}/version.txt", rate=25, max_seconds=DEPLOY_TIMEOUT) as load:
+            d2 = harness.wait(harness.push(v2, before=v1))
+            assert wait_for(lambda: serves(proxy, "v2"), 20)
+            time.sleep(1)
+        report = load.stop()
+        assert d2.state is DeploymentState.SUCCEEDED, d2.error
+        assert report.failed == 0, report.failures[:5]
+        assert report.versions["v1"] > 0 and report.versions["v2"] > 0
+        assert d2.previous_sha == v1
+
+        v3 = harness.commit("v3", healthy=False)
+        with LoadLoop(f"{proxy}/version.txt", rate=25, max_seconds=DEPLOY_TIMEOUT) as load:
+            d3 = harness.wait(harness.push(v3, before=v2))
+        report = load.stop()
+        assert d3.state is DeploymentState.FAILED
+        assert "unhealthy" in d3.error or "health" in d3.error
+        assert report.failed == 0 and set(report.versions) == {"v2"}
+
+        v4 = harness.commit("v4", build_fails=True)
+        d4 = harness.wait(harness.push(v4, before=v3))
+        assert d4.state is DeploymentState.FAILED and "build" in d4.error.lower()
+        assert serves(proxy, "v2")
+        live = harness.store.live("web")
+        assert live is not None and live.sha == v2
+
+        # Each commit got pending (queued), pending (started) and its final status, in order.
+        assert wait_for(lambda: harness.statuses(v4)[-1:] == ["failure"], 30)
+        assert harness.statuses(v1) == ["pending", "pending", "success"]
+        assert harness.statuses(v2) == ["pending", "pending", "success"]
+        assert harness.statuses(v3) == ["pending", "pending", "failure"]
+        assert harness.statuses(v4) == ["pending", "pending", "failure"]
+        assert harness.host.violations == []
+
+
+class TestRefusals:
+    def test_stale_push_is_skipped_and_foreign_sha_refused(self, harness: Harness) -> None:
+        """An ancestor of the live sha is skipped as stale; a sha not on the branch is refused."""
+        harness.start_worker()
+        old = harness.commit("v1")
+        new = harness.commit("v2")
+        # v2 is live (as if deployed earlier); a delayed webhook for v1 must not move the app back.
+        manual = NewDeployment("web", new, "refs/heads/main", Trigger.MANUAL)
+        done = harness.store.intake.submit([manual]).deployments[0]
+        harness.store.cancel(done.id)
+        harness.redis.hset("hooksvc:app:web:live", mapping={"sha": new, "deployment_id": done.id, "since": "0"})
+        stale = harness.wait(harness.push(old, before="0" * 40))
+        assert stale.state is DeploymentState.SKIPPED and "stale" in stale.error
+
+        other = harness.origin.commit("feature", {"x.txt": "x"}, branch="feature", start=old)
+        refused = harness.wait(harness.push(other, before=new))
+        assert refused.state is DeploymentState.FAILED
+        assert "is not on refs/heads/main" in refused.error
+        assert wait_for(lambda: harness.statuses(other)[-1:] == ["failure"], 30)
+        assert harness.statuses(old)[-1] == "success"  # skipped: nothing wrong with that commit
+
+
+class TestOneAtATime:
+    def test_two_workers_never_run_one_app_twice_at_once(self, harness: Harness) -> None:
+        """With two workers and a burst of pushes, deployments of one app never overlap in time."""
+        harness.start_worker()
+        harness.start_worker()
+        shas = [harness.commit(f"v{i}") for i in range(1, 5)]
+        first = harness.push(shas[0])
+        harness.wait_for_log(first, "rolling out")
+        later = [harness.push(sha) for sha in shas[1:]]
+        ran = [harness.wait(i) for i in [first, *later]]
+        states = [d.state for d in ran]
+        assert states == [DeploymentState.SUCCEEDED, DeploymentState.SUPERSEDED,
+                          DeploymentState.SUPERSEDED, DeploymentState.SUCCEEDED]
+        intervals = sorted((d.started_at, d.finished_at) for d in ran if d.started_at is not None)
+        assert len(intervals) == 2
+        (_, end_a), (start_b, _) = intervals
+        assert end_a is not None and start_b is not None and end_a <= start_b
+        assert harness.statuses(shas[1])[-1] == "error"  # superseded commits get a final status too
+
+
+def kill_process_tree(worker: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a worker and its RQ work horse (which runs in a session of its own), as a crash would."""
+    children = [
+        int(p.name) for p in Path("/proc").iterdir()
+        if p.name.isdigit() and _parent_pid(p) == worker.pid
+    ]
+    for child in children:
+        os.killpg(child, signal.SIGKILL)
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=10)
+
+
+def _parent_pid(proc_dir: Path) -> int | None:
+    try:
+        return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class TestWorkerDeath:
+    def test_killed_worker_ends_error_and_the_next_rollout_cleans_up(
+        self, harness: Harness, proxy: str, docker_client: docker.DockerClient
+    ) -> None:
+        """SIGKILL mid-rollout: it ends error, the lock is freed, v1 keeps serving, the next rollout cleans up."""
+        worker = harness.start_worker()
+        v1 = harness.commit("v1")
+        assert harness.wait(harness.push(v1)).state is DeploymentState.SUCCEEDED
+        v2 = harness.commit("v2")
+        d2 = harness.push(v2, before=v1)
+        harness.wait_for_log(d2, "to be healthy")
+        kill_process_tree(worker)
+        harness.start_worker()
+        died = harness.wait(d2, timeout=60)
+        assert died.state is DeploymentState.ERROR and "worker" in died.error
+        assert harness.redis.get(keys.app_lock("web")) is None
+        # The old container was never touched; a new one the dead worker started may be serving beside it.
+        assert get_text(f"{proxy}/version.txt")[0] == 200
+        assert wait_for(lambda: harness.statuses(v2)[-1:] == ["error"], 30)
+
+        v3 = harness.commit("v3")
+        d3 = harness.wait(harness.push(v3, before=v2))
+        assert d3.state is DeploymentState.SUCCEEDED, d3.error
+        assert wait_for(lambda: serves(proxy, "v3"), 20)
+        web = docker_client.containers.list(all=True, filters={
+            "label": [f"com.docker.compose.project={harness.project}", "com.docker.compose.service=web"]})
+        assert len(web) == 1, [c.name for c in web]
+
+
+class TestCommandLine:
+    def test_deploy_and_rollback_wait_for_the_result(self, harness: Harness, proxy: str) -> None:
+        """`hooksvc deploy --wait` and `hooksvc rollback --wait` show progress and exit 0 on success."""
+        harness.start_worker()
+        v1 = harness.commit("v1")
+        cli = [sys.executable, "-m", "hooksvc.cli", "--config", str(harness.config_path)]
+        first = subprocess.run([*cli, "deploy", "web", "--wait"], env=harness.env, capture_output=True,
+                               text=True, timeout=DEPLOY_TIMEOUT)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "==> rolling out" in first.stdout and "succeeded" in first.stdout
+        assert v1 in first.stdout
+        v2 = harness.commit("v2")
+        second = subprocess.run([*cli, "deploy", "web", "--sha", v2, "--wait"], env=harness.env,
+                                capture_output=True, text=True, timeout=DEPLOY_TIMEOUT)
+        assert second.returncode == 0 and serves(proxy, "v2")
+        back = subprocess.run([*cli, "rollback", "web", "--wait"], env=harness.env, capture_output=True,
+                              text=True, timeout=DEPLOY_TIMEOUT)
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert wait_for(lambda: serves(proxy, "v1"), 20)
+        status = subprocess.run([*cli, "status", "web"], env=harness.env, capture_output=True, text=True,
+                                timeout=30)
+        assert v1[:12] in status.stdout and "rollback" in status.stdout
+
+    def test_deploy_wait_exits_non_zero_on_failure(self, harness: Harness) -> None:
+        """`hooksvc deploy --wait` exits 1 when the deployment fails."""
+        harness.start_worker()
+        harness.commit("v1", build_fails=True)
+        cli = [sys.executable, "-m", "hooksvc.cli", "--config", str(harness.config_path)]
+        result = subprocess.run([*cli, "deploy", "web", "--wait"], env=harness.env, capture_output=True,
+                                text=True, timeout=DEPLOY_TIMEOUT)
+        assert result.returncode == 1
+        assert "failed" in result.stdout

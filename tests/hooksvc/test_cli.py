@@ -1,0 +1,106 @@
+"""The command line as operators use it: `hooksvc run` and `hooksvc check-config`, as real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.config import TEST_REDIS_URL
+from tests.helpers.docker import get_text, wait_for
+from tests.helpers.redis_server import free_port
+
+CLI = [sys.executable, "-m", "hooksvc.cli"]
+
+
+def write_config(tmp_path: Path, redis_url: str | None, port: int = 8080) -> Path:
+    redis_table = f'[redis]\nurl = "{redis_url}"\n' if redis_url else ""
+    path = tmp_path / "hooksvc.toml"
+    path.write_text(textwrap.dedent(f"""
+        [server]
+        listen = "127.0.0.1:{port}"
+        [worker]
+        state_dir = "{tmp_path / 'state'}"
+        [hosts.gh]
+        kind = "github"
+        api_url = "https://api.github.com"
+        [apps.shop]
+        host = "gh"
+        repo = "acme/shop"
+        clone_url = "{tmp_path / 'origin.git'}"
+        secret_env = "SHOP_SECRET"
+    """) + redis_table)
+    return path
+
+
+def env_without_redis() -> dict[str, str]:
+    env = {**os.environ, "SHOP_SECRET": "s"}
+    env.pop("REDIS_URL", None)
+    return env
+
+
+class TestRun:
+    def test_run_starts_private_redis_web_and_workers_and_stops_on_sigterm(self, tmp_path: Path) -> None:
+        """Without a configured Redis, `hooksvc run` starts its own, serves, and stops it all on SIGTERM."""
+        port = free_port()
+        config = write_config(tmp_path, redis_url=None, port=port)
+        proc = subprocess.Popen([*CLI, "--config", str(config), "run", "--workers", "1"], env=env_without_redis(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            assert wait_for(lambda: get_text(f"http://127.0.0.1:{port}/healthz")[0] == 200, 30)
+            assert (tmp_path / "state" / "redis" / "redis.sock").exists()
+            assert wait_for(lambda: _workers_registered(tmp_path / "state" / "redis" / "redis.sock") == 1, 20)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=40) == 0
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        time.sleep(0.5)
+        assert get_text(f"http://127.0.0.1:{port}/healthz")[0] == 0
+        assert not (tmp_path / "state" / "redis" / "redis.sock").exists()
+
+
+def _workers_registered(sock: Path) -> int:
+    import redis
+    from rq import Worker
+
+    try:
+        return len(Worker.all(connection=redis.Redis(unix_socket_path=str(sock))))
+    except redis.ConnectionError:
+        return -1
+
+
+class TestCheckConfig:
+    def test_reachable_services_pass(self, tmp_path: Path, redis_url: str) -> None:
+        """check-config with Redis, Docker, compose and git reachable exits 0 and says ok for each."""
+        config = write_config(tmp_path, redis_url=TEST_REDIS_URL)
+        result = subprocess.run([*CLI, "--config", str(config), "check-config"], env=env_without_redis(),
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        for name in ("redis", "git", "docker (local)", "compose"):
+            assert any(line.strip().startswith(name) and line.rstrip().endswith("ok")
+                       for line in result.stdout.splitlines()), result.stdout
+
+    def test_unreachable_redis_fails(self, tmp_path: Path) -> None:
+        """check-config names an unreachable Redis and exits 1."""
+        config = write_config(tmp_path, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+        result = subprocess.run([*CLI, "--config", str(config), "check-config"], env=env_without_redis(),
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1
+        assert "redis" in result.stdout and "FAILED" in result.stdout
+
+
+@pytest.mark.parametrize("argv", [["status"], ["logs", "999"]])
+def test_commands_report_redis_outage_clearly(tmp_path: Path, argv: list[str]) -> None:
+    """With Redis unreachable, operator commands exit 1 with a readable message instead of a traceback."""
+    config = write_config(tmp_path, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    result = subprocess.run([*CLI, "--config", str(config), *argv], env=env_without_redis(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "Redis is unreachable" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,175 @@
+"""Configuration: validated fully, every problem named with file and key, secrets never in the file."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from hooksvc.cli import main
+from hooksvc.config import Secret, parse_config, parse_duration
+from hooksvc.errors import ConfigError
+from tests.helpers.config import make_config
+
+MINIMAL = """
+[hosts.gh]
+kind = "github"
+api_url = "https://api.github.com"
+
+[apps.shop]
+host = "gh"
+repo = "acme/shop"
+clone_url = "https://github.com/acme/shop.git"
+secret_env = "SHOP_SECRET"
+"""
+
+
+def problems_of(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "/etc/hooksvc.toml", env or {})
+    return info.value.problems
+
+
+class TestValidConfig:
+    def test_minimal_config_gets_documented_defaults(self) -> None:
+        """A config with one host and one app fills every other key with its default."""
+        config = parse_config(MINIMAL, "/etc/hooksvc.toml", {"SHOP_SECRET": "s3"})
+        app = config.apps["shop"]
+        assert app.branch == "main" and app.project == "shop" and app.strategy == "rolling"
+        assert app.status_context == "hooksvc/shop"
+        assert app.compose_files == ("docker-compose.yml",)
+        assert config.server.max_body_bytes == 5 * 1024 * 1024
+        assert app.secret.reveal() == "s3"
+
+    def test_config_is_immutable(self, tmp_path: Path) -> None:
+        """The loaded config cannot be changed after validation."""
+        config = make_config(tmp_path)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            config.server.public_read = True  # type: ignore[misc]
+
+    def test_example_config_is_valid(self, tmp_path: Path) -> None:
+        """config.example.toml validates once its secret variables and key file exist."""
+        root = Path(__file__).resolve().parents[2]
+        key = tmp_path / "deploy_key"
+        key.write_text("not a real key")
+        text = (root / "config.example.toml").read_text().replace("/run/secrets/shop_deploy_key", str(key))
+        env = {
+            "HOOKSVC_API_TOKENS": "t", "GITHUB_TOKEN": "g", "GITEA_TOKEN": "g", "GITLAB_TOKEN": "g",
+            "SHOP_WEBHOOK_SECRET": "s", "BLOG_WEBHOOK_SECRET": "s", "WIKI_WEBHOOK_SECRET": "s",
+            "NOTIFY_SECRET": "n", "SLACK_WEBHOOK_URL": "https://hooks.slack.invalid/x",
+        }
+        config = parse_config(text, "config.example.toml", env)
+        assert set(config.apps) == {"shop", "blog", "wiki"}
+        assert config.apps["shop"].compose_files == ("docker-compose.yml", "docker-compose.prod.yml")
+
+    def test_secret_from_file(self, tmp_path: Path) -> None:
+        """`*_file` reads a secret from a file, as Docker secrets provide them."""
+        secret_file = tmp_path / "shop.secret"
+        secret_file.write_text("from-file\n")
+        text = MINIMAL.replace('secret_env = "SHOP_SECRET"', f'secret_file = "{secret_file}"')
+        assert parse_config(text, "x.toml", {}).apps["shop"].secret.reveal() == "from-file"
+
+    def test_redis_url_env_overrides_file(self) -> None:
+        """$REDIS_URL overrides `[redis] url` and marks Redis as explicitly configured."""
+        config = parse_config(MINIMAL, "x.toml", {"SHOP_SECRET": "s", "REDIS_URL": "redis://10.0.0.9:6379/2"})
+        assert config.redis.url == "redis://10.0.0.9:6379/2" and not config.redis.implicit
+
+    def test_ref_matching_with_globs(self, tmp_path: Path) -> None:
+        """Branch and tag patterns are globs over the short name, and a branch never matches a tag."""
+        config = make_config(tmp_path)
+        assert config.apps["wiki"].matches_ref("refs/heads/release/1.2")
+        assert not config.apps["wiki"].matches_ref("refs/heads/main")
+        assert config.apps["blog"].matches_ref("refs/tags/v1.0")
+        assert not config.apps["blog"].matches_ref("refs/heads/v1.0")
+
+    @pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("1.5m", 90), ("2h", 7200), ("250ms", 0.25), (12, 12)])
+    def test_durations(self, text: str | int, seconds: float) -> None:
+        """Durations accept s, m, h, ms and bare numbers of seconds."""
+        assert parse_duration(text) == seconds
+
+
+class TestInvalidConfig:
+    def test_every_problem_is_reported_at_once_with_file_and_key(self) -> None:
+        """Several mistakes are all listed, each naming the file and the key."""
+        text = MINIMAL + '\nstrategy = "blue-green"\nhealth_timeout = "soon"\n[server]\nlisten = "nowhere"\n'
+        problems = problems_of(text)
+        joined = "\n".join(problems)
+        assert "/etc/hooksvc.toml: apps.shop.strategy: expected one of rolling, recreate, got 'blue-green'" in joined
+        assert "apps.shop.health_timeout" in joined
+        assert "server.listen: expected HOST:PORT" in joined
+        assert "apps.shop.secret_env: environment variable SHOP_SECRET is not set" in joined
+        assert all(p.startswith("/etc/hooksvc.toml: ") for p in problems)
+
+    def test_swarm_is_refused_when_the_config_is_read_not_when_a_deployment_runs(self) -> None:
+        """`strategy = "swarm"` is not built yet: the config says so at once, instead of accepting it and
+        failing every deployment later."""
+        problems = problems_of(MINIMAL + '\nstrategy = "swarm"\n')
+        assert any("apps.shop.strategy: 'swarm' is not available in this version" in p for p in problems)
+
+    def test_secret_written_in_the_file_is_refused(self) -> None:
+        """A secret value in the file itself is an error that points at *_env and *_file."""
+        text = MINIMAL.replace('secret_env = "SHOP_SECRET"', 'secret = "hunter2"')
+        problems = problems_of(text)
+        assert any("apps.shop.secret: secrets may not be written in the config file" in p for p in problems)
+        assert not any("hunter2" in p for p in problems)
+
+    def test_compose_files_may_not_escape_the_repository(self) -> None:
+        """Compose file paths outside the repository root are refused."""
+        text = MINIMAL + 'compose_files = ["../evil.yml", "/etc/compose.yml", "ok/../../x.yml", "deploy/ok.yml"]\n'
+        problems = problems_of(text, {"SHOP_SECRET": "s"})
+        assert sum("compose_files[" in p for p in problems) == 3
+        assert not any("compose_files[3]" in p for p in problems)
+
+    def test_unknown_keys_and_hosts_are_named(self) -> None:
+        """A misspelt key and a reference to a missing host are both reported."""
+        text = MINIMAL.replace('host = "gh"', 'host = "gitea"') + 'brnach = "main"\n'
+        problems = problems_of(text, {"SHOP_SECRET": "s"})
+        assert any("apps.shop.brnach: unknown key" in p for p in problems)
+        assert any("apps.shop.host: no [hosts.gitea] table" in p for p in problems)
+
+    def test_branch_and_tags_together_are_refused(self) -> None:
+        """An app deploys either a branch or tags, not both."""
+        problems = problems_of(MINIMAL + 'branch = "main"\ntags = "v*"\n', {"SHOP_SECRET": "s"})
+        assert any("apps.shop.tags: give either branch or tags" in p for p in problems)
+
+    def test_two_apps_on_one_compose_project_are_refused(self) -> None:
+        """Two apps may not share one compose project on the same Docker engine."""
+        text = MINIMAL + '\n[apps.shop2]\nhost = "gh"\nrepo = "acme/shop2"\nclone_url = "x"\n' \
+            'secret_env = "SHOP_SECRET"\nproject = "shop"\n'
+        problems = problems_of(text, {"SHOP_SECRET": "s"})
+        assert any("apps.shop2.project: compose project 'shop' is already used by app 'shop'" in p for p in problems)
+
+    def test_invalid_toml_names_the_file(self) -> None:
+        """A syntax error names the file."""
+        problems = problems_of("[server\n")
+        assert problems[0].startswith("/etc/hooksvc.toml: not valid TOML")
+
+
+class TestSecret:
+    def test_secret_never_shows_in_repr(self, tmp_path: Path) -> None:
+        """Secrets print as *** in reprs of the whole config."""
+        config = make_config(tmp_path)
+        text = repr(config)
+        for value in config.secrets():
+            assert value not in text
+        assert repr(Secret("x")) == "Secret('***')"
+
+
+class TestCheckConfigCommand:
+    def test_check_config_lists_every_problem_and_exits_non_zero(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`hooksvc check-config` prints every problem (missing secret variables included) and exits 2."""
+        path = tmp_path / "bad.toml"
+        path.write_text(MINIMAL + 'strategy = "yolo"\n')
+        monkeypatch.delenv("SHOP_SECRET", raising=False)
+        assert main(["--config", str(path), "check-config"]) == 2
+        err = capsys.readouterr().err
+        assert f"{path}: apps.shop.strategy" in err
+        assert f"{path}: apps.shop.secret_env: environment variable SHOP_SECRET is not set" in err
+
+    def test_missing_config_file_is_a_clear_error(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A config path that does not exist is named in the error."""
+        assert main(["--config", str(tmp_path / "nope.toml"), "check-config"]) == 2
+        assert "nope.toml: cannot read the configuration" in capsys.readouterr().err

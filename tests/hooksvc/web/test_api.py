@@ -1,0 +1,155 @@
+"""The operator API (docs/contract.md, HTTP interface) through Flask's test client, against a real Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+from flask.testing import FlaskClient
+
+from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
+from hooksvc.store import DeploymentStore
+from hooksvc.web import create_app
+from tests.helpers.config import make_config
+
+AUTH = {"Authorization": "Bearer op-token-1"}
+SHA_A, SHA_B = "a" * 40, "b" * 40
+
+
+def succeed(store: DeploymentStore, app: str, sha: str) -> str:
+    dep = store.intake.submit([NewDeployment(app, sha, "refs/heads/main", Trigger.PUSH)]).deployments[0]
+    store.start(dep.id, "")
+    store.finish(dep.id, DeploymentState.SUCCEEDED, live_sha=sha)
+    return dep.id
+
+
+class TestAuthentication:
+    @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic !!"}])
+    def test_missing_or_bad_token_is_401_json(self, client: FlaskClient, headers: dict[str, str]) -> None:
+        """Without a valid bearer token every API route answers 401 with a JSON error."""
+        resp = client.get("/api/apps", headers=headers)
+        assert resp.status_code == 401
+        assert resp.json == {"error": "signature or token rejected"}
+
+    def test_every_configured_token_works(self, client: FlaskClient) -> None:
+        """Each token of the comma-separated list is accepted."""
+        for token in ("op-token-1", "op-token-2"):
+            assert client.get("/api/apps", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+    def test_public_read_opens_reads_but_not_writes(self, tmp_path: Path, redis: redis_lib.Redis) -> None:
+        """With public_read, GETs need no token but deploys still do."""
+        client = create_app(make_config(tmp_path, public_read="true"), connection=redis, listeners=[]).test_client()
+        assert client.get("/api/apps").status_code == 200
+        assert client.post("/api/apps/shop/deploy").status_code == 401
+
+    def test_healthz_needs_no_token(self, client: FlaskClient) -> None:
+        """/healthz answers 200 without a token while Redis answers."""
+        resp = client.get("/healthz")
+        assert resp.status_code == 200 and resp.json["ok"] is True
+
+
+class TestDeploy:
+    def test_manual_deploy_of_the_branch_head(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """A deploy without sha queues the head of the configured branch for the worker to resolve."""
+        resp = client.post("/api/apps/shop/deploy", headers=AUTH)
+        assert resp.status_code == 202
+        body = resp.json
+        assert body["state"] == "queued" and body["trigger"] == "manual" and body["ref"] == "refs/heads/main"
+        assert store.get(body["id"]).forced
+
+    def test_manual_deploy_of_a_sha(self, client: FlaskClient) -> None:
+        """A deploy may name an exact sha."""
+        resp = client.post("/api/apps/shop/deploy", headers=AUTH, json={"sha": SHA_A})
+        assert resp.status_code == 202 and resp.json["sha"] == SHA_A
+
+    @pytest.mark.parametrize("body", [{"sha": "not-hex"}, {"ref": "../etc"}, {"sha": 42}])
+    def test_bad_body_is_400(self, client: FlaskClient, body: dict[str, object]) -> None:
+        """An invalid sha or ref is refused with a reason."""
+        resp = client.post("/api/apps/shop/deploy", headers=AUTH, json=body)
+        assert resp.status_code == 400 and "is not a valid" in resp.json["error"]
+
+    def test_non_object_body_is_400(self, client: FlaskClient) -> None:
+        """A body that is not a JSON object is refused."""
+        resp = client.post("/api/apps/shop/deploy", headers=AUTH, data="[1]", content_type="application/json")
+        assert resp.status_code == 400
+
+    def test_tag_app_needs_a_ref(self, client: FlaskClient) -> None:
+        """An app deploying tags has no 'head': the request must name a tag or sha."""
+        resp = client.post("/api/apps/blog/deploy", headers=AUTH)
+        assert resp.status_code == 400 and "give a 'ref' or a 'sha'" in resp.json["error"]
+
+    def test_unknown_app_is_404(self, client: FlaskClient) -> None:
+        """Deploying an app that is not configured answers 404."""
+        resp = client.post("/api/apps/nope/deploy", headers=AUTH)
+        assert resp.status_code == 404 and resp.json == {"error": "no app 'nope'"}
+
+
+class TestRollback:
+    def test_rollback_redeploys_the_previous_successful_release(self, client: FlaskClient,
+                                                                 store: DeploymentStore) -> None:
+        """Rollback queues the last succeeded sha before the live one."""
+        succeed(store, "shop", SHA_A)
+        succeed(store, "shop", SHA_B)
+        resp = client.post("/api/apps/shop/rollback", headers=AUTH)
+        assert resp.status_code == 202
+        assert resp.json["sha"] == SHA_A and resp.json["trigger"] == "rollback"
+
+    def test_rollback_without_history_is_409(self, client: FlaskClient) -> None:
+        """With nothing to roll back to, the answer says so."""
+        resp = client.post("/api/apps/shop/rollback", headers=AUTH)
+        assert resp.status_code == 409 and "no earlier successful release" in resp.json["error"]
+
+    def test_rollback_to_a_sha(self, client: FlaskClient) -> None:
+        """`to` picks the release explicitly."""
+        resp = client.post("/api/apps/shop/rollback", headers=AUTH, json={"to": SHA_B})
+        assert resp.status_code == 202 and resp.json["sha"] == SHA_B
+
+
+class TestDeploymentsAndApps:
+    def test_cancel_a_queued_deployment(self, client: FlaskClient) -> None:
+        """A queued deployment can be cancelled; cancelling again is a 409 conflict."""
+        dep_id = client.post("/api/apps/shop/deploy", headers=AUTH).json["id"]
+        resp = client.post(f"/api/deployments/{dep_id}/cancel", headers=AUTH)
+        assert resp.status_code == 200 and resp.json["state"] == "cancelled"
+        assert client.post(f"/api/deployments/{dep_id}/cancel", headers=AUTH).status_code == 409
+        assert client.post("/api/deployments/12345/cancel", headers=AUTH).status_code == 404
+
+    def test_list_filters_and_validation(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """Deployments list newest first, filter by app and state, and refuse bad filters."""
+        first = succeed(store, "shop", SHA_A)
+        second = client.post("/api/apps/shop/deploy", headers=AUTH).json["id"]
+        ids = [d["id"] for d in client.get("/api/deployments?app=shop", headers=AUTH).json["deployments"]]
+        assert ids == [second, first]
+        ok = client.get("/api/deployments?state=succeeded&limit=5", headers=AUTH).json["deployments"]
+        assert [d["id"] for d in ok] == [first]
+        assert client.get("/api/deployments?state=nope", headers=AUTH).status_code == 400
+        assert client.get("/api/deployments?limit=0", headers=AUTH).status_code == 400
+        assert client.get("/api/deployments?app=nope", headers=AUTH).status_code == 404
+
+    def test_get_one_deployment_has_every_record_field(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """One deployment's JSON carries every field of its record (docs/contract.md, Deployments)."""
+        dep_id = succeed(store, "shop", SHA_A)
+        body = client.get(f"/api/deployments/{dep_id}", headers=AUTH).json
+        for key in ("id", "app", "sha", "ref", "trigger", "delivery_id", "state", "created_at", "started_at",
+                    "finished_at", "previous_sha", "error"):
+            assert key in body
+        assert body["state"] == "succeeded" and body["finished_at"].endswith("Z")
+        assert client.get("/api/deployments/999", headers=AUTH).status_code == 404
+
+    def test_apps_show_live_sha_and_last_deployment(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """GET /api/apps lists every app with its live sha and state."""
+        succeed(store, "shop", SHA_A)
+        apps = {a["name"]: a for a in client.get("/api/apps", headers=AUTH).json["apps"]}
+        assert set(apps) == {"shop", "blog", "wiki"}
+        assert apps["shop"]["live_sha"] == SHA_A and apps["shop"]["state"] == "succeeded"
+        assert apps["blog"]["live_sha"] is None
+
+    def test_log_plain_and_followed(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """The log is plain text; with follow=1 it streams until the deployment is final."""
+        dep_id = succeed(store, "shop", SHA_A)
+        store.logs.append(dep_id, "extra line")
+        resp = client.get(f"/api/deployments/{dep_id}/log", headers=AUTH)
+        assert resp.mimetype == "text/plain" and "finished: succeeded" in resp.text
+        followed = client.get(f"/api/deployments/{dep_id}/log?follow=1", headers=AUTH)
+        assert followed.text.splitlines()[-1] == "extra line"

@@ -1,0 +1,638 @@
+"""The HTML pages: dashboard, deployment page, login — through Flask's client and a real Chromium.
+
+The browser tests drive Debian's headless `chromium` over the DevTools protocol on a pipe
+(`--remote-debugging-pipe`), so they need no extra Python package and no matching driver
+binary; they run against a real threaded werkzeug server on 127.0.0.1 and leave screenshots in
+`test-output/screenshots/` for people to look at.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import select
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import redis as redis_lib
+from flask import Flask
+from flask.testing import FlaskClient
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from hooksvc.config import Config
+from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
+from hooksvc.presentation import format_ago
+from hooksvc.store import DeploymentStore
+from hooksvc.web import create_app
+from hooksvc.web.pages import format_duration, safe_next
+from tests.helpers.config import make_config
+from tests.helpers.redis_server import RedisServer
+
+TOKEN = "op-token-1"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+SHA_A, SHA_B, SHA_C = "a1" * 20, "b2" * 20, "c3" * 20
+XSS = "<script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 2\">"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
+DESKTOP = {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+
+
+def basic(password: str, user: str = "operator") -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def push(app: str, sha: str, ref: str = "refs/heads/main") -> NewDeployment:
+    return NewDeployment(app, sha, ref, Trigger.PUSH, delivery_id=f"delivery-{sha[:6]}")
+
+
+def run(store: DeploymentStore, new: NewDeployment, end: DeploymentState | None, *log: str, error: str = "") -> str:
+    """Submit and start a deployment, write its log, and end it in `end` (None: leave it running)."""
+    dep = store.intake.submit([new]).deployments[0]
+    store.start(dep.id, "")
+    for line in log:
+        store.logs.append(dep.id, line)
+    if end is not None:
+        store.finish(dep.id, end, error=error, live_sha=new.sha if end is DeploymentState.SUCCEEDED else None)
+    return dep.id
+
+
+def login(client: FlaskClient, token: str = TOKEN, next_url: str = "/") -> Any:
+    return client.post("/login", data={"token": token, "next": next_url})
+
+
+class TestLoginRequired:
+    def test_browser_without_credentials_is_sent_to_login(self, client: FlaskClient) -> None:
+        """A request without a token or session is redirected to the login form, remembering where it was going."""
+        resp = client.get("/deployments/7?tab=log")
+        assert resp.status_code == 302
+        target = urlsplit(resp.location)
+        assert target.path == "/login" and parse_qs(target.query) == {"next": ["/deployments/7?tab=log"]}
+
+    def test_log_endpoint_answers_401_json(self, client: FlaskClient) -> None:
+        """The script's log endpoint answers 401 JSON instead of redirecting, so the script can react."""
+        resp = client.get("/deployments/1/log.json")
+        assert resp.status_code == 401 and resp.json == {"error": "signature or token rejected"}
+
+    def test_bad_bearer_token_is_401_without_echo(self, client: FlaskClient) -> None:
+        """A wrong bearer token gets a generic 401 page that does not repeat the token."""
+        resp = client.get("/", headers={"Authorization": "Bearer guess-123"})
+        assert resp.status_code == 401
+        assert "guess-123" not in resp.get_data(as_text=True)
+        assert "WWW-Authenticate" not in resp.headers
+
+    def test_bad_basic_password_is_challenged_again(self, client: FlaskClient) -> None:
+        """A wrong basic-auth password gets 401 with a Basic challenge so the browser asks again."""
+        resp = client.get("/", headers=basic("nope"))
+        assert resp.status_code == 401
+        assert resp.headers["WWW-Authenticate"].startswith("Basic ")
+
+    def test_metrics_and_static_need_no_login(self, client: FlaskClient) -> None:
+        """The follow script is served without a session (it holds nothing secret)."""
+        assert client.get("/static/follow.js").status_code == 200
+
+
+class TestTokenAuth:
+    def test_bearer_token_opens_the_pages(self, client: FlaskClient) -> None:
+        """`Authorization: Bearer <token>` opens the dashboard, as for the API."""
+        assert client.get("/", headers=BEARER).status_code == 200
+
+    @pytest.mark.parametrize("user", ["operator", "", "anything"])
+    def test_basic_auth_with_the_token_as_password(self, client: FlaskClient, user: str) -> None:
+        """HTTP basic auth works with any user name and the token as password."""
+        assert client.get("/", headers=basic(TOKEN, user)).status_code == 200
+        assert client.get("/", headers=basic("op-token-2", user)).status_code == 200
+
+    def test_public_read_needs_no_token(self, tmp_path: Path, redis: redis_lib.Redis, store: DeploymentStore) -> None:
+        """With `public_read = true` anyone may read the dashboard and deployment pages."""
+        dep_id = run(store, push("shop", SHA_A), DeploymentState.SUCCEEDED)
+        client = create_app(make_config(tmp_path, public_read="true"), connection=redis, listeners=[]).test_client()
+        assert client.get("/").status_code == 200
+        assert client.get(f"/deployments/{dep_id}").status_code == 200
+        assert client.get(f"/deployments/{dep_id}/log.json").status_code == 200
+
+
+class TestLoginForm:
+    def test_form_is_shown(self, client: FlaskClient) -> None:
+        """GET /login shows a password field and the validated `next` target."""
+        page = client.get("/login?next=/deployments/3").get_data(as_text=True)
+        assert 'type="password"' in page and 'name="token"' in page
+        assert 'value="/deployments/3"' in page
+
+    def test_good_token_sets_a_hardened_session_cookie(self, client: FlaskClient) -> None:
+        """The right token logs in with an HttpOnly, SameSite=Lax cookie and returns to `next`."""
+        resp = login(client, next_url="/deployments/3")
+        assert resp.status_code == 302 and resp.location == "/deployments/3"
+        cookie = resp.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+        assert TOKEN not in cookie
+        assert client.get("/").status_code == 200
+
+    def test_wrong_token_shows_the_form_again(self, client: FlaskClient) -> None:
+        """A wrong token gets the form again with a generic error, never the typed token, and no session."""
+        resp = login(client, token="typo-token-zz")
+        page = resp.get_data(as_text=True)
+        assert resp.status_code == 401
+        assert "That token was not accepted." in page
+        assert "typo-token-zz" not in page
+        assert client.get("/").status_code == 302
+
+    def test_no_page_ever_contains_the_token(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """After logging in, neither the pages nor the cookie show the token."""
+        dep_id = run(store, push("shop", SHA_A), DeploymentState.SUCCEEDED)
+        login(client)
+        for url in ("/", f"/deployments/{dep_id}", "/login"):
+            assert TOKEN not in client.get(url).get_data(as_text=True)
+
+    @pytest.mark.parametrize("target", [
+        "https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)",
+        "evil.example", "/ok\r\nSet-Cookie: x=1", "",
+    ])
+    def test_next_only_allows_relative_paths(self, client: FlaskClient, target: str) -> None:
+        """After login the redirect goes to a path on this site only; anything else goes to the dashboard."""
+        resp = login(client, next_url=target)
+        assert resp.status_code == 302 and resp.location == "/"
+
+    def test_safe_next_keeps_a_path_with_query(self) -> None:
+        """A plain path with a query string is kept as the post-login target."""
+        assert safe_next("/deployments/5?x=1") == "/deployments/5?x=1"
+
+    def test_cross_site_login_post_is_refused(self, client: FlaskClient) -> None:
+        """A login POST whose Origin is another site is refused and sets no session."""
+        resp = client.post("/login", data={"token": TOKEN}, headers={"Origin": "https://evil.example"})
+        assert resp.status_code == 403
+        assert client.get("/").status_code == 302
+
+    def test_logout_is_post_only_and_ends_the_session(self, client: FlaskClient) -> None:
+        """POST /logout ends the session; a GET (a link, an image) cannot log anyone out."""
+        login(client)
+        assert client.get("/logout").status_code == 405
+        assert client.get("/").status_code == 200
+        resp = client.post("/logout")
+        assert resp.status_code == 302 and resp.location == "/login"
+        assert client.get("/").status_code == 302
+
+    def test_cookie_is_secure_behind_https(self, tmp_path: Path, redis: redis_lib.Redis) -> None:
+        """When public_url is https, the session cookie is marked Secure."""
+        config = make_config(tmp_path)
+        config = replace(config, server=replace(config.server, public_url="https://deploy.example"))
+        resp = login(create_app(config, connection=redis, listeners=[]).test_client())
+        assert "Secure" in resp.headers["Set-Cookie"]
+
+
+class TestDashboard:
+    def test_apps_show_repo_ref_live_sha_and_state(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """Each app card shows its repo, ref pattern, live sha, newest state and last deployments."""
+        first = run(store, push("shop", SHA_A), DeploymentState.SUCCEEDED)
+        second = run(store, push("shop", SHA_B), DeploymentState.FAILED, error="health check failed")
+        page = client.get("/", headers=BEARER).get_data(as_text=True)
+        assert "acme/shop" in page and "refs/heads/main" in page
+        assert "refs/tags/v*" in page and "refs/heads/release/*" in page
+        assert f'href="/deployments/{first}" title="{SHA_A}">{SHA_A[:12]}' in page  # live sha → its deployment
+        assert 'class="card app app-failed" id="app-shop"' in page
+        assert f'href="/deployments/{second}"' in page
+        assert "never deployed" in page
+
+    def test_a_running_deployment_shows_before_a_queued_one(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """An app with one deployment running and a newer one queued is shown as running."""
+        run(store, push("shop", SHA_A), None)
+        store.intake.submit([push("shop", SHA_B)])
+        page = client.get("/", headers=BEARER).get_data(as_text=True)
+        assert 'class="card app app-running" id="app-shop"' in page
+
+    def test_newest_deployments_are_listed_newest_first(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """The newest-deployments table lists every app's deployments, newest first, each with a link."""
+        ids = [
+            run(store, push("shop", SHA_A), DeploymentState.SUCCEEDED),
+            run(store, push("blog", SHA_B, "refs/tags/v1.2"), DeploymentState.ERROR),
+            run(store, push("wiki", SHA_C, "refs/heads/release/1"), None),
+        ]
+        page = client.get("/", headers=BEARER).get_data(as_text=True)
+        table = page[page.index("Newest deployments"):]
+        positions = [table.index(f'<a href="/deployments/{i}">{i}</a>') for i in ids]
+        assert positions == sorted(positions, reverse=True)
+        assert '<span class="badge state-running">running</span>' in table
+        assert '<span class="badge state-error">error</span>' in table
+        assert ">v1.2<" in table
+
+    def test_busy_dashboard_refreshes_itself(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """While something runs the dashboard reloads itself; when all is quiet it does not."""
+        assert 'http-equiv="refresh"' not in client.get("/", headers=BEARER).get_data(as_text=True)
+        run(store, push("shop", SHA_A), None)
+        assert 'http-equiv="refresh"' in client.get("/", headers=BEARER).get_data(as_text=True)
+
+    def test_phone_friendly_markup(self, client: FlaskClient) -> None:
+        """The pages declare a device-width viewport and a narrow-screen layout."""
+        page = client.get("/", headers=BEARER).get_data(as_text=True)
+        assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+        assert "@media (max-width: 640px)" in page
+
+
+class TestDeploymentPage:
+    def test_shows_every_field_and_the_log(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """The page shows the record's fields, its times, its error and its log."""
+        dep_id = run(store, push("shop", SHA_A), DeploymentState.FAILED, "building web", "web unhealthy",
+                     error="service web: health check failed")
+        dep = store.get(dep_id)
+        page = client.get(f"/deployments/{dep_id}", headers=BEARER).get_data(as_text=True)
+        for text in (SHA_A, "refs/heads/main", "push", "delivery-a1a1a1", "acme/shop",
+                     "service web: health check failed", "building web\nweb unhealthy\n",
+                     '<span class="badge state-failed" id="state">failed</span>'):
+            assert text in page
+        assert dep.started_at is not None and dep.finished_at is not None
+        for ts in (dep.created_at, dep.started_at, dep.finished_at):
+            assert time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts)) in page
+        assert "follow.js" not in page  # a finished log needs no following
+
+    def test_unknown_deployment_is_a_404_page(self, client: FlaskClient) -> None:
+        """An unknown id answers 404 with an HTML page, not JSON."""
+        resp = client.get("/deployments/999", headers=BEARER)
+        assert resp.status_code == 404 and resp.mimetype == "text/html"
+        assert "no deployment &#39;999&#39;" in resp.get_data(as_text=True)
+
+    def test_log_and_fields_are_escaped(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """Log lines, errors and refs are shown as text: a `<script>` in them is escaped, never run."""
+        dep_id = run(store, push("shop", SHA_A, f"refs/heads/{XSS}"), DeploymentState.FAILED, XSS, error=XSS)
+        for url in (f"/deployments/{dep_id}", "/"):
+            page = client.get(url, headers=BEARER).get_data(as_text=True)
+            assert "<script>window.pwned" not in page and "<img src=x" not in page
+        page = client.get(f"/deployments/{dep_id}", headers=BEARER).get_data(as_text=True)
+        escaped = "&lt;script&gt;window.pwned = 1&lt;/script&gt;&lt;img src=x onerror=&#34;window.pwned = 2&#34;&gt;"
+        assert escaped in page
+
+    def test_running_page_follows_with_and_without_javascript(
+        self, client: FlaskClient, store: DeploymentStore
+    ) -> None:
+        """A running deployment's page loads the follow script and, for no-JS browsers, reloads itself."""
+        dep_id = run(store, push("shop", SHA_A), None, "step 1")
+        page = client.get(f"/deployments/{dep_id}", headers=BEARER).get_data(as_text=True)
+        assert '<script src="/static/follow.js" defer></script>' in page
+        assert '<noscript><meta http-equiv="refresh" content="5"></noscript>' in page
+        assert "step 1\n" in page
+
+    def test_security_headers(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """Pages are not cached, not framed, and run only the site's own scripts."""
+        resp = client.get("/", headers=BEARER)
+        assert resp.headers["Cache-Control"] == "no-store"
+        csp = resp.headers["Content-Security-Policy"]
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "script-src" not in csp
+
+    def test_plain_text_log_for_a_session(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """log.txt gives the whole log as text to a logged-in browser (the API's log route needs a bearer)."""
+        dep_id = run(store, push("shop", SHA_A), DeploymentState.SUCCEEDED, XSS)
+        login(client)
+        resp = client.get(f"/deployments/{dep_id}/log.txt")
+        assert resp.mimetype == "text/plain" and f"{XSS}\n" in resp.get_data(as_text=True)
+
+    def test_redis_down_is_a_503_page(self, tmp_path: Path) -> None:
+        """Without Redis the pages answer 503 with an HTML explanation, not a traceback."""
+        server = RedisServer(tmp_path)
+        server.start()
+        conn = redis_lib.Redis(port=server.port, socket_timeout=0.5, socket_connect_timeout=0.5,
+                               retry=Retry(NoBackoff(), 0))
+        app = create_app(make_config(tmp_path, public_read="true"), connection=conn, listeners=[])
+        server.stop()
+        resp = app.test_client().get("/")
+        assert resp.status_code == 503 and resp.mimetype == "text/html"
+        assert "Redis is unreachable" in resp.get_data(as_text=True)
+
+
+class TestLogEndpoint:
+    def test_returns_lines_after_the_cursor(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """log.json answers the lines after `after` and a cursor for the next call."""
+        dep_id = run(store, push("shop", SHA_A), None, "one", "two")
+        first = client.get(f"/deployments/{dep_id}/log.json", headers=BEARER).json
+        assert first is not None and first["lines"][-2:] == ["one", "two"] and not first["final"]
+        store.logs.append(dep_id, "three")
+        second = client.get(f"/deployments/{dep_id}/log.json?after={first['cursor']}", headers=BEARER).json
+        assert second is not None and second["lines"] == ["three"] and second["state"] == "running"
+
+    def test_waits_for_new_lines(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """With wait=1 on a running deployment the request returns as soon as a line arrives."""
+        dep_id = run(store, push("shop", SHA_A), None)
+        cursor = client.get(f"/deployments/{dep_id}/log.json", headers=BEARER).json["cursor"]  # type: ignore[index]
+        timer = threading.Timer(0.3, store.logs.append, (dep_id, "late line"))
+        timer.start()
+        started = time.monotonic()
+        answer = client.get(f"/deployments/{dep_id}/log.json?wait=1&after={cursor}", headers=BEARER).json
+        timer.join()
+        assert answer is not None and answer["lines"] == ["late line"]
+        assert time.monotonic() - started < 3
+
+    def test_final_answer_carries_the_last_lines(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """The answer that reports the end also holds every line written up to the end, without waiting."""
+        dep_id = run(store, push("shop", SHA_A), None, "one")
+        cursor = client.get(f"/deployments/{dep_id}/log.json", headers=BEARER).json["cursor"]  # type: ignore[index]
+        store.logs.append(dep_id, "two")
+        store.finish(dep_id, DeploymentState.SUCCEEDED, live_sha=SHA_A)
+        started = time.monotonic()
+        answer = client.get(f"/deployments/{dep_id}/log.json?wait=1&after={cursor}", headers=BEARER).json
+        assert answer is not None and answer["final"] and answer["state"] == "succeeded"
+        assert answer["lines"] == ["two", "finished: succeeded"]
+        assert answer["deployment"]["finished_at"] and answer["duration"]
+        assert time.monotonic() - started < 1
+
+    def test_bad_cursor_and_unknown_id(self, client: FlaskClient) -> None:
+        """A malformed cursor is a 400 and an unknown deployment a 404, both JSON."""
+        assert client.get("/deployments/1/log.json?after=abc", headers=BEARER).status_code == 400
+        resp = client.get("/deployments/999/log.json", headers=BEARER)
+        assert resp.status_code == 404 and resp.json == {"error": "no deployment '999'"}
+
+
+class TestFormatting:
+    def test_durations_and_ages(self) -> None:
+        """Durations and ages read naturally at every scale."""
+        assert [format_duration(s) for s in (None, 4.4, 65, 3725)] == ["", "4s", "1m 05s", "1h 02m"]
+        now = 1_000_000.0
+        assert [format_ago(now - s, now) for s in (3, 42, 600, 7200, 200000)] == [
+            "just now", "42s ago", "10m ago", "2h ago", "2d ago"]
+
+
+# -- in a real browser ---------------------------------------------------------------------------
+
+
+class Chromium:
+    """Debian's headless Chromium, driven over the DevTools protocol on a pipe (NUL-separated JSON on fds 3/4)."""
+
+    def __init__(self, binary: str, user_data_dir: Path) -> None:
+        child_reads, self._commands = os.pipe()
+        self._answers, child_writes = os.pipe()
+
+        def place_pipe_fds() -> None:
+            # Chromium reads commands on fd 3 and answers on fd 4. Moving the ends high first means
+            # the dup2 calls below can never clobber each other.
+            high_in = fcntl.fcntl(child_reads, fcntl.F_DUPFD, 100)
+            high_out = fcntl.fcntl(child_writes, fcntl.F_DUPFD, 100)
+            os.dup2(high_in, 3)
+            os.dup2(high_out, 4)
+
+        self.proc = subprocess.Popen(
+            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--hide-scrollbars", "--mute-audio", f"--user-data-dir={user_data_dir}", "--remote-debugging-pipe"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=place_pipe_fds, pass_fds=(3, 4),
+        )
+        os.close(child_reads)
+        os.close(child_writes)
+        self._buffer = b""
+        self._last_id = 0
+
+    def send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None,
+             timeout: float = 20.0) -> dict[str, Any]:
+        """Send one command and return its result; events read meanwhile are dropped."""
+        self._last_id += 1
+        message: dict[str, Any] = {"id": self._last_id, "method": method, "params": params or {}}
+        if session is not None:
+            message["sessionId"] = session
+        os.write(self._commands, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\0" in self._buffer:
+                raw, _, self._buffer = self._buffer.partition(b"\0")
+                reply = json.loads(raw)
+                if reply.get("id") == self._last_id:
+                    if "error" in reply:
+                        raise RuntimeError(f"{method} failed: {reply['error']}")
+                    result: dict[str, Any] = reply.get("result", {})
+                    return result
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"chromium did not answer {method} within {timeout}s")
+            ready, _, _ = select.select([self._answers], [], [], left)
+            if ready:
+                chunk = os.read(self._answers, 1 << 20)
+                if not chunk:
+                    raise RuntimeError("chromium closed its DevTools pipe (did it crash?)")
+                self._buffer += chunk
+
+    def close(self) -> None:
+        with contextlib.suppress(RuntimeError, TimeoutError, OSError):
+            self.send("Browser.close", timeout=5)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._commands)
+        os.close(self._answers)
+
+
+class Tab:
+    """One page in its own browser context (no cookies shared with other tests)."""
+
+    def __init__(self, browser: Chromium, viewport: dict[str, Any]) -> None:
+        self.browser = browser
+        self.context = browser.send("Target.createBrowserContext")["browserContextId"]
+        target = browser.send("Target.createTarget", {"url": "about:blank", "browserContextId": self.context})
+        self.session = browser.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})[
+            "sessionId"]
+        self.resize(viewport)
+
+    def send(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.browser.send(method, params, self.session)
+
+    def resize(self, viewport: dict[str, Any]) -> None:
+        self.send("Emulation.setDeviceMetricsOverride", viewport)
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression!r} threw: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 15.0) -> Any:
+        """Poll a JavaScript expression until it is truthy."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{expression!r} stayed falsy for {timeout}s; page: {self.text()[:2000]!r}")
+            time.sleep(0.1)
+
+    def _await_new_document(self) -> None:
+        self.wait_for("!window.__oldDocument && document.readyState === 'complete'")
+
+    def goto(self, url: str) -> None:
+        self.evaluate("window.__oldDocument = true")
+        self.send("Page.navigate", {"url": url})
+        self._await_new_document()
+
+    def submit_login(self, token: str) -> None:
+        self.evaluate("window.__oldDocument = true")
+        self.evaluate(f"document.getElementById('token').value = {json.dumps(token)}; "
+                      "document.querySelector('main form').requestSubmit()")
+        self._await_new_document()
+
+    def path(self) -> str:
+        return str(self.evaluate("location.pathname + location.search"))
+
+    def text(self) -> str:
+        return str(self.evaluate("document.body ? document.body.innerText : ''"))
+
+    def screenshot(self, name: str) -> Path:
+        """Save the whole page (not just the viewport) as test-output/screenshots/<name>.png."""
+        size = self.send("Page.getLayoutMetrics")["cssContentSize"]
+        shot = self.send("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+        })
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        path.write_bytes(base64.b64decode(shot["data"]))
+        return path
+
+    def close(self) -> None:
+        self.browser.send("Target.disposeBrowserContext", {"browserContextId": self.context})
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium): browser tests need it")
+    chromium = Chromium(CHROMIUM, tmp_path_factory.mktemp("chromium-profile"))
+    try:
+        chromium.send("Browser.getVersion", timeout=30)
+        yield chromium
+    finally:
+        chromium.close()
+
+
+class LiveServer:
+    """The Flask app on a real threaded werkzeug server on 127.0.0.1, in a thread."""
+
+    def __init__(self, app: Flask) -> None:
+        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="live-server", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+def serve(config: Config, redis: redis_lib.Redis) -> Iterator[LiveServer]:
+    server = LiveServer(create_app(config, connection=redis, listeners=[]))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def live(tmp_path: Path, redis: redis_lib.Redis) -> Iterator[LiveServer]:
+    """A live server that needs a token (or a login)."""
+    yield from serve(make_config(tmp_path), redis)
+
+
+@pytest.fixture
+def public_live(tmp_path: Path, redis: redis_lib.Redis) -> Iterator[LiveServer]:
+    """A live server with `public_read = true`."""
+    yield from serve(make_config(tmp_path, public_read="true"), redis)
+
+
+@pytest.fixture
+def tab(browser: Chromium) -> Iterator[Tab]:
+    page = Tab(browser, PHONE)
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+def realistic_history(store: DeploymentStore) -> dict[str, str]:
+    """A few deployments of every kind, as a dashboard would show after a day's work."""
+    ids = {
+        "shop_old": run(store, push("shop", "5e1f0c2b" * 5), DeploymentState.SUCCEEDED, "compose build", "rolled 2/2"),
+        "blog": run(store, push("blog", "77aa0912" * 5, "refs/tags/v2.4.1"), DeploymentState.SUCCEEDED, "ok"),
+        "wiki": run(store, push("wiki", "0bad0bad" * 5, "refs/heads/release/3"), DeploymentState.FAILED,
+                    "service web: unhealthy", error="service web: health check failed after 120s; old containers kept"),
+        "shop": run(store, push("shop", "9c4d2e7a" * 5), None,
+                    "fetching 9c4d2e7a from the mirror", "compose build web worker", "#5 [web 2/4] RUN pip install ."),
+    }
+    ids["queued"] = store.intake.submit([push("shop", "31f00d5e" * 5)]).deployments[0].id
+    return ids
+
+
+class TestInBrowser:
+    def test_login_then_dashboard(self, tab: Tab, live: LiveServer, store: DeploymentStore) -> None:
+        """A browser without a session lands on the login form, logs in with the token and sees the dashboard."""
+        ids = realistic_history(store)
+        tab.goto(f"{live.url}/")
+        assert tab.path() == "/login?next=/"
+        tab.screenshot("login-phone")
+        tab.submit_login("wrong-token")
+        assert "That token was not accepted." in tab.text()
+        tab.submit_login(TOKEN)
+        assert tab.path() == "/"
+        text = tab.text()
+        for expected in ("shop", "blog", "wiki", "acme/shop", "refs/tags/v*", "refs/heads/release/*",
+                         "Newest deployments", "running", "failed", "succeeded"):
+            assert expected in text
+        assert tab.evaluate(f"!!document.querySelector('a[href=\"/deployments/{ids['shop']}\"]')")
+        assert TOKEN not in str(tab.evaluate("document.documentElement.outerHTML"))
+        # Nothing overflows sideways on a phone: the layout fits 390 CSS pixels.
+        assert tab.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        tab.screenshot("dashboard-phone")
+        tab.resize(DESKTOP)
+        tab.goto(f"{live.url}/")
+        tab.screenshot("dashboard-desktop")
+
+    def test_deployment_log_follows_live(self, tab: Tab, public_live: LiveServer, store: DeploymentStore) -> None:
+        """Lines appended while the page is open appear in it, as text, and the end of the deployment shows."""
+        ids = realistic_history(store)
+        dep_id = ids["shop"]
+        tab.goto(f"{public_live.url}/deployments/{dep_id}")
+        tab.wait_for("document.getElementById('follow-status').textContent === 'following…'")
+        assert tab.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        for line in ("#5 [web 3/4] COPY . /app", XSS, "web-2 healthy after 4.1s"):
+            store.logs.append(dep_id, line)
+        tab.wait_for("document.getElementById('log').textContent.includes('web-2 healthy after 4.1s')")
+        log_text = tab.evaluate("document.getElementById('log').textContent")
+        assert XSS in log_text  # shown as text...
+        # ...and never run.
+        assert tab.evaluate("window.pwned === undefined && !document.querySelector('#log script, #log img')")
+        tab.screenshot("deployment-running-phone")
+        store.logs.append(dep_id, "removed old containers of web")
+        store.finish(dep_id, DeploymentState.SUCCEEDED, live_sha="9c4d2e7a" * 5)
+        tab.wait_for("document.getElementById('state').textContent === 'succeeded'")
+        tab.wait_for("document.getElementById('follow-status').textContent === 'finished'")
+        assert "finished: succeeded" in tab.evaluate("document.getElementById('log').textContent")
+        assert tab.evaluate("document.getElementById('finished-at').textContent").endswith(" UTC")
+        tab.screenshot("deployment-finished-phone")
+        tab.resize(DESKTOP)
+        tab.goto(f"{public_live.url}/deployments/{ids['wiki']}")
+        assert "health check failed after 120s" in tab.text()
+        tab.screenshot("deployment-failed-desktop")
+
+    def test_deployment_page_without_javascript(
+        self, tab: Tab, public_live: LiveServer, store: DeploymentStore
+    ) -> None:
+        """With JavaScript off, the deployment page still shows the log so far."""
+        dep_id = run(store, push("shop", SHA_A), None, "step one", "step two")
+        tab.send("Emulation.setScriptExecutionDisabled", {"value": True})
+        tab.goto(f"{public_live.url}/deployments/{dep_id}")
+        text = tab.text()
+        assert "step one\nstep two" in text and "running" in text
+
+    def test_unknown_deployment_page(self, tab: Tab, public_live: LiveServer) -> None:
+        """An unknown deployment shows a readable not-found page in the browser."""
+        tab.goto(f"{public_live.url}/deployments/424242")
+        assert "Not found" in tab.text() and "no deployment '424242'" in tab.text()

@@ -1,0 +1,111 @@
+"""The deploy job's decisions before any container is touched, run in-process with real git and Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+
+from hooksvc import keys
+from hooksvc.config import Config
+from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
+from hooksvc.store import DeploymentStore
+from tests.helpers.config import make_config
+from tests.helpers.git import GitOrigin
+from workers import jobs
+from workers.jobs import execute
+
+
+def mono_config(tmp_path: Path, origin: GitOrigin) -> Config:
+    return make_config(tmp_path, extra=f"""
+        [apps.mono]
+        host = "github"
+        repo = "acme/mono"
+        clone_url = "{origin.path}"
+        branch = "main"
+        secret_env = "SHOP_SECRET"
+        paths = ["services/shop/**"]
+    """)
+
+
+def make_live(redis: redis_lib.Redis, app: str, sha: str) -> None:
+    redis.hset(f"hooksvc:app:{app}:live", mapping={"sha": sha, "deployment_id": "0", "since": "0"})
+
+
+class TestSkips:
+    def test_push_outside_the_apps_paths_is_skipped(
+        self, tmp_path: Path, make_git_origin: Callable[[str], GitOrigin], redis: redis_lib.Redis
+    ) -> None:
+        """A monorepo push that changes nothing under `paths` ends skipped, computed with git."""
+        origin = make_git_origin("mono")
+        live = origin.commit("shop", {"services/shop/app.txt": "1"})
+        docs = origin.commit("docs only", {"docs/readme.md": "x"})
+        config = mono_config(tmp_path, origin)
+        store = DeploymentStore(redis)
+        make_live(redis, "mono", live)
+        push = NewDeployment("mono", docs, "refs/heads/main", Trigger.PUSH, before=live)
+        dep = store.intake.submit([push]).deployments[0]
+        assert execute(config, store, redis, dep.id) == "skipped"
+        done = store.get(dep.id)
+        assert done.state is DeploymentState.SKIPPED and "no change under services/shop/**" in done.error
+        assert redis.get(keys.app_lock("mono")) is None
+
+    def test_push_of_the_live_sha_is_skipped(
+        self, tmp_path: Path, make_git_origin: Callable[[str], GitOrigin], redis: redis_lib.Redis
+    ) -> None:
+        """A redelivered push of what is already live changes nothing."""
+        origin = make_git_origin("mono")
+        live = origin.commit("shop", {"services/shop/app.txt": "1"})
+        config = mono_config(tmp_path, origin)
+        store = DeploymentStore(redis)
+        make_live(redis, "mono", live)
+        dep = store.intake.submit([NewDeployment("mono", live, "refs/heads/main", Trigger.PUSH)]).deployments[0]
+        assert execute(config, store, redis, dep.id) == "skipped"
+        assert "already live" in store.get(dep.id).error
+
+
+class TestResolution:
+    def test_manual_deploy_resolves_the_branch_head(
+        self, tmp_path: Path, make_git_origin: Callable[[str], GitOrigin], redis: redis_lib.Redis
+    ) -> None:
+        """A manual deploy without sha records the branch head the worker resolved (then goes on)."""
+        origin = make_git_origin("mono")
+        origin.commit("one", {"services/shop/app.txt": "1"})
+        head = origin.commit("two", {"services/shop/app.txt": "2"})
+        config = mono_config(tmp_path, origin)
+        store = DeploymentStore(redis)
+        manual = NewDeployment("mono", "", "refs/heads/main", Trigger.MANUAL, forced=True)
+        dep = store.intake.submit([manual]).deployments[0]
+        execute(config, store, redis, dep.id)  # no compose file in this repo: the rollout fails after resolving
+        done = store.get(dep.id)
+        assert done.sha == head
+        assert any(f"refs/heads/main resolves to {head}" in line for line in store.logs.read(dep.id)[0])
+        assert done.state in (DeploymentState.FAILED, DeploymentState.ERROR)
+
+    def test_deployment_of_a_removed_app_ends_error(self, tmp_path: Path, redis: redis_lib.Redis) -> None:
+        """A queued deployment whose app left the config ends error instead of staying queued."""
+        config = make_config(tmp_path)
+        store = DeploymentStore(redis)
+        dep = store.intake.submit([NewDeployment("gone", "a" * 40, "refs/heads/main", Trigger.PUSH)]).deployments[0]
+        assert execute(config, store, redis, dep.id) == "error"
+        assert "no longer configured" in store.get(dep.id).error
+
+
+class TestProcessConfig:
+    def test_a_job_runs_under_its_workers_config_not_a_file_named_by_the_environment(
+        self, tmp_path: Path, redis: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Jobs use the config their worker process bound at start (`use_config`): the worker's outbox sender
+        and its jobs never disagree on which apps exist."""
+        config = make_config(tmp_path)
+        monkeypatch.setenv("HOOKSVC_CONFIG", str(tmp_path / "not-this-one.toml"))  # would fail to load
+        monkeypatch.setattr(jobs, "_process_config", None)
+        jobs.use_config(config)
+        store = DeploymentStore(redis)
+        manual = NewDeployment("shop", "", "refs/heads/main", Trigger.MANUAL, forced=True)
+        dep = store.intake.submit([manual]).deployments[0]
+        # shop's origin does not exist: the job fails at its fetch, under the bound config.
+        assert jobs.run_deployment(dep.id) == "failed"
+        assert "origin-shop.git" in store.get(dep.id).error

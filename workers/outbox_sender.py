@@ -1,0 +1,306 @@
+"""The outbox sender: delivers what `hooksvc.outbox` wrote — commit statuses to the git hosts, and
+notifications.
+
+Runs in a daemon thread of every `hooksvc worker` (the runtime starts it). Any number of senders
+may run at once: each lane (one commit's statuses, or one notification) is served by one sender
+at a time under a short Redis lease, head first, and its head leaves the list only
+once delivered or given up. Nothing here can change a deployment's outcome; it only reads
+deployments' snapshots and appends to their logs.
+
+Retry policy, per lane head:
+- 2xx: delivered. A transport error, a timeout, 5xx, 408, 409 (GitLab: "another update to this
+  commit status is in progress"), 425 or 429: retried with exponential backoff and jitter, the
+  head keeping its place so later statuses of that commit wait behind it.
+- any other answer (3xx, 4xx): not retried; logged, counted, dropped.
+- a pending status is dropped once it has failed for `REPORT_RETRY_SECONDS` while a newer status
+  of its commit waits behind it (it would be overwritten at once anyway);
+- a final status, or a pending one with nothing behind it, is retried for
+  `FINAL_STATUS_RETRY_SECONDS`, so a host that is down for hours still ends with the right status;
+- a notification is retried for `REPORT_RETRY_SECONDS`: after that it is news no longer.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from hooksvc import defaults, keys
+from hooksvc.config import Config
+from hooksvc.errors import RedisUnavailable
+from hooksvc.logs import DeploymentLogs
+from hooksvc.outbox import SLACK, STATUS, WEBHOOK, OutboxEvent
+from hooksvc.redact import redact
+from workers import http, notify
+from workers.locks import Lease
+from workers.statuses import HttpRequest, describe_state, gitea, github, gitlab
+
+log = logging.getLogger("hooksvc.outbox")
+
+#: A final status is what a commit keeps for good: keep trying through a day-long host outage.
+FINAL_STATUS_RETRY_SECONDS = 24 * 3600.0
+#: Idle senders look for new events this often: statuses show up within half a second, and one
+#: ZRANGEBYSCORE per poll and process is negligible load for Redis.
+POLL_SECONDS = 0.5
+#: Lanes taken per pass: bounds one pass's Redis round trips; the rest wait for the next pass.
+LANES_PER_PASS = 100
+#: A lane lease outlives one HTTP request by this much, so a live sender never loses its lease
+#: mid-request, and a dead sender's lane is picked up again within seconds.
+LOCK_MARGIN_SECONDS = 10.0
+#: Answers worth retrying besides 5xx: timeouts, conflicts of concurrent updates, rate limits.
+RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
+#: Characters of an answer body quoted in a log line (enough for a host's error message).
+ANSWER_QUOTE_CHARS = 200
+
+StatusBuilder = Callable[..., HttpRequest]
+BUILDERS: dict[str, StatusBuilder] = {
+    "github": github.build_status_request,
+    "gitea": gitea.build_status_request,
+    "forgejo": gitea.build_status_request,
+    "gitlab": gitlab.build_status_request,
+}
+
+# Removes the head only if it is still the event we delivered, and the lane from `due` once empty:
+# atomic against a listener appending (its RPUSH + ZADD NX land either before or after this).
+_ACK = """
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then redis.call('LPOP', KEYS[1]) end
+redis.call('DEL', KEYS[3])
+if redis.call('LLEN', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  return 0
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one delivery attempt came to."""
+
+    ok: bool
+    retryable: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class OutboxRequest:
+    """An event made concrete: the request, the metric label, and the words for the log."""
+
+    request: HttpRequest
+    label: str
+    what: str
+    sent_key: str
+    failures_key: str
+    dropped_key: str
+
+
+def classify(status: int) -> Attempt:
+    """2xx delivered; 5xx and `RETRYABLE_STATUSES` worth another try; anything else final."""
+    if 200 <= status < 300:
+        return Attempt(ok=True, retryable=False, detail=f"HTTP {status}")
+    return Attempt(ok=False, retryable=status >= 500 or status in RETRYABLE_STATUSES, detail=f"HTTP {status}")
+
+
+def backoff_seconds(attempts: int, rng: Callable[[], float]) -> float:
+    """`REPORT_BACKOFF_SECONDS` doubled per failed attempt, capped, with half of it random (jitter),
+    so senders that failed together do not all retry together."""
+    step = min(defaults.REPORT_BACKOFF_SECONDS * 2.0 ** max(attempts - 1, 0), defaults.REPORT_BACKOFF_MAX_SECONDS)
+    return step / 2 + rng() * step / 2
+
+
+class OutboxSender:
+    """Delivers due outbox events. `clock` is wall-clock time (epoch seconds): retry times are stored
+    in Redis and compared by senders in other processes and on other machines."""
+
+    def __init__(
+        self,
+        config: Config,
+        connection: redis.Redis,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+        http_timeout: float = defaults.REPORT_HTTP_TIMEOUT_SECONDS,
+    ) -> None:
+        self.config = config
+        self.redis = connection
+        self.logs = DeploymentLogs(connection)
+        self.sleep = sleep
+        self.clock = clock
+        self.rng = rng
+        self.http_timeout = http_timeout
+        self.lock_ms = int((http_timeout + LOCK_MARGIN_SECONDS) * 1000)
+        self.secrets = config.secrets()
+        self._ack = connection.register_script(_ACK)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Deliver whatever is due now, lane by lane; returns how many requests succeeded."""
+        lanes = self.redis.zrangebyscore(keys.OUTBOX_DUE, "-inf", self.clock(), start=0, num=LANES_PER_PASS)
+        delivered = 0
+        for raw_lane in lanes:
+            lane = raw_lane.decode() if isinstance(raw_lane, bytes) else str(raw_lane)
+            lease = Lease(self.redis, keys.outbox_lock(lane), uuid.uuid4().hex, self.lock_ms)
+            if not lease.acquire():
+                continue  # another sender is on it
+            try:
+                delivered += self._drain(lane, lease)
+            finally:
+                lease.release()
+        return delivered
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """`run_once` until `stop` is set; Redis outages are waited out, never fatal."""
+        outage = 0
+        while not stop.is_set():
+            delivered = 0
+            try:
+                delivered = self.run_once()
+                outage = 0
+            except (redis.RedisError, RedisUnavailable) as exc:
+                outage += 1
+                log.warning("outbox sender: Redis unavailable (%s); retrying", type(exc).__name__)
+                self.sleep(backoff_seconds(outage, self.rng))
+                continue
+            except Exception:
+                # A bug must not silence reporting for the life of the process: log it, go on.
+                log.exception("outbox sender: unexpected error; continuing")
+                self.sleep(POLL_SECONDS)
+                continue
+            if delivered == 0 and not stop.is_set():
+                self.sleep(POLL_SECONDS)
+
+    # -- one lane ----------------------------------------------------------------------------
+
+    def _drain(self, lane: str, lease: Lease) -> int:
+        """Deliver `lane`'s events in order until it is empty or its head must wait for a retry."""
+        delivered = 0
+        key = keys.outbox_lane(lane)
+        while True:
+            if not lease.extend():
+                return delivered  # the lease ran out: someone else owns the lane now
+            raw = self.redis.lindex(key, 0)
+            if raw is None:
+                self._ack(keys=[key, keys.OUTBOX_DUE, keys.outbox_retry(lane)], args=["", lane])
+                return delivered
+            try:
+                event = OutboxEvent.from_json(raw)
+            except (ValueError, KeyError, TypeError):
+                log.error("outbox sender: dropping an undecodable event in lane %s", lane)
+                self._ack(keys=[key, keys.OUTBOX_DUE, keys.outbox_retry(lane)], args=[raw, lane])
+                continue
+            delivery = self._prepare(event)
+            if delivery is None:
+                self._ack(keys=[key, keys.OUTBOX_DUE, keys.outbox_retry(lane)], args=[raw, lane])
+                continue
+            attempt = self._attempt(delivery.request)
+            if attempt.ok:
+                self._ack(keys=[key, keys.OUTBOX_DUE, keys.outbox_retry(lane)], args=[raw, lane])
+                self.redis.hincrby(delivery.sent_key, delivery.label, 1)
+                self._log(event, f"{delivery.what}: sent ({attempt.detail})")
+                delivered += 1
+                continue
+            self.redis.hincrby(delivery.failures_key, delivery.label, 1)
+            if not attempt.retryable:
+                self._drop(lane, raw, event, delivery, f"{attempt.detail}; not retried")
+                continue
+            if not self._schedule_retry(lane, raw, event, delivery, attempt):
+                continue
+            return delivered
+
+    def _schedule_retry(self, lane: str, raw: bytes, event: OutboxEvent, delivery: OutboxRequest,
+                        attempt: Attempt) -> bool:
+        """Put the head back for a later try; False (and dropped) when it ran out of retry time."""
+        now = self.clock()
+        state = {k.decode(): v.decode() for k, v in self.redis.hgetall(keys.outbox_retry(lane)).items()}
+        if state.get("event") == event.id:
+            attempts, first = int(state["attempts"]) + 1, float(state["first_failure"])
+        else:
+            attempts, first = 1, now
+        waiting_behind = int(self.redis.llen(keys.outbox_lane(lane))) > 1
+        bound, why = self._retry_bound(event, waiting_behind)
+        if now - first >= bound:
+            self._drop(lane, raw, event, delivery, f"{attempt.detail}; gave up after {now - first:.0f}s ({why})")
+            return False
+        delay = backoff_seconds(attempts, self.rng)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.outbox_retry(lane),
+                      mapping={"event": event.id, "attempts": attempts, "first_failure": first})
+            pipe.zadd(keys.OUTBOX_DUE, {lane: now + delay})
+            pipe.execute()
+        self._log(event, f"{delivery.what}: attempt {attempts} failed ({attempt.detail}); retrying in {delay:.1f}s")
+        return True
+
+    def _retry_bound(self, event: OutboxEvent, waiting_behind: bool) -> tuple[float, str]:
+        if event.kind != STATUS:
+            return defaults.REPORT_RETRY_SECONDS, "notifications are retried that long"
+        if not event.state.is_final and waiting_behind:
+            return defaults.REPORT_RETRY_SECONDS, "a newer status of this commit is waiting"
+        return FINAL_STATUS_RETRY_SECONDS, "retry time exhausted"
+
+    def _drop(self, lane: str, raw: bytes, event: OutboxEvent, delivery: OutboxRequest, why: str) -> None:
+        self._ack(keys=[keys.outbox_lane(lane), keys.OUTBOX_DUE, keys.outbox_retry(lane)], args=[raw, lane])
+        self.redis.hincrby(delivery.dropped_key, delivery.label, 1)
+        self._log(event, f"{delivery.what}: dropped: {why}", warning=True)
+
+    # -- one event ---------------------------------------------------------------------------
+
+    def _prepare(self, event: OutboxEvent) -> OutboxRequest | None:
+        """The request for `event`, or None when there is nothing to send (no target configured)."""
+        app = self.config.apps.get(event.app)
+        if app is None:
+            log.info("outbox sender: app %r is no longer configured; event dropped", event.app)
+            return None
+        url = self._deployment_url(event.deployment_id)
+        try:
+            if event.kind == STATUS:
+                host = self.config.hosts.get(app.host)
+                if host is None or host.token is None or host.kind not in BUILDERS:
+                    return None  # no token, no statuses: the operator's choice
+                description = redact(describe_state(event.deployment_id, event.state, event.error), self.secrets)
+                request = BUILDERS[host.kind](
+                    host, app.repo, event.sha, event.state, app.status_context, description, url, ref=event.ref,
+                )
+                state = str((request.json or {}).get("state"))
+                what = f"commit status {state} ({event.state}) on {host.kind} {app.repo}@{event.sha[:12]}"
+                return OutboxRequest(request, host.kind, what, keys.STATUS_SENT, keys.STATUS_FAILURES,
+                                     keys.STATUS_DROPPED)
+            if event.kind == WEBHOOK and app.notify.webhook_url is not None:
+                request = notify.build_webhook_request(app.notify, event, url)
+                return OutboxRequest(request, WEBHOOK, "notification webhook", keys.NOTIFY_SENT,
+                                     keys.NOTIFY_FAILURES, keys.NOTIFY_DROPPED)
+            if event.kind == SLACK and app.notify.slack_url is not None:
+                request = notify.build_slack_request(app.notify, event, url)
+                return OutboxRequest(request, SLACK, "Slack notification", keys.NOTIFY_SENT,
+                                     keys.NOTIFY_FAILURES, keys.NOTIFY_DROPPED)
+        except ValueError as exc:
+            self._log(event, f"{event.kind}: cannot build the request: {exc}", warning=True)
+        return None
+
+    def _attempt(self, request: HttpRequest) -> Attempt:
+        try:
+            answer = http.send(request, timeout=self.http_timeout)
+        except http.HttpTransportError as exc:
+            return Attempt(ok=False, retryable=True, detail=str(exc))
+        attempt = classify(answer.status)
+        if attempt.ok or not answer.body:
+            return attempt
+        return Attempt(attempt.ok, attempt.retryable, f"{attempt.detail}: {answer.text(ANSWER_QUOTE_CHARS)}")
+
+    def _deployment_url(self, deployment_id: str) -> str:
+        base = self.config.server.public_url
+        return f"{base}/deployments/{deployment_id}" if base else ""
+
+    def _log(self, event: OutboxEvent, line: str, *, warning: bool = False) -> None:
+        """To the deployment's log and the process log, redacted."""
+        clean = redact(line, self.secrets)
+        self.logs.append(event.deployment_id, f"report: {clean}")
+        log.log(logging.WARNING if warning else logging.INFO, "deployment %s: %s", event.deployment_id, clean)
+
