@@ -130,6 +130,11 @@ class DockerEngine:
         except docker.errors.NotFound:
             return None
 
+    def tag(self, image_id: str, name: str) -> None:
+        """Point the tag `name` (`repo[:tag]`, `latest` when none) at the local image `image_id`."""
+        repository, tag = split_image_name(name)
+        self.client.api.tag(image_id, repository, tag, force=True)
+
     def logs_tail(self, container_id: str, lines: int) -> list[str]:
         """The last `lines` lines of a container's stdout and stderr (empty if it is gone)."""
         try:
@@ -244,3 +249,13 @@ def unhealthy_within(healthcheck: Mapping[str, Any] | None) -> float:
 
 def _api_error_text(exc: docker.errors.APIError) -> str:
     return str(getattr(exc, "explanation", None) or exc)
+
+
+def split_image_name(name: str) -> tuple[str, str]:
+    """`registry:5000/app:v1` → (`registry:5000/app`, `v1`); no tag means `latest`. A digest is not a tag."""
+    name = name.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        return name[:colon], name[colon + 1:]
+    return name, "latest"

@@ -352,12 +352,19 @@ def roll_out(app: AppConfig, release_dir: Path, *, log: LogFn, state_dir: Path) 
                              files=tuple(app.compose_files), docker_host=app.docker_host)
     log(f"rollout of {app.name}: project {project}, strategy {app.strategy}, "
         f"compose {command.variant} {command.version}" + (f", engine {app.docker_host}" if app.docker_host else ""))
-    log("building images")
-    compose.build(log)
     engine = DockerEngine.connect(app.docker_host)
     try:
+        log("building images")
         rollout = _Rollout(app, project, compose, engine, log, record_path(state_dir, app.name))
-        result = rollout.recreate_all() if app.strategy == "recreate" else rollout.rolling()
+        try:
+            compose.build(log)
+            result = rollout.recreate_all() if app.strategy == "recreate" else rollout.rolling()
+        except Exception:
+            # The build moved the project's image tags to the release that failed: anything that
+            # starts containers from them later (an operator's `up -d`, a reboot, the next
+            # deployment's recreate fallback) must find the live release there instead.
+            rollout.put_back_tags()
+            raise
     finally:
         engine.close()
     seconds = time.monotonic() - started
@@ -552,6 +559,33 @@ class _Rollout:
         for line in lines:
             self.log(line)
         raise HealthCheckFailed(message)
+
+    # ---- image tags after a failure ----
+
+    def put_back_tags(self) -> None:
+        """Point every built service's image tag back at the image its live containers run.
+
+        Best effort: a failure here is logged and never hides the error that ended the rollout.
+        A service with no live container (new in this release) has no image to go back to.
+        """
+        try:
+            services = self.services or self.compose.config(self.log)["services"]
+            for service, config in sorted(services.items()):
+                if "build" not in config:
+                    continue  # a pulled image: the build did not move its tag
+                tag = self.compose.image_name(service, config)
+                live = {c.image_id for c in self.engine.containers(self.project, service)}
+                if len(live) != 1:
+                    if live:
+                        self.log(f"{service}: live containers run {len(live)} images; tag {tag} left as it is")
+                    continue
+                (image,) = live
+                if self.engine.image_id(tag) == image:
+                    continue
+                self.engine.tag(image, tag)
+                self.log(f"{service}: image tag {tag} put back on the live release's image {image[:19]}")
+        except Exception as exc:  # noqa: BLE001 - the rollout's own error is the one to report
+            self.log(f"could not put the image tags back on the live release: {exc}")
 
     # ---- draining, discarding, left-overs ----
 
