@@ -45,7 +45,7 @@ TOKEN = "op-token-1"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 SHA_A, SHA_B, SHA_C = "a1" * 20, "b2" * 20, "c3" * 20
 XSS = "<script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 2\">"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
+SCREENSHOTS = Path(__file__).resolve().parents[3] / "test-output" / "screenshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
 DESKTOP = {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False}
