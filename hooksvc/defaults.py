@@ -56,6 +56,9 @@ LOCK_RENEW_SECONDS = 5.0
 LOCK_POLL_SECONDS = 0.2
 #: How often the reaper looks for deployments whose worker died.
 REAPER_INTERVAL_SECONDS = 5.0
+#: A queued deployment without a live job this long after it was queued is stranded: well past the
+#: intake dispatcher's recovery of a dead dispatcher's entries (INTAKE_RECOVER_SECONDS).
+STRANDED_QUEUED_SECONDS = 120.0
 
 #: Commit-status descriptions: GitHub rejects more than 140 characters, GitLab more than 255.
 GITHUB_DESCRIPTION_LIMIT = 140

@@ -8,6 +8,9 @@ from __future__ import annotations
 import redis
 from redis.client import Pipeline
 from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.worker import Worker
 
 from hooksvc import defaults
 from hooksvc.deployments import Deployment
@@ -44,3 +47,29 @@ def enqueue_deployment(queue: Queue, pipe: Pipeline, deployment: Deployment, tim
 def drop_job(queue: Queue, pipe: Pipeline, deployment_id: str) -> None:
     """Take a deployment's job off the queue (it has not started), inside the caller's transaction."""
     pipe.lrem(queue.key, 0, job_id_for(deployment_id))
+
+
+#: What RQ says of a deployment's job, for the janitor (`hooksvc.recovery`).
+JOB_MISSING = "missing"
+#: The job will still run or runs now: its deployment is not stranded.
+JOB_ALIVE = "alive"
+#: The job ended or its worker is gone: its deployment never will start.
+JOB_DEAD = "dead"
+
+
+def job_fate(queue: Queue, deployment_id: str) -> tuple[str, str]:
+    """Whether a deployment's job is alive, dead (and why) or missing, as RQ records it."""
+    try:
+        job = Job.fetch(job_id_for(deployment_id), connection=queue.connection)
+    except NoSuchJobError:
+        return JOB_MISSING, "its job is gone from the queue"
+    status = JobStatus(job.get_status(refresh=False))
+    if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED):
+        return JOB_ALIVE, status.value
+    if status == JobStatus.STARTED:
+        worker = job.worker_name or ""
+        if worker and Worker.find_by_key(Worker.redis_worker_namespace_prefix + worker,
+                                         connection=queue.connection) is None:
+            return JOB_DEAD, f"worker {worker}, which took its job, is gone"
+        return JOB_ALIVE, status.value
+    return JOB_DEAD, f"its job ended {status.value} before the deployment started"

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from rq import Worker
 
 # Imported here, in the worker, on purpose: every job runs in a fork of this process, which then
 # inherits the job's modules instead of importing them again (~0.1 s per deployment, measured).
 import workers.rollout  # noqa: F401
+from hooksvc import defaults
 from hooksvc.config import Config
 from hooksvc.connection import connect
 from hooksvc.errors import HooksvcError
+from hooksvc.recovery import recover_stranded
 from hooksvc.runtime.base import Runtime
 from workers import jobs
 from workers.checks import check_services as check_services  # `hooksvc check-config`: the deploy side's probes
@@ -23,15 +26,25 @@ log = logging.getLogger("hooksvc.runtime")
 
 
 class WorkerRuntime(Runtime):
-    """A worker's background threads: the reaper, the intake dispatcher, the outbox sender and,
-    when any app sets `poll_interval`, the branch poller."""
+    """A worker's background threads: the reaper, the janitor of stranded queued deployments, the
+    intake dispatcher, the outbox sender and, when any app sets `poll_interval`, the branch poller."""
 
     def start(self) -> None:
         super().start()
+        self.start_thread("hooksvc-janitor", self.recover_forever)
         self.start_thread("hooksvc-intake", self.store.intake.dispatch_forever)
         self.start_thread("hooksvc-outbox", OutboxSender(self.config, self.store.redis).run_forever)
         if any(pollable(app) for app in self.config.apps.values()):
             self.start_thread("hooksvc-poller", BranchPoller(self.config, self.store).run_forever)
+
+
+    def recover_forever(self, stop: threading.Event) -> None:
+        """Re-queue or end queued deployments whose job vanished or died, every `REAPER_INTERVAL_SECONDS`."""
+        while not stop.wait(defaults.REAPER_INTERVAL_SECONDS):
+            try:
+                recover_stranded(self.store, self.config.apps)
+            except HooksvcError as exc:
+                log.warning("janitor: %s", exc)
 
 
 def work(config: Config, *, burst: bool = False) -> int:

@@ -85,7 +85,8 @@ class TestRuntime:
         runtime = WorkerRuntime(config, redis)
         runtime.start()
         try:
-            assert {t.name for t in runtime.threads} == {"hooksvc-reaper", "hooksvc-intake", "hooksvc-outbox"}
+            assert {t.name for t in runtime.threads} == {
+                "hooksvc-reaper", "hooksvc-janitor", "hooksvc-intake", "hooksvc-outbox"}
             assert wait_for(lambda: runtime.store.queue.job_ids == [f"deploy-{deployment_id}"], 10)
             assert redis.llen(keys.INTAKE) == 0
         finally:
