@@ -614,9 +614,12 @@ class _Rollout:
                 # A health-aware proxy never routes to it: nothing to drain.
                 continue
             if not command:
-                if DRAIN_SECONDS_LABEL in c.labels:
-                    pause = max(pause, seconds)
-                self.log(f"{c.service}: {c.name} has no {DRAIN_LABEL} label: stopping without a drain command")
+                # Nothing takes it out of rotation before it stops, so the pause is what keeps a proxy
+                # that discovers containers from routing to nothing: by its end the proxy has found
+                # the new containers.
+                pause = max(pause, seconds)
+                self.log(f"{c.service}: {c.name} has no {DRAIN_LABEL} label: no drain command; stopping it "
+                         f"after the pause")
                 continue
             self.log(f"{c.service}: draining {c.name}: sh -c {command!r}")
             done = self.engine.exec(c.id, ["sh", "-c", command])

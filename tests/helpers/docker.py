@@ -95,11 +95,13 @@ HEALTH_TEST = "test ! -e /tmp/drain && timeout 3 wget -q -O- http://127.0.0.1/he
 
 
 def write_sample_app(directory: Path, version: str, *, healthy: bool = True, build_fails: bool = False,
-                     boot_seconds: float = 1.0, drain_seconds: float = 1.0) -> Path:
+                     boot_seconds: float = 1.0, drain_seconds: float = 1.0, labels: bool = True) -> Path:
     """Write a one-service app (busybox httpd serving `version.txt`) with a drain-aware healthcheck.
 
     `healthy=False` leaves out /health so the release never becomes healthy; `build_fails=True`
-    makes `compose build` fail. The host port is ephemeral on 127.0.0.1, so two replicas fit.
+    makes `compose build` fail; `labels=False` leaves out every hooksvc label (no drain command, no
+    drain time), as a compose file written without hooksvc in mind. The host port is ephemeral on
+    127.0.0.1, so two replicas fit.
     """
     www = directory / "www"
     www.mkdir(parents=True, exist_ok=True)
@@ -116,24 +118,25 @@ def write_sample_app(directory: Path, version: str, *, healthy: bool = True, bui
         "COPY www /www\n"
         f'CMD ["sh", "-c", "sleep {boot_seconds:g}; echo serving {version}; exec httpd -f -v -p 80 -h /www"]\n'
     )
-    (directory / "docker-compose.yml").write_text(textwrap.dedent(f"""\
-        services:
-          web:
-            build: .
-            init: true
-            ports:
-              - "127.0.0.1::80"
-            labels:
-              hooksvc.drain: "touch /tmp/drain"
-              hooksvc.drain_seconds: "{drain_seconds:g}"
-            stop_grace_period: 2s
-            healthcheck:
-              test: ["CMD", "sh", "-c", "{HEALTH_TEST}"]
-              interval: 1s
-              timeout: 3s
-              retries: 2
-              start_period: 4s
-        """))
+    label_lines = ("    labels:\n"
+                   '      hooksvc.drain: "touch /tmp/drain"\n'
+                   f'      hooksvc.drain_seconds: "{drain_seconds:g}"\n') if labels else ""
+    (directory / "docker-compose.yml").write_text(
+        "services:\n"
+        "  web:\n"
+        "    build: .\n"
+        "    init: true\n"
+        "    ports:\n"
+        '      - "127.0.0.1::80"\n'
+        f"{label_lines}"
+        "    stop_grace_period: 2s\n"
+        "    healthcheck:\n"
+        f'      test: ["CMD", "sh", "-c", "{HEALTH_TEST}"]\n'
+        "      interval: 1s\n"
+        "      timeout: 3s\n"
+        "      retries: 2\n"
+        "      start_period: 4s\n"
+    )
     return directory
 
 
@@ -191,14 +194,16 @@ def write_django_like_app(directory: Path, version: str, host_port: int, db_name
 class HealthyProxy:
     """A reverse proxy on 127.0.0.1 routing round-robin to the healthy containers of one service.
 
-    It re-reads the engine every PROXY_POLL_SECONDS, as Traefik's Docker provider follows the
+    It re-reads the engine every `poll_seconds`, as Traefik's Docker provider follows the
     engine: a container joins once `healthy` and leaves once it is not. Backends are reached via
     their published port on 127.0.0.1 when they have one, else via the container's IP. Requests
     are not retried, so every failure a rollout causes shows in the load loop.
     """
 
-    def __init__(self, client: docker.DockerClient, project: str, service: str, port: int = 80) -> None:
+    def __init__(self, client: docker.DockerClient, project: str, service: str, port: int = 80,
+                 poll_seconds: float = PROXY_POLL_SECONDS) -> None:
         self.client = client
+        self.poll_seconds = poll_seconds
         self.project = project
         self.service = service
         self.port = port
@@ -247,7 +252,7 @@ class HealthyProxy:
         return None
 
     def _poll(self) -> None:
-        while not self._stop.wait(PROXY_POLL_SECONDS):
+        while not self._stop.wait(self.poll_seconds):
             try:
                 self.refresh()
             except docker.errors.APIError as exc:
