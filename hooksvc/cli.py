@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from hooksvc import defaults
+from hooksvc import defaults, redact
 from hooksvc.config import AppConfig, Config, load_config, resolve_config_path
 from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.errors import ConfigError, HooksvcError
@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=[redact.log_handler()])
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -77,3 +77,6 @@ REPORT_HTTP_TIMEOUT_SECONDS = 10.0
 FAILED_CONTAINER_LOG_LINES = 20
 #: Log lines are cut to this many characters so one runaway line cannot fill Redis.
 LOG_LINE_LIMIT = 4000
+#: A value from outside (repository name, request path) is cut to this many characters in the server
+#: log: enough to recognise it, too little for one request to flood the log.
+LOG_VALUE_LIMIT = 200

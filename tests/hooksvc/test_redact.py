@@ -1,0 +1,96 @@
+"""What reaches the server log: untrusted values cut and escaped, and no record able to start a forged line."""
+
+from __future__ import annotations
+
+import io
+import logging
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hooksvc import defaults
+from hooksvc.redact import EscapeControlCharacters, escape_controls, log_handler, loggable
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class TestLoggable:
+    @given(st.text())
+    def test_any_text_becomes_one_bounded_line(self, text: str) -> None:
+        """Whatever the value, the result has no control character or line separator, and at most the limit
+        plus a short note."""
+        shown = loggable(text)
+        assert not [c for c in shown if unicodedata.category(c) in ("Cc", "Zl", "Zp")]
+        assert len(shown) <= defaults.LOG_VALUE_LIMIT + len(f"...[{len(text)} characters]")
+
+    @given(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=defaults.LOG_VALUE_LIMIT))
+    def test_short_printable_text_is_unchanged(self, text: str) -> None:
+        """An ordinary value (a repository name, a path) is logged as it is."""
+        assert loggable(text) == text
+
+    def test_long_value_is_cut_and_says_how_long_it_was(self) -> None:
+        """A 500 kB value is cut to the limit, with its real length noted."""
+        shown = loggable("x" * 500_000)
+        assert shown == "x" * defaults.LOG_VALUE_LIMIT + "...[500000 characters]"
+
+    def test_line_breaks_are_escaped_visibly(self) -> None:
+        """CR, LF and the Unicode separators show as escapes, so the log says what was sent."""
+        assert loggable("a\r\nFORGED\u2028b\x00") == "a\\x0d\\x0aFORGED\\u2028b\\x00"
+
+    def test_non_strings_are_shown_as_text(self) -> None:
+        """Any object is logged through str()."""
+        assert loggable(None) == "None" and loggable(42) == "42"
+
+
+class TestEscapeFilter:
+    def record_lines(self, *args: object, msg: str = "refused %s: %s") -> list[str]:
+        """The lines a handler with the filter writes for one record."""
+        out = io.StringIO()
+        handler = logging.StreamHandler(out)
+        handler.addFilter(EscapeControlCharacters())
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        logger = logging.getLogger("tests.redact")
+        logger.propagate = False
+        logger.addHandler(handler)
+        try:
+            logger.warning(msg, *args)
+        finally:
+            logger.removeHandler(handler)
+            logger.propagate = True
+        return out.getvalue().splitlines()
+
+    def test_a_record_is_one_line_whatever_its_arguments(self) -> None:
+        """A line break in a logged argument cannot start a new line: the filter escapes the formatted message."""
+        lines = self.record_lines("/hooks/x\nFORGED", "missing\r\nFORGED too")
+        assert lines == ["WARNING refused /hooks/x\\x0aFORGED: missing\\x0d\\x0aFORGED too"]
+
+    def test_a_record_without_control_characters_is_left_alone(self) -> None:
+        """An ordinary message passes unchanged, its arguments still separate for other handlers."""
+        assert self.record_lines("/hooks/github", "bad token") == ["WARNING refused /hooks/github: bad token"]
+
+    @given(st.text())
+    def test_escape_controls_leaves_no_line_break(self, text: str) -> None:
+        """No text comes out of the escaping with a character that splits a line."""
+        assert len(escape_controls(text).splitlines()) <= 1
+
+    def test_log_handler_carries_the_filter(self) -> None:
+        """The handler the command line installs escapes records."""
+        handler = log_handler()
+        assert any(isinstance(f, EscapeControlCharacters) for f in handler.filters)
+
+    def test_the_command_line_installs_the_filter(self, tmp_path: Path) -> None:
+        """After `hooksvc` has set up logging, a record with a line break in it is still one line on stderr."""
+        script = (
+            "import logging, sys\n"
+            "from hooksvc import cli\n"
+            f"cli.main(['--config', {str(tmp_path / 'missing.toml')!r}, 'status'])\n"
+            "logging.getLogger('hooksvc.web').warning('401 for GET %s', '/api/x\\nFORGED: all is well')\n"
+        )
+        done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert "401 for GET /api/x\\x0aFORGED" in done.stderr, done.stderr
+        assert not [line for line in done.stderr.splitlines() if line.startswith("FORGED")]
