@@ -133,6 +133,8 @@ class DeploymentStore:
 
     def cancel(self, deployment_id: str) -> Deployment:
         """Cancel a queued deployment; Conflict when it already started or ended."""
+        if not (deployment_id.isascii() and deployment_id.isdigit()):  # not an id: see find()
+            raise NotFound(f"no deployment {deployment_id!r}")
 
         def change(dep: Deployment | None) -> Deployment:
             if dep is None:
@@ -231,9 +233,15 @@ class DeploymentStore:
         return Deployment.from_fields(decode_hash(raw)) if raw else None
 
     def find(self, deployment_id: str) -> Deployment | None:
+        """The deployment, None when there is none (and for anything that is not an id)."""
+        # Ids are the digits of the counter `keys.NEXT_ID`; other names under the deployment prefix
+        # (that counter, the log streams) are other kinds of keys, which a lookup must never read.
+        if not (deployment_id.isascii() and deployment_id.isdigit()):
+            return None
         return call(self.load, self.redis, deployment_id)  # type: ignore[no-any-return]
 
     def get(self, deployment_id: str) -> Deployment:
+        """The deployment, or NotFound (also for anything that is not an id)."""
         dep = self.find(deployment_id)
         if dep is None:
             raise NotFound(f"no deployment {deployment_id!r}")

@@ -146,6 +146,18 @@ class TestTransitions:
         with pytest.raises(NotFound):
             store.cancel("999")
 
+    @pytest.mark.parametrize("name", ["next", "1:log", "", "-1", "1 ", "\u00b2", "1\n"])
+    def test_a_name_that_is_not_an_id_finds_nothing(self, store: DeploymentStore, name: str) -> None:
+        """find, get and cancel treat anything but digits as no deployment, never reading the counter or a log."""
+        dep = store.intake.submit([push("shop", SHA_A)]).deployments[0]
+        store.logs.append(dep.id, "a line")
+        assert store.find(name) is None
+        with pytest.raises(NotFound):
+            store.get(name)
+        with pytest.raises(NotFound):
+            store.cancel(name)
+        assert store.get(dep.id).state is DeploymentState.QUEUED
+
     def test_reaper_ends_running_deployments_whose_lock_is_gone(self, store: DeploymentStore,
                                                                  redis: redis_lib.Redis) -> None:
         """A running deployment whose worker no longer holds the app lock ends error."""
