@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from typing import Any
 
 import redis
@@ -16,6 +17,7 @@ from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 from hooksvc.config import Config
 from hooksvc.errors import HooksvcError, Unauthorized
+from hooksvc.redact import loggable
 from hooksvc.store import StateListener, open_store
 from hooksvc.web import api, hooks, metrics, pages
 from hooksvc.web.context import EXTENSION, WebContext
@@ -62,9 +64,9 @@ def create_app(
     @app.errorhandler(HooksvcError)
     def handle_error(exc: HooksvcError) -> tuple[Response, int]:
         if isinstance(exc, Unauthorized):
-            log.warning("401 for %s %s: %s", request.method, request.path, exc.reason)
+            log.warning("401 for %s %s: %s", loggable(request.method), loggable(request.path), exc.reason)
         elif exc.status_code >= 500:
-            log.error("%s for %s %s: %s", exc.status_code, request.method, request.path, exc)
+            log.error("%s for %s %s: %s", exc.status_code, loggable(request.method), loggable(request.path), exc)
         return jsonify(error=str(exc)), exc.status_code
 
     @app.errorhandler(404)
@@ -76,6 +78,12 @@ def create_app(
 
 
 def session_key(config: Config) -> bytes:
-    """The session-cookie key, derived from the API tokens so a changed token logs everyone out."""
-    material = "\n".join(sorted(t.reveal() for t in config.server.api_tokens)) or "no-tokens"
+    """The session-cookie key, derived from the API tokens so a changed token logs everyone out.
+
+    Without any token no one can log in, and no cookie may open a page: the key is then random,
+    known to no one (derived from anything public, anyone could sign a cookie with it).
+    """
+    if not config.server.api_tokens:
+        return secrets.token_bytes(32)
+    material = "\n".join(sorted(t.reveal() for t in config.server.api_tokens))
     return hashlib.sha256(b"hooksvc-session\n" + material.encode()).digest()

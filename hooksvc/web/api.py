@@ -25,9 +25,17 @@ MAX_LIST_LIMIT = 500
 
 @bp.before_request
 def authenticate() -> None:
+    """A bearer token for everything but /healthz; a body, on a request that changes state, only as JSON.
+
+    Basic auth and the pages' session cookie do not open the API: a browser sends those by itself,
+    also when another web site makes it POST here (docs/contract.md, HTTP interface). A JSON body
+    is a second line: no other site can make a browser send one without asking this server first.
+    """
     if request.endpoint == "api.healthz":
         return
     require_operator(context().config, read_only=request.method == "GET")
+    if request.method != "GET" and request.get_data() and not request.is_json:
+        raise BadRequest(f"the body must be JSON (Content-Type: application/json), got {request.mimetype!r}")
 
 
 def _app_or_404(name: str) -> AppConfig:

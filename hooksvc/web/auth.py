@@ -9,6 +9,7 @@ from flask import request, session
 
 from hooksvc.config import Config
 from hooksvc.errors import Unauthorized
+from hooksvc.redact import loggable
 
 SESSION_FLAG = "hooksvc_operator"
 
@@ -25,11 +26,10 @@ def token_is_valid(config: Config, presented: str) -> bool:
 
 def presented_token() -> str:
     """The token a request carries: `Authorization: Bearer T`, or basic auth with T as password."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer":
+    scheme, value = _authorization()
+    if scheme == "bearer":
         return value.strip()
-    if scheme.lower() == "basic":
+    if scheme == "basic":
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode()
         except (ValueError, UnicodeDecodeError):
@@ -38,12 +38,27 @@ def presented_token() -> str:
     return ""
 
 
-def require_operator(config: Config, read_only: bool, allow_session: bool = False) -> None:
-    """Raise Unauthorized unless the request may go on (read-only requests pass with `public_read`)."""
+def _authorization() -> tuple[str, str]:
+    """The Authorization header's scheme (lower-case) and credentials."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower(), value
+
+
+def require_operator(config: Config, read_only: bool, *, browser: bool = False) -> None:
+    """Raise Unauthorized unless the request may go on (read-only requests pass with `public_read`).
+
+    `browser`: the request is for an HTML page, which basic auth and the login's session cookie open
+    too. Everywhere else (the API) only a bearer token counts: a browser adds basic auth and cookies
+    to a request by itself, also to one another web site makes it send, but never a bearer token.
+    """
     if read_only and config.server.public_read:
         return
-    if allow_session and session.get(SESSION_FLAG):
+    # No token configured means no one can have logged in: no cookie opens anything then.
+    if browser and config.server.api_tokens and session.get(SESSION_FLAG):
         return
+    scheme, _ = _authorization()
+    if not browser and scheme not in ("bearer", ""):
+        raise Unauthorized(f"'{loggable(scheme)}' authorization: the API takes a bearer token only")
     token = presented_token()
     if not token_is_valid(config, token):
         raise Unauthorized("missing bearer token" if not token else "bad token")

@@ -26,6 +26,7 @@ from hooksvc.deployments import Deployment, DeploymentState, iso_time
 from hooksvc.errors import HooksvcError, NotFound, Unauthorized
 from hooksvc.operations import app_overview
 from hooksvc.presentation import format_ago, short_ref
+from hooksvc.redact import loggable
 from hooksvc.web.auth import SESSION_FLAG, presented_token, require_operator, token_is_valid
 from hooksvc.web.context import EXTENSION, WebContext, context
 
@@ -43,6 +44,9 @@ LOG_POLL_WAIT_MS = 5000
 NOSCRIPT_REFRESH_SECONDS = 5
 #: A login lasts a working day; a changed API token ends every session earlier (see session_key).
 SESSION_LIFETIME = timedelta(hours=12)
+#: A login form holds a token and a path: a bigger body is refused unread, since parsing a few MB
+#: of form fields costs seconds of CPU and the form is open to anyone.
+LOGIN_FORM_MAX_BYTES = 16 * 1024
 #: Endpoints reachable without a token (the login form itself, and leaving).
 PUBLIC_ENDPOINTS = frozenset({"pages.login", "pages.logout"})
 
@@ -92,9 +96,9 @@ def authenticate() -> BaseResponse | tuple[Response, int] | None:
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
     try:
-        require_operator(context().config, read_only=True, allow_session=True)
+        require_operator(context().config, read_only=True, browser=True)
     except Unauthorized as exc:
-        log.info("page %s refused: %s", request.path, exc.reason)
+        log.info("page %s refused: %s", loggable(request.path), exc.reason)
         if request.endpoint == "pages.deployment_log":
             return jsonify(error=exc.public_message), 401
         if presented_token():
@@ -134,11 +138,13 @@ def _same_origin_post() -> bool:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> BaseResponse | tuple[str, int]:
+    if request.method == "POST" and (request.content_length is None or request.content_length > LOGIN_FORM_MAX_BYTES):
+        return render_template("login.html", next="/", error="That form was too large."), 413
     target = safe_next(request.values.get("next"))
     if request.method == "GET":
         return render_template("login.html", next=target, error=None), 200
     if not _same_origin_post():
-        log.warning("login refused: cross-site POST from origin %r", request.headers.get("Origin"))
+        log.warning("login refused: cross-site POST from origin '%s'", loggable(request.headers.get("Origin")))
         return render_template("login.html", next=target, error="Please log in from this page."), 403
     if not token_is_valid(context().config, request.form.get("token", "").strip()):
         log.warning("login refused from %s: bad token", request.remote_addr)
@@ -232,7 +238,7 @@ def page_error(exc: HooksvcError) -> tuple[Response | str, int]:
     if request.endpoint == "pages.deployment_log":
         return jsonify(error=str(exc)), exc.status_code
     if exc.status_code >= 500:
-        log.error("%s for %s %s: %s", exc.status_code, request.method, request.path, exc)
+        log.error("%s for %s %s: %s", exc.status_code, loggable(request.method), loggable(request.path), exc)
     message = str(exc) if isinstance(exc, NotFound) else _public_message(exc)
     return render_template("error.html", status=exc.status_code, message=message), exc.status_code
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from hooksvc.web import create_app
 from tests.helpers.config import make_config
 
 AUTH = {"Authorization": "Bearer op-token-1"}
+BASIC = {"Authorization": "Basic " + base64.b64encode(b"operator:op-token-1").decode()}
 SHA_A, SHA_B = "a" * 40, "b" * 40
 
 
@@ -47,6 +49,60 @@ class TestAuthentication:
         """/healthz answers 200 without a token while Redis answers."""
         resp = client.get("/healthz")
         assert resp.status_code == 200 and resp.json["ok"] is True
+
+
+class TestCrossSiteRequests:
+    """Basic auth and the pages' session cookie, which a browser adds by itself, open no API route."""
+
+    @pytest.mark.parametrize("path", ["/api/apps/shop/deploy", "/api/apps/shop/rollback", "/api/deployments/1/cancel"])
+    def test_basic_auth_cannot_change_state(self, client: FlaskClient, store: DeploymentStore, path: str) -> None:
+        """A POST with the token as basic-auth password (and an empty form body) is refused with 401."""
+        queued = client.post("/api/apps/shop/deploy", headers=AUTH).json["id"]
+        resp = client.post(path, headers=BASIC, content_type="application/x-www-form-urlencoded")
+        assert resp.status_code == 401 and resp.json == {"error": "signature or token rejected"}
+        assert [d.id for d in store.recent()] == [queued] and store.get(queued).state == "queued"
+
+    def test_session_cookie_cannot_change_state(self, client: FlaskClient, store: DeploymentStore) -> None:
+        """A browser logged in to the pages with the form still gets 401 for a POST to the API."""
+        assert client.post("/login", data={"token": "op-token-1"}).status_code == 302
+        assert client.get("/").status_code == 200  # the cookie opens the pages
+        for path in ("/api/apps/shop/deploy", "/api/apps/shop/rollback", "/api/deployments/1/cancel"):
+            assert client.post(path).status_code == 401
+            assert client.post(path, json={}).status_code == 401
+        assert store.recent() == []
+
+    def test_basic_auth_opens_no_api_read_either(self, client: FlaskClient) -> None:
+        """The API takes a bearer token only; basic auth is for the pages."""
+        assert client.get("/api/apps", headers=BASIC).status_code == 401
+        assert client.get("/", headers=BASIC).status_code == 200
+
+    @pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data"])
+    def test_bearer_with_a_body_that_is_not_json_is_400(
+            self, client: FlaskClient, store: DeploymentStore, content_type: str) -> None:
+        """A state-changing request's body must be JSON, even with the right bearer token."""
+        for path in ("/api/apps/shop/deploy", "/api/apps/shop/rollback", "/api/deployments/1/cancel"):
+            resp = client.post(path, headers=AUTH, data=f"sha={SHA_A}", content_type=content_type)
+            assert resp.status_code == 400 and "must be JSON" in resp.json["error"]
+        assert store.recent() == []
+
+    def test_bearer_with_json_or_no_body_is_accepted(self, client: FlaskClient) -> None:
+        """A bearer token with a JSON body, or with no body at all, deploys."""
+        assert client.post("/api/apps/shop/deploy", headers=AUTH, json={"sha": SHA_A}).status_code == 202
+        assert client.post("/api/apps/shop/deploy", headers=AUTH).status_code == 202
+
+
+class TestDeploymentIds:
+    @pytest.mark.parametrize("deployment_id", ["next", "1:log", "0x1", "%C2%B2", "1%0a"])
+    def test_a_name_that_is_not_an_id_is_404(
+            self, client: FlaskClient, store: DeploymentStore, deployment_id: str) -> None:
+        """Ids are numbers: other names under the deployment prefix (the id counter, a log) are 404, never 500."""
+        dep_id = succeed(store, "shop", SHA_A)
+        assert dep_id == "1"
+        for method, path in (("GET", f"/api/deployments/{deployment_id}"),
+                             ("GET", f"/api/deployments/{deployment_id}/log"),
+                             ("POST", f"/api/deployments/{deployment_id}/cancel")):
+            resp = client.open(path, method=method, headers=AUTH)
+            assert resp.status_code == 404 and "no deployment" in resp.json["error"], path
 
 
 class TestDeploy:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import select
@@ -27,6 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import redis as redis_lib
 from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
 from flask.testing import FlaskClient
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -36,7 +38,7 @@ from hooksvc.config import Config
 from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
 from hooksvc.presentation import format_ago
 from hooksvc.store import DeploymentStore
-from hooksvc.web import create_app
+from hooksvc.web import create_app, session_key
 from hooksvc.web.pages import format_duration, safe_next
 from tests.helpers.config import make_config
 from tests.helpers.redis_server import RedisServer
@@ -176,6 +178,13 @@ class TestLoginForm:
         assert resp.status_code == 403
         assert client.get("/").status_code == 302
 
+    def test_huge_login_form_is_refused_unread(self, client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A multi-megabyte login POST of empty fields is refused with 413 before any field is parsed."""
+        monkeypatch.setattr("werkzeug.formparser.parse_qsl", lambda *a, **k: pytest.fail("the form was parsed"))
+        resp = client.post("/login", data=b"a=&" * 1_600_000, content_type="application/x-www-form-urlencoded")
+        assert resp.status_code == 413
+        assert client.get("/").status_code == 302
+
     def test_logout_is_post_only_and_ends_the_session(self, client: FlaskClient) -> None:
         """POST /logout ends the session; a GET (a link, an image) cannot log anyone out."""
         login(client)
@@ -191,6 +200,36 @@ class TestLoginForm:
         config = replace(config, server=replace(config.server, public_url="https://deploy.example"))
         resp = login(create_app(config, connection=redis, listeners=[]).test_client())
         assert "Secure" in resp.headers["Set-Cookie"]
+
+
+class TestWithoutTokens:
+    """A server with no API token configured: no one can log in, so no cookie may open a page."""
+
+    @pytest.fixture
+    def tokenless(self, tmp_path: Path, redis: redis_lib.Redis) -> Flask:
+        config = make_config(tmp_path, env={"HOOKSVC_API_TOKENS": ""})
+        assert config.server.api_tokens == ()
+        return create_app(config, connection=redis, listeners=[])
+
+    def test_cookie_forged_with_the_public_key_opens_nothing(self, tokenless: Flask, store: DeploymentStore) -> None:
+        """A session cookie signed with the key once derived from the public "no-tokens" string is refused."""
+        dep_id = run(store, push("shop", SHA_A), DeploymentState.SUCCEEDED)
+        forger = Flask("forger")
+        forger.secret_key = hashlib.sha256(b"hooksvc-session\nno-tokens").digest()
+        serializer = SecureCookieSessionInterface().get_signing_serializer(forger)
+        assert serializer is not None
+        client = tokenless.test_client()
+        client.set_cookie("hooksvc_session", serializer.dumps({"hooksvc_operator": True}))
+        assert client.get("/").status_code == 302
+        assert client.get(f"/deployments/{dep_id}").status_code == 302
+        assert client.get(f"/deployments/{dep_id}/log.json").status_code == 401
+
+    def test_session_key_is_not_derived_from_anything_public(self, tmp_path: Path) -> None:
+        """Without tokens each app gets a random session key, so no two processes (or attackers) share it."""
+        config = make_config(tmp_path, env={"HOOKSVC_API_TOKENS": ""})
+        assert session_key(config) != session_key(config)
+        with_tokens = make_config(tmp_path)
+        assert session_key(with_tokens) == session_key(with_tokens)
 
 
 class TestDashboard:
@@ -344,6 +383,16 @@ class TestLogEndpoint:
         assert answer["lines"] == ["two", "finished: succeeded"]
         assert answer["deployment"]["finished_at"] and answer["duration"]
         assert time.monotonic() - started < 1
+
+    @pytest.mark.parametrize("deployment_id", ["next", "1:log"])
+    def test_a_name_that_is_not_an_id_is_404(
+            self, client: FlaskClient, store: DeploymentStore, deployment_id: str) -> None:
+        """The id counter and a log stream, though under the deployment prefix, are no deployment: 404, not 500."""
+        assert run(store, push("shop", SHA_A), DeploymentState.SUCCEEDED, "a line") == "1"
+        assert client.get(f"/deployments/{deployment_id}", headers=BEARER).status_code == 404
+        assert client.get(f"/deployments/{deployment_id}/log.txt", headers=BEARER).status_code == 404
+        resp = client.get(f"/deployments/{deployment_id}/log.json", headers=BEARER)
+        assert resp.status_code == 404 and resp.json == {"error": f"no deployment {deployment_id!r}"}
 
     def test_bad_cursor_and_unknown_id(self, client: FlaskClient) -> None:
         """A malformed cursor is a 400 and an unknown deployment a 404, both JSON."""
