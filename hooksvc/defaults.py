@@ -4,6 +4,9 @@
 LISTEN = "127.0.0.1:8080"
 #: Git hosts send at most 25 MB (GitHub); pushes are far smaller, and 5 MiB bounds memory per request.
 MAX_BODY_BYTES = 5 * 1024 * 1024
+#: A git host's form-encoded webhook body holds one field, `payload`: a body with more fields than this
+#: is refused before it is parsed (thousands of empty fields would cost seconds of CPU, unsigned).
+WEBHOOK_FORM_MAX_FIELDS = 8
 #: Environment variable holding the comma-separated API bearer tokens.
 API_TOKENS_ENV = "HOOKSVC_API_TOKENS"
 REDIS_URL = "redis://127.0.0.1:6379/0"

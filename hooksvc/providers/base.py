@@ -71,10 +71,15 @@ class Provider(Protocol):
         """The `kind`s of `[hosts.*]` whose apps this route serves."""
 
     def signed_bytes(self, req: WebhookRequest) -> bytes:
-        """The exact bytes the host signs (BadRequest when they cannot be found)."""
+        """The exact bytes the host signs (BadRequest when they cannot be found).
 
-    def verify(self, req: WebhookRequest, secret: str) -> bool:
-        """Constant-time check of the request against one secret."""
+        What a replay repeats: the web layer computes them once per request and passes them as
+        `signed` to `verify` and `parse`, so a request costs one extraction however many secrets
+        it is checked against.
+        """
 
-    def parse(self, req: WebhookRequest) -> WebhookDelivery:
+    def verify(self, req: WebhookRequest, secret: str, signed: bytes | None = None) -> bool:
+        """Constant-time check of the request against one secret (`signed`: `signed_bytes(req)`, if known)."""
+
+    def parse(self, req: WebhookRequest, signed: bytes | None = None) -> WebhookDelivery:
         """The event, delivery id, repository and push facts (BadRequest when malformed)."""

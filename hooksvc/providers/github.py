@@ -33,17 +33,21 @@ def signed_bytes(req: WebhookRequest) -> bytes:
     return req.body
 
 
-def verify(req: WebhookRequest, secret: str) -> bool:
+def verify(req: WebhookRequest, secret: str, signed: bytes | None = None) -> bool:
     """True when `X-Hub-Signature-256` is the HMAC-SHA256 of the raw body under `secret`."""
     given = req.header(SIGNATURE_HEADER)
     if not given or not secret:
         return False
-    expected = SIGNATURE_PREFIX + hmac_sha256_hex(secret, signed_bytes(req))
+    expected = SIGNATURE_PREFIX + hmac_sha256_hex(secret, signed if signed is not None else signed_bytes(req))
     return hmac.compare_digest(header_bytes(given), expected.encode("ascii"))
 
 
-def parse(req: WebhookRequest) -> WebhookDelivery:
-    """The delivery's event, id, repository and (for a push) the ref update. Raises BadRequest."""
+def parse(req: WebhookRequest, signed: bytes | None = None) -> WebhookDelivery:
+    """The delivery's event, id, repository and (for a push) the ref update. Raises BadRequest.
+
+    `signed` is the raw body, which `req` holds anyway: the payload is the body itself or, when
+    form-encoded, its `payload` field.
+    """
     event = normalised_event(EVENT_HEADER, req.header(EVENT_HEADER))
     data = json_object(_payload_text(req))
     push = read_push(data, flags=True) if event == "push" else None

@@ -39,8 +39,8 @@ def signed_bytes(req: WebhookRequest) -> bytes:
     return req.body
 
 
-def verify(req: WebhookRequest, secret: str) -> bool:
-    """True when `X-Gitlab-Token` equals `secret` (constant-time)."""
+def verify(req: WebhookRequest, secret: str, signed: bytes | None = None) -> bool:
+    """True when `X-Gitlab-Token` equals `secret` (constant-time); the body plays no part."""
     given = req.header(TOKEN_HEADER)
     if not given or not secret:
         return False
@@ -63,8 +63,11 @@ def _encoded(value: str, encoding: str) -> bytes:
         return b""
 
 
-def parse(req: WebhookRequest) -> WebhookDelivery:
-    """The delivery's event, id, repository and (for a push) the ref update. Raises BadRequest."""
+def parse(req: WebhookRequest, signed: bytes | None = None) -> WebhookDelivery:
+    """The delivery's event, id, repository and (for a push) the ref update. Raises BadRequest.
+
+    `signed` is the raw body, which is the payload: it is read from `req` either way.
+    """
     hook = normalised_event(EVENT_HEADER, req.header(EVENT_HEADER))
     if req.content_type != JSON_CONTENT_TYPE:
         raise BadRequest(f"unsupported content type {show(req.content_type)}: expected {JSON_CONTENT_TYPE}")

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from hooksvc import defaults
 from hooksvc.errors import BadRequest
 from hooksvc.providers.base import ZERO_SHA, PushEvent
 
@@ -56,7 +57,16 @@ def unsupported_content_type(content_type: str) -> str:
 
 
 def form_payload(body: bytes) -> str:
-    """The JSON text in the `payload` field of a form-encoded body."""
+    """The JSON text in the `payload` field of a form-encoded body.
+
+    A body of more than WEBHOOK_FORM_MAX_FIELDS fields is refused before it is parsed: parsing
+    thousands of empty fields costs seconds, and no git host sends more than one.
+    """
+    # parse_qs splits on "&" only; counting them is a fast scan, where parsing is not.
+    if body.count(b"&") >= defaults.WEBHOOK_FORM_MAX_FIELDS:
+        raise BadRequest(
+            f"form body has more than {defaults.WEBHOOK_FORM_MAX_FIELDS} fields: expected one 'payload' field"
+        )
     try:
         fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, errors="strict")
     except ValueError:  # UnicodeDecodeError included: raw or percent-encoded bytes that are not UTF-8

@@ -15,6 +15,7 @@ from hooksvc import counters, routing
 from hooksvc.config import AppConfig
 from hooksvc.errors import BadRequest, BodyTooLarge, NotFound, Unauthorized
 from hooksvc.providers import PROVIDERS, Provider, WebhookDelivery, WebhookRequest
+from hooksvc.redact import loggable
 from hooksvc.web.context import context
 
 log = logging.getLogger("hooksvc.hooks")
@@ -54,16 +55,18 @@ def read_body_limited(limit: int) -> bytes:
     return b"".join(parts)
 
 
-def _replay_key(route: str, req: WebhookRequest, apps: Sequence[AppConfig]) -> str:
-    """Identifies the signed content, so a replayed body is a duplicate even under a new delivery id.
+def _replay_key(route: str, signed: bytes, apps: Sequence[AppConfig]) -> str:
+    """Identifies what the signature covers, so a replay is a duplicate whatever else changes.
 
-    The apps it verified for are part of it: two webhooks on one repository, each with its own
-    app's secret, deliver the same body, and the second is not a replay of the first.
+    That is the route, the apps the request verified for, and the signed bytes — nothing the
+    sender of a replay could vary without the secret (delivery id, query string, the body's
+    encoding when the host signs the payload text). The apps are part of it: two webhooks on one
+    repository, each with its own app's secret, deliver the same body, and the second is not a
+    replay of the first.
     """
     digest = hashlib.sha256()
     digest.update(route.encode() + b"\0" + " ".join(sorted(a.name for a in apps)).encode() + b"\0")
-    digest.update(req.body + b"\0")
-    digest.update("&".join(f"{k}={v}" for k, v in sorted(req.query.items())).encode())
+    digest.update(signed)
     return f"body:{digest.hexdigest()}"
 
 
@@ -125,25 +128,30 @@ def receive(route: str) -> tuple[Response, int]:
         method=request.method,
     )
     candidates = ctx.apps_for(provider.HOST_KINDS)
-    delivery, verified = _verify(provider, req, candidates)
+    try:
+        # Once per request, not once per candidate secret (for Gitea it parses a form body).
+        signed = provider.signed_bytes(req)
+    except BadRequest as exc:
+        raise Unauthorized(_why_unverified(route, exc, candidates)) from None  # nothing signed to verify
+    parsed, verified = _verify(provider, req, signed, candidates)
     if not verified:
-        raise Unauthorized(_why_unverified(route, delivery, candidates))
-    if delivery is None:
-        delivery = provider.parse(req)  # raises the BadRequest that says what is wrong
+        raise Unauthorized(_why_unverified(route, parsed, candidates))
+    if isinstance(parsed, BadRequest):
+        raise parsed  # signed, but malformed: the reason is the sender's to read
+    delivery = parsed
     if delivery.event == "ping":
         log.info("ping from %s (delivery %s)", route, delivery.delivery_id)
         return jsonify(ok=True, event="ping"), 200
     apps = routing.select_apps(delivery, verified)
     if not apps:
         names = ", ".join(a.name for a in verified)
-        raise Unauthorized(
-            f"{route}: signature valid for app(s) {names}, but repository {delivery.repo!r} is none of theirs"
-        )
+        repo = loggable(delivery.repo)
+        raise Unauthorized(f"{route}: signature valid for app(s) {names}, but repository '{repo}' is none of theirs")
     decision = routing.plan_deployments(delivery, apps)
     if decision.ignored is not None:
-        log.info("%s delivery %s ignored: %s", route, delivery.delivery_id, decision.ignored)
+        log.info("%s delivery %s ignored: %s", route, delivery.delivery_id, loggable(decision.ignored))
         return jsonify(ignored=decision.ignored), 200
-    keys = [_replay_key(route, req, apps)]
+    keys = [_replay_key(route, signed, apps)]
     if delivery.delivery_id:
         keys.insert(0, f"delivery:{route}:{delivery.delivery_id}")
     # The script counts this webhook itself (accepted or duplicate): no second round trip.
@@ -161,37 +169,40 @@ def receive(route: str) -> tuple[Response, int]:
 
 
 def _verify(
-    provider: Provider, req: WebhookRequest, candidates: Sequence[AppConfig]
-) -> tuple[WebhookDelivery | None, list[AppConfig]]:
-    """The parsed delivery (None when it does not parse) and the apps whose secret the request verifies.
+    provider: Provider, req: WebhookRequest, signed: bytes, candidates: Sequence[AppConfig]
+) -> tuple[WebhookDelivery | BadRequest, list[AppConfig]]:
+    """The parsed delivery (or why it does not parse) and the apps whose secret the request verifies.
 
-    The apps of the repository the payload names are tried first: with many apps on one server,
-    checking every secret is most of a webhook's own time. Parsing before verifying trusts nothing
-    (the parsed repository only orders the work). When none of them verifies, or the payload names
-    no repository (an organisation's ping) or does not parse, every candidate's secret is tried.
+    `signed` is `provider.signed_bytes(req)`, computed once by the caller. The apps of the
+    repository the payload names are tried first: with many apps on one server, checking every
+    secret is most of a webhook's own time. Parsing before verifying trusts nothing (the parsed
+    repository only orders the work). When none of them verifies, or the payload names no
+    repository (an organisation's ping) or does not parse, the other candidates are tried. Either
+    way a bad signature costs one check per candidate, for a configured repository as for an
+    unknown one: the time of a 401 does not tell which repositories are configured.
     """
     try:
-        delivery: WebhookDelivery | None = provider.parse(req)
-    except BadRequest:
-        delivery = None
-    if delivery is not None:
-        own = routing.select_apps(delivery, candidates)
-        verified = [a for a in own if provider.verify(req, a.secret.reveal())]
-        if verified:
-            return delivery, verified
-    return delivery, [a for a in candidates if provider.verify(req, a.secret.reveal())]
+        parsed: WebhookDelivery | BadRequest = provider.parse(req, signed)
+    except BadRequest as exc:
+        parsed = exc
+    own = routing.select_apps(parsed, candidates) if isinstance(parsed, WebhookDelivery) else []
+    verified = [a for a in own if provider.verify(req, a.secret.reveal(), signed)]
+    if verified:
+        return parsed, verified
+    tried = {a.name for a in own}
+    return parsed, [a for a in candidates if a.name not in tried and provider.verify(req, a.secret.reveal(), signed)]
 
 
-def _why_unverified(route: str, delivery: WebhookDelivery | None, candidates: Sequence[AppConfig]) -> str:
+def _why_unverified(route: str, parsed: WebhookDelivery | BadRequest, candidates: Sequence[AppConfig]) -> str:
     """The server-log reason for a 401: unknown repository or bad signature (never the expected MAC).
 
-    `delivery` is the payload as `_verify` parsed it, None when it did not parse.
+    `parsed` is the payload as `_verify` parsed it, or why it did not parse.
     """
     if not candidates:
         return f"{route}: no app is configured for this kind of git host"
-    if delivery is None:
+    if isinstance(parsed, BadRequest):
         return f"{route}: signature does not verify against any app's secret (body unparsable)"
-    repo = delivery.repo
+    repo = parsed.repo
     if not any(a.repo.lower() == repo.lower() for a in candidates):
-        return f"{route}: no app for repository {repo!r}"
-    return f"{route}: signature missing or wrong for repository {repo!r}"
+        return f"{route}: no app for repository '{loggable(repo)}'"
+    return f"{route}: signature missing or wrong for repository '{loggable(repo)}'"

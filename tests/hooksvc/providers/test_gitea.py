@@ -9,8 +9,10 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from hooksvc import defaults
 from hooksvc.errors import BadRequest
 from hooksvc.providers import ZERO_SHA, WebhookRequest, gitea
+from hooksvc.providers import payload as payload_readers
 from tests.helpers.payloads import (
     FORM,
     HookRequest,
@@ -154,6 +156,14 @@ class TestGiteaSignature:
         """When the payload text cannot be found, verify says False instead of raising."""
         assert gitea.verify(req, SECRET) is False
 
+    def test_verify_and_parse_use_the_signed_bytes_they_are_given(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Given the signed bytes, verify and parse do not extract the payload from the body again."""
+        req = gitea_request(gitea_push(), SECRET, form=True).to_request()
+        signed_text = gitea.signed_bytes(req)
+        monkeypatch.setattr(gitea, "form_payload", lambda body: pytest.fail("the form body was parsed again"))
+        assert gitea.verify(req, SECRET, signed_text) and not gitea.verify(req, "other", signed_text)
+        assert gitea.parse(req, signed_text).repo == "acme/blog"
+
     def test_non_ascii_signature_header_is_false(self) -> None:
         """A signature header with non-ASCII characters is rejected without an exception."""
         hook = gitea_request(gitea_push(), SECRET).with_header("X-Gitea-Signature", "\u00e9" * 64)
@@ -256,6 +266,23 @@ class TestGiteaParseErrors:
         req = WebhookRequest(headers={"x-gitea-event": "push"}, body=b"", query={}, method="GET")
         with pytest.raises(BadRequest, match="without a 'payload' query parameter"):
             gitea.parse(req)
+
+    def test_form_body_of_many_fields_is_refused_before_it_is_parsed(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A form body of more fields than any host sends is refused, unparsed (parsing them costs seconds)."""
+        parsed: list[str] = []
+        monkeypatch.setattr(payload_readers, "parse_qs", lambda *args, **kwargs: parsed.append("parse_qs") or {})
+        body = b"a=&" * 100_000 + urlencode({"payload": json.dumps(gitea_push())}).encode()
+        req = WebhookRequest(headers={"x-gitea-event": "push", "content-type": FORM}, body=body, query={})
+        with pytest.raises(BadRequest, match=f"more than {defaults.WEBHOOK_FORM_MAX_FIELDS} fields"):
+            gitea.parse(req)
+        assert parsed == []
+
+    def test_form_body_with_a_few_extra_fields_parses(self) -> None:
+        """A handful of fields beside `payload` stay within the limit."""
+        fields = {"a": "1", "b": "2", "payload": json.dumps(gitea_push())}
+        req = WebhookRequest(headers={"x-gitea-event": "push", "content-type": FORM},
+                             body=urlencode(fields).encode(), query={})
+        assert gitea.parse(req).repo == "acme/blog"
 
     def test_form_without_payload(self) -> None:
         """A form body must carry the JSON in a `payload` field."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import EnvironBuilder
 
+from hooksvc import defaults
 from hooksvc.connection import connect
-from hooksvc.providers import ZERO_SHA
+from hooksvc.providers import ZERO_SHA, gitea, github
+from hooksvc.providers import payload as payload_module
 from hooksvc.store import DeploymentStore
 from hooksvc.web import create_app
 from tests.helpers.config import make_config
@@ -28,10 +31,38 @@ from tests.helpers.payloads import (
     gitlab_push,
     gitlab_request,
     load,
+    payload_text,
 )
 from tests.helpers.redis_server import RedisServer
 
 SHOP, BLOG, WIKI = "shop-webhook-secret", "blog-webhook-secret", "wiki-webhook-secret"
+
+
+def app_with_more_apps(tmp_path: Path, redis: redis_lib.Redis, host: str, count: int) -> Flask:
+    """The web app with `count` more apps of `host`, each on its own repository with its own secret."""
+    extra = "".join(f"""
+        [apps.extra-{n}]
+        host = "{host}"
+        repo = "acme/extra-{n}"
+        clone_url = "{tmp_path / f'origin-extra-{n}.git'}"
+        tags = "v*"
+        secret_env = "EXTRA_{n}_SECRET"
+    """ for n in range(count))
+    env = {f"EXTRA_{n}_SECRET": f"extra-{n}-webhook-secret" for n in range(count)}
+    return create_app(make_config(tmp_path, extra, env=env), connection=redis, listeners=[])
+
+
+def counting(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[int]:
+    """Count the calls of `module.name` (which keeps working): the list's length is the count."""
+    real = getattr(module, name)
+    calls: list[int] = []
+
+    def wrapper(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+    return calls
 
 
 class TestAcceptedPushes:
@@ -267,6 +298,41 @@ class TestDuplicates:
         assert resp.status_code == 200 and resp.json["duplicate"] is True
         assert len(store.recent()) == 1
 
+    def test_replay_with_a_new_delivery_id_and_query_string_is_a_duplicate(
+            self, client: FlaskClient, store: DeploymentStore) -> None:
+        """The query string is not signed: a replayed body under a new delivery id and `?x=1` deploys nothing."""
+        payload = github_push()
+        assert client.open("/hooks/github", **github_request(payload, SHOP, delivery_id="one").client_kwargs()
+                           ).status_code == 202
+        replay = github_request(payload, SHOP, delivery_id="two").client_kwargs()
+        resp = client.open("/hooks/github", **{**replay, "query_string": {"x": "1"}})
+        assert resp.status_code == 200 and resp.json["duplicate"] is True
+        assert len(store.recent()) == 1
+
+    def test_gitea_payload_replayed_as_json_form_and_get_deploys_once(
+            self, client: FlaskClient, store: DeploymentStore) -> None:
+        """Gitea signs the payload text, not the body: the same payload sent as JSON, form and GET is one delivery."""
+        text = payload_text(gitea_push(ref="refs/tags/v3.0"))
+        answers = [
+            client.open("/hooks/gitea", **gitea_request(text, BLOG, form=how == "form", get=how == "get",
+                                                         delivery_id=f"delivery-{how}").client_kwargs())
+            for how in ("json", "form", "get")
+        ]
+        assert [a.status_code for a in answers] == [202, 200, 200]
+        assert answers[1].json["duplicate"] is True and answers[2].json["duplicate"] is True
+        assert len(store.recent()) == 1
+
+    def test_gitea_get_replay_with_an_extra_query_parameter_is_a_duplicate(
+            self, client: FlaskClient, store: DeploymentStore) -> None:
+        """Only `payload` of a GET delivery is signed: another query parameter does not make it new."""
+        hook = gitea_request(gitea_push(ref="refs/tags/v3.1"), BLOG, get=True, delivery_id="one")
+        assert client.open("/hooks/gitea", **hook.client_kwargs()).status_code == 202
+        replay = gitea_request(gitea_push(ref="refs/tags/v3.1"), BLOG, get=True, delivery_id="two")
+        replay = replace(replay, query={**replay.query, "x": "1"})
+        resp = client.open("/hooks/gitea", **replay.client_kwargs())
+        assert resp.status_code == 200 and resp.json["duplicate"] is True
+        assert len(store.recent()) == 1
+
     def test_newer_push_supersedes_queued_one(self, client: FlaskClient, store: DeploymentStore) -> None:
         """Two pushes in a row leave the first superseded and the second queued."""
         a = client.open("/hooks/github", **github_request(github_push(after=commit_sha(1)), SHOP).client_kwargs())
@@ -328,3 +394,61 @@ class TestHeaderView:
         assert req.header("x-missing") is None
         assert sorted(view) == ["content-type", "x-gitlab-token"]
         assert "wiki-webhook-secret" not in repr(req) and "x-gitlab-token" in repr(req)
+
+
+class TestHostileInput:
+    def test_huge_form_body_of_empty_fields_is_refused_after_one_look(
+            self, tmp_path: Path, redis: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A 4.8 MB unsigned `a=&a=&...` body, with eleven Gitea apps to check, is refused without parsing it."""
+        client = app_with_more_apps(tmp_path, redis, "gitea", 10).test_client()
+        form_reads = counting(monkeypatch, gitea, "form_payload")
+        parses = counting(monkeypatch, payload_module, "parse_qs")
+        body = b"a=&" * 1_600_000
+        assert len(body) < defaults.MAX_BODY_BYTES
+        hook = gitea_request(gitea_push(), "forged").with_header("Content-Type", "application/x-www-form-urlencoded")
+        resp = client.open("/hooks/gitea", **hook.with_body(body).client_kwargs())
+        assert resp.status_code == 401
+        assert len(form_reads) <= 1 and parses == []
+
+    @pytest.mark.parametrize("secret", ["forged", BLOG])
+    def test_form_payload_is_read_once_however_many_apps_there_are(
+            self, tmp_path: Path, redis: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch, secret: str) -> None:
+        """A form-encoded Gitea delivery's payload is extracted once per request, not once per app's secret."""
+        client = app_with_more_apps(tmp_path, redis, "gitea", 10).test_client()
+        form_reads = counting(monkeypatch, gitea, "form_payload")
+        resp = client.open("/hooks/gitea", **gitea_request(gitea_push(), secret, form=True).client_kwargs())
+        assert resp.status_code == (202 if secret == BLOG else 401)
+        assert len(form_reads) == 1
+
+    def test_bad_signature_costs_the_same_for_known_and_unknown_repositories(
+            self, tmp_path: Path, redis: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A bad signature is checked against each app once, whether its repository is configured or not."""
+        client = app_with_more_apps(tmp_path, redis, "github", 4).test_client()
+        macs = counting(monkeypatch, github, "hmac_sha256_hex")
+        known = client.open("/hooks/github", **github_request(github_push(repo="acme/shop"), "forged").client_kwargs())
+        known_macs = len(macs)
+        unknown = client.open("/hooks/github", **github_request(github_push(repo="evil/x"), "forged").client_kwargs())
+        assert known.status_code == unknown.status_code == 401
+        assert known_macs == len(macs) - known_macs == 5  # shop and the four extra apps
+
+    def test_huge_repository_name_writes_a_short_log_line(
+            self, client: FlaskClient, caplog: pytest.LogCaptureFixture) -> None:
+        """An unsigned push naming a 500 kB repository is refused with a log line of bounded length."""
+        caplog.set_level(logging.INFO)
+        hook = github_request(github_push(repo="evil/" + "x" * 500_000), "forged")
+        assert client.open("/hooks/github", **hook.client_kwargs()).status_code == 401
+        [line] = [r.getMessage() for r in caplog.records if "evil/" in r.getMessage()]
+        assert len(line) < 2 * defaults.LOG_VALUE_LIMIT + 200 and "[500005 characters]" in line
+
+    def test_line_breaks_in_the_path_cannot_forge_a_log_line(
+            self, client: FlaskClient, caplog: pytest.LogCaptureFixture) -> None:
+        """A line break sent percent-encoded in the URL is logged escaped: no log line starts with the sender's text."""
+        caplog.set_level(logging.DEBUG)
+        for path in ("/hooks/x%0aFORGED", "/hooks/github%0d%0aFORGED", "/api/deployments/1%0aFORGED",
+                     "/api/deployments/1%e2%80%a8FORGED", "/deployments/1%0aFORGED"):
+            for method in ("GET", "POST"):
+                client.open(path, method=method, data=b"{}", content_type="application/json")
+        logged = [r.getMessage() for r in caplog.records if "FORGED" in r.getMessage()]
+        assert len(logged) >= 3, "the refusals of the API and the pages are logged"
+        assert not [line for line in caplog.text.splitlines() if line.startswith("FORGED")]
+        assert not [m for m in logged if "\n" in m or "\r" in m or "\u2028" in m]
