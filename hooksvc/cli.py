@@ -35,8 +35,10 @@ EXIT_USAGE = 2
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
     from hooksvc.runtime.web import serve
 
+    if not args.read_timeout > 0:
+        raise HooksvcError(f"--read-timeout must be a positive number of seconds, got {args.read_timeout:g}")
     return serve(config, bind=args.bind, processes=args.processes, threads=args.threads,
-                           access_log=args.access_log)
+                 access_log=args.access_log, read_timeout=args.read_timeout)
 
 
 def cmd_worker(config: Config, args: argparse.Namespace) -> int:
@@ -155,10 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--config", default=argparse.SUPPRESS, help=f"config file (default: ${defaults.CONFIG_ENV})")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("serve", parents=[common], help="the production HTTP server (gunicorn)")
+    p = sub.add_parser("serve", parents=[common], help="the production HTTP server (gunicorn + waitress)")
     p.add_argument("--bind", help="HOST:PORT (overrides server.listen)")
     p.add_argument("--processes", type=int, default=defaults.WEB_PROCESSES, help="web worker processes")
-    p.add_argument("--threads", type=int, default=defaults.WEB_THREADS, help="threads per web worker process")
+    p.add_argument("--threads", type=int, default=defaults.WEB_THREADS, help="application threads per web process")
+    p.add_argument("--read-timeout", type=float, default=defaults.WEB_READ_TIMEOUT_SECONDS, metavar="SECONDS",
+                   help="close a connection whose request has not arrived whole within this long")
     p.add_argument("--access-log", action="store_true", help="log every request to stdout")
     p.set_defaults(func=cmd_serve)
 

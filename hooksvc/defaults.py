@@ -83,3 +83,18 @@ LOG_LINE_LIMIT = 4000
 #: A value from outside (repository name, request path) is cut to this many characters in the server
 #: log: enough to recognise it, too little for one request to flood the log.
 LOG_VALUE_LIMIT = 200
+
+#: `hooksvc serve` (waitress in gunicorn workers, see hooksvc/runtime/web.py). A request, headers
+#: and body, must arrive whole within this long of its connection opening or of the previous
+#: answer: git hosts give up on a delivery after 5-10 s, so no legitimate sender needs longer, and
+#: a slow or stalled client (or an idle keep-alive connection) frees its connection this soon.
+WEB_READ_TIMEOUT_SECONDS = 10.0
+#: Open connections per web process (gunicorn's own default); more wait in the listen backlog.
+#: Stalled clients cost a socket each, not a thread, and are closed after the read timeout.
+WEB_CONNECTIONS = 1000
+#: Request line plus headers: a git host sends about 2 KiB, a browser rarely 16; this bounds what
+#: a connection can make a web process hold before its request is complete.
+WEB_MAX_HEADER_BYTES = 64 * 1024
+#: A request body over this waits for the application in a temporary file instead of memory: push
+#: payloads are mostly smaller, and memory held by half-sent bodies stays at most connections × this.
+WEB_BODY_MEMORY_BYTES = 64 * 1024
