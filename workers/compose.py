@@ -4,6 +4,12 @@ Compose v2 (`docker compose`, the CLI plugin) is preferred; Debian's `docker-com
 fallback. `HOOKSVC_COMPOSE=v1|v2` forces one, so tests can exercise both on one machine. Every
 command goes through `workers.process.run`, with `-p project` and every `-f` file spelled out, so
 the result never depends on the worker's current directory or `COMPOSE_*` variables.
+
+Compose substitutes `${VAR}` in an app's compose files from its own environment, so that
+environment is the allow-list of `workers.process` plus the Docker CLI's settings (`DOCKER_ENV`)
+and the app's own engine, nothing else: an app's compose file cannot read another app's webhook
+secret, the API tokens, a git host token or REDIS_URL. An app's variables come from its own
+`.env`, `env_file` and `environment`.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from hooksvc import defaults
 from hooksvc.errors import ComposeError
 from hooksvc.logs import LogFn
 from workers import process
-from workers.process import ProcessResult
+from workers.process import DOCKER_ENV, ProcessResult
 
 #: Environment variable that forces a compose variant (`v1` or `v2`); unset or `auto` detects.
 COMPOSE_VARIANT_ENV = "HOOKSVC_COMPOSE"
@@ -77,7 +83,7 @@ class ComposeProject:
         return [*argv, *args]
 
     def env(self) -> dict[str, str]:
-        """Variables added to the worker's environment for every compose command."""
+        """Variables set for every compose command on top of the allow-listed environment."""
         return {"DOCKER_HOST": self.docker_host} if self.docker_host else {}
 
     def build_argv(self) -> list[str]:
@@ -121,8 +127,8 @@ class ComposeProject:
         """Run a compose argv in the release directory, logging the command line first."""
         if log is not None:
             log("$ " + " ".join(argv))
-        return process.run(argv, cwd=self.directory, env=self.env(), log=log, timeout=timeout,
-                           capture=capture)
+        return process.run(argv, cwd=self.directory, env=self.env(), inherit=DOCKER_ENV, log=log,
+                           timeout=timeout, capture=capture)
 
     def check(self, argv: Sequence[str], *, log: LogFn | None, timeout: float, what: str,
               capture: bool = False) -> ProcessResult:
@@ -146,7 +152,7 @@ class ComposeProject:
                 text = output.read_text(encoding="utf-8")
         else:
             log("$ " + " ".join(self.config_argv()))
-            result = process.run(self.config_argv(), cwd=self.directory, env=self.env(),
+            result = process.run(self.config_argv(), cwd=self.directory, env=self.env(), inherit=DOCKER_ENV,
                                  timeout=UP_TIMEOUT_SECONDS, capture=True)
             if not result.ok:
                 raise ComposeError(failure_message("compose config", result))
@@ -167,11 +173,21 @@ def failure_message(what: str, result: ProcessResult) -> str:
     return f"{what} failed ({code}); last output:\n{tail}" if tail else f"{what} failed ({code})"
 
 
+#: A line of v1's YAML at the top level: a `key:` of the compose model. Every other line of the
+#: document is indented, so an unindented line that is not one is a message from stderr.
+_V1_TOP_LEVEL_KEY = re.compile(r"^[A-Za-z0-9_.-]+:(?:\s|$)")
+
+
 def strip_v1_warnings(output: str, log: LogFn | None = None) -> str:
-    """Drop the `WARNING:` lines compose v1 writes to stderr, which reach us mixed with stdout."""
+    """Drop the warnings compose v1 writes to stderr, which reach us mixed with stdout.
+
+    On a terminal they start with `WARNING:`; otherwise (always, under a worker) they come bare,
+    e.g. `The FOO variable is not set. Defaulting to a blank string.`
+    """
     kept: list[str] = []
     for line in output.splitlines():
-        if line.startswith(("WARNING:", "ERROR:")):
+        unindented_prose = bool(line) and not line[0].isspace() and not _V1_TOP_LEVEL_KEY.match(line)
+        if line.startswith(("WARNING:", "ERROR:")) or unindented_prose:
             if log is not None:
                 log(line)
         else:
@@ -271,7 +287,7 @@ def _probe_v2(search_path: str) -> ComposeCommand | None:
     if shutil.which("docker", path=search_path) is None:
         return None
     result = process.run(["docker", "compose", "version", "--short"], env={"PATH": search_path},
-                         timeout=DETECT_TIMEOUT_SECONDS, capture=True)
+                         inherit=DOCKER_ENV, timeout=DETECT_TIMEOUT_SECONDS, capture=True)
     if not result.ok:
         return None
     version = parse_version(result.output)
@@ -296,7 +312,7 @@ def _probe_v1(search_path: str) -> ComposeCommand | None:
             continue
         seen.add(real)
         result = process.run([str(candidate), "version", "--short"], env={"PATH": search_path},
-                             timeout=DETECT_TIMEOUT_SECONDS, capture=True)
+                             inherit=DOCKER_ENV, timeout=DETECT_TIMEOUT_SECONDS, capture=True)
         version = parse_version(result.output) if result.ok else None
         if version is not None and version[0] == 1:
             return ComposeCommand("v1", (str(candidate),), result.output.strip().splitlines()[-1])

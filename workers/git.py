@@ -18,7 +18,9 @@ which keeps stdout apart from warnings on stderr.
 
 Credentials never touch the disk or an argv: an HTTPS token becomes an `http.<host>.extraHeader`
 passed through `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n` environment variables, and an
-SSH deploy key becomes `GIT_SSH_COMMAND`.
+SSH deploy key becomes `GIT_SSH_COMMAND`. Those variables reach this app's git commands only: git runs
+with the allow-listed environment of `workers.process` (plus git's transport settings and proxies),
+never with the worker's whole environment and its other secrets.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from hooksvc.config import AppConfig
 from hooksvc.errors import GitError
 from hooksvc.logs import LogFn
 from hooksvc.redact import redact
-from workers.process import ProcessResult, run
+from workers.process import GIT_ENV, PROXY_ENV, ProcessResult, run
 
 #: A first clone of a large repository over a slow link takes minutes; this bounds a hung transfer
 #: well inside the default job timeout (30 min) so the deployment fails with a git message instead.
@@ -68,8 +70,8 @@ _FULL_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 #: so that no name can be taken for an option. Rejecting them also keeps `main~3` or `v1^` from
 #: resolving to some other commit than the one the ref names.
 _BAD_REF = re.compile(r"(^-)|(\.\.)|(@\{)|[\x00-\x20\x7f~^:?*\[\\]|(^/)|(/$)|(\.lock$)|(^@$)")
-#: Bound on an inherited GIT_CONFIG_COUNT, so a garbage value cannot make us write absurd indexes.
-_CONFIG_COUNT_MAX = 1000
+#: What git commands take from the worker's environment besides `workers.process.BASE_ENV`.
+GIT_INHERITED_ENV = GIT_ENV | PROXY_ENV
 
 
 def _is_local_url(url: str) -> bool:
@@ -92,19 +94,15 @@ class _Transport:
 def _config_env(entries: Sequence[tuple[str, str]]) -> dict[str, str]:
     """`git -c key=value` for each entry, through the environment so no value shows in `ps` output.
 
-    Entries already in the worker's own environment are kept: ours are appended after them.
+    Numbered from 0: the worker's own GIT_CONFIG_* variables are not passed to git (one of them may
+    hold a git host token), so ours are the only ones.
     """
-    try:
-        start = int(os.environ.get("GIT_CONFIG_COUNT", "0"))
-    except ValueError:
-        start = 0
-    start = max(0, min(start, _CONFIG_COUNT_MAX))
     env: dict[str, str] = {}
-    for i, (key, value) in enumerate(entries, start=start):
+    for i, (key, value) in enumerate(entries):
         env[f"GIT_CONFIG_KEY_{i}"] = key
         env[f"GIT_CONFIG_VALUE_{i}"] = value
     if entries:
-        env["GIT_CONFIG_COUNT"] = str(start + len(entries))
+        env["GIT_CONFIG_COUNT"] = str(len(entries))
     return env
 
 
@@ -237,7 +235,8 @@ class GitMirror:
         return GitError(self._redact(f"{what}: {reason}{'. ' + hint if hint else ''}"))
 
     def _run(self, argv: Sequence[str], cwd: Path | None = None, env: Mapping[str, str] | None = None) -> ProcessResult:
-        return run(argv, cwd=cwd, env={**self._transport.env, **(env or {})}, log=self._emit, timeout=self._timeout)
+        return run(argv, cwd=cwd, env={**self._transport.env, **(env or {})}, inherit=GIT_INHERITED_ENV,
+                   log=self._emit, timeout=self._timeout)
 
     # -- the mirror ------------------------------------------------------------------------------
 
@@ -308,7 +307,11 @@ class GitMirror:
         return git.Git(self.mirror_dir)
 
     def _query(self, *args: str) -> tuple[int, str, str]:
-        """Run a read-only git command in the mirror: (status, stdout, stderr), never raising on status."""
+        """Run a read-only git command in the mirror: (status, stdout, stderr), never raising on status.
+
+        GitPython passes the worker's whole environment; these plumbing commands read our own mirror
+        only and start no program a repository could choose (no hooks, filters or textconv).
+        """
         status, out, err = self._git().execute(
             ["git", *args], with_extended_output=True, with_exceptions=False,
         )

@@ -1,4 +1,10 @@
-"""The one place that runs subprocesses: an argv list, never a shell, output streamed line by line."""
+"""The one place that runs subprocesses: an argv list, never a shell, output streamed line by line.
+
+A command never inherits the worker's whole environment: that holds every app's webhook secret, the
+API tokens, the git host tokens, REDIS_URL and HOOKSVC_CONFIG, and compose substitutes any of them
+into an app's compose file through `${VAR}`. Each command gets the variables named below (the
+allow-list), the ones its caller names in `inherit`, and what its caller adds in `env`; nothing else.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +21,64 @@ from hooksvc.logs import LogFn
 
 #: Lines of output kept for error messages.
 TAIL_LINES = 40
+
+# ---- the environment allow-list ---------------------------------------------------------------
+
+#: What every command gets from the worker's environment: PATH to find programs (and compose's
+#: `docker-compose`); HOME for ~/.gitconfig, ~/.ssh and ~/.docker (where `docker compose` finds its
+#: CLI plugin); USER/LOGNAME, which ssh reads; the locale and time zone, so output and timestamps read
+#: as the worker's do; TMPDIR for scratch files; SSH_AUTH_SOCK for an operator's ssh agent (git over
+#: SSH, `ssh://` Docker hosts); XDG_RUNTIME_DIR, where rootless Docker and agents keep their sockets;
+#: SSL_CERT_FILE/SSL_CERT_DIR, a private CA that OpenSSL- and Go-built programs (git, docker) trust.
+#: None of them is a secret.
+BASE_ENV: frozenset[str] = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "SSH_AUTH_SOCK", "XDG_RUNTIME_DIR",
+    "SSL_CERT_FILE", "SSL_CERT_DIR",
+})
+#: Prefixes every command gets too: the locale categories (LC_ALL, LC_CTYPE, LC_MESSAGES, ...).
+BASE_ENV_PREFIXES: tuple[str, ...] = ("LC_",)
+
+#: The Docker CLI's and compose's own settings, for compose commands: which engine (DOCKER_HOST,
+#: DOCKER_CONTEXT), its TLS (DOCKER_TLS, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH), the CLI's config
+#: directory (DOCKER_CONFIG: CLI plugins, registry logins kept on disk), the API version, the builder
+#: (DOCKER_BUILDKIT, BUILDX_BUILDER), the platform and compose v1's client timeout. Named one by one:
+#: `DOCKER_*` as a prefix would also pass DOCKER_CONTENT_TRUST_*_PASSPHRASE or a CI system's
+#: DOCKER_PASSWORD / DOCKER_AUTH_CONFIG. COMPOSE_* is not passed either: every command names its
+#: project and files itself.
+DOCKER_ENV: frozenset[str] = frozenset({
+    "DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS", "DOCKER_TLS_VERIFY",
+    "DOCKER_API_VERSION", "DOCKER_BUILDKIT", "BUILDX_BUILDER", "DOCKER_DEFAULT_PLATFORM", "DOCKER_CLIENT_TIMEOUT",
+})
+
+#: Git's transport settings an operator may give the worker, for git commands: the CA bundle, the
+#: ssh program, slow-transfer limits and which config files git reads. Not GIT_CONFIG_COUNT/KEY/VALUE
+#: (an `http.extraHeader` there is a git host token), GIT_ASKPASS or anything else: an app's own
+#: clone credentials are added by workers/git.py for its own commands only.
+GIT_ENV: frozenset[str] = frozenset({
+    "GIT_SSL_CAINFO", "GIT_SSL_CAPATH", "GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSH_VARIANT", "GIT_PROXY_COMMAND",
+    "GIT_HTTP_LOW_SPEED_LIMIT", "GIT_HTTP_LOW_SPEED_TIME", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_NOSYSTEM",
+})
+#: Proxies, for git commands only: a worker behind an HTTP proxy must still fetch. Compose does not
+#: get them: pulls and builds are made by the Docker engine, which has its own proxy settings, and a
+#: proxy URL may carry the proxy's password.
+PROXY_ENV: frozenset[str] = frozenset({
+    "http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
+})
+
+
+def command_env(
+    inherit: Collection[str] = (),
+    env: Mapping[str, str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of one command: the worker's `BASE_ENV` variables (and `LC_*`), those named in
+    `inherit`, then `env` on top. `environ` stands for the worker's environment (default `os.environ`)."""
+    source = os.environ if environ is None else environ
+    names = BASE_ENV | frozenset(inherit)
+    chosen = {k: v for k, v in source.items() if k in names or k.startswith(BASE_ENV_PREFIXES)}
+    return {**chosen, **(env or {})}
+
 
 
 @dataclass(frozen=True)
@@ -36,6 +100,7 @@ def run(
     *,
     cwd: Path | str | None = None,
     env: Mapping[str, str] | None = None,
+    inherit: Collection[str] = (),
     log: LogFn | None = None,
     timeout: float | None = None,
     capture: bool = False,
@@ -43,11 +108,12 @@ def run(
 ) -> ProcessResult:
     """Run `argv`, sending each output line to `log` as it comes; never raises on a non-zero exit.
 
-    `env` entries are added to the current environment. `capture` keeps the whole output (for
-    commands whose output is parsed); otherwise only the tail is kept. A command still running after
-    `timeout` seconds is killed and reported with return code -9.
+    The command's environment is `command_env(inherit, env)`: the allow-listed variables of the
+    worker's environment, those named in `inherit`, and `env`; never the rest. `capture` keeps the
+    whole output (for commands whose output is parsed); otherwise only the tail is kept. A command
+    still running after `timeout` seconds is killed and reported with return code -9.
     """
-    full_env = {**os.environ, **(env or {})}
+    full_env = command_env(inherit, env)
     started = time.monotonic()
     proc = subprocess.Popen(
         list(argv),

@@ -105,6 +105,19 @@ class TestParsing:
         assert parse_config_document(text) == {"services": {"web": {}}}
         assert seen == ["WARNING: The FOO variable is not set."]
 
+    def test_v1_warnings_without_a_prefix_are_stripped_too(self) -> None:
+        """Away from a terminal v1 writes its warnings bare; they are dropped, the model's lines kept."""
+        seen: list[str] = []
+        output = (
+            "The FOO variable is not set. Defaulting to a blank string.\n"
+            "services:\n  web:\n    environment:\n      FOO: ''\n    image: x\nversion: '3.9'\n"
+            "volumes:\n  data: {}\n"
+        )
+        document = parse_config_document(strip_v1_warnings(output, seen.append))
+        assert document["services"] == {"web": {"environment": {"FOO": ""}, "image": "x"}}
+        assert document["volumes"] == {"data": {}}
+        assert seen == ["The FOO variable is not set. Defaulting to a blank string."]
+
     def test_config_without_services_is_an_error(self) -> None:
         """Output that is not a compose model raises ComposeError instead of planning nothing."""
         with pytest.raises(ComposeError, match="no services"):
@@ -149,6 +162,20 @@ class TestDetection:
         fake_binary(tmp_path / "a", "docker-compose", V1_BINARY)
         found = detect_compose({"PATH": str(tmp_path / "a")})
         assert found == ComposeCommand("v2", ("docker", "compose"), "2.40.3")
+
+    @pytest.mark.parametrize(("variable", "plugins"), [("DOCKER_CONFIG", "cli-plugins"),
+                                                      ("HOME", ".docker/cli-plugins")])
+    def test_a_plugin_under_docker_config_or_home_is_found(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, plugins: str
+    ) -> None:
+        """The docker CLI finds the compose plugin through $DOCKER_CONFIG or $HOME, which the allow-listed
+        environment of its commands keeps (the fake `docker` answers only when the plugin is there)."""
+        fake_binary(tmp_path / "a", "docker",
+                    f'if [ -x "${variable}/{plugins}/docker-compose" ] && [ "$1 $2" = "compose version" ]; '
+                    "then echo 2.40.3; exit 0; fi\nexit 1\n")
+        fake_binary(tmp_path / "home" / plugins, "docker-compose", V2_WRAPPER)
+        monkeypatch.setenv(variable, str(tmp_path / "home"))
+        assert detect_compose({"PATH": str(tmp_path / "a")}).variant == "v2"
 
     def test_falls_back_to_v1(self, tmp_path: Path) -> None:
         """Without the plugin, Debian's docker-compose 1.x is used by its full path."""

@@ -732,11 +732,23 @@ class TestHttpsToken:
 
 
 FAKE_SSH = """#!/bin/sh
-# Stands in for ssh: records its argv, then runs the remote command (git-upload-pack) locally.
-printf '%s\\n' "$@" > "$FAKE_SSH_ARGV"
+# Stands in for ssh: records its argv and environment next to itself (git passes ssh only the
+# environment it got), then runs the remote command (git-upload-pack) locally.
+printf '%s\\n' "$@" > "$0.argv"
+env > "$0.env"
 for last; do :; done
 exec sh -c "$last"
 """
+
+
+def install_fake_ssh(bin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Put FAKE_SSH first on PATH as `ssh`; returns its path (`<path>.argv`, `<path>.env` after a run)."""
+    bin_dir.mkdir()
+    fake = bin_dir / "ssh"
+    fake.write_text(FAKE_SSH)
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return fake
 
 
 class TestSshKey:
@@ -750,14 +762,7 @@ class TestSshKey:
     ) -> None:
         """An ssh:// origin is fetched with `ssh -i <key> -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new`."""
         sha = git_origin.commit("first", {"a": "1"})
-        bin_dir = tmp_path / "bin"
-        bin_dir.mkdir()
-        fake = bin_dir / "ssh"
-        fake.write_text(FAKE_SSH)
-        fake.chmod(0o755)
-        argv_file = tmp_path / "ssh-argv"
-        monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-        monkeypatch.setenv("FAKE_SSH_ARGV", str(argv_file))
+        fake = install_fake_ssh(tmp_path / "bin", monkeypatch)
         key = tmp_path / "keys dir" / "deploy key"
         key.parent.mkdir()
         key.write_text("not a real key")
@@ -765,8 +770,49 @@ class TestSshKey:
         mirror = GitMirror(app, state_dir, log)
         mirror.fetch()
         assert mirror.resolve("main") == sha
-        argv = argv_file.read_text().splitlines()
+        argv = Path(f"{fake}.argv").read_text().splitlines()
         assert argv[argv.index("-i") + 1] == str(key)
         options = {argv[i + 1] for i, a in enumerate(argv) if a == "-o"}
         assert {"IdentitiesOnly=yes", "StrictHostKeyChecking=accept-new", "BatchMode=yes"} <= options
         assert "git@127.0.0.1" in argv
+
+
+class TestEnvironment:
+    def test_git_and_ssh_see_the_deploy_key_but_no_other_secret_of_the_worker(
+        self,
+        git_origin: GitOrigin,
+        tmp_path: Path,
+        state_dir: Path,
+        log: Recorder,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A fetch runs git (and git runs ssh) with the allow-listed environment: the app's own
+        GIT_SSH_COMMAND and the worker's proxy settings, never another app's secret, the API tokens,
+        a git host token, REDIS_URL, HOOKSVC_CONFIG or the worker's own GIT_CONFIG_* entries."""
+        leaks = {
+            "OTHER_APP_SECRET": "other-app-webhook-secret",
+            "HOOKSVC_API_TOKENS": "operator-token-1,operator-token-2",
+            "GITHUB_TOKEN": "ghp_gitHostTokenOfTheWorker0000000000",
+            "REDIS_URL": "redis://:redis-password@127.0.0.1:6392/0",
+            "HOOKSVC_CONFIG": "/etc/hooksvc/secret-config.toml",
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "http.https://example.invalid/.extraHeader",
+            "GIT_CONFIG_VALUE_0": "Authorization: Bearer worker-wide-git-token",
+        }
+        for name, value in leaks.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+        sha = git_origin.commit("first", {"a": "1"})
+        fake = install_fake_ssh(tmp_path / "bin", monkeypatch)
+        key = tmp_path / "deploy_key"
+        key.write_text("not a real key")
+        mirror = GitMirror(make_app(f"ssh://git@127.0.0.1{git_origin.path}", ssh_key_file=key), state_dir, log)
+        mirror.fetch()
+        assert mirror.resolve("main") == sha
+        seen = Path(f"{fake}.env").read_text()
+        names = {line.split("=", 1)[0] for line in seen.splitlines() if "=" in line}
+        assert "GIT_SSH_COMMAND" in names and "PATH" in names and "https_proxy" in names
+        assert not names & set(leaks)
+        for name, value in leaks.items():
+            assert len(value) < 8 or value not in seen, f"the value of {name} reached git"
