@@ -76,6 +76,10 @@ def execute(config: Config, store: DeploymentStore, connection: redis.Redis, dep
             store.logs.append(deployment_id, redact(line, secrets))
 
         state, error = Deployer(config, store, app, running, live.sha if live else "", log_line).run()
+        # The error quotes command output (a failed build, a container's log), which may print a
+        # secret; it becomes the record's `error`, the `finished:` log line, the commit status and
+        # the notifications, so it is redacted like every log line.
+        error = redact(error, secrets)
         final = store.get(deployment_id)
         store.finish(deployment_id, state, error, live_sha=final.sha if state is DeploymentState.SUCCEEDED else None)
         return str(state)

@@ -11,11 +11,14 @@ import redis as redis_lib
 from hooksvc import keys
 from hooksvc.config import Config
 from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
-from hooksvc.store import DeploymentStore
+from hooksvc.outbox import OutboxEvent
+from hooksvc.store import DeploymentStore, open_store
 from tests.helpers.config import make_config
+from tests.helpers.docker import BASE_IMAGE
 from tests.helpers.git import GitOrigin
 from workers import jobs
 from workers.jobs import execute
+from workers.notify import build_webhook_request
 
 
 def mono_config(tmp_path: Path, origin: GitOrigin) -> Config:
@@ -109,3 +112,57 @@ class TestProcessConfig:
         # shop's origin does not exist: the job fails at its fetch, under the bound config.
         assert jobs.run_deployment(dep.id) == "failed"
         assert "origin-shop.git" in store.get(dep.id).error
+
+
+#: Configured secrets a failing build prints: the git host token and an operator's API token.
+LEAKED_HOST_TOKEN = "ghp_hostTokenPrintedByABuild0000000000"
+LEAKED_API_TOKEN = "op-token-2"
+
+
+@pytest.mark.docker
+class TestRedaction:
+    def test_a_secret_in_failing_compose_output_reaches_no_record_log_or_notification(
+        self,
+        tmp_path: Path,
+        make_git_origin: Callable[[str], GitOrigin],
+        redis: redis_lib.Redis,
+        base_image: str,
+        compose_project: str,
+    ) -> None:
+        """A build that fails printing configured secrets ends `failed` with an error, a `finished:` log
+        line, outbox events (commit status and notifications) and a notification body free of them."""
+        origin = make_git_origin("leaky")
+        origin.commit("leaky build", {
+            "Dockerfile": f'FROM {BASE_IMAGE}\nRUN echo "token {LEAKED_HOST_TOKEN} api {LEAKED_API_TOKEN}" && false\n',
+            "docker-compose.yml": "services:\n  web:\n    build: .\n",
+        })
+        config = make_config(tmp_path, env={"GH_TOKEN": LEAKED_HOST_TOKEN, "NOTIFY_SECRET": "notify-key"}, extra=f"""
+            [apps.leaky]
+            host = "github"
+            repo = "acme/leaky"
+            clone_url = "{origin.path}"
+            secret_env = "SHOP_SECRET"
+            project = "{compose_project}"
+            notify_url = "http://127.0.0.1:9/notify"
+            notify_secret_env = "NOTIFY_SECRET"
+        """)
+        store = open_store(config, redis)
+        manual = NewDeployment("leaky", "", "refs/heads/main", Trigger.MANUAL, forced=True)
+        dep = store.intake.submit([manual]).deployments[0]
+        assert execute(config, store, redis, dep.id) == "failed"
+
+        done = store.get(dep.id)
+        assert "compose build failed" in done.error and "***" in done.error
+        lines = store.logs.read(dep.id)[0]
+        assert any(line.startswith("finished: failed: compose build failed") for line in lines)
+        events = [
+            OutboxEvent.from_json(raw)
+            for lane in redis.zrange(keys.OUTBOX_DUE, 0, -1)
+            for raw in redis.lrange(keys.outbox_lane(lane.decode()), 0, -1)
+        ]
+        final = [e for e in events if e.state is DeploymentState.FAILED]
+        assert final and all("compose build failed" in e.error for e in final)
+        notification = build_webhook_request(config.apps["leaky"].notify, final[-1], "http://deploy.test/d/1")
+        texts = [done.error, *lines, *(e.to_json() for e in events), notification.body().decode()]
+        for secret in (LEAKED_HOST_TOKEN, LEAKED_API_TOKEN):
+            assert not [t for t in texts if secret in t], f"{secret} leaked"
