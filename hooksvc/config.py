@@ -8,6 +8,7 @@ variable (`*_env`) or a file (`*_file`, for Docker secrets).
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 import posixpath
 import re
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from hooksvc import defaults
 from hooksvc.errors import ConfigError
@@ -166,18 +168,63 @@ _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from `30`, `"30s"`, `"1.5m"`, `"2h"` or `"250ms"`; ValueError otherwise."""
+    """Seconds from `30`, `"30s"`, `"1.5m"`, `"2h"` or `"250ms"`; ValueError otherwise.
+
+    The result is finite, positive and at most `defaults.MAX_DURATION_SECONDS`: TOML's `inf` and
+    `nan` (or a number too long for a float) would reach waits and `int()` calls that cannot take them.
+    """
     if isinstance(value, bool):
         raise ValueError(f"expected a duration like '30s', got {value!r}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond a float's range
+            seconds = math.inf
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
     else:
         raise ValueError(f"expected a duration like '30s', '5m' or a number of seconds, got {value!r}")
+    if not math.isfinite(seconds):
+        raise ValueError(f"expected a finite duration, got {value!r}")
     if seconds <= 0:
         raise ValueError(f"expected a positive duration, got {value!r}")
+    if seconds > defaults.MAX_DURATION_SECONDS:
+        raise ValueError(
+            f"expected at most {defaults.MAX_DURATION_SECONDS / 3600:g}h "
+            f"({defaults.MAX_DURATION_SECONDS:g} seconds), got {value!r}"
+        )
     return seconds
+
+
+#: User names that are tokens: the prefixes of GitHub's tokens (ghp_, gho_, ghu_, ghs_, ghr_,
+#: github_pat_) and GitLab's (glpat-, gldt-, gloas-, ...), or 32 and more token characters in a row
+#: (Gitea's and Forgejo's tokens are 40 hex digits; no git host's user names are that long and plain).
+_TOKEN_USER = re.compile(
+    r"^(?:gh[pousr]_|github_pat_|gl(?:pat|dt|oas|rt|cbt|ptt|ft|imt|agent|soat)-)|^[A-Za-z0-9_-]{32,}$"
+)
+
+
+def clone_url_credentials(url: str) -> str | None:
+    """What credentials `url` carries (`"a password"`, `"a token"`), or None.
+
+    A user name alone is fine (`ssh://git@host/...`, `git@host:owner/repo.git`,
+    `https://gitlab+deploy-token-1@host/...`); a password or a token in the URL would show in `ps`
+    while git runs and in every log line quoting the URL.
+    """
+    if "://" in url:
+        netloc = re.split(r"[/?#]", url.split("://", 1)[1], maxsplit=1)[0]
+    elif re.match(r"^[^/]*:", url):  # scp-like `[user@]host:path`
+        netloc = url.split("/", 1)[0]
+    else:  # a local path
+        return None
+    userinfo = netloc.rpartition("@")[0]
+    if not userinfo:
+        return None
+    if ":" in userinfo or ":" in unquote(userinfo):
+        return "a password"
+    if _TOKEN_USER.search(unquote(userinfo)):
+        return "a token"
+    return None
 
 
 class _Reader:
@@ -363,6 +410,13 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
     clone_url = r.get(t, prefix, "clone_url", str, "")
     if not clone_url:
         r.problem(f"{prefix}.clone_url", "required: the URL the worker fetches from")
+    elif (credentials := clone_url_credentials(clone_url)) is not None:
+        # The URL itself is not quoted: it holds the credential.
+        r.problem(
+            f"{prefix}.clone_url",
+            f"the URL holds {credentials}, which would show in `ps` and in logs: remove it and give the "
+            "credential with token_env or token_file (HTTPS) or ssh_key_file (SSH)",
+        )
     branch = r.get(t, prefix, "branch", str, None)
     tags = r.get(t, prefix, "tags", str, None)
     if branch is not None and tags is not None:

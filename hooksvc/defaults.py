@@ -84,6 +84,12 @@ LOG_LINE_LIMIT = 4000
 #: log: enough to recognise it, too little for one request to flood the log.
 LOG_VALUE_LIMIT = 200
 
+# -- config limits (checked when the config is read) ------------------------------------------------
+
+#: The longest duration a config key may give: no timeout or interval sensibly exceeds a week, and
+#: every wait, alarm and int() of a bounded value stays in range (signal.alarm, thread waits).
+MAX_DURATION_SECONDS = 7 * 24 * 3600.0
+
 #: `hooksvc serve` (waitress in gunicorn workers, see hooksvc/runtime/web.py). A request, headers
 #: and body, must arrive whole within this long of its connection opening or of the previous
 #: answer: git hosts give up on a delivery after 5-10 s, so no legitimate sender needs longer, and

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from hooksvc import defaults
 from hooksvc.cli import main
-from hooksvc.config import Secret, parse_config, parse_duration
+from hooksvc.config import Secret, clone_url_credentials, parse_config, parse_duration
 from hooksvc.errors import ConfigError
 from tests.helpers.config import make_config
 
@@ -144,6 +148,77 @@ class TestInvalidConfig:
         """A syntax error names the file."""
         problems = problems_of("[server\n")
         assert problems[0].startswith("/etc/hooksvc.toml: not valid TOML")
+
+
+class TestNumbers:
+    def test_non_finite_negative_and_huge_durations_are_refused_with_the_key(self) -> None:
+        """TOML's inf and nan, a negative and an absurdly long duration are each refused, naming the key."""
+        text = MINIMAL + "health_timeout = inf\nstart_grace = nan\npoll_interval = -5\n" \
+            '[worker]\njob_timeout = "99999999h"\n'
+        problems = problems_of(text, {"SHOP_SECRET": "s"})
+        assert any("apps.shop.health_timeout: expected a finite duration, got inf" in p for p in problems)
+        assert any("apps.shop.start_grace: expected a finite duration, got nan" in p for p in problems)
+        assert any("apps.shop.poll_interval: expected a positive duration, got -5" in p for p in problems)
+        assert any("worker.job_timeout: expected at most 168h" in p for p in problems)
+
+    def test_negative_infinity_is_refused(self) -> None:
+        """`-inf` is neither finite nor positive: refused."""
+        with pytest.raises(ValueError, match="finite"):
+            parse_duration(-math.inf)
+
+    @given(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(), st.text(max_size=30),
+                     st.from_regex(r"\d{1,400}(\.\d{1,5})?(ms|s|m|h)?", fullmatch=True)))
+    def test_a_duration_is_finite_positive_and_bounded_or_refused(self, value: object) -> None:
+        """Whatever the value, parse_duration returns seconds in (0, MAX_DURATION_SECONDS] or raises ValueError."""
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            return
+        assert math.isfinite(seconds) and 0 < seconds <= defaults.MAX_DURATION_SECONDS
+
+
+class TestCloneUrl:
+    @pytest.mark.parametrize("url", [
+        "https://deploy:hunter2-password@github.com/acme/shop.git",
+        "http://oauth2:hunter2-password@gitlab.example.com/acme/shop.git",
+        "https://ghp_abcdefghijklmnopqrstuvwxyz0123456789@github.com/acme/shop.git",
+        "https://github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz@github.com/acme/shop.git",
+        "https://glpat-hunter2hunter2hunter@gitlab.com/acme/shop.git",
+        "https://0123456789abcdef0123456789abcdef01234567@gitea.example.com/acme/shop.git",
+        "https://deploy%3Ahunter2-password@github.com/acme/shop.git",
+        "ssh://git:hunter2-password@github.com/acme/shop.git",
+        "deploy:hunter2-password@github.com:acme/shop.git",
+    ])
+    def test_credentials_in_the_url_are_refused_without_quoting_them(self, url: str) -> None:
+        """A password or token in clone_url is refused, pointing to token_env/token_file/ssh_key_file;
+        the problem never quotes the URL (it would quote the credential)."""
+        text = MINIMAL.replace("https://github.com/acme/shop.git", url)
+        problems = problems_of(text, {"SHOP_SECRET": "s"})
+        [problem] = [p for p in problems if "apps.shop.clone_url" in p]
+        assert "token_env" in problem and "token_file" in problem and "ssh_key_file" in problem
+        assert "hunter2" not in problem and "0123456789" not in problem and url not in problem
+
+    @pytest.mark.parametrize("url", [
+        "https://github.com/acme/shop.git",
+        "ssh://git@github.com/acme/shop.git",
+        "git@github.com:acme/shop.git",
+        "https://x-access-token@github.com/acme/shop.git",
+        "https://gitlab+deploy-token-1@gitlab.example.com/acme/shop.git",
+        "/srv/git/shop.git",
+        "file:///srv/git/shop.git",
+    ])
+    def test_urls_with_at_most_a_user_name_are_accepted(self, url: str) -> None:
+        """A URL without credentials, or with a plain user name (SSH's `git@`), stays valid."""
+        text = MINIMAL.replace("https://github.com/acme/shop.git", url)
+        assert parse_config(text, "x.toml", {"SHOP_SECRET": "s"}).apps["shop"].clone_url == url
+
+    @given(st.from_regex(r"[a-z][a-z0-9._+-]{0,15}", fullmatch=True),
+           st.text(st.characters(blacklist_characters="/?#@", blacklist_categories=("Cs", "Cc")), min_size=1,
+                   max_size=20),
+           st.sampled_from(["https", "http", "ssh"]))
+    def test_any_user_with_a_password_is_refused(self, user: str, password: str, scheme: str) -> None:
+        """`scheme://user:password@host/...` carries a password, whatever the user and password."""
+        assert clone_url_credentials(f"{scheme}://{user}:{password}@git.example.com/acme/shop.git") == "a password"
 
 
 class TestSecret:
