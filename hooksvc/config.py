@@ -67,6 +67,7 @@ class WorkerConfig:
     state_dir: Path = Path(defaults.STATE_DIR)
     keep_releases: int = defaults.KEEP_RELEASES
     job_timeout: float = defaults.JOB_TIMEOUT_SECONDS
+    keep_deployments: int = defaults.KEEP_DEPLOYMENTS
 
 
 @dataclass(frozen=True)
@@ -303,7 +304,7 @@ class _Reader:
 
 
 _SERVER_KEYS = {"listen", "public_url", "max_body_bytes", "api_tokens_env", "api_tokens_file", "public_read"}
-_WORKER_KEYS = {"state_dir", "keep_releases", "job_timeout"}
+_WORKER_KEYS = {"state_dir", "keep_releases", "job_timeout", "keep_deployments"}
 _HOST_KEYS = {"kind", "api_url", "token_env", "token_file"}
 _APP_KEYS = {
     "host", "repo", "clone_url", "branch", "tags", "secret_env", "secret_file", "compose_files",
@@ -361,10 +362,14 @@ def _read_worker(r: _Reader, data: Mapping[str, Any]) -> WorkerConfig:
     keep = r.get(t, "worker", "keep_releases", int, defaults.KEEP_RELEASES)
     if keep < 1:
         r.problem("worker.keep_releases", f"expected at least 1, got {keep!r}")
+    keep_deployments = r.get(t, "worker", "keep_deployments", int, defaults.KEEP_DEPLOYMENTS)
+    if keep_deployments < 1:
+        r.problem("worker.keep_deployments", f"expected at least 1, got {keep_deployments!r}")
     return WorkerConfig(
         state_dir=Path(r.get(t, "worker", "state_dir", str, defaults.STATE_DIR)),
         keep_releases=keep,
         job_timeout=r.duration(t, "worker", "job_timeout", defaults.JOB_TIMEOUT_SECONDS),
+        keep_deployments=keep_deployments,
     )
 
 

@@ -39,9 +39,10 @@ HOST_KINDS = ("github", "gitea", "forgejo", "gitlab")
 
 #: GitHub redelivers a delivery with the same id for up to 3 days; keep a margin over that.
 DEDUPE_TTL_SECONDS = 4 * 24 * 3600
-#: How far back through an app's deployments a rollback looks for the previous success. (Records
-#: and their logs are kept: nothing deletes old ones yet.)
-KEEP_DEPLOYMENTS_PER_APP = 200
+#: Deployments kept per app (`[worker] keep_deployments`): records, logs and index entries of older
+#: finished ones are deleted, so Redis stays flat under a steady stream of pushes; 200 is months of
+#: history for a busy app, and as far back as a rollback looks for the previous success.
+KEEP_DEPLOYMENTS = 200
 #: Redis socket timeouts: a webhook must be answered well within the git host's 5-10 s timeout.
 REDIS_SOCKET_TIMEOUT_SECONDS = 2.0
 #: An intake entry in processing this long belongs to a dispatcher that died (dispatching takes ms).

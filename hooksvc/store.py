@@ -287,7 +287,7 @@ class DeploymentStore:
 
     def previous_success(self, app: str, before_sha: str | None) -> Deployment | None:
         """The newest succeeded deployment of `app` whose sha differs from `before_sha`."""
-        for dep in self.recent(app=app, state=DeploymentState.SUCCEEDED, limit=defaults.KEEP_DEPLOYMENTS_PER_APP):
+        for dep in self.recent(app=app, state=DeploymentState.SUCCEEDED, limit=defaults.KEEP_DEPLOYMENTS):
             if dep.sha != before_sha:
                 return dep
         return None

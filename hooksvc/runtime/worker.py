@@ -15,6 +15,7 @@ from hooksvc.config import Config
 from hooksvc.connection import connect
 from hooksvc.errors import HooksvcError
 from hooksvc.recovery import recover_stranded
+from hooksvc.retention import trim
 from hooksvc.runtime.base import Runtime
 from workers import jobs
 from workers.checks import check_services as check_services  # `hooksvc check-config`: the deploy side's probes
@@ -26,7 +27,7 @@ log = logging.getLogger("hooksvc.runtime")
 
 
 class WorkerRuntime(Runtime):
-    """A worker's background threads: the reaper, the janitor of stranded queued deployments, the
+    """A worker's background threads: the reaper, the janitor (stranded queued deployments, retention), the
     intake dispatcher, the outbox sender and, when any app sets `poll_interval`, the branch poller."""
 
     def start(self) -> None:
@@ -39,10 +40,13 @@ class WorkerRuntime(Runtime):
 
 
     def recover_forever(self, stop: threading.Event) -> None:
-        """Re-queue or end queued deployments whose job vanished or died, every `REAPER_INTERVAL_SECONDS`."""
+        """Every `REAPER_INTERVAL_SECONDS`: re-queue or end queued deployments whose job vanished or died,
+        and trim each app's finished deployments to `keep_deployments`."""
+        keep = {app: self.config.worker.keep_deployments for app in self.config.apps}
         while not stop.wait(defaults.REAPER_INTERVAL_SECONDS):
             try:
                 recover_stranded(self.store, self.config.apps)
+                trim(self.store, keep)
             except HooksvcError as exc:
                 log.warning("janitor: %s", exc)
 

@@ -44,6 +44,7 @@ class TestValidConfig:
         assert app.status_context == "hooksvc/shop"
         assert app.compose_files == ("docker-compose.yml",)
         assert config.server.max_body_bytes == 5 * 1024 * 1024
+        assert config.worker.keep_deployments == 200
         assert app.secret.reveal() == "s3"
 
     def test_config_is_immutable(self, tmp_path: Path) -> None:
@@ -94,6 +95,11 @@ class TestValidConfig:
 
 
 class TestInvalidConfig:
+    def test_keep_deployments_must_keep_at_least_one(self) -> None:
+        """`[worker] keep_deployments` below 1 would delete every record: refused with the key named."""
+        problems = problems_of("[worker]\nkeep_deployments = 0\n" + MINIMAL, {"SHOP_SECRET": "s"})
+        assert "/etc/hooksvc.toml: worker.keep_deployments: expected at least 1, got 0" in problems
+
     def test_every_problem_is_reported_at_once_with_file_and_key(self) -> None:
         """Several mistakes are all listed, each naming the file and the key."""
         text = MINIMAL + '\nstrategy = "blue-green"\nhealth_timeout = "soon"\n[server]\nlisten = "nowhere"\n'

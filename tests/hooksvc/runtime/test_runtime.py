@@ -13,7 +13,7 @@ import redis as redis_lib
 
 from hooksvc import keys
 from hooksvc.config import Config, parse_config
-from hooksvc.deployments import DeploymentState
+from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
 from hooksvc.runtime.base import Runtime
 from hooksvc.runtime.worker import WorkerRuntime
 from hooksvc.store import DeploymentStore
@@ -26,12 +26,13 @@ SECRET = "shop-burst-secret"
 ENV = {"SHOP_SECRET": SECRET, "REDIS_URL": TEST_REDIS_URL}
 
 
-def write_config(tmp_path: Path) -> tuple[Path, Config]:
+def write_config(tmp_path: Path, keep_deployments: int = 200) -> tuple[Path, Config]:
     """A config file on disk (for a worker process) and the same config parsed (for the web app)."""
     path = tmp_path / "hooksvc.toml"
     path.write_text(textwrap.dedent(f"""
         [worker]
         state_dir = "{tmp_path / 'state'}"
+        keep_deployments = {keep_deployments}
         [hosts.gh]
         kind = "github"
         api_url = "http://127.0.0.1:9"
@@ -92,6 +93,23 @@ class TestRuntime:
         finally:
             runtime.stop()
         assert not any(t.is_alive() for t in runtime.threads)
+
+    def test_a_worker_runtime_trims_old_deployments_to_keep_deployments(
+        self, tmp_path: Path, redis: redis_lib.Redis
+    ) -> None:
+        """The worker's janitor deletes finished deployments beyond `[worker] keep_deployments`."""
+        _, config = write_config(tmp_path, keep_deployments=2)
+        store = DeploymentStore(redis)
+        for n in range(5):
+            dep = store.intake.submit([NewDeployment("shop", commit_sha(n), "refs/heads/main", Trigger.PUSH)])
+            store.finish(dep.deployments[0].id, DeploymentState.FAILED)
+        runtime = WorkerRuntime(config, redis)
+        runtime.start()
+        try:
+            assert wait_for(lambda: len(store.recent(app="shop")) == 2, 15)
+        finally:
+            runtime.stop()
+        assert [d.sha for d in store.recent(app="shop")] == [commit_sha(4), commit_sha(3)]
 
     def test_a_web_runtime_runs_the_reaper_only(self, tmp_path: Path, redis: redis_lib.Redis) -> None:
         """A web process's runtime reaps abandoned deployments and turns no intake into jobs (that is the workers')."""
