@@ -2,10 +2,12 @@
 
 It checks `X-Hub-Signature-256` against the configured secrets and pushes the body onto one Redis
 list — no parsing, routing, dedupe or deployment record. Served by gunicorn with the same worker
-class, processes and threads as `hooksvc serve`, so the difference is hooksvc's own code.
+class (`hooksvc serve`'s waitress worker), processes and threads as `hooksvc serve`, so the
+difference is hooksvc's own code.
 
     BENCH_BARE_SECRETS=s1,s2 REDIS_URL=redis://127.0.0.1:6379/12 \\
-        gunicorn -k gthread -w 2 --threads 8 --chdir bench 'bare_app:create_app()'
+        gunicorn -k hooksvc.runtime.web.WaitressWorker -w 2 --threads 8 --worker-connections 1000 \\
+        --chdir bench 'bare_app:create_app()'
 """
 
 from __future__ import annotations

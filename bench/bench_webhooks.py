@@ -55,7 +55,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from hooksvc.config import parse_config  # noqa: E402
-from hooksvc.defaults import WEB_PROCESSES, WEB_THREADS  # noqa: E402
+from hooksvc.defaults import WEB_CONNECTIONS, WEB_PROCESSES, WEB_THREADS  # noqa: E402
 from tests.helpers.payloads import commit_sha, github_push, github_request, payload_text  # noqa: E402
 from tests.helpers.redis_server import free_port  # noqa: E402
 
@@ -600,10 +600,11 @@ def start_hooksvc(config: Path, env: dict[str, str], workdir: Path, processes: i
 def start_bare(env: dict[str, str], workdir: Path, processes: int, threads: int) -> Server:
     port = free_port()
     log = workdir / "bare.log"
-    # The settings `hooksvc serve` gives gunicorn (hooksvc/runtime/web.py), and nothing more.
+    # The server model and settings `hooksvc serve` gives gunicorn (hooksvc/runtime/web.py: waitress in
+    # each worker, its read timeout and limits as class defaults), and nothing more.
     argv = [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(processes),
-            "--worker-class", "gthread", "--threads", str(threads), "--chdir", str(BENCH_DIR),
-            "bare_app:create_app()"]
+            "--worker-class", "hooksvc.runtime.web.WaitressWorker", "--threads", str(threads),
+            "--worker-connections", str(WEB_CONNECTIONS), "--chdir", str(BENCH_DIR), "bare_app:create_app()"]
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return Server("bare", port, proc, log)
@@ -630,10 +631,10 @@ def wait_until_serving(server: Server, processes: int) -> None:
 def stop(server: Server) -> None:
     """Stop gunicorn gracefully, then make sure none of its workers outlives it.
 
-    SIGTERM, not SIGINT: on SIGINT the master sends its workers SIGQUIT, and a gthread worker that
-    gets SIGQUIT inside `ThreadPoolExecutor.submit` deadlocks in its own signal handler (the
-    executor's lock is taken twice). This benchmark hit that once: the master was killed after its
-    timeout and the worker lived on as an orphan.
+    SIGTERM, not SIGINT: SIGTERM is gunicorn's graceful stop. On SIGINT the master sends its
+    workers SIGQUIT; a gthread worker (what both servers ran before waitress) once got SIGQUIT
+    inside `ThreadPoolExecutor.submit` and deadlocked in its own signal handler, and lived on as an
+    orphan after the master was killed.
     """
     workers = child_pids(server.proc.pid)
     if server.proc.poll() is None:
@@ -894,7 +895,7 @@ def print_table(result: dict[str, Any]) -> None:
     print()
     print(f"wrk, {settings['connections']} connections, {settings['duration_s']:g} s; "
           f"{settings['rate_per_s']:g} req/s for {settings['rate_duration_s']:g} s; "
-          f"gunicorn gthread {settings['processes']}×{settings['threads']}; median (min–max) of "
+          f"gunicorn + waitress {settings['processes']}×{settings['threads']}; median (min–max) of "
           f"{settings['rounds']} round(s), latency of {settings['rate_rounds']}")
     rows = [["", "202/s", "p50 ms", "p99 ms", "CPU ms/req", f"p50 ms @{settings['rate_per_s']:g}/s",
              f"p99 ms @{settings['rate_per_s']:g}/s"]]
