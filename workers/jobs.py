@@ -6,19 +6,23 @@ called by the runtime): the worker's outbox sender and its jobs always agree on 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import TypeVar
 
 import redis
 from rq import get_current_job
 
-from hooksvc import keys
+from hooksvc import defaults, keys
 from hooksvc.config import AppConfig, Config, load_config
 from hooksvc.connection import connect
 from hooksvc.deployments import Deployment, DeploymentState, Trigger
-from hooksvc.errors import DeployError, GitError
+from hooksvc.errors import DeployError, GitError, RedisUnavailable
 from hooksvc.logs import LogFn
 from hooksvc.redact import redact
 from hooksvc.store import DeploymentStore, open_store
@@ -26,6 +30,10 @@ from workers.git import GitMirror, touches
 from workers.locks import AppLock
 
 log = logging.getLogger("hooksvc.worker")
+
+T = TypeVar("T")
+#: Log lines a job holds back while Redis is unreachable; older ones are dropped (and counted) past this.
+PENDING_LOG_LINES = 10_000
 
 #: The config of the worker process this job runs in; set once, before the worker starts.
 _process_config: Config | None = None
@@ -47,7 +55,76 @@ def run_deployment(deployment_id: str) -> str:
 
 
 def execute(config: Config, store: DeploymentStore, connection: redis.Redis, deployment_id: str) -> str:
-    """Wait for the app's lock, then deploy; every path ends the deployment in a final state."""
+    """Wait for the app's lock, then deploy; every path ends the deployment in a final state.
+
+    A fault outside the deployment's own steps (Redis gone while waiting for the lock or starting,
+    a bug) ends it `error` with the reason, once Redis answers again, and is raised for RQ to record.
+    """
+    try:
+        return _execute(config, store, connection, deployment_id)
+    except Exception as exc:
+        reason = redact(f"internal error: {type(exc).__name__}: {exc}", config.secrets())
+        log.exception("deployment %s: %s", deployment_id, reason)
+        try:
+            wait_out_redis(lambda: store.finish(deployment_id, DeploymentState.ERROR, reason),
+                           f"deployment {deployment_id}: recording the error")
+        except RedisUnavailable:
+            log.error("deployment %s: Redis stayed unreachable; the janitor or the reaper will end it", deployment_id)
+        raise
+
+
+def wait_out_redis(fn: Callable[[], T], what: str, patience: float = defaults.REDIS_OUTAGE_WAIT_SECONDS) -> T:
+    """`fn()`, tried again with backoff while Redis is unreachable, for up to `patience` seconds.
+
+    A Redis restart (its data kept in the append-only file) takes seconds: a deployment that is
+    rolling out carries on and writes its record once Redis is back, instead of failing for it.
+    """
+    deadline = time.monotonic() + patience
+    delay = 0.1
+    while True:
+        try:
+            return fn()
+        except RedisUnavailable as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("%s: %s; trying again in %.1fs", what, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+class JobLog:
+    """A deployment's log as its job writes it: redacted, and held back, in order, while Redis is away."""
+
+    def __init__(self, store: DeploymentStore, deployment_id: str, secrets: list[str]) -> None:
+        self.store = store
+        self.deployment_id = deployment_id
+        self.secrets = secrets
+        self.pending: deque[str] = deque()
+        self.dropped = 0
+
+    def __call__(self, line: str) -> None:
+        if len(self.pending) >= PENDING_LOG_LINES:
+            self.pending.popleft()
+            self.dropped += 1
+        self.pending.append(redact(line, self.secrets))
+        with contextlib.suppress(RedisUnavailable):  # kept for the next line, or for flush() at the end
+            self._flush()
+
+    def flush(self) -> None:
+        """Write whatever is held back, waiting out a Redis outage (see `wait_out_redis`)."""
+        wait_out_redis(self._flush, f"deployment {self.deployment_id}: writing its log")
+
+    def _flush(self) -> None:
+        if self.dropped:
+            self.store.logs.append(self.deployment_id,
+                                   f"({self.dropped} log lines lost while Redis was unreachable)")
+            self.dropped = 0
+        while self.pending:
+            self.store.logs.append(self.deployment_id, self.pending[0])
+            self.pending.popleft()
+
+
+def _execute(config: Config, store: DeploymentStore, connection: redis.Redis, deployment_id: str) -> str:
     dep = store.find(deployment_id)
     if dep is None or dep.state is not DeploymentState.QUEUED:
         return "not queued" if dep is None else str(dep.state)
@@ -71,17 +148,20 @@ def execute(config: Config, store: DeploymentStore, connection: redis.Redis, dep
         if running is None:
             return "superseded or cancelled"
         secrets = config.secrets()
-
-        def log_line(line: str) -> None:
-            store.logs.append(deployment_id, redact(line, secrets))
-
-        state, error = Deployer(config, store, app, running, live.sha if live else "", log_line).run()
+        job_log = JobLog(store, deployment_id, secrets)
+        state, error = Deployer(config, store, app, running, live.sha if live else "", job_log).run()
         # The error quotes command output (a failed build, a container's log), which may print a
         # secret; it becomes the record's `error`, the `finished:` log line, the commit status and
         # the notifications, so it is redacted like every log line.
         error = redact(error, secrets)
-        final = store.get(deployment_id)
-        store.finish(deployment_id, state, error, live_sha=final.sha if state is DeploymentState.SUCCEEDED else None)
+        # From here on the outcome is known: a Redis outage delays its record, it does not change it.
+        job_log.flush()
+        final = wait_out_redis(lambda: store.get(deployment_id), f"deployment {deployment_id}: reading it back")
+        wait_out_redis(
+            lambda: store.finish(deployment_id, state, error,
+                                 live_sha=final.sha if state is DeploymentState.SUCCEEDED else None),
+            f"deployment {deployment_id}: recording {state}",
+        )
         return str(state)
 
 
@@ -130,7 +210,7 @@ class Deployer:
         sha = mirror.resolve(dep.sha or dep.ref)
         if sha != dep.sha:
             self.log(f"{dep.sha or dep.ref} resolves to {sha}")
-            self.store.set_sha(dep.id, sha)
+            wait_out_redis(lambda: self.store.set_sha(dep.id, sha), f"deployment {dep.id}: recording its sha")
         on_ref = mirror.is_on_ref(sha)
         if on_ref is None:
             raise GitError(f"commit {sha} is not on {app.ref_pattern}: refusing to deploy it")

@@ -217,7 +217,7 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 class TestRedisOutage:
-    def test_unreachable_redis_raises_queue_unavailable_and_writes_nothing(self, own_redis: RedisServer) -> None:
+    def test_unreachable_redis_raises_redis_unavailable_and_writes_nothing(self, own_redis: RedisServer) -> None:
         """With Redis down, submit fails with RedisUnavailable; once it is back, nothing half-written is there."""
         store = DeploymentStore(connect(own_redis.url))
         store.intake.submit([push("shop", SHA_A, "d1")], ["delivery:github:d1"])
