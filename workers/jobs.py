@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 import traceback
 from collections import deque
@@ -93,7 +94,11 @@ def wait_out_redis(fn: Callable[[], T], what: str, patience: float = defaults.RE
 
 
 class JobLog:
-    """A deployment's log as its job writes it: redacted, and held back, in order, while Redis is away."""
+    """A deployment's log as its job writes it: redacted, and held back, in order, while Redis is away.
+
+    Steps log from more than one thread (a rollout runs compose calls side by side): one lock keeps
+    the lines whole and in order.
+    """
 
     def __init__(self, store: DeploymentStore, deployment_id: str, secrets: list[str]) -> None:
         self.store = store
@@ -101,18 +106,25 @@ class JobLog:
         self.secrets = secrets
         self.pending: deque[str] = deque()
         self.dropped = 0
+        self._lock = threading.Lock()
 
     def __call__(self, line: str) -> None:
-        if len(self.pending) >= PENDING_LOG_LINES:
-            self.pending.popleft()
-            self.dropped += 1
-        self.pending.append(redact(line, self.secrets))
-        with contextlib.suppress(RedisUnavailable):  # kept for the next line, or for flush() at the end
-            self._flush()
+        with self._lock:
+            if len(self.pending) >= PENDING_LOG_LINES:
+                self.pending.popleft()
+                self.dropped += 1
+            self.pending.append(redact(line, self.secrets))
+            with contextlib.suppress(RedisUnavailable):  # kept for the next line, or for flush() at the end
+                self._flush()
 
     def flush(self) -> None:
         """Write whatever is held back, waiting out a Redis outage (see `wait_out_redis`)."""
-        wait_out_redis(self._flush, f"deployment {self.deployment_id}: writing its log")
+
+        def locked_flush() -> None:
+            with self._lock:
+                self._flush()
+
+        wait_out_redis(locked_flush, f"deployment {self.deployment_id}: writing its log")
 
     def _flush(self) -> None:
         if self.dropped:

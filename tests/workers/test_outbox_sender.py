@@ -507,8 +507,12 @@ class TestSenderThread:
         assert "hooksvc-outbox" in {t.name for t in runtime.threads}
         assert all(t.daemon for t in runtime.threads)
         dep = queue(store, "shop", SHA1)
-        store.cancel(dep.id)
+        # The runtime's own dispatcher may take the intake entry first: cancelling before it wrote the
+        # job would (rightly) leave the commit without a pending status.
         deadline = time.monotonic() + 30  # generous: a loaded CI machine may be slow to schedule the thread
+        while fake.statuses("github", SHA1, "deploy/shop") != ["pending"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        store.cancel(dep.id)
         while len(fake.statuses("github", SHA1, "deploy/shop")) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         runtime.stop()
