@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -17,6 +18,7 @@ from hooksvc import defaults, redact
 from hooksvc.config import AppConfig, Config, load_config, resolve_config_path
 from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.errors import ConfigError, HooksvcError
+from hooksvc.jobqueue import workers_alive
 from hooksvc.operations import app_overview, queue_manual, queue_rollback
 from hooksvc.presentation import format_ago
 from hooksvc.store import DeploymentStore, open_store
@@ -61,13 +63,46 @@ def _follow(store: DeploymentStore, deployment_id: str, out: Callable[[str], Non
     return store.get(deployment_id)
 
 
-def _queued(store: DeploymentStore, dep: Deployment, wait: bool) -> int:
+def wait_for_deployment(store: DeploymentStore, deployment_id: str, bound: float,
+                        out: Callable[[str], None] = print) -> int:
+    """Follow a deployment's log until it ends (0 when it succeeded), or give up after `bound` seconds (1).
+
+    While it is queued and no worker is registered to run it, say so at once and every
+    `NO_WORKER_WARNING_SECONDS`: a deployment nobody runs must not look like one that is slow.
+    """
+    deadline = time.monotonic() + bound
+    cursor = "0-0"
+    warned_at: float | None = None
+    while True:
+        dep = store.get(deployment_id)
+        lines, cursor = store.logs.read(deployment_id, cursor)
+        for line in lines:
+            out(line)
+        if dep.state.is_final:  # its `finished:` line was written with the state: it was just printed
+            out(f"deployment {dep.id}: {dep.state}" + (f": {dep.error}" if dep.error else ""))
+            return 0 if dep.state is DeploymentState.SUCCEEDED else 1
+        now = time.monotonic()
+        if now >= deadline:
+            out(f"deployment {dep.id} is still {dep.state} after {bound:.0f}s (its job timeout plus "
+                f"{defaults.WAIT_MARGIN_SECONDS:.0f}s): stopped waiting; `hooksvc logs {dep.id} --follow` "
+                "follows it further")
+            return 1
+        if dep.state is DeploymentState.QUEUED and (
+            warned_at is None or now - warned_at >= defaults.NO_WORKER_WARNING_SECONDS
+        ) and not workers_alive(store.queue):
+            out(f"warning: no worker is running to take deployment {dep.id}: start `hooksvc worker` "
+                "or `hooksvc run` with this config; still waiting")
+            warned_at = now
+        lines, cursor = store.logs.read(deployment_id, cursor, block_ms=int(min(1.0, deadline - now) * 1000) + 1)
+        for line in lines:
+            out(line)
+
+
+def _queued(config: Config, store: DeploymentStore, dep: Deployment, wait: bool) -> int:
     print(f"deployment {dep.id} of {dep.app} queued ({dep.sha[:12] or dep.ref})")
     if not wait:
         return 0
-    final = _follow(store, dep.id, print)
-    print(f"deployment {final.id}: {final.state}" + (f": {final.error}" if final.error else ""))
-    return 0 if final.state is DeploymentState.SUCCEEDED else 1
+    return wait_for_deployment(store, dep.id, config.worker.job_timeout + defaults.WAIT_MARGIN_SECONDS)
 
 
 def _app(config: Config, name: str) -> AppConfig:
@@ -80,12 +115,12 @@ def _app(config: Config, name: str) -> AppConfig:
 def cmd_deploy(config: Config, args: argparse.Namespace) -> int:
     app = _app(config, args.app)
     store = open_store(config)
-    return _queued(store, queue_manual(store, app, args.sha or "", app.full_ref(args.ref or "")), args.wait)
+    return _queued(config, store, queue_manual(store, app, args.sha or "", app.full_ref(args.ref or "")), args.wait)
 
 
 def cmd_rollback(config: Config, args: argparse.Namespace) -> int:
     store = open_store(config)
-    return _queued(store, queue_rollback(store, _app(config, args.app), args.to or ""), args.wait)
+    return _queued(config, store, queue_rollback(store, _app(config, args.app), args.to or ""), args.wait)
 
 
 def cmd_logs(config: Config, args: argparse.Namespace) -> int:
@@ -123,6 +158,14 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
             f"#{o['queued_deployment']}" if o["queued_deployment"] else "-",
         ])
     print(_table(rows))
+    print()
+    workers = workers_alive(store.queue)
+    waiting = store.queue.count
+    print(f"{len(workers)} worker(s) alive, {waiting} deployment(s) waiting in the queue")
+    if workers:
+        print(_table([["WORKER", "HOST", "PID", "DEPLOYMENT"]] + [
+            [w.name, w.host, str(w.pid), f"#{w.deployment_id}" if w.deployment_id else "-"] for w in workers
+        ]))
     if args.app:
         print()
         recent = store.recent(app=args.app, limit=10)

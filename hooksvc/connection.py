@@ -5,13 +5,20 @@ rq's habit: a connection is made here and passed in explicitly; nothing holds a 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import redis
 
 from hooksvc import defaults
+from hooksvc.config import Config
 from hooksvc.errors import RedisUnavailable
+
+log = logging.getLogger("hooksvc.connection")
+
+#: Where `hooksvc run` records the address of the redis-server it started, under `state_dir`.
+RUN_REDIS_RECORD = "redis/address"
 
 
 def connect(url: str) -> redis.Redis:
@@ -22,6 +29,34 @@ def connect(url: str) -> redis.Redis:
         socket_connect_timeout=defaults.REDIS_SOCKET_TIMEOUT_SECONDS,
         health_check_interval=30,
     )
+
+
+def redis_url(config: Config) -> str:
+    """The Redis `config` means: the one it names (`[redis] url`, `$REDIS_URL`), else the private one
+    that `hooksvc run` started for it (its address is recorded in `state_dir`), else the default.
+
+    Every command with the same config so reaches the same Redis. A recorded private Redis that does
+    not answer is an error that says so, never a reason to try another server.
+    """
+    if not config.redis.implicit:
+        return config.redis.url
+    record = config.worker.state_dir / RUN_REDIS_RECORD
+    try:
+        url = record.read_text().strip()
+    except FileNotFoundError:
+        log.info("no Redis configured and no `hooksvc run` recorded one in %s: using %s",
+                 config.worker.state_dir, config.redis.url)
+        return config.redis.url
+    except OSError as exc:
+        raise RedisUnavailable(f"cannot read {record}: {exc}") from None
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=defaults.REDIS_SOCKET_TIMEOUT_SECONDS).ping()
+    except (redis.ConnectionError, redis.TimeoutError):
+        raise RedisUnavailable(
+            f"the config names no Redis, and the private redis-server that `hooksvc run` started for it "
+            f"({url}) is not running: start `hooksvc run` (scripts/run) with this config, or set [redis] url"
+        ) from None
+    return url
 
 
 def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -61,6 +61,11 @@ LOCK_POLL_SECONDS = 0.2
 #: A deployment waits this long for a Redis that went away (a restart takes seconds) before the
 #: write it needs (its sha, its log, its final state) fails; its containers are not touched meanwhile.
 REDIS_OUTAGE_WAIT_SECONDS = 300.0
+#: `deploy --wait` / `rollback --wait` give up this long after the job timeout: the deployment has
+#: had all the time a worker would give it, plus time to be picked up and to finish its writes.
+WAIT_MARGIN_SECONDS = 30.0
+#: While nothing runs a waited-for deployment, `--wait` says so this often.
+NO_WORKER_WARNING_SECONDS = 10.0
 #: How often the reaper looks for deployments whose worker died.
 REAPER_INTERVAL_SECONDS = 5.0
 #: A queued deployment without a live job this long after it was queued is stranded: well past the

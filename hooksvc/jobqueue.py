@@ -5,6 +5,8 @@ The job is named by string, so the web side never imports the workers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import redis
 from redis.client import Pipeline
 from rq import Queue
@@ -73,3 +75,26 @@ def job_fate(queue: Queue, deployment_id: str) -> tuple[str, str]:
             return JOB_DEAD, f"worker {worker}, which took its job, is gone"
         return JOB_ALIVE, status.value
     return JOB_DEAD, f"its job ended {status.value} before the deployment started"
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A deploy worker as RQ's registry has it: alive while it sends heartbeats."""
+
+    name: str
+    host: str
+    pid: int
+    #: The deployment its current job runs, "" when idle.
+    deployment_id: str
+
+
+def workers_alive(queue: Queue) -> list[WorkerInfo]:
+    """The workers registered on the deploy queue, by name."""
+    found = []
+    for worker in Worker.all(queue=queue):
+        job_id = worker.get_current_job_id() or ""
+        found.append(WorkerInfo(
+            name=worker.name, host=str(worker.hostname or "?"), pid=int(worker.pid or 0),
+            deployment_id=job_id.removeprefix("deploy-") if job_id.startswith("deploy-") else "",
+        ))
+    return sorted(found, key=lambda w: w.name)

@@ -19,7 +19,7 @@ from redis.client import Pipeline
 
 from hooksvc import counters, defaults, keys, outbox
 from hooksvc.config import Config
-from hooksvc.connection import call, connect, decode_hash
+from hooksvc.connection import call, connect, decode_hash, redis_url
 from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.errors import Conflict, NotFound
 from hooksvc.intake import Intake
@@ -37,7 +37,7 @@ def open_store(
 ) -> DeploymentStore:
     """The store of `config`'s Redis (or of `connection`) with every listener, so none is forgotten."""
     return DeploymentStore(
-        connection if connection is not None else connect(config.redis.url),
+        connection if connection is not None else connect(redis_url(config)),
         job_timeout=config.worker.job_timeout,
         listeners=LISTENERS,
         dispatch_inline=dispatch_inline,

@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Iterator
 
 from hooksvc.config import Config
-from hooksvc.connection import connect
+from hooksvc.connection import connect, redis_url
 from hooksvc.errors import HooksvcError
 from hooksvc.redact import redact
 from workers.compose import detect_compose
@@ -18,11 +18,13 @@ PROBE_TIMEOUT_SECONDS = 5
 
 def check_services(config: Config) -> Iterator[tuple[str, str | None]]:
     """Yield (what, problem or None) for each service the configuration needs."""
+    url = config.redis.url
     try:
-        connect(config.redis.url).ping()
-        yield f"redis {redact(config.redis.url, [])}", None
+        url = redis_url(config)
+        connect(url).ping()
+        yield f"redis {redact(url, [])}", None
     except Exception as exc:  # noqa: BLE001 - any failure is reported, none is fatal to the check
-        yield f"redis {redact(config.redis.url, [])}", str(exc)
+        yield f"redis {redact(url, [])}", str(exc)
     yield "git", None if shutil.which("git") else "git is not on PATH"
     for docker_host in sorted({a.docker_host or "" for a in config.apps.values()}) or [""]:
         yield f"docker {docker_host or '(local)'}", _docker_problem(docker_host or None)

@@ -21,7 +21,7 @@ from rq import get_current_job
 
 from hooksvc import defaults, keys
 from hooksvc.config import AppConfig, Config, load_config
-from hooksvc.connection import connect
+from hooksvc.connection import connect, redis_url
 from hooksvc.deployments import Deployment, DeploymentState, Trigger
 from hooksvc.errors import DeployError, GitError, RedisUnavailable
 from hooksvc.logs import LogFn
@@ -51,7 +51,7 @@ def run_deployment(deployment_id: str) -> str:
     # A worker hooksvc did not start (a bare `rq worker`) has no config bound: read $HOOKSVC_CONFIG.
     config = _process_config if _process_config is not None else load_config()
     job = get_current_job()
-    connection = job.connection if job is not None else connect(config.redis.url)
+    connection = job.connection if job is not None else connect(redis_url(config))
     return execute(config, open_store(config, connection), connection, deployment_id)
 
 

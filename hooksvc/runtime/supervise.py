@@ -19,6 +19,7 @@ from types import FrameType
 
 from hooksvc import defaults
 from hooksvc.config import Config
+from hooksvc.connection import RUN_REDIS_RECORD
 from hooksvc.errors import HooksvcError
 
 log = logging.getLogger("hooksvc.run")
@@ -50,6 +51,7 @@ class Supervisor:
         self.children = [Child("web", serve)]
         self.children += [Child(f"worker-{i + 1}", [*base, "worker"]) for i in range(workers)]
         self.redis: subprocess.Popen[bytes] | None = None
+        self.redis_record: Path | None = None
 
     def start_private_redis(self) -> str:
         """A redis-server only this hooksvc uses: unix socket in state_dir, data persisted there."""
@@ -72,6 +74,10 @@ class Supervisor:
             try:
                 redis.Redis.from_url(url).ping()
                 log.info("started a private redis-server at %s", sock)
+                # Every other command given this config (deploy, status, logs) finds it here.
+                record = self.config.worker.state_dir / RUN_REDIS_RECORD
+                record.write_text(url + "\n")
+                self.redis_record = record
                 return url
             except redis.ConnectionError:
                 time.sleep(0.1)
@@ -117,6 +123,8 @@ class Supervisor:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if self.redis_record is not None:
+            self.redis_record.unlink(missing_ok=True)
         if self.redis is not None:
             self.redis.terminate()
             self.redis.wait(timeout=STOP_GRACE_SECONDS)

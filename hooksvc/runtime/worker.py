@@ -12,7 +12,7 @@ from rq import Worker
 import workers.rollout  # noqa: F401
 from hooksvc import defaults
 from hooksvc.config import Config
-from hooksvc.connection import connect
+from hooksvc.connection import connect, redis_url
 from hooksvc.errors import HooksvcError
 from hooksvc.recovery import recover_stranded
 from hooksvc.retention import trim
@@ -54,7 +54,7 @@ class WorkerRuntime(Runtime):
 def work(config: Config, *, burst: bool = False) -> int:
     """Run deployments. With `burst`, dispatch the waiting intake, run what is queued, deliver the
     outbox once, and exit; without, run the worker's background threads and serve forever."""
-    connection = connect(config.redis.url)
+    connection = connect(redis_url(config))
     runtime = WorkerRuntime(config, connection)
     jobs.use_config(config)  # the forks inherit it: jobs run under this process's config
     try:

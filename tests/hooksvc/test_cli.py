@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+import redis as redis_lib
 
+from hooksvc import defaults, keys
 from tests.helpers.config import TEST_REDIS_URL
 from tests.helpers.docker import get_text, wait_for
 from tests.helpers.redis_server import free_port
@@ -19,7 +21,7 @@ from tests.helpers.redis_server import free_port
 CLI = [sys.executable, "-m", "hooksvc.cli"]
 
 
-def write_config(tmp_path: Path, redis_url: str | None, port: int = 8080) -> Path:
+def write_config(tmp_path: Path, redis_url: str | None, port: int = 8080, job_timeout: str = "30m") -> Path:
     redis_table = f'[redis]\nurl = "{redis_url}"\n' if redis_url else ""
     path = tmp_path / "hooksvc.toml"
     path.write_text(textwrap.dedent(f"""
@@ -27,6 +29,7 @@ def write_config(tmp_path: Path, redis_url: str | None, port: int = 8080) -> Pat
         listen = "127.0.0.1:{port}"
         [worker]
         state_dir = "{tmp_path / 'state'}"
+        job_timeout = "{job_timeout}"
         [hosts.gh]
         kind = "github"
         api_url = "https://api.github.com"
@@ -43,6 +46,12 @@ def env_without_redis() -> dict[str, str]:
     env = {**os.environ, "SHOP_SECRET": "s"}
     env.pop("REDIS_URL", None)
     return env
+
+
+def cli(config: Path, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """One `hooksvc` command with `config`, as an operator runs it."""
+    return subprocess.run([*CLI, "--config", str(config), *argv], env=env_without_redis(),
+                          capture_output=True, text=True, timeout=timeout)
 
 
 class TestRun:
@@ -104,3 +113,62 @@ def test_commands_report_redis_outage_clearly(tmp_path: Path, argv: list[str]) -
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "Redis is unreachable" in result.stderr and "Traceback" not in result.stderr
+
+
+class TestTheRedisOfRun:
+    def test_commands_with_runs_config_reach_its_private_redis_not_the_default_one(
+        self, tmp_path: Path, redis_url: str
+    ) -> None:
+        """With no [redis], `deploy`, `status` and `logs` given `run`'s config use the redis-server `run`
+        started, although another one listens on the default port; `status` shows workers and the queue."""
+        port = free_port()
+        config = write_config(tmp_path, redis_url=None, port=port)
+        default = redis_lib.Redis(host="127.0.0.1", port=6379, db=0)
+        before = default.get(keys.NEXT_ID)
+        proc = subprocess.Popen([*CLI, "--config", str(config), "run", "--workers", "0"], env=env_without_redis(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            assert wait_for(lambda: get_text(f"http://127.0.0.1:{port}/healthz")[0] == 200, 30)
+            sock = tmp_path / "state" / "redis" / "redis.sock"
+            assert (tmp_path / "state" / "redis" / "address").read_text().strip() == f"unix://{sock}?db=0"
+
+            deploy = cli(config, "deploy", "shop", "--sha", "a" * 40)
+            assert deploy.returncode == 0 and "deployment 1 of shop queued" in deploy.stdout, deploy.stderr
+            status = cli(config, "status")
+            assert status.returncode == 0, status.stderr
+            assert "#1" in status.stdout and "0 worker(s) alive, 1 deployment(s) waiting in the queue" in status.stdout
+            logs = cli(config, "logs", "1")
+            assert "queued manual of " + "a" * 40 in logs.stdout, logs.stdout + logs.stderr
+            private = redis_lib.Redis(unix_socket_path=str(sock))
+            assert private.exists(keys.deployment("1"))
+            assert default.get(keys.NEXT_ID) == before, "a deployment went to the Redis on the default port"
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=40)
+        assert not (tmp_path / "state" / "redis" / "address").exists()
+
+    def test_a_recorded_private_redis_that_is_gone_is_named_not_replaced(self, tmp_path: Path) -> None:
+        """When `run`'s recorded Redis does not answer, commands say so and exit 1; they do not use another."""
+        config = write_config(tmp_path, redis_url=None)
+        record = tmp_path / "state" / "redis" / "address"
+        record.parent.mkdir(parents=True)
+        record.write_text(f"unix://{tmp_path / 'state' / 'redis' / 'redis.sock'}?db=0\n")
+        result = cli(config, "status")
+        assert result.returncode == 1
+        assert "the private redis-server that `hooksvc run` started for it" in result.stderr
+        assert "is not running" in result.stderr and "Traceback" not in result.stderr
+
+    def test_wait_with_no_worker_warns_and_gives_up_at_its_bound(
+        self, tmp_path: Path, redis_url: str, redis: redis_lib.Redis
+    ) -> None:
+        """`deploy --wait` with no worker alive says so at once and again while it waits, then ends non-zero
+        once the job timeout plus the margin has passed."""
+        config = write_config(tmp_path, redis_url=redis_url, job_timeout="1s")
+        started = time.monotonic()
+        result = cli(config, "deploy", "shop", "--sha", "b" * 40, "--wait", timeout=120)
+        elapsed = time.monotonic() - started
+        assert result.returncode == 1
+        warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: no worker")]
+        assert len(warnings) >= 2, result.stdout
+        assert result.stdout.index("warning: no worker") < result.stdout.index("stopped waiting")
+        assert 1 + defaults.WAIT_MARGIN_SECONDS <= elapsed < 1 + defaults.WAIT_MARGIN_SECONDS + 20
