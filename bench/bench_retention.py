@@ -9,7 +9,7 @@ checkpoint; the target is that it does not grow between 10,000 and 100,000 webho
 
     .venv/bin/python bench/bench_retention.py [--webhooks 100000] [--apps 5] [--keep 200] [--interval 60]
 
-Runs its own redis-server on a free loopback port (no persistence) and stops it afterwards.
+Runs its own redis-server on a free loopback port (as `bench_webhooks.py` does) and stops it afterwards.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import redis  # noqa: E402
+from bench_webhooks import private_redis  # noqa: E402
 from rq.job import Job  # noqa: E402
 
 from hooksvc import defaults  # noqa: E402
@@ -36,7 +36,6 @@ from hooksvc.deployments import DeploymentState, NewDeployment, Trigger  # noqa:
 from hooksvc.jobqueue import job_id_for  # noqa: E402
 from hooksvc.retention import trim  # noqa: E402
 from hooksvc.store import DeploymentStore  # noqa: E402
-from tests.helpers.redis_server import free_port  # noqa: E402
 
 #: Memory may move by allocator noise; more than this much growth from the first checkpoint is growth.
 FLAT_TOLERANCE = 0.10
@@ -53,28 +52,12 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=60.0, help="simulated seconds between webhooks")
     args = parser.parse_args()
 
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not installed")
-    port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="bench-retention-"))
-    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
     try:
-        conn = redis.Redis(port=port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                conn.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        return run(conn, args)
+        # The intake benchmark's private redis-server: AOF, fsync every second, as docker-compose.yml runs it.
+        with private_redis(workdir) as conn:
+            return run(conn, args)
     finally:
-        server.terminate()
-        server.wait(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -15,7 +15,6 @@ import base64
 import http.client
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -33,6 +32,7 @@ from tests.helpers.docker import get_text, wait_for, write_sample_app
 from tests.helpers.fake_git_host import FakeGitHost
 from tests.helpers.git import GitHttpServer
 from tests.helpers.payloads import HookRequest, github_push, github_request
+from tests.helpers.processes import stop_process_groups
 from tests.helpers.redis_server import free_port
 
 pytestmark = pytest.mark.docker
@@ -144,14 +144,7 @@ class Run:
         ))
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_groups(self.procs, grace=20)
 
 
 @pytest.fixture

@@ -70,3 +70,29 @@ def make_config(tmp_path: Path, extra: str = "", env: dict[str, str] | None = No
         secret_env = "WIKI_SECRET"
     """) + textwrap.dedent(extra)
     return parse_config(text, str(tmp_path / "hooksvc.toml"), environ)
+
+
+def write_config(tmp_path: Path, redis_url: str | None, port: int = 8080, job_timeout: str = "30m",
+                 server: str = "") -> Path:
+    """A config file for hooksvc processes a test starts: one GitHub app `shop` (secret from
+    `$SHOP_SECRET`), `state_dir` under `tmp_path`; no `[redis]` table when `redis_url` is None.
+    `server` adds lines to `[server]`."""
+    redis_table = f'[redis]\nurl = "{redis_url}"\n' if redis_url else ""
+    path = tmp_path / "hooksvc.toml"
+    path.write_text(textwrap.dedent(f"""
+        [server]
+        listen = "127.0.0.1:{port}"
+        {server}
+        [worker]
+        state_dir = "{tmp_path / 'state'}"
+        job_timeout = "{job_timeout}"
+        [hosts.gh]
+        kind = "github"
+        api_url = "https://api.github.com"
+        [apps.shop]
+        host = "gh"
+        repo = "acme/shop"
+        clone_url = "{tmp_path / 'origin.git'}"
+        secret_env = "SHOP_SECRET"
+    """) + redis_table)
+    return path

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -14,32 +13,11 @@ import pytest
 import redis as redis_lib
 
 from hooksvc import defaults, keys
-from tests.helpers.config import TEST_REDIS_URL
+from tests.helpers.config import TEST_REDIS_URL, write_config
 from tests.helpers.docker import get_text, wait_for
 from tests.helpers.redis_server import free_port
 
 CLI = [sys.executable, "-m", "hooksvc.cli"]
-
-
-def write_config(tmp_path: Path, redis_url: str | None, port: int = 8080, job_timeout: str = "30m") -> Path:
-    redis_table = f'[redis]\nurl = "{redis_url}"\n' if redis_url else ""
-    path = tmp_path / "hooksvc.toml"
-    path.write_text(textwrap.dedent(f"""
-        [server]
-        listen = "127.0.0.1:{port}"
-        [worker]
-        state_dir = "{tmp_path / 'state'}"
-        job_timeout = "{job_timeout}"
-        [hosts.gh]
-        kind = "github"
-        api_url = "https://api.github.com"
-        [apps.shop]
-        host = "gh"
-        repo = "acme/shop"
-        clone_url = "{tmp_path / 'origin.git'}"
-        secret_env = "SHOP_SECRET"
-    """) + redis_table)
-    return path
 
 
 def env_without_redis() -> dict[str, str]:

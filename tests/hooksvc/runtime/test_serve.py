@@ -15,19 +15,17 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import suppress
-from pathlib import Path
 
 import pytest
 import redis as redis_lib
 
 from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
 from hooksvc.store import DeploymentStore
-from tests.helpers.config import TEST_REDIS_URL
+from tests.helpers.config import TEST_REDIS_URL, write_config
 from tests.helpers.docker import get_text, wait_for
 from tests.helpers.payloads import commit_sha, github_push, github_request, payload_text
 from tests.helpers.redis_server import free_port
@@ -45,34 +43,12 @@ TRICKLING = 4
 PUSH_ANSWER_SECONDS = 1.0
 
 
-def write_config(tmp_path: Path, port: int) -> Path:
-    path = tmp_path / "hooksvc.toml"
-    path.write_text(textwrap.dedent(f"""
-        [server]
-        listen = "127.0.0.1:{port}"
-        max_body_bytes = {MAX_BODY_BYTES}
-        [redis]
-        url = "{TEST_REDIS_URL}"
-        [worker]
-        state_dir = "{tmp_path / 'state'}"
-        [hosts.gh]
-        kind = "github"
-        api_url = "https://api.github.com"
-        [apps.shop]
-        host = "gh"
-        repo = "acme/shop"
-        clone_url = "{tmp_path / 'origin.git'}"
-        secret_env = "SHOP_SECRET"
-    """))
-    return path
-
-
 @pytest.fixture(scope="module")
 def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A `hooksvc serve` process, started as the README starts it, with a short read timeout."""
     tmp_path = tmp_path_factory.mktemp("serve")
     port = free_port()
-    config = write_config(tmp_path, port)
+    config = write_config(tmp_path, TEST_REDIS_URL, port=port, server=f"max_body_bytes = {MAX_BODY_BYTES}")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HOOKSVC_", "REDIS_"))}
     env.update(SHOP_SECRET=SECRET, HOOKSVC_API_TOKENS=TOKEN)
     log = tmp_path / "serve.log"

@@ -30,6 +30,7 @@ from tests.helpers.docker import HealthyProxy, LoadLoop, get_text, wait_for, wri
 from tests.helpers.fake_git_host import FakeGitHost
 from tests.helpers.git import GitOrigin
 from tests.helpers.payloads import github_push, github_request
+from tests.helpers.processes import stop_process_groups
 
 pytestmark = pytest.mark.docker
 
@@ -123,14 +124,7 @@ class Harness:
         return self.host.statuses("github", sha, "hooksvc/web")
 
     def stop(self) -> None:
-        for proc in self.workers:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.workers:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_groups(self.workers, grace=15)
 
 
 @pytest.fixture
