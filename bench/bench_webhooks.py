@@ -597,13 +597,18 @@ def start_hooksvc(config: Path, env: dict[str, str], workdir: Path, processes: i
     return Server("hooksvc", port, proc, log)
 
 
-def start_bare(env: dict[str, str], workdir: Path, processes: int, threads: int) -> Server:
+#: The bare handler's gunicorn worker class by default: the server model hooksvc serve runs.
+BARE_WORKER_CLASS = "hooksvc.runtime.web.WaitressWorker"
+
+
+def start_bare(env: dict[str, str], workdir: Path, processes: int, threads: int,
+               worker_class: str = BARE_WORKER_CLASS) -> Server:
     port = free_port()
     log = workdir / "bare.log"
     # The server model and settings `hooksvc serve` gives gunicorn (hooksvc/runtime/web.py: waitress in
     # each worker, its read timeout and limits as class defaults), and nothing more.
     argv = [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(processes),
-            "--worker-class", "hooksvc.runtime.web.WaitressWorker", "--threads", str(threads),
+            "--worker-class", worker_class, "--threads", str(threads),
             "--worker-connections", str(WEB_CONNECTIONS), "--chdir", str(BENCH_DIR), "bare_app:create_app()"]
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -774,7 +779,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env = server_env(apps, redis_url)
         config_path = write_config(workdir, apps, redis_url)
         parse_config(config_path.read_text(), str(config_path), env)  # fail here, not in a server log
-        servers = {"bare": start_bare(env, workdir, args.processes, args.threads),
+        servers = {"bare": start_bare(env, workdir, args.processes, args.threads, args.bare_worker_class),
                    "hooksvc": start_hooksvc(config_path, env, workdir, args.processes, args.threads)}
         try:
             for server in servers.values():
@@ -934,6 +939,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=WEB_PROCESSES, help="gunicorn workers, both servers")
     parser.add_argument("--threads", type=int, default=WEB_THREADS, help="threads per worker, both servers")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the results")
+    parser.add_argument("--bare-worker-class", default=BARE_WORKER_CLASS,
+                        help="gunicorn worker class of the bare handler (gthread: the reference before waitress)")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("bench_webhooks: wrk is not installed (apt-get install wrk)", file=sys.stderr)
