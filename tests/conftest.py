@@ -17,6 +17,7 @@ from hooksvc.config import Config
 from hooksvc.store import DeploymentStore
 from hooksvc.web import create_app
 from tests.helpers.config import TEST_REDIS_URL, make_config
+from tests.helpers.redis_server import RedisServer
 
 pytest_plugins = ["tests.fixtures.git", "tests.fixtures.docker"]
 
@@ -64,3 +65,12 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def store(redis: redis_lib.Redis) -> DeploymentStore:
     return DeploymentStore(redis)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own (append-only file in `tmp_path`), which it may stop and start."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis as redis_lib
@@ -207,13 +205,6 @@ class TestListAndLog:
         timer.join()
         assert "building" in lines and lines[-1] == "finished: succeeded"
 
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 class TestRedisOutage:

@@ -28,15 +28,12 @@ OUTAGE_SECONDS = 1.0
 _RESTARTS: list[threading.Timer] = []
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    (tmp_path / "redis").mkdir()
-    server.start()
-    yield server
+@pytest.fixture(autouse=True)
+def restarts_done(own_redis: RedisServer) -> Iterator[None]:
+    """Join the restarts `outage_on_first_call` scheduled before `own_redis` stops the server for good."""
+    yield
     while _RESTARTS:
         _RESTARTS.pop().join()
-    server.stop()
 
 
 def outage_on_first_call(server: RedisServer, fn: Callable[..., Any]) -> Callable[..., Any]:

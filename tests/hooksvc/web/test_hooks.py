@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -340,13 +339,6 @@ class TestDuplicates:
         assert store.get(a.json["deployments"][0]["id"]).state == "superseded"
         assert store.get(b.json["deployments"][0]["id"]).state == "queued"
 
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 class TestRedisDown:
