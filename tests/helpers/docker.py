@@ -191,6 +191,29 @@ def write_django_like_app(directory: Path, version: str, host_port: int, db_name
 
 # ---- a health-aware proxy -------------------------------------------------------------------
 
+def healthy_backends(client: docker.DockerClient, project: str, service: str, port: int) -> list[tuple[str, int]]:
+    """Where the healthy containers of one compose service listen, as a health-aware proxy finds them.
+
+    A container counts once its healthcheck says `healthy` (Traefik's Docker provider and
+    nginx-proxy's docker-gen skip the others). Its published port on 127.0.0.1 when it has one,
+    else its IP on its first network.
+    """
+    filters: dict[str, Any] = {"label": [f"{PROJECT_LABEL}={project}", f"{SERVICE_LABEL}={service}"],
+                               "health": "healthy"}
+    found = [_address(summary, port) for summary in client.api.containers(filters=filters)]
+    return sorted(a for a in found if a is not None)
+
+
+def _address(summary: Mapping[str, Any], private_port: int) -> tuple[str, int] | None:
+    for port in summary.get("Ports") or []:
+        if port.get("PrivatePort") == private_port and port.get("PublicPort") and port.get("IP") == "127.0.0.1":
+            return "127.0.0.1", int(port["PublicPort"])
+    for network in ((summary.get("NetworkSettings") or {}).get("Networks") or {}).values():
+        if network.get("IPAddress"):
+            return str(network["IPAddress"]), private_port
+    return None
+
+
 class HealthyProxy:
     """A reverse proxy on 127.0.0.1 routing round-robin to the healthy containers of one service.
 
@@ -234,22 +257,9 @@ class HealthyProxy:
             thread.join(timeout=5)
 
     def refresh(self) -> None:
-        filters: dict[str, Any] = {
-            "label": [f"{PROJECT_LABEL}={self.project}", f"{SERVICE_LABEL}={self.service}"],
-            "health": "healthy",
-        }
-        found = [self._address(c) for c in self.client.api.containers(filters=filters)]
+        found = healthy_backends(self.client, self.project, self.service, self.port)
         with self._lock:
-            self.backends = [a for a in found if a is not None]
-
-    def _address(self, summary: Mapping[str, Any]) -> tuple[str, int] | None:
-        for port in summary.get("Ports") or []:
-            if port.get("PrivatePort") == self.port and port.get("PublicPort") and port.get("IP") == "127.0.0.1":
-                return "127.0.0.1", int(port["PublicPort"])
-        for network in ((summary.get("NetworkSettings") or {}).get("Networks") or {}).values():
-            if network.get("IPAddress"):
-                return str(network["IPAddress"]), self.port
-        return None
+            self.backends = found
 
     def _poll(self) -> None:
         while not self._stop.wait(self.poll_seconds):
