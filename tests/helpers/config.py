@@ -4,13 +4,30 @@ from __future__ import annotations
 
 import os
 import textwrap
+import urllib.parse
 from pathlib import Path
 
 from hooksvc.config import Config, parse_config
 
-#: Tests use their own database so a developer's data in db 0 is never flushed.
-TEST_REDIS_URL = os.environ.get("HOOKSVC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
+def _test_redis_url() -> str:
+    """The test database: a developer's data in db 0 is never flushed.
+
+    Tests flush their database, so each pytest-xdist worker takes its own, counting down from the
+    given one (gw0: 15, gw1: 14, ...).
+    """
+    url = os.environ.get("HOOKSVC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    parts = urllib.parse.urlsplit(url)
+    database = int(parts.path.strip("/") or 0) - int(worker[2:])
+    if database < 0:
+        raise RuntimeError(f"{url} leaves no Redis database for pytest-xdist worker {worker}")
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{database}"))
+
+
+TEST_REDIS_URL = _test_redis_url()
 
 
 def make_config(tmp_path: Path, extra: str = "", env: dict[str, str] | None = None, **server: str) -> Config:
