@@ -51,7 +51,8 @@ class FakeClock:
 
 
 def reporting_config(tmp_path: Path, base: str, redis_url: str) -> Config:
-    """Four apps, one per host kind, all pointed at the fake; shop also notifies."""
+    """Four apps, one per host kind, all pointed at the fake; shop also notifies. They record no
+    deployments on the host (tests/workers/test_host_deployments.py covers those)."""
     env = {
         "GITHUB_TOKEN": TOKENS["github"], "GITEA_TOKEN": TOKENS["gitea"], "GITLAB_TOKEN": TOKENS["gitlab"],
         "APP_SECRET": "webhook-secret", "NOTIFY_SECRET": NOTIFY_SECRET, "SLACK_URL": base + SLACK_PATH,
@@ -72,6 +73,7 @@ def reporting_config(tmp_path: Path, base: str, redis_url: str) -> Config:
             repo = "{repo}"
             clone_url = "{tmp_path / name}.git"
             secret_env = "APP_SECRET"
+            environment = ""
         """) + extra + "\n"
     text = textwrap.dedent(f"""
         [server]
