@@ -261,13 +261,7 @@ class FakeGitHost:
         return url
 
     def _github(self, m: re.Match[str], headers: dict[str, str], raw: bytes) -> AcceptedStatus:
-        token = self.tokens["github"]
-        if headers.get("authorization") not in (f"Bearer {token}", f"token {token}"):
-            raise _Breach(401, "Bad credentials")
-        if headers.get("accept") != "application/vnd.github+json":
-            raise _Breach(422, f"Accept must be application/vnd.github+json, got {headers.get('accept')!r}")
-        if not headers.get("user-agent"):
-            raise _Breach(422, "GitHub requires a User-Agent header")
+        self._check_github_headers(headers)
         body = self._check_json(headers, raw)
         self._check_keys(body, {"state", "target_url", "description", "context"})
         if body.get("state") not in GITHUB_STATES:
@@ -292,9 +286,7 @@ class FakeGitHost:
                               description, self._check_target_url(body, None), None, headers)
 
     def _gitlab(self, m: re.Match[str], headers: dict[str, str], raw: bytes) -> AcceptedStatus:
-        token = self.tokens["gitlab"]
-        if headers.get("private-token") != token and headers.get("authorization") != f"Bearer {token}":
-            raise _Breach(401, "401 Unauthorized")
+        self._check_gitlab_token(headers)
         project = m["id"]
         if not project.isdigit() and "%2f" not in project.lower():
             raise _Breach(422, f"project id must be numeric or a URL-encoded path, got {project!r}")
@@ -317,6 +309,11 @@ class FakeGitHost:
             raise _Breach(422, f"Accept must be application/vnd.github+json, got {headers.get('accept')!r}")
         if not headers.get("user-agent"):
             raise _Breach(422, "GitHub requires a User-Agent header")
+
+    def _check_gitlab_token(self, headers: dict[str, str]) -> None:
+        token = self.tokens["gitlab"]
+        if headers.get("private-token") != token and headers.get("authorization") != f"Bearer {token}":
+            raise _Breach(401, "401 Unauthorized")
 
     def _check_type(self, body: dict[str, Any], key: str, kind: type | tuple[type, ...], required: bool = False) -> Any:
         if key not in body:
@@ -412,9 +409,7 @@ class FakeGitHost:
 
     def _gitlab_deployments(self, m: re.Match[str], method: str, headers: dict[str, str],
                             raw: bytes) -> tuple[int, dict[str, Any]]:
-        token = self.tokens["gitlab"]
-        if headers.get("private-token") != token and headers.get("authorization") != f"Bearer {token}":
-            raise _Breach(401, "401 Unauthorized")
+        self._check_gitlab_token(headers)
         project = m["project"]
         if not project.isdigit() and "%2f" not in project.lower():
             raise _Breach(404, f"404 Project Not Found: {project!r}")

@@ -114,8 +114,10 @@ def plan(
     where = f"in environment {app.environment!r} ({app.repo}@{event.sha[:12]})"
     if host.kind == "github":
         if not record.host_id:
-            payload = {"hooksvc": {"app": app.name, "deployment_id": event.deployment_id,
-                                   "url": page_url(event.deployment_id)}}
+            about = {"app": app.name, "deployment_id": event.deployment_id}
+            if page_url(event.deployment_id):
+                about["url"] = page_url(event.deployment_id)
+            payload = {"hooksvc": about}
             request = github.build_create_request(host, app.repo, event.sha, app.environment, payload,
                                                   f"hooksvc deployment {event.deployment_id}")
             return Step(Action.CREATE, request, f"GitHub deployment {where}: create")
