@@ -6,18 +6,9 @@ import pytest
 
 from hooksvc.config import parse_config
 from hooksvc.errors import ConfigError
+from tests.hooksvc.test_config import MINIMAL
 
-APP = """
-[hosts.gh]
-kind = "github"
-api_url = "https://api.github.com"
-
-[apps.shop]
-host = "gh"
-repo = "acme/shop"
-clone_url = "https://github.com/acme/shop.git"
-secret_env = "SHOP_SECRET"
-"""
+APP = MINIMAL
 ENV = {"SHOP_SECRET": "s3"}
 
 

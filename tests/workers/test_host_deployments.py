@@ -18,10 +18,24 @@ from hooksvc.deployments import DeploymentState
 from hooksvc.store import DeploymentStore
 from tests.helpers.fake_git_host import FakeGitHost
 from tests.helpers.outbox import outbox_backlog, read_counters
-from tests.workers.test_outbox_sender import CLIENT_TIMEOUT, PUBLIC_URL, SHA1, SHA2, TOKENS, FakeClock, drain, queue
+from tests.workers import test_outbox_sender
+from tests.workers.test_outbox_sender import (
+    CLIENT_TIMEOUT,
+    PUBLIC_URL,
+    SHA1,
+    SHA2,
+    TOKENS,
+    FakeClock,
+    app_tables,
+    drain,
+    queue,
+)
 from workers.outbox_sender import OutboxSender
 
 S = DeploymentState
+#: The commit-status tests' fixtures: the real store with the outbox writer, and a clock `sleep` moves.
+store = test_outbox_sender.store
+clock = test_outbox_sender.clock
 SHOP_URL = "https://shop.example.com"
 
 
@@ -30,21 +44,13 @@ def environments_config(tmp_path: Path, base: str, redis_url: str) -> Config:
     GitLab environment named after it, blog to Gitea (no deployments API), quiet records none."""
     env = {"GITHUB_TOKEN": TOKENS["github"], "GITLAB_TOKEN": TOKENS["gitlab"], "GITEA_TOKEN": TOKENS["gitea"],
            "APP_SECRET": "webhook-secret", "REDIS_URL": redis_url}
-    apps = ""
-    for name, host, repo, extra in [
+    apps = app_tables(tmp_path, [
         ("shop", "github", "acme/shop", f'environment = "production"\nenvironment_url = "{SHOP_URL}"'),
         ("stage", "github", "acme/shop", 'environment = "staging"'),
         ("wiki", "gitlab", "acme/docs/wiki", ""),
         ("blog", "gitea", "acme/blog", ""),
         ("quiet", "github", "acme/quiet", 'environment = ""'),
-    ]:
-        apps += textwrap.dedent(f"""
-            [apps.{name}]
-            host = "{host}"
-            repo = "{repo}"
-            clone_url = "{tmp_path / name}.git"
-            secret_env = "APP_SECRET"
-        """) + extra + "\n"
+    ])
     hosts = "".join(textwrap.dedent(f"""
         [hosts.{kind}]
         kind = "{kind}"
@@ -59,18 +65,6 @@ def environments_config(tmp_path: Path, base: str, redis_url: str) -> Config:
 def fake() -> Iterator[FakeGitHost]:
     with FakeGitHost(TOKENS, hang_seconds=1.0) as host:
         yield host
-
-
-@pytest.fixture
-def store(redis: redis_lib.Redis) -> DeploymentStore:
-    from hooksvc.outbox import write_events
-
-    return DeploymentStore(redis, listeners=[write_events])
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
