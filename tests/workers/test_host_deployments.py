@@ -219,6 +219,15 @@ class TestGitlab:
         assert fake.violations == []
 
 
+    def test_a_rollback_names_the_apps_branch(self, store: DeploymentStore, sender: OutboxSender, clock: FakeClock,
+                                              redis: redis_lib.Redis, fake: FakeGitHost) -> None:
+        """A rollback names no ref; GitLab, which requires one, gets the branch the app deploys."""
+        deploy(store, "wiki", SHA2, S.SUCCEEDED, ref="")
+        drain(sender, clock, redis)
+        [d] = fake.deployments("gitlab")
+        assert (d.created["ref"], d.created["tag"], d.statuses) == ("main", False, ["running", "success"])
+
+
 class TestDelivery:
     """The same outbox as commit statuses: retried in order, never endless, never leaking a token."""
 

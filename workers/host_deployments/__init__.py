@@ -113,30 +113,43 @@ def plan(
         return None
     where = f"in environment {app.environment!r} ({app.repo}@{event.sha[:12]})"
     if host.kind == "github":
-        if not record.host_id:
-            about = {"app": app.name, "deployment_id": event.deployment_id}
-            if page_url(event.deployment_id):
-                about["url"] = page_url(event.deployment_id)
-            payload = {"hooksvc": about}
-            request = github.build_create_request(host, app.repo, event.sha, app.environment, payload,
-                                                  f"hooksvc deployment {event.deployment_id}")
-            return Step(Action.CREATE, request, f"GitHub deployment {where}: create")
-        if record.sent != event.id:
-            state = github.STATE_MAP[event.state]
-            request = github.build_status_request(host, app.repo, record.host_id, state, description,
-                                                  page_url(event.deployment_id), app.environment_url)
-            return Step(Action.STATUS, request, f"GitHub deployment {record.host_id} {where}: {state} ({event.state})",
-                        activates=event.state is DeploymentState.SUCCEEDED)
-        if record.replaces:
-            request = github.build_status_request(
-                host, app.repo, record.replaces, github.INACTIVE,
-                f"Replaced by deployment {event.deployment_id} ({event.sha[:12]})",
-                page_url(record.replaces_deployment) if record.replaces_deployment else "", None,
-            )
-            return Step(Action.INACTIVATE, request,
-                        f"GitHub deployment {record.replaces} in environment {app.environment!r}: inactive "
-                        f"(replaced by deployment {event.deployment_id})")
-        return None
+        return _plan_github(host, app, event, record, description, page_url, where)
+    return _plan_gitlab(host, app, event, record, where)
+
+
+def _plan_github(
+    host: HostConfig, app: AppConfig, event: OutboxEvent, record: Record, description: str,
+    page_url: Callable[[str], str], where: str,
+) -> Step | None:
+    """Create, then this event's status, then (after a success) `inactive` on the replaced release."""
+    if not record.host_id:
+        about = {"app": app.name, "deployment_id": event.deployment_id}
+        if page_url(event.deployment_id):
+            about["url"] = page_url(event.deployment_id)
+        payload = {"hooksvc": about}
+        request = github.build_create_request(host, app.repo, event.sha, app.environment, payload,
+                                              f"hooksvc deployment {event.deployment_id}")
+        return Step(Action.CREATE, request, f"GitHub deployment {where}: create")
+    if record.sent != event.id:
+        state = github.STATE_MAP[event.state]
+        request = github.build_status_request(host, app.repo, record.host_id, state, description,
+                                              page_url(event.deployment_id), app.environment_url)
+        return Step(Action.STATUS, request, f"GitHub deployment {record.host_id} {where}: {state} ({event.state})",
+                    activates=event.state is DeploymentState.SUCCEEDED)
+    if record.replaces:
+        request = github.build_status_request(
+            host, app.repo, record.replaces, github.INACTIVE,
+            f"Replaced by deployment {event.deployment_id} ({event.sha[:12]})",
+            page_url(record.replaces_deployment) if record.replaces_deployment else "", None,
+        )
+        return Step(Action.INACTIVATE, request,
+                    f"GitHub deployment {record.replaces} in environment {app.environment!r}: inactive "
+                    f"(replaced by deployment {event.deployment_id})")
+    return None
+
+
+def _plan_gitlab(host: HostConfig, app: AppConfig, event: OutboxEvent, record: Record, where: str) -> Step | None:
+    """Create with this event's status once there is one GitLab can take; later, update the status."""
     status = gitlab.STATE_MAP[event.state]
     if status is None:
         return None
