@@ -109,6 +109,10 @@ class AppConfig:
     ssh_key_file: Path | None = None
     clone_token: Secret | None = None
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    #: The environment of GitHub/GitLab deployments ("" records none); the app name by default.
+    environment: str = ""
+    #: Where the environment is reached, shown on the host's deployment (GitHub `environment_url`).
+    environment_url: str | None = None
 
     def matches_ref(self, ref: str) -> bool:
         """True when a full ref (`refs/heads/x`, `refs/tags/v1`) is one this app deploys."""
@@ -166,6 +170,9 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+#: What GitLab accepts as an environment name (GitHub accepts more), at most 255 characters.
+_ENVIRONMENT = re.compile(r"^(?!/)[A-Za-z0-9_.\-/ ${}]{1,255}(?<!/)$")
+_HTTP_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
 
 
 def parse_duration(value: object) -> float:
@@ -311,6 +318,7 @@ _APP_KEYS = {
     "project", "strategy", "health_timeout", "start_grace", "status_context", "docker_host", "paths",
     "poll_interval", "ssh_key_file", "token_env", "token_file", "notify_url", "notify_secret_env",
     "notify_secret_file", "slack_url_env", "slack_url_file",
+    "environment", "environment_url",
 }
 
 
@@ -460,6 +468,13 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
         webhook_secret=r.secret(t, prefix, "notify_secret", required=notify_url is not None),
         slack_url=r.secret(t, prefix, "slack_url", required=False),
     )
+    environment = r.get(t, prefix, "environment", str, name)
+    if environment and not _ENVIRONMENT.fullmatch(environment):
+        r.problem(f"{prefix}.environment", "an environment name has at most 255 letters, digits, spaces and "
+                  f"'-_./${{}}', and does not start or end with '/' (\"\" records none), got {environment!r}")
+    environment_url = r.get(t, prefix, "environment_url", str, None)
+    if environment_url is not None and not _HTTP_URL.fullmatch(environment_url):
+        r.problem(f"{prefix}.environment_url", f"expected an http(s) URL, got {environment_url!r}")
     secret = r.secret(t, prefix, "secret", required=True)
     clone_token = r.secret(t, prefix, "token", required=False)
     health_timeout = r.duration(t, prefix, "health_timeout", defaults.HEALTH_TIMEOUT_SECONDS)
@@ -487,6 +502,8 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
         ssh_key_file=Path(ssh_key) if ssh_key else None,
         clone_token=clone_token,
         notify=notify,
+        environment=environment,
+        environment_url=environment_url,
     )
 
 

@@ -94,6 +94,18 @@ def outbox_retry(lane: str) -> str:
     return f"{OUTBOX_PREFIX}:retry:{lane}"
 
 
+def host_deployment(deployment_id: str) -> str:
+    """What the git host knows of a deployment (HASH: the host's id for it, progress; see
+    `workers.host_deployments`)."""
+    return f"{OUTBOX_PREFIX}:host_deployment:{deployment_id}"
+
+
+def host_deployment_active(app: str) -> str:
+    """The app's deployment the git host shows active (HASH: deployment_id, host_id): the one the
+    next successful release marks `inactive`."""
+    return f"{OUTBOX_PREFIX}:host_deployment_active:{app}"
+
+
 # -- counters for /metrics (each a HASH of label -> count) ------------------------------------------
 
 METRICS_PREFIX = f"{PREFIX}:metrics"
@@ -111,3 +123,7 @@ STATUS_DROPPED = f"{METRICS_PREFIX}:status_dropped"
 NOTIFY_SENT = f"{METRICS_PREFIX}:notify_sent"
 NOTIFY_FAILURES = f"{METRICS_PREFIX}:notify_failures"
 NOTIFY_DROPPED = f"{METRICS_PREFIX}:notify_dropped"
+#: By host kind (github, gitlab): deployment API requests delivered, failed attempts, given up.
+HOST_DEPLOYMENT_SENT = f"{METRICS_PREFIX}:host_deployment_sent"
+HOST_DEPLOYMENT_FAILURES = f"{METRICS_PREFIX}:host_deployment_failures"
+HOST_DEPLOYMENT_DROPPED = f"{METRICS_PREFIX}:host_deployment_dropped"

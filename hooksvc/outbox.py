@@ -7,7 +7,8 @@ Layout in Redis (key names in `hooksvc.keys`):
 
 - lane      a LIST of JSON events, oldest first. One lane per commit and app for statuses
             (`status:<app>:<sha>`: every status of that commit, in the order they happened,
-            across redeploys), one per deployment and target for notifications
+            across redeploys), one per app for deployments recorded on the git host
+            (`host_deployment:<app>`), one per deployment and target for notifications
             (`notify:<id>:webhook`, `notify:<id>:slack`), so a slow Slack never holds a status back.
 - due       a ZSET lane → when its head may next be tried (epoch seconds; 0 = now).
 - lock      a short lease per lane (SET NX PX with a random token): one sender per lane at a time.
@@ -35,6 +36,8 @@ STATUS = "status"
 WEBHOOK = "webhook"
 SLACK = "slack"
 NOTIFY_KINDS = (WEBHOOK, SLACK)
+#: A deployment recorded on the git host (GitHub Deployments, GitLab deployments).
+HOST_DEPLOYMENT = "host_deployment"
 
 #: A commit status needs the full object id; a manual deployment's sha stays empty (or is what the
 #: operator typed) until the worker resolves it, so its early statuses are not sent.
@@ -97,6 +100,12 @@ def status_lane(app: str, sha: str) -> str:
     return f"status:{app}:{sha}"
 
 
+def host_deployment_lane(app: str) -> str:
+    """One lane per app: a host deployment's statuses need its create delivered first, and the
+    `inactive` of the release a success replaced must follow that release's own statuses."""
+    return f"host_deployment:{app}"
+
+
 def notify_lane(deployment_id: str, kind: str) -> str:
     return f"notify:{deployment_id}:{kind}"
 
@@ -120,6 +129,7 @@ def write_events(pipe: Pipeline, deployment: Deployment) -> None:
     """
     if is_full_sha(deployment.sha):
         append(pipe, status_lane(deployment.app, deployment.sha), OutboxEvent.from_deployment(STATUS, deployment))
+        append(pipe, host_deployment_lane(deployment.app), OutboxEvent.from_deployment(HOST_DEPLOYMENT, deployment))
     if deployment.state.is_final:
         for kind in NOTIFY_KINDS:
             append(pipe, notify_lane(deployment.id, kind), OutboxEvent.from_deployment(kind, deployment))

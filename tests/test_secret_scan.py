@@ -189,6 +189,7 @@ def test_no_secret_appears_in_any_output(run: Run, redis: redis_lib.Redis) -> No
     refused = github_request(github_push(repo="acme/web", after=v2), OTHER_APP_SECRET)
     assert post(run.port, "/hooks/github", refused)[0] == 401
     assert wait_for(lambda: len(host.notifications) >= 4, 30), host.notifications
+    assert wait_for(lambda: [d.state for d in host.deployments("github")] == ["success", "failure"], 30)
 
     seen: dict[str, str] = {}
     for path in run.logs:
@@ -203,6 +204,7 @@ def test_no_secret_appears_in_any_output(run: Run, redis: redis_lib.Redis) -> No
     seen["deployment records"] = repr([redis.hgetall(keys.deployment(i)) for i in (good, bad)])
     seen["commit statuses"] = repr([(s.sha, s.state, s.description, s.target_url) for s in host.accepted])
     seen["notifications"] = repr([(n.kind, n.headers, n.raw) for n in host.notifications])
+    seen["host deployments"] = repr([(d.created, d.updates) for d in host.deployments("github")])
     for path in run.state_dir.rglob("*"):
         if path.is_file() and not path.is_symlink():
             seen[f"file {path.relative_to(run.state_dir)}"] = path.read_bytes().decode("utf-8", "replace")

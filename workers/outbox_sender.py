@@ -17,6 +17,10 @@ Retry policy, per lane head:
 - a final status, or a pending one with nothing behind it, is retried for
   `FINAL_STATUS_RETRY_SECONDS`, so a host that is down for hours still ends with the right status;
 - a notification is retried for `REPORT_RETRY_SECONDS`: after that it is news no longer.
+
+A deployment recorded on the git host (`workers.host_deployments`) follows the commit-status rules;
+one of its events may take several requests (create, status, `inactive` of the replaced release),
+each built once the one before it was delivered, so a retry never repeats a delivered step.
 """
 
 from __future__ import annotations
@@ -32,12 +36,13 @@ from dataclasses import dataclass
 import redis
 
 from hooksvc import defaults, keys
-from hooksvc.config import Config
+from hooksvc.config import AppConfig, Config
 from hooksvc.errors import RedisUnavailable
 from hooksvc.logs import DeploymentLogs
-from hooksvc.outbox import SLACK, STATUS, WEBHOOK, OutboxEvent
+from hooksvc.outbox import HOST_DEPLOYMENT, SLACK, STATUS, WEBHOOK, OutboxEvent
 from hooksvc.redact import redact
 from workers import http, notify
+from workers.host_deployments import HostDeployments
 from workers.locks import Lease
 from workers.statuses import HttpRequest, describe_state, gitea, github, gitlab
 
@@ -98,6 +103,13 @@ class OutboxRequest:
     sent_key: str
     failures_key: str
     dropped_key: str
+    #: A step of a multi-step event: told of the answer once delivered (ValueError: the answer is
+    #: unusable), after which the event is prepared again instead of leaving the lane.
+    delivered: Callable[[http.HttpResponse], None] | None = None
+    #: Told when the event is given up (True: the host refused it), to record what that means.
+    dropped: Callable[[bool], None] | None = None
+    #: Added to the log line of a refused request: what the operator may have to fix.
+    hint: str = ""
 
 
 def classify(status: int) -> Attempt:
@@ -138,6 +150,7 @@ class OutboxSender:
         self.lock_ms = int((http_timeout + LOCK_MARGIN_SECONDS) * 1000)
         self.secrets = config.secrets()
         self._ack = connection.register_script(_ACK)
+        self.host_deployments = HostDeployments(connection)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -200,7 +213,20 @@ class OutboxSender:
             if delivery is None:
                 self._ack(keys=[key, keys.OUTBOX_DUE, keys.outbox_retry(lane)], args=[raw, lane])
                 continue
-            attempt = self._attempt(delivery.request)
+            attempt, answer = self._attempt(delivery.request)
+            if attempt.ok and delivery.delivered is not None and answer is not None:
+                try:
+                    delivery.delivered(answer)
+                except ValueError as exc:
+                    self.redis.hincrby(delivery.failures_key, delivery.label, 1)
+                    self._drop(lane, raw, event, delivery, f"{attempt.detail}: {exc}; not retried", rejected=True)
+                    continue
+                # The head stays: its next step (if any) is prepared on the next turn of the loop.
+                self.redis.delete(keys.outbox_retry(lane))
+                self.redis.hincrby(delivery.sent_key, delivery.label, 1)
+                self._log(event, f"{delivery.what}: sent ({attempt.detail})")
+                delivered += 1
+                continue
             if attempt.ok:
                 self._ack(keys=[key, keys.OUTBOX_DUE, keys.outbox_retry(lane)], args=[raw, lane])
                 self.redis.hincrby(delivery.sent_key, delivery.label, 1)
@@ -209,7 +235,7 @@ class OutboxSender:
                 continue
             self.redis.hincrby(delivery.failures_key, delivery.label, 1)
             if not attempt.retryable:
-                self._drop(lane, raw, event, delivery, f"{attempt.detail}; not retried")
+                self._drop(lane, raw, event, delivery, f"{attempt.detail}; not retried", rejected=True)
                 continue
             if not self._schedule_retry(lane, raw, event, delivery, attempt):
                 continue
@@ -239,16 +265,22 @@ class OutboxSender:
         return True
 
     def _retry_bound(self, event: OutboxEvent, waiting_behind: bool) -> tuple[float, str]:
-        if event.kind != STATUS:
+        if event.kind not in (STATUS, HOST_DEPLOYMENT):
             return defaults.REPORT_RETRY_SECONDS, "notifications are retried that long"
         if not event.state.is_final and waiting_behind:
+            if event.kind == HOST_DEPLOYMENT:
+                return defaults.REPORT_RETRY_SECONDS, "a newer state of this app's deployments is waiting"
             return defaults.REPORT_RETRY_SECONDS, "a newer status of this commit is waiting"
         return FINAL_STATUS_RETRY_SECONDS, "retry time exhausted"
 
-    def _drop(self, lane: str, raw: bytes, event: OutboxEvent, delivery: OutboxRequest, why: str) -> None:
+    def _drop(self, lane: str, raw: bytes, event: OutboxEvent, delivery: OutboxRequest, why: str,
+              *, rejected: bool = False) -> None:
         self._ack(keys=[keys.outbox_lane(lane), keys.OUTBOX_DUE, keys.outbox_retry(lane)], args=[raw, lane])
         self.redis.hincrby(delivery.dropped_key, delivery.label, 1)
-        self._log(event, f"{delivery.what}: dropped: {why}", warning=True)
+        if delivery.dropped is not None:
+            delivery.dropped(rejected)
+        hint = f"; {delivery.hint}" if rejected and delivery.hint else ""
+        self._log(event, f"{delivery.what}: dropped: {why}{hint}", warning=True)
 
     # -- one event ---------------------------------------------------------------------------
 
@@ -272,6 +304,8 @@ class OutboxSender:
                 what = f"commit status {state} ({event.state}) on {host.kind} {app.repo}@{event.sha[:12]}"
                 return OutboxRequest(request, host.kind, what, keys.STATUS_SENT, keys.STATUS_FAILURES,
                                      keys.STATUS_DROPPED)
+            if event.kind == HOST_DEPLOYMENT:
+                return self._prepare_host_deployment(event, app)
             if event.kind == WEBHOOK and app.notify.webhook_url is not None:
                 request = notify.build_webhook_request(app.notify, event, url)
                 return OutboxRequest(request, WEBHOOK, "notification webhook", keys.NOTIFY_SENT,
@@ -284,15 +318,27 @@ class OutboxSender:
             self._log(event, f"{event.kind}: cannot build the request: {exc}", warning=True)
         return None
 
-    def _attempt(self, request: HttpRequest) -> Attempt:
+    def _prepare_host_deployment(self, event: OutboxEvent, app: AppConfig) -> OutboxRequest | None:
+        host = self.config.hosts.get(app.host)
+        if host is None:
+            return None
+        description = redact(describe_state(event.deployment_id, event.state, event.error), self.secrets)
+        planned = self.host_deployments.prepare(event, app, host, description, self._deployment_url)
+        if planned is None:
+            return None
+        return OutboxRequest(planned.request, host.kind, planned.what, keys.HOST_DEPLOYMENT_SENT,
+                             keys.HOST_DEPLOYMENT_FAILURES, keys.HOST_DEPLOYMENT_DROPPED,
+                             delivered=planned.delivered, dropped=planned.dropped, hint=planned.hint)
+
+    def _attempt(self, request: HttpRequest) -> tuple[Attempt, http.HttpResponse | None]:
         try:
             answer = http.send(request, timeout=self.http_timeout)
         except http.HttpTransportError as exc:
-            return Attempt(ok=False, retryable=True, detail=str(exc))
+            return Attempt(ok=False, retryable=True, detail=str(exc)), None
         attempt = classify(answer.status)
         if attempt.ok or not answer.body:
-            return attempt
-        return Attempt(attempt.ok, attempt.retryable, f"{attempt.detail}: {answer.text(ANSWER_QUOTE_CHARS)}")
+            return attempt, answer
+        return Attempt(attempt.ok, attempt.retryable, f"{attempt.detail}: {answer.text(ANSWER_QUOTE_CHARS)}"), answer
 
     def _deployment_url(self, deployment_id: str) -> str:
         base = self.config.server.public_url

@@ -45,6 +45,12 @@ _OUTBOX_COUNTERS = (
     ("hooksvc_notification_failures", "Failed notification attempts (retried or not).",
      keys.NOTIFY_FAILURES, "target"),
     ("hooksvc_notifications_dropped", "Notifications given up on.", keys.NOTIFY_DROPPED, "target"),
+    ("hooksvc_host_deployment_requests", "Deployment API requests (create, status) delivered to the git host.",
+     keys.HOST_DEPLOYMENT_SENT, "host_kind"),
+    ("hooksvc_host_deployment_request_failures", "Failed deployment API attempts (retried or not).",
+     keys.HOST_DEPLOYMENT_FAILURES, "host_kind"),
+    ("hooksvc_host_deployment_requests_dropped", "Deployment API requests given up on.",
+     keys.HOST_DEPLOYMENT_DROPPED, "host_kind"),
 )
 
 

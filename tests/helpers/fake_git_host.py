@@ -8,6 +8,17 @@ One threaded HTTP server on 127.0.0.1 (a random port) serves, by path prefix:
 - `/notify`      a generic webhook receiver that checks `X-Hooksvc-Signature-256`
 - `/slack/...`   a Slack-compatible incoming webhook (the path is the secret)
 
+and the deployments APIs (docs/contract.md, "Deployments on the git host"):
+
+- GitHub's `POST {prefix}/repos/{owner}/{repo}/deployments` and `.../deployments/{id}/statuses`
+- GitLab's `POST {prefix}/api/v4/projects/{id}/deployments` and `PUT .../deployments/{deployment_id}`
+
+each checked for the host's credential, required fields, types, allowed states, unknown fields and
+length limits, answered like the host (201 with the new object and its `id`; GitLab's PUT 200;
+404 for a deployment it never created; GitHub's 409 when a required commit status is not
+`success`; GitLab's 400 for a bad parameter), and applying GitHub's `auto_inactive` (a `success`
+marks the environment's earlier successful, non-production, non-transient deployments inactive).
+
 Every request is checked against the hosts' documented status APIs (GitHub's REST commit statuses,
 Gitea's `/api/v1` and GitLab's `/api/v4`): a bad credential gets 401, any other breach 422, and
 each is recorded in `violations`.
@@ -35,11 +46,37 @@ GITEA_STATES = frozenset({"pending", "success", "error", "failure", "warning"})
 GITLAB_STATES = frozenset({"pending", "running", "success", "failed", "canceled", "skipped"})
 GITHUB_DESCRIPTION_LIMIT = 140
 GITLAB_FIELD_LIMIT = 255
+GITHUB_DEPLOYMENT_STATES = frozenset({"error", "failure", "inactive", "in_progress", "queued", "pending", "success"})
+GITLAB_DEPLOYMENT_STATUSES = frozenset({"running", "success", "failed", "canceled"})
 
 _SHA = r"(?P<sha>[0-9a-f]{40}|[0-9a-f]{64})"
 _GITHUB_PATH = re.compile(rf"^/github(?:/[^?]*)?/repos/(?P<owner>[^/?]+)/(?P<repo>[^/?]+)/statuses/{_SHA}$")
 _GITEA_PATH = re.compile(rf"^/gitea(?:/[^?]*)?/api/v1/repos/(?P<owner>[^/?]+)/(?P<repo>[^/?]+)/statuses/{_SHA}$")
 _GITLAB_PATH = re.compile(rf"^/gitlab(?:/[^?]*)?/api/v4/projects/(?P<id>[^/?]+)/statuses/{_SHA}$")
+_GITHUB_DEPLOYMENTS = re.compile(
+    r"^/github(?:/[^?]*)?/repos/(?P<owner>[^/?]+)/(?P<repo>[^/?]+)/deployments(?:/(?P<id>[^/?]+)/statuses)?$")
+_GITLAB_DEPLOYMENTS = re.compile(
+    r"^/gitlab(?:/[^?]*)?/api/v4/projects/(?P<project>[^/?]+)/deployments(?:/(?P<id>[^/?]+))?$")
+
+
+@dataclass
+class HostDeployment:
+    """A deployment as the fake host keeps it: what created it and every status since, in order."""
+
+    kind: str
+    id: int
+    repo: str
+    sha: str
+    ref: str
+    environment: str
+    created: dict[str, Any]
+    statuses: list[str] = field(default_factory=list)
+    #: The body of each status request (GitHub) or update (GitLab), in order.
+    updates: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        return self.statuses[-1] if self.statuses else ""
 
 
 @dataclass(frozen=True)
@@ -87,6 +124,7 @@ class _State:
     violations: list[str] = field(default_factory=list)
     faults: dict[str, deque[_Fault]] = field(default_factory=lambda: defaultdict(deque))
     faults_served: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    deployments: list[HostDeployment] = field(default_factory=list)
 
 
 class FakeGitHost:
@@ -133,7 +171,8 @@ class FakeGitHost:
     # -- controls and records ----------------------------------------------------------------
 
     def fail_next(self, route: str, times: int, status: int = 500) -> None:
-        """The next `times` requests to `route` (github, gitea, gitlab, notify, slack) answer `status`."""
+        """The next `times` requests to `route` (github, gitea, gitlab, notify, slack; github-deployments,
+        gitlab-deployments for the deployments API alone) answer `status`."""
         with self._lock:
             self._state.faults[route].extend(_Fault(status) for _ in range(times))
 
@@ -165,6 +204,13 @@ class FakeGitHost:
     def violations(self) -> list[str]:
         with self._lock:
             return list(self._state.violations)
+
+    def deployments(self, kind: str) -> list[HostDeployment]:
+        """The deployments created on one host kind, oldest first (copies)."""
+        with self._lock:
+            return [HostDeployment(d.kind, d.id, d.repo, d.sha, d.ref, d.environment, dict(d.created),
+                                   list(d.statuses), list(d.updates))
+                    for d in self._state.deployments if d.kind == kind]
 
     def faults_served(self, route: str) -> int:
         with self._lock:
@@ -215,13 +261,7 @@ class FakeGitHost:
         return url
 
     def _github(self, m: re.Match[str], headers: dict[str, str], raw: bytes) -> AcceptedStatus:
-        token = self.tokens["github"]
-        if headers.get("authorization") not in (f"Bearer {token}", f"token {token}"):
-            raise _Breach(401, "Bad credentials")
-        if headers.get("accept") != "application/vnd.github+json":
-            raise _Breach(422, f"Accept must be application/vnd.github+json, got {headers.get('accept')!r}")
-        if not headers.get("user-agent"):
-            raise _Breach(422, "GitHub requires a User-Agent header")
+        self._check_github_headers(headers)
         body = self._check_json(headers, raw)
         self._check_keys(body, {"state", "target_url", "description", "context"})
         if body.get("state") not in GITHUB_STATES:
@@ -246,9 +286,7 @@ class FakeGitHost:
                               description, self._check_target_url(body, None), None, headers)
 
     def _gitlab(self, m: re.Match[str], headers: dict[str, str], raw: bytes) -> AcceptedStatus:
-        token = self.tokens["gitlab"]
-        if headers.get("private-token") != token and headers.get("authorization") != f"Bearer {token}":
-            raise _Breach(401, "401 Unauthorized")
+        self._check_gitlab_token(headers)
         project = m["id"]
         if not project.isdigit() and "%2f" not in project.lower():
             raise _Breach(422, f"project id must be numeric or a URL-encoded path, got {project!r}")
@@ -262,6 +300,153 @@ class FakeGitHost:
         name = self._check_text(body, "name", None) or self._check_text(body, "context", None) or "default"
         return AcceptedStatus("gitlab", unquote(project), m["sha"], name, body["state"], description,
                               self._check_target_url(body, GITLAB_FIELD_LIMIT), ref, headers)
+
+    def _check_github_headers(self, headers: dict[str, str]) -> None:
+        token = self.tokens["github"]
+        if headers.get("authorization") not in (f"Bearer {token}", f"token {token}"):
+            raise _Breach(401, "Bad credentials")
+        if headers.get("accept") != "application/vnd.github+json":
+            raise _Breach(422, f"Accept must be application/vnd.github+json, got {headers.get('accept')!r}")
+        if not headers.get("user-agent"):
+            raise _Breach(422, "GitHub requires a User-Agent header")
+
+    def _check_gitlab_token(self, headers: dict[str, str]) -> None:
+        token = self.tokens["gitlab"]
+        if headers.get("private-token") != token and headers.get("authorization") != f"Bearer {token}":
+            raise _Breach(401, "401 Unauthorized")
+
+    def _check_type(self, body: dict[str, Any], key: str, kind: type | tuple[type, ...], required: bool = False) -> Any:
+        if key not in body:
+            if required:
+                raise _Breach(422, f"{key} is required")
+            return None
+        value = body[key]
+        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+            raise _Breach(422, f"{key} has the wrong type: {value!r}")
+        return value
+
+    def _check_url(self, body: dict[str, Any], key: str) -> None:
+        url = self._check_text(body, key, None)
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise _Breach(422, f"{key} must be an http(s) URL, got {url!r}")
+
+    def _find_deployment(self, kind: str, repo: str, raw_id: str) -> HostDeployment:
+        with self._lock:
+            for d in self._state.deployments:
+                if d.kind == kind and str(d.id) == raw_id and d.repo == repo:
+                    return d
+        raise _Breach(404, "Not Found")
+
+    def _github_deployments(self, m: re.Match[str], method: str, headers: dict[str, str],
+                            raw: bytes) -> tuple[int, dict[str, Any]]:
+        self._check_github_headers(headers)
+        if method != "POST":
+            raise _Breach(404, "Not Found")
+        repo = f"{m['owner']}/{m['repo']}"
+        body = self._check_json(headers, raw)
+        if m["id"] is None:
+            return self._github_create_deployment(repo, body)
+        deployment = self._find_deployment("github", repo, m["id"])
+        self._check_keys(body, {"state", "target_url", "log_url", "description", "environment", "environment_url",
+                                "auto_inactive"})
+        state = body.get("state")
+        if state not in GITHUB_DEPLOYMENT_STATES:
+            raise _Breach(422, f"state must be one of {sorted(GITHUB_DEPLOYMENT_STATES)}, got {state!r}")
+        self._check_text(body, "description", GITHUB_DESCRIPTION_LIMIT)
+        self._check_text(body, "environment", None)
+        for key in ("target_url", "log_url", "environment_url"):
+            self._check_url(body, key)
+        auto_inactive = self._check_type(body, "auto_inactive", bool)
+        with self._lock:
+            deployment.statuses.append(state)
+            deployment.updates.append(body)
+            if state == "success" and auto_inactive is not False:
+                self._auto_inactivate(deployment)
+            status_id = sum(len(d.statuses) for d in self._state.deployments)
+        return 201, {"id": status_id, "state": state, "description": body.get("description", ""),
+                     "environment": deployment.environment}
+
+    def _auto_inactivate(self, current: HostDeployment) -> None:
+        """GitHub's `auto_inactive`: earlier successful deployments of the environment become inactive,
+        unless the environment is a production one (or they were transient)."""
+        for d in self._state.deployments:
+            production = d.created.get("production_environment", d.environment == "production")
+            if (d is not current and d.kind == current.kind and d.repo == current.repo
+                    and d.environment == current.environment and d.id < current.id and not production
+                    and not d.created.get("transient_environment") and "success" in d.statuses
+                    and d.state != "inactive"):
+                d.statuses.append("inactive")
+                d.updates.append({"state": "inactive", "auto_inactive_by": current.id})
+
+    def _github_create_deployment(self, repo: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        self._check_keys(body, {"ref", "task", "auto_merge", "required_contexts", "payload", "environment",
+                                "description", "transient_environment", "production_environment"})
+        ref = self._check_text(body, "ref", None, required=True) or ""
+        if not ref:
+            raise _Breach(422, "ref is required")
+        self._check_text(body, "task", None)
+        self._check_text(body, "environment", None)
+        self._check_text(body, "description", None)
+        for key in ("auto_merge", "transient_environment", "production_environment"):
+            self._check_type(body, key, bool)
+        self._check_type(body, "payload", (dict, str))
+        contexts = self._check_type(body, "required_contexts", list)
+        if contexts is not None and not all(isinstance(c, str) for c in contexts):
+            raise _Breach(422, "required_contexts must be a list of strings")
+        # By default every commit status context of the ref must be `success` (GitHub answers 409).
+        with self._lock:
+            latest = {a.context: a.state for a in self._state.accepted if a.kind == "github" and a.sha == ref}
+        unmet = sorted(c for c, state in latest.items() if state != "success") if contexts is None else []
+        if unmet:
+            raise _Breach(409, f"Conflict: Commit status checks failed for {ref}: {unmet}")
+        with self._lock:
+            deployment = HostDeployment("github", len(self._state.deployments) + 1001, repo, ref, ref,
+                                        body.get("environment", "production"), body)
+            self._state.deployments.append(deployment)
+        return 201, {"id": deployment.id, "sha": ref, "ref": ref, "task": body.get("task", "deploy"),
+                     "payload": body.get("payload", {}), "environment": deployment.environment,
+                     "description": body.get("description")}
+
+    def _gitlab_deployments(self, m: re.Match[str], method: str, headers: dict[str, str],
+                            raw: bytes) -> tuple[int, dict[str, Any]]:
+        self._check_gitlab_token(headers)
+        project = m["project"]
+        if not project.isdigit() and "%2f" not in project.lower():
+            raise _Breach(404, f"404 Project Not Found: {project!r}")
+        repo = unquote(project)
+        body = self._check_json(headers, raw)
+        if (method, m["id"] is None) == ("POST", True):
+            self._check_keys(body, {"environment", "sha", "ref", "tag", "status"})
+            for key in ("environment", "sha", "ref"):
+                value = body.get(key)
+                if not isinstance(value, str) or not value.strip():
+                    raise _Breach(400, f"{key} is missing, empty or not a string")
+            if not isinstance(body.get("tag"), bool):
+                raise _Breach(400, f"tag is missing or not a boolean: {body.get('tag')!r}")
+            if body.get("status") not in GITLAB_DEPLOYMENT_STATUSES:
+                raise _Breach(400, f"status does not have a valid value: {body.get('status')!r}")
+            if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", body["sha"]):
+                raise _Breach(400, "sha: The commit does not exist")
+            with self._lock:
+                deployment = HostDeployment("gitlab", len(self._state.deployments) + 501, repo, body["sha"],
+                                            body["ref"], body["environment"], body, [body["status"]])
+                self._state.deployments.append(deployment)
+            return 201, self._gitlab_answer(deployment)
+        if method == "PUT" and m["id"] is not None:
+            deployment = self._find_deployment("gitlab", repo, m["id"])
+            self._check_keys(body, {"status"})
+            if body.get("status") not in GITLAB_DEPLOYMENT_STATUSES:
+                raise _Breach(400, f"status does not have a valid value: {body.get('status')!r}")
+            with self._lock:
+                deployment.statuses.append(body["status"])
+                deployment.updates.append(body)
+            return 200, self._gitlab_answer(deployment)
+        raise _Breach(404, f"no such endpoint: {method}")
+
+    @staticmethod
+    def _gitlab_answer(d: HostDeployment) -> dict[str, Any]:
+        return {"id": d.id, "iid": d.id - 500, "ref": d.ref, "sha": d.sha, "status": d.state,
+                "environment": {"name": d.environment}}
 
     def _notify(self, headers: dict[str, str], raw: bytes) -> None:
         signature = headers.get("x-hooksvc-signature-256", "")
@@ -280,9 +465,16 @@ class FakeGitHost:
         if set(body) != {"text"} or not isinstance(body["text"], str) or not body["text"]:
             raise _Breach(422, "invalid_payload: expected {\"text\": \"...\"}")
 
-    def _handle(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, Any]]:
-        """Check one POST and record it; returns the status code and JSON answer."""
+    def _handle(self, path: str, headers: dict[str, str], raw: bytes,
+                method: str = "POST") -> tuple[int, dict[str, Any]]:
+        """Check one request and record it; returns the status code and JSON answer."""
         route = path.split("/", 2)[1] if path.count("/") >= 1 else ""
+        if route == "github" and (dm := _GITHUB_DEPLOYMENTS.match(path)):
+            return self._github_deployments(dm, method, headers, raw)
+        if route == "gitlab" and (dm := _GITLAB_DEPLOYMENTS.match(path)):
+            return self._gitlab_deployments(dm, method, headers, raw)
+        if method != "POST":
+            raise _Breach(405, f"{method} {path}: not an endpoint")
         checks = {"github": _GITHUB_PATH, "gitea": _GITEA_PATH, "gitlab": _GITLAB_PATH}
         if route in checks:
             m = checks[route].match(path)
@@ -324,11 +516,16 @@ class FakeGitHost:
                 except OSError:
                     pass  # the client gave up (it timed out on a hung request)
 
-            def do_POST(self) -> None:  # noqa: N802 - the name http.server dispatches to
+            def do_PUT(self) -> None:  # noqa: N802 - the name http.server dispatches to
+                self.do_POST("PUT")
+
+            def do_POST(self, method: str = "POST") -> None:  # noqa: N802 - the name http.server dispatches to
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 route = self.path.split("/", 2)[1] if self.path.count("/") >= 1 else ""
-                fault = fake._take_fault(route)
+                # `github-deployments` / `gitlab-deployments` faults hit the deployments API only.
+                fault = fake._take_fault(f"{route}-deployments") if "/deployments" in self.path else None
+                fault = fault or fake._take_fault(route)
                 if fault is not None:
                     if fault.status is None:
                         fake._closing.wait(fake.hang_seconds)
@@ -338,7 +535,7 @@ class FakeGitHost:
                         self._answer(fault.status, {"message": f"injected {fault.status}"})
                     return
                 try:
-                    status, body = fake._handle(self.path, headers, raw)
+                    status, body = fake._handle(self.path, headers, raw, method)
                 except _Breach as breach:
                     with fake._lock:
                         fake._state.violations.append(f"{self.path}: {breach.message}")

@@ -50,29 +50,36 @@ class FakeClock:
         self.now += seconds
 
 
+def app_tables(tmp_path: Path, apps: list[tuple[str, str, str, str]], common: str = "") -> str:
+    """`[apps.NAME]` tables from (name, host, repo, extra TOML lines), `common` lines in each."""
+    tables = ""
+    for name, host, repo, extra in apps:
+        tables += textwrap.dedent(f"""
+            [apps.{name}]
+            host = "{host}"
+            repo = "{repo}"
+            clone_url = "{tmp_path / name}.git"
+            secret_env = "APP_SECRET"
+        """) + common + "\n" + extra + "\n"
+    return tables
+
+
 def reporting_config(tmp_path: Path, base: str, redis_url: str) -> Config:
-    """Four apps, one per host kind, all pointed at the fake; shop also notifies."""
+    """Four apps, one per host kind, all pointed at the fake; shop also notifies. They record no
+    deployments on the host (tests/workers/test_host_deployments.py covers those)."""
     env = {
         "GITHUB_TOKEN": TOKENS["github"], "GITEA_TOKEN": TOKENS["gitea"], "GITLAB_TOKEN": TOKENS["gitlab"],
         "APP_SECRET": "webhook-secret", "NOTIFY_SECRET": NOTIFY_SECRET, "SLACK_URL": base + SLACK_PATH,
         "REDIS_URL": redis_url, "HOOKSVC_API_TOKENS": "op-token",
     }
-    apps = ""
-    for name, host, repo, extra in [
+    apps = app_tables(tmp_path, [
         ("shop", "github", "acme/shop", 'status_context = "deploy/shop"\nnotify_url = "' + base + '/notify"\n'
                                         'notify_secret_env = "NOTIFY_SECRET"\nslack_url_env = "SLACK_URL"'),
         ("blog", "gitea", "acme/blog", ""),
         ("forge", "forgejo", "acme/forge", ""),
         ("wiki", "gitlab", "acme/docs/wiki", ""),
         ("quiet", "tokenless", "acme/quiet", ""),
-    ]:
-        apps += textwrap.dedent(f"""
-            [apps.{name}]
-            host = "{host}"
-            repo = "{repo}"
-            clone_url = "{tmp_path / name}.git"
-            secret_env = "APP_SECRET"
-        """) + extra + "\n"
+    ], common='environment = ""')
     text = textwrap.dedent(f"""
         [server]
         public_url = "{PUBLIC_URL}"

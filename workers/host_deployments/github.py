@@ -1,0 +1,78 @@
+"""GitHub Deployments: `POST {api_url}/repos/{owner}/{repo}/deployments` creates a deployment,
+`POST .../deployments/{id}/statuses` adds each of its statuses (docs/contract.md, "Deployments on
+the git host")."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import quote
+
+from hooksvc.config import HostConfig
+from hooksvc.deployments import DeploymentState
+from workers.statuses import HttpRequest, json_headers, truncate
+from workers.statuses.github import API_VERSION, DESCRIPTION_LIMIT
+
+#: A deployment status for each of our states. A deployment that never changed the environment
+#: (superseded or cancelled before it ran, skipped as stale or unchanged) is `inactive`: GitHub's
+#: `error` would read as a broken environment, and `success` would make GitHub mark the release
+#: that still serves inactive.
+STATE_MAP = {
+    DeploymentState.QUEUED: "queued",
+    DeploymentState.RUNNING: "in_progress",
+    DeploymentState.SUCCEEDED: "success",
+    DeploymentState.FAILED: "failure",
+    DeploymentState.ERROR: "error",
+    DeploymentState.SKIPPED: "inactive",
+    DeploymentState.SUPERSEDED: "inactive",
+    DeploymentState.CANCELLED: "inactive",
+}
+INACTIVE = "inactive"
+
+
+def _repo_url(host: HostConfig, repo: str) -> str:
+    owner, name = repo.split("/", 1)
+    return f"{host.api_url.rstrip('/')}/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
+
+
+def _headers(host: HostConfig) -> dict[str, str]:
+    if host.token is None:
+        raise ValueError(f"host {host.name!r} has no token: GitHub needs one to record deployments")
+    headers = json_headers(("Authorization", f"Bearer {host.token.reveal()}"), accept="application/vnd.github+json")
+    headers["X-GitHub-Api-Version"] = API_VERSION
+    return headers
+
+
+def build_create_request(
+    host: HostConfig, repo: str, sha: str, environment: str, payload: Mapping[str, object], description: str,
+) -> HttpRequest:
+    """The request that creates a deployment of exactly `sha` in `environment`.
+
+    `auto_merge` is off (GitHub would merge the default branch into the ref: not what was deployed)
+    and `required_contexts` empty (by default every commit status must be `success`, and hooksvc's
+    own status for this commit is still `pending`).
+    """
+    body: dict[str, object] = {
+        "ref": sha,
+        "environment": environment,
+        "auto_merge": False,
+        "required_contexts": [],
+        "payload": payload,
+        "description": truncate(description, DESCRIPTION_LIMIT),
+    }
+    return HttpRequest(method="POST", url=f"{_repo_url(host, repo)}/deployments", headers=_headers(host), json=body)
+
+
+def build_status_request(
+    host: HostConfig, repo: str, host_id: str, state: str, description: str, log_url: str, environment_url: str | None,
+) -> HttpRequest:
+    """The request that adds status `state` (a GitHub deployment state) to deployment `host_id`.
+
+    `log_url` also sets `target_url` on GitHub's side; `auto_inactive` keeps GitHub's default.
+    """
+    body: dict[str, object] = {"state": state, "description": truncate(description, DESCRIPTION_LIMIT)}
+    if log_url:
+        body["log_url"] = log_url
+    if environment_url:
+        body["environment_url"] = environment_url
+    url = f"{_repo_url(host, repo)}/deployments/{host_id}/statuses"
+    return HttpRequest(method="POST", url=url, headers=_headers(host), json=body)
