@@ -114,6 +114,8 @@ class Quickstart:
 
 def port_free(port: int) -> bool:
     with socket.socket() as s:
+        # As the servers themselves bind: connections of a stopped server in TIME_WAIT do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((LOOPBACK, port))
         except OSError:
