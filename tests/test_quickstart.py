@@ -131,7 +131,7 @@ def test_the_readme_quickstart_deploys_a_push_without_a_failed_request_and_resta
     run = Quickstarted(fresh_clone, command)
     try:
         lines = run.lines()
-        print(f"\nquickstart output:\n" + "\n".join(run.output) + f"\n'app:' after {run.app_line_after:.1f}s")
+        print("\nquickstart output:\n" + "\n".join(run.output) + f"\n'app:' after {run.app_line_after:.1f}s")
         assert Path(lines["repo"]) == fresh_clone / ".hooksvc-quickstart" / "demo.git"
         assert get_text(lines["app"])[0] == 200 and "version 1" in get_text(lines["app"])[1]
         assert get_text(lines["dashboard"] + "healthz")[0] == 200
