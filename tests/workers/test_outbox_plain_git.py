@@ -11,25 +11,15 @@ from hooksvc import keys
 from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
 from hooksvc.outbox import write_events
 from hooksvc.store import DeploymentStore
-from tests.helpers.config import make_config
+from tests.helpers.config import PLAIN_GIT_APP, make_config
 from tests.helpers.outbox import OUTBOX_COUNTERS, outbox_backlog
 from tests.helpers.payloads import commit_sha
 from workers.outbox_sender import OutboxSender
 
-GIT_APP = """
-    [hosts.server]
-    kind = "git"
-
-    [apps.site]
-    host = "server"
-    clone_url = "/srv/git/site.git"
-    secret_env = "SITE_SECRET"
-"""
-
 
 def test_statuses_of_a_plain_git_app_are_cleared_without_a_request(tmp_path: Path, redis: redis_lib.Redis) -> None:
     """Queued, running and succeeded leave nothing in the outbox, no counter and no `report:` log line."""
-    config = make_config(tmp_path, GIT_APP, env={"SITE_SECRET": "s"})
+    config = make_config(tmp_path, PLAIN_GIT_APP, env={"SITE_SECRET": "s"})
     store = DeploymentStore(redis, listeners=[write_events])
     dep = store.intake.submit([NewDeployment("site", commit_sha(3), "refs/heads/main", Trigger.PUSH)]).deployments[0]
     store.start(dep.id, previous_sha="")

@@ -20,19 +20,10 @@ from hooksvc.githook import RefUpdate, push_body
 from hooksvc.providers import ZERO_SHA, WebhookRequest, git
 from hooksvc.store import DeploymentStore
 from hooksvc.web import create_app
-from tests.helpers.config import make_config
+from tests.helpers.config import PLAIN_GIT_APP, make_config
 from tests.helpers.payloads import commit_sha, github_signature
 
 SECRET = "site-hook-secret"
-GIT_APP = """
-    [hosts.server]
-    kind = "git"
-
-    [apps.site]
-    host = "server"
-    clone_url = "/srv/git/site.git"
-    secret_env = "SITE_SECRET"
-"""
 
 
 def body(after: str = commit_sha(2), ref: str = "refs/heads/main", repo: str = "site",
@@ -51,7 +42,7 @@ def post(client: FlaskClient, data: bytes, secret: str | None = SECRET) -> Any:
 
 @pytest.fixture
 def git_client(tmp_path: Path, redis: redis_lib.Redis) -> FlaskClient:
-    config = make_config(tmp_path, GIT_APP, env={"SITE_SECRET": SECRET})
+    config = make_config(tmp_path, PLAIN_GIT_APP, env={"SITE_SECRET": SECRET})
     return create_app(config, connection=redis, listeners=[]).test_client()
 
 
@@ -125,7 +116,7 @@ class TestGitRoute:
         self, tmp_path: Path, redis: redis_lib.Redis
     ) -> None:
         """/hooks/git serves only apps on hosts of kind git: a GitHub app's repository and secret get 401."""
-        config = make_config(tmp_path, GIT_APP, env={"SITE_SECRET": SECRET})
+        config = make_config(tmp_path, PLAIN_GIT_APP, env={"SITE_SECRET": SECRET})
         client = create_app(config, connection=redis, listeners=[]).test_client()
         assert post(client, body(repo="acme/shop"), secret="shop-webhook-secret").status_code == 401
 
@@ -133,7 +124,7 @@ class TestGitRoute:
 class TestGitConfig:
     def test_a_git_host_needs_no_api_url_and_an_app_repo_defaults_to_its_name(self, tmp_path: Path) -> None:
         """`kind = "git"` without api_url or token is valid; the app's repo is its name unless given."""
-        config = make_config(tmp_path, GIT_APP, env={"SITE_SECRET": SECRET})
+        config = make_config(tmp_path, PLAIN_GIT_APP, env={"SITE_SECRET": SECRET})
         assert config.hosts["server"].api_url == "" and config.apps["site"].repo == "site"
 
     def test_other_kinds_still_need_an_api_url(self, tmp_path: Path) -> None:
