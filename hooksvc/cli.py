@@ -147,6 +147,8 @@ def cmd_git_hook_install(config: Config, args: argparse.Namespace) -> int:
     if app.host_kind != defaults.PLAIN_GIT_KIND:
         raise HooksvcError(f"app {app.name!r} is served by host {app.host!r} of kind {app.host_kind!r}: "
                            f"git-hook is for apps on a host of kind {defaults.PLAIN_GIT_KIND!r}")
+    if args.url and not args.url.startswith(("http://", "https://")):
+        raise HooksvcError(f"--url must be hooksvc's http(s) base URL as the git server reaches it, got {args.url!r}")
     host, _, port = config.server.listen.rpartition(":")
     url = args.url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '[::]') else host}:{port}"  # noqa: S104
     settings = HookSettings(app=app.name, repo=app.repo, url=url, wait=args.wait, redis_url=redis_url(config),

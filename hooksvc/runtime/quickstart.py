@@ -41,6 +41,9 @@ def say(line: str) -> None:
 
 
 def run_quickstart(args: argparse.Namespace) -> int:
+    if args.bind:
+        raise HooksvcError("the quickstart chooses its own ports (kept in .hooksvc-quickstart/ports.json): "
+                           "--bind needs a configuration (--config PATH or $HOOKSVC_CONFIG)")
     qs = quickstart.prepare(Path.cwd())
     if not qs.repository.exists():
         create_bare_repository(qs.repository, quickstart.EXAMPLE_FILES, quickstart.BRANCH,
@@ -56,11 +59,13 @@ def run_quickstart(args: argparse.Namespace) -> int:
     output = qs.log_path.open("ab")
     logging.getLogger().handlers[:] = [_BytesLog(output)]
     supervisor.output = output
-    supervisor.on_started = lambda: _started(qs, supervisor)
+    failed: list[bool] = []
+    supervisor.on_started = lambda: failed.append(not _started(qs, supervisor))
     try:
-        return supervisor.run()
+        status = supervisor.run()
     finally:
         output.close()
+    return 1 if any(failed) else status
 
 
 class _BytesLog(logging.Handler):
@@ -79,8 +84,8 @@ class _BytesLog(logging.Handler):
             pass
 
 
-def _started(qs: quickstart.Quickstart, supervisor: Supervisor) -> None:
-    """Once the children run: hook, first deployment, the four lines. A failure stops the quickstart."""
+def _started(qs: quickstart.Quickstart, supervisor: Supervisor) -> bool:
+    """Once the children run: hook, first deployment, the four lines. A failure stops the quickstart (False)."""
     try:
         _wait_for_web(qs)
         config = load_config(str(qs.config_path), env={})
@@ -105,12 +110,13 @@ def _started(qs: quickstart.Quickstart, supervisor: Supervisor) -> None:
             "the push shows the deployment, and the app serves the new version. Ctrl-C stops hooksvc.")
         for line in qs.lines():
             say(line)
+        return True
     except (HooksvcError, OSError) as exc:
         print(f"hooksvc quickstart: {exc}", file=sys.stderr, flush=True)
-        supervisor.stopping = True
     except Exception as exc:  # noqa: BLE001 - the docker SDK's errors among them: say it, then stop
         print(f"hooksvc quickstart: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        supervisor.stopping = True
+    supervisor.stopping = True
+    return False
 
 
 def _wait_for_web(qs: quickstart.Quickstart) -> None:
