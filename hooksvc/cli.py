@@ -140,7 +140,6 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
 def cmd_git_hook_install(config: Config, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hooksvc.connection import redis_url
     from hooksvc.githook import HookSettings, install
 
     app = _app(config, args.app)
@@ -151,8 +150,7 @@ def cmd_git_hook_install(config: Config, args: argparse.Namespace) -> int:
         raise HooksvcError(f"--url must be hooksvc's http(s) base URL as the git server reaches it, got {args.url!r}")
     host, _, port = config.server.listen.rpartition(":")
     url = args.url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '[::]') else host}:{port}"  # noqa: S104
-    settings = HookSettings(app=app.name, repo=app.repo, url=url, wait=args.wait, redis_url=redis_url(config),
-                            wait_seconds=config.worker.job_timeout + defaults.WAIT_MARGIN_SECONDS)
+    settings = HookSettings.for_app(config, app, url, args.wait)
     hook = install(Path(args.repository), settings, app.secret.reveal(), sys.executable)
     print(f"installed {hook}: each push deploys {app.name} through {url}"
           + (", and the pusher sees the deployment's log" if args.wait else ""))
@@ -172,9 +170,9 @@ def cmd_git_hook_post_receive(args: argparse.Namespace) -> int:
     outcome = post_receive(Path(args.settings_dir), sys.stdin.read(), say)
     status = 1 if outcome.failed else 0
     if outcome.settings.wait and outcome.queued:
-        store = DeploymentStore(connect(outcome.settings.redis_url))
         for deployment_id in outcome.queued:
             try:
+                store = DeploymentStore(connect(outcome.settings.follow_url()))
                 status |= wait_for_deployment(store, deployment_id, outcome.settings.wait_seconds,
                                               lambda line: print(line, flush=True))
             except HooksvcError as exc:

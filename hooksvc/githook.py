@@ -24,6 +24,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hooksvc import defaults
+from hooksvc.config import AppConfig, Config
+from hooksvc.connection import RUN_REDIS_RECORD
 from hooksvc.errors import HooksvcError
 from hooksvc.providers.git import SIGNATURE_HEADER, sign
 
@@ -50,6 +53,25 @@ class HookSettings:
     #: The Redis the hook follows a deployment's log in (--wait), and how long it follows at most.
     redis_url: str
     wait_seconds: float
+    #: When the config names no Redis: the file where `hooksvc run` records its private one, read
+    #: when the hook runs (`hooksvc run` need not be running at install time).
+    redis_record: str = ""
+
+    def follow_url(self) -> str:
+        """The Redis to follow deployments in; HooksvcError when `hooksvc run` recorded none."""
+        if not self.redis_record:
+            return self.redis_url
+        try:
+            return Path(self.redis_record).read_text().strip()
+        except OSError:
+            raise HooksvcError(f"no Redis recorded in {self.redis_record}: is `hooksvc run` running?") from None
+
+    @classmethod
+    def for_app(cls, config: Config, app: AppConfig, url: str, wait: bool) -> HookSettings:
+        """What a hook deploying `app` through hooksvc at `url` needs of `config`."""
+        return cls(app=app.name, repo=app.repo, url=url.rstrip("/"), wait=wait, redis_url=config.redis.url,
+                   wait_seconds=config.worker.job_timeout + defaults.WAIT_MARGIN_SECONDS,
+                   redis_record=str(config.worker.state_dir / RUN_REDIS_RECORD) if config.redis.implicit else "")
 
     @property
     def endpoint(self) -> str:

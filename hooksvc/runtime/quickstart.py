@@ -18,9 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
-from hooksvc import defaults, quickstart
+from hooksvc import quickstart
 from hooksvc.config import load_config
-from hooksvc.connection import redis_url
 from hooksvc.deployments import DeploymentState
 from hooksvc.errors import HooksvcError
 from hooksvc.githook import HookSettings, install
@@ -90,10 +89,8 @@ def _started(qs: quickstart.Quickstart, supervisor: Supervisor) -> bool:
         _wait_for_web(qs)
         config = load_config(str(qs.config_path), env={})
         app = config.apps[quickstart.APP_NAME]
-        install(qs.repository, HookSettings(
-            app=app.name, repo=app.repo, url=qs.dashboard_url.rstrip("/"), wait=True, redis_url=redis_url(config),
-            wait_seconds=config.worker.job_timeout + defaults.WAIT_MARGIN_SECONDS,
-        ), app.secret.reveal(), sys.executable)
+        install(qs.repository, HookSettings.for_app(config, app, qs.dashboard_url, wait=True),
+                app.secret.reveal(), sys.executable)
         if not serving(qs.project, quickstart.SERVICE, quickstart.SERVICE_PORT):
             say("hooksvc quickstart: deploying the example app (the first build takes a few seconds)")
             store = open_store(config)
