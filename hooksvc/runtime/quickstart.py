@@ -43,10 +43,14 @@ def run_quickstart(args: argparse.Namespace) -> int:
     if args.bind:
         raise HooksvcError("the quickstart chooses its own ports (kept in .hooksvc-quickstart/ports.json): "
                            "--bind needs a configuration (--config PATH or $HOOKSVC_CONFIG)")
-    qs = quickstart.prepare(Path.cwd())
-    if not qs.repository.exists():
-        create_bare_repository(qs.repository, quickstart.EXAMPLE_FILES, quickstart.BRANCH,
-                               "The example app: busybox httpd serving www/")
+    try:
+        qs = quickstart.prepare(Path.cwd())
+        if not qs.repository.exists():
+            create_bare_repository(qs.repository, quickstart.EXAMPLE_FILES, quickstart.BRANCH,
+                                   "The example app: busybox httpd serving www/")
+    except OSError as exc:
+        raise HooksvcError(f"cannot prepare the quickstart's folder {quickstart.STATE_DIR_NAME}/ in {Path.cwd()}: "
+                           f"{exc.strerror or exc}") from None
     config = load_config(str(qs.config_path), env={})
     say(f"hooksvc quickstart: no configuration given, so running the demo in {qs.folder} "
         f"(its config.toml; logs in {qs.log_path.name})")
