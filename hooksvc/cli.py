@@ -135,6 +135,52 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+# -- git-hook ------------------------------------------------------------------------------------
+
+def cmd_git_hook_install(config: Config, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hooksvc.githook import HookSettings, install
+
+    app = _app(config, args.app)
+    if app.host_kind != defaults.PLAIN_GIT_KIND:
+        raise HooksvcError(f"app {app.name!r} is served by host {app.host!r} of kind {app.host_kind!r}: "
+                           f"git-hook is for apps on a host of kind {defaults.PLAIN_GIT_KIND!r}")
+    if args.url and not args.url.startswith(("http://", "https://")):
+        raise HooksvcError(f"--url must be hooksvc's http(s) base URL as the git server reaches it, got {args.url!r}")
+    host, _, port = config.server.listen.rpartition(":")
+    url = args.url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '[::]') else host}:{port}"  # noqa: S104
+    settings = HookSettings.for_app(config, app, url, args.wait)
+    hook = install(Path(args.repository), settings, app.secret.reveal(), sys.executable)
+    print(f"installed {hook}: each push deploys {app.name} through {url}"
+          + (", and the pusher sees the deployment's log" if args.wait else ""))
+    return 0
+
+
+def cmd_git_hook_post_receive(args: argparse.Namespace) -> int:
+    """Run by the hook itself: needs no config (its settings sit beside it in the repository)."""
+    from pathlib import Path
+
+    from hooksvc.connection import connect
+    from hooksvc.runtime.git_hook import post_receive
+
+    def say(line: str) -> None:
+        print(f"hooksvc: {line}", flush=True)
+
+    outcome = post_receive(Path(args.settings_dir), sys.stdin.read(), say)
+    status = 1 if outcome.failed else 0
+    if outcome.settings.wait and outcome.queued:
+        for deployment_id in outcome.queued:
+            try:
+                store = DeploymentStore(connect(outcome.settings.follow_url()))
+                status |= wait_for_deployment(store, deployment_id, outcome.settings.wait_seconds,
+                                              lambda line: print(line, flush=True))
+            except HooksvcError as exc:
+                say(f"cannot follow deployment {deployment_id} ({exc}): see hooksvc's dashboard")
+                status = 1
+    return status
+
+
 # -- status --------------------------------------------------------------------------------------
 
 def _table(rows: Sequence[Sequence[str]]) -> str:
@@ -245,6 +291,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", parents=[common], help="validate the config; check Redis, Docker and git")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("git-hook", parents=[common], help="push to deploy from a plain bare git repository")
+    hook_sub = p.add_subparsers(dest="hook_command", required=True)
+    h = hook_sub.add_parser("install", parents=[common], help="write a post-receive hook that deploys APP")
+    h.add_argument("repository", metavar="REPO.git", help="path of the bare repository")
+    h.add_argument("--app", required=True, help="the app (on a host of kind 'git') each push deploys")
+    h.add_argument("--url", help="hooksvc's base URL as the git server reaches it (default: from server.listen)")
+    h.add_argument("--wait", action=argparse.BooleanOptionalAction, default=False,
+                   help="make each push follow its deployment's log and fail unless it succeeds")
+    h.set_defaults(func=cmd_git_hook_install)
+    h = hook_sub.add_parser("post-receive", help="what the installed hook runs (reads git's ref lines on stdin)")
+    h.add_argument("settings_dir", help="the hook's settings folder, REPO.git/hooksvc")
+    h.set_defaults(without_config=cmd_git_hook_post_receive)
     return parser
 
 
@@ -252,6 +311,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=[redact.log_handler()])
+    without_config: Callable[[argparse.Namespace], int] | None = getattr(args, "without_config", None)
+    if without_config is None and args.command == "run" and not (args.config or os.environ.get(defaults.CONFIG_ENV)):
+        from hooksvc.runtime.quickstart import run_quickstart
+
+        without_config = run_quickstart
+    if without_config is not None:
+        try:
+            return without_config(args)
+        except HooksvcError as exc:
+            print(f"hooksvc: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 130
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -393,7 +393,9 @@ def _read_hosts(r: _Reader, data: Mapping[str, Any]) -> dict[str, HostConfig]:
         if kind not in defaults.HOST_KINDS:
             r.problem(f"{prefix}.kind", f"expected one of {', '.join(defaults.HOST_KINDS)}, got {kind!r}")
         api_url = r.get(t, prefix, "api_url", str, "").rstrip("/")
-        if not api_url.startswith(("http://", "https://")):
+        # A plain git server has no API: its hook posts to hooksvc, nothing posts back.
+        plain = kind == defaults.PLAIN_GIT_KIND and not api_url
+        if not plain and not api_url.startswith(("http://", "https://")):
             r.problem(f"{prefix}.api_url", f"expected an http(s) URL, got {api_url!r}")
         token = r.secret(t, prefix, "token", required=False)
         hosts[name] = HostConfig(name=name, kind=kind, api_url=api_url, token=token)
@@ -417,8 +419,12 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
     if host is None:
         known = ", ".join(sorted(hosts)) or "none defined"
         r.problem(f"{prefix}.host", f"no [hosts.{host_name}] table (known hosts: {known})")
-    repo = r.get(t, prefix, "repo", str, "")
-    if repo.count("/") < 1 or repo.startswith("/") or repo.endswith("/"):
+    # A plain git server's hook sends the name the config gives (by default the app's): any name will do.
+    plain = host is not None and host.kind == defaults.PLAIN_GIT_KIND
+    repo = r.get(t, prefix, "repo", str, name if plain else "")
+    if plain and not repo.strip():
+        r.problem(f"{prefix}.repo", "expected a name for the repository (the app's name when left out)")
+    elif not plain and (repo.count("/") < 1 or repo.startswith("/") or repo.endswith("/")):
         r.problem(f"{prefix}.repo", f"expected 'owner/name' as the push payload names it, got {repo!r}")
     clone_url = r.get(t, prefix, "clone_url", str, "")
     if not clone_url:

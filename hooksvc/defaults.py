@@ -35,7 +35,9 @@ DRAIN_SECONDS = 3.0
 STOP_GRACE_SECONDS = 10.0
 STRATEGY = "rolling"
 STRATEGIES = ("rolling", "recreate")
-HOST_KINDS = ("github", "gitea", "forgejo", "gitlab")
+HOST_KINDS = ("github", "gitea", "forgejo", "gitlab", "git")
+#: A plain git server (a bare repository's post-receive hook): no API, no commit statuses.
+PLAIN_GIT_KIND = "git"
 
 #: GitHub redelivers a delivery with the same id for up to 3 days; keep a margin over that.
 DEDUPE_TTL_SECONDS = 4 * 24 * 3600

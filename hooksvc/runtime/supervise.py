@@ -12,10 +12,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 from hooksvc import defaults
 from hooksvc.config import Config
@@ -52,6 +55,10 @@ class Supervisor:
         self.children += [Child(f"worker-{i + 1}", [*base, "worker"]) for i in range(workers)]
         self.redis: subprocess.Popen[bytes] | None = None
         self.redis_record: Path | None = None
+        #: Where the children write (None: this process's stdout and stderr).
+        self.output: IO[bytes] | None = None
+        #: Called in a thread of its own once every child was started.
+        self.on_started: Callable[[], None] | None = None
 
     def start_private_redis(self) -> str:
         """A redis-server only this hooksvc uses: unix socket in state_dir, data persisted there."""
@@ -84,7 +91,7 @@ class Supervisor:
         raise HooksvcError(f"the private redis-server did not start within {REDIS_START_SECONDS:.0f}s")
 
     def _spawn(self, child: Child) -> None:
-        child.proc = subprocess.Popen(child.argv, env=self.env)
+        child.proc = subprocess.Popen(child.argv, env=self.env, stdout=self.output, stderr=self.output)
         child.started = time.monotonic()
         log.info("started %s (pid %s)", child.name, child.proc.pid)
 
@@ -100,6 +107,8 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._stop)
         for child in self.children:
             self._spawn(child)
+        if self.on_started is not None:
+            threading.Thread(target=self.on_started, name="hooksvc-started", daemon=True).start()
         try:
             while not self.stopping:
                 for child in self.children:

@@ -113,3 +113,16 @@ def write_config(tmp_path: Path, redis_url: str | None, port: int = 8080, job_ti
         secret_env = "SHOP_SECRET"
     """) + redis_table)
     return path
+
+
+#: `make_config`'s `extra` for an app `site` on a plain git server (a bare repository's hook), its
+#: secret from `$SITE_SECRET`.
+PLAIN_GIT_APP = """
+    [hosts.server]
+    kind = "git"
+
+    [apps.site]
+    host = "server"
+    clone_url = "/srv/git/site.git"
+    secret_env = "SITE_SECRET"
+"""
