@@ -1,0 +1,117 @@
+"""Apps on another Docker engine (`docker_host`), through real `hooksvc worker` processes.
+
+The second engine is a private dockerd of the test session (tests/fixtures/engines.py), reached
+on its unix socket or on 127.0.0.1 over TCP, as a remote engine is reached over ssh:// or tcp://.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+import redis as redis_lib
+
+from hooksvc.deployments import DeploymentState
+from tests.helpers.config import TEST_REDIS_URL
+from tests.helpers.docker import PROJECT_LABEL, HealthyProxy, LoadLoop, get_text, remove_project, wait_for
+from tests.helpers.engines import DockerDaemon
+from tests.helpers.fake_git_host import FakeGitHost
+from tests.helpers.fleet import DEPLOY_TIMEOUT, GH_TOKEN, Fleet, FleetApp
+
+pytestmark = pytest.mark.docker
+
+
+def project_name(app: str) -> str:
+    return f"hsre{app}{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def fleet_of(tmp_path: Path, make_git_origin: object, redis: redis_lib.Redis,
+             apps: dict[str, str | None], clients: dict[str, docker.DockerClient]) -> Iterator[Fleet]:
+    """A Fleet of sample apps, app name -> docker_host; each app's project is removed from its engine after."""
+    started = int(time.time())
+    specs = [FleetApp(name, make_git_origin(name), project_name(name), host)  # type: ignore[operator]
+             for name, host in apps.items()]
+    with FakeGitHost(tokens={"github": GH_TOKEN}) as host:
+        fleet = Fleet(tmp_path, specs, host.url, redis, TEST_REDIS_URL)
+        try:
+            yield fleet
+        finally:
+            fleet.stop()
+            for spec in specs:
+                remove_project(clients[spec.name], spec.project, images_since=started)
+
+
+def projects_on(client: docker.DockerClient) -> set[str]:
+    return {c.labels.get(PROJECT_LABEL, "") for c in client.containers.list(all=True)}
+
+
+def published_url(client: docker.DockerClient, project: str) -> str:
+    """The one running container of `project`, as http://127.0.0.1:PORT (its published port 80)."""
+    (container,) = client.containers.list(filters={"label": f"{PROJECT_LABEL}={project}"})
+    port = container.attrs["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"]
+    return f"http://127.0.0.1:{port}"
+
+
+def serves(url: str, version: str) -> bool:
+    return get_text(f"{url}/version.txt") == (200, version)
+
+
+class TestRemoteEngine:
+    def test_rolling_app_on_second_engine_while_another_deploys_on_the_first(
+        self, tmp_path: Path, make_git_origin: object, redis: redis_lib.Redis,
+        docker_client: docker.DockerClient, second_engine: DockerDaemon, base_image: str,
+    ) -> None:
+        """Two apps deploy at once, one per engine; each engine holds only its own app; the far one is health-gated."""
+        far_client = second_engine.client()
+        clients = {"near": docker_client, "far": far_client}
+        with fleet_of(tmp_path, make_git_origin, redis, {"near": None, "far": second_engine.url}, clients) as fleet:
+            near, far = fleet.apps["near"], fleet.apps["far"]
+            fleet.start_worker()
+            fleet.start_worker()
+            first = {name: fleet.commit(name, "v1") for name in ("near", "far")}
+            for name, sha in first.items():
+                done = fleet.wait(fleet.push(name, sha))
+                assert done.state is DeploymentState.SUCCEEDED, done.error
+
+            second = {name: fleet.commit(name, "v2") for name in ("near", "far")}
+            with HealthyProxy(far_client, far.project, "web") as far_proxy, \
+                    HealthyProxy(docker_client, near.project, "web") as near_proxy, \
+                    LoadLoop(f"{far_proxy.url}/version.txt", rate=20, max_seconds=DEPLOY_TIMEOUT) as far_load, \
+                    LoadLoop(f"{near_proxy.url}/version.txt", rate=20, max_seconds=DEPLOY_TIMEOUT) as near_load:
+                ids = {name: fleet.push(name, sha, before=first[name]) for name, sha in second.items()}
+                done_near, done_far = fleet.wait(ids["near"]), fleet.wait(ids["far"])
+                assert wait_for(lambda: serves(far_proxy.url, "v2") and serves(near_proxy.url, "v2"), 20)
+                time.sleep(1)
+            far_report, near_report = far_load.stop(), near_load.stop()
+            assert done_far.state is DeploymentState.SUCCEEDED, done_far.error
+            assert done_near.state is DeploymentState.SUCCEEDED, done_near.error
+            assert far_report.failed == 0 and near_report.failed == 0, (far_report.failures[:5], near_report.failures[:5])
+            assert far_report.versions["v1"] > 0 and far_report.versions["v2"] > 0
+            # The two rollouts ran at the same time, one on each engine.
+            assert done_far.started_at is not None and done_near.started_at is not None
+            assert done_far.finished_at is not None and done_near.finished_at is not None
+            assert max(done_far.started_at, done_near.started_at) < min(done_far.finished_at, done_near.finished_at)
+
+            far_log = fleet.log(ids["far"])
+            assert any(f"engine {second_engine.url}" in line for line in far_log)
+            assert any("web: rolling update" in line for line in far_log)
+            assert any("web: healthy after" in line for line in far_log)
+            # Each engine holds its own app only: compose, the SDK and the CLI all went to the right one.
+            assert far.project in projects_on(far_client) and far.project not in projects_on(docker_client)
+            assert near.project in projects_on(docker_client) and near.project not in projects_on(far_client)
+            assert len(far_client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={far.project}"})) == 1
+            assert far_client.images.list(name=f"{far.project}-web") or far_client.images.list(name=f"{far.project}_web")
+            assert not docker_client.images.list(name=f"{far.project}-web")
+
+            # The health gate holds on the far engine as on the near one: an unhealthy release never serves.
+            broken = fleet.commit("far", "v3", healthy=False)
+            failed = fleet.wait(fleet.push("far", broken, before=second["far"]))
+            assert failed.state is DeploymentState.FAILED and "unhealthy" in failed.error, failed.error
+            assert serves(published_url(far_client, far.project), "v2")
+        far_client.close()
