@@ -58,14 +58,19 @@ class FleetApp:
         """) + engine
 
 
-def sample_app_files(tmp: Path, version: str, restart: str = "", **kwargs: bool | float) -> dict[str, str | bytes | None]:
+def sample_app_files(tmp: Path, version: str, restart: str = "", start_period: str = "",
+                     **kwargs: bool | float) -> dict[str, str | bytes | None]:
     """The files of the sample app at `version`, as a commit's file map (see `write_sample_app`);
-    `restart` sets the service's restart policy (e.g. `unless-stopped`)."""
+    `restart` sets the service's restart policy (e.g. `unless-stopped`), `start_period` its
+    healthcheck's (a slow boot stays `starting` instead of turning `unhealthy`)."""
     root = write_sample_app(tmp / f"src-{version}", version, **kwargs)  # type: ignore[arg-type]
+    compose_file = root / "docker-compose.yml"
+    text = compose_file.read_text()
     if restart:
-        compose_file = root / "docker-compose.yml"
-        compose_file.write_text(compose_file.read_text().replace("    init: true\n",
-                                                                 f"    init: true\n    restart: {restart}\n", 1))
+        text = text.replace("    init: true\n", f"    init: true\n    restart: {restart}\n", 1)
+    if start_period:
+        text = text.replace("start_period: 4s", f"start_period: {start_period}", 1)
+    compose_file.write_text(text)
     files: dict[str, str | bytes | None] = {
         str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()
     }
@@ -111,10 +116,12 @@ class Fleet:
         path.write_text(text)
         return path
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        machine = self.tmp / f"machine-{len(self.workers)}"
+    def start_worker(self, machine_number: int | None = None) -> subprocess.Popen[bytes]:
+        """A `hooksvc worker` on "machine" `machine_number` (default: a new one), i.e. with its state_dir."""
+        number = len(self.workers) if machine_number is None else machine_number
+        machine = self.tmp / f"machine-{number}"
         config = self.write_config(machine)
-        log = (machine / "worker.log").open("wb")
+        log = (machine / "worker.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "hooksvc.cli", "--config", str(config), "worker"],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -123,8 +130,9 @@ class Fleet:
         self.workers.append(proc)
         return proc
 
-    def commit(self, app: str, version: str, restart: str = "", **kwargs: bool | float) -> str:
-        files = sample_app_files(self.tmp / app, version, restart, **kwargs)
+    def commit(self, app: str, version: str, restart: str = "", start_period: str = "",
+               **kwargs: bool | float) -> str:
+        files = sample_app_files(self.tmp / app, version, restart, start_period, **kwargs)
         return self.apps[app].origin.commit(f"release {version}", files)
 
     def push(self, app: str, sha: str, before: str | None = None) -> str:
@@ -149,9 +157,10 @@ class Fleet:
         )
 
     def machines_that_ran(self, app: str, sha: str) -> list[int]:
-        """Which workers ("machines") checked out `sha` of `app`: each one's release lands in its own state_dir."""
-        return [n for n in range(len(self.workers))
-                if (self.tmp / f"machine-{n}" / "state" / "releases" / app / sha).is_dir()]
+        """Which "machines" checked out `sha` of `app`: each one's release lands in its own state_dir."""
+        return sorted(int(m.name.removeprefix("machine-")) for m in self.tmp.glob("machine-*")
+                      if (m / "state" / "releases" / app / sha).is_dir())
 
     def stop(self) -> None:
         stop_process_groups(self.workers, grace=15)
+        self.workers.clear()

@@ -91,7 +91,8 @@ class TestRemoteEngine:
             far_report, near_report = far_load.stop(), near_load.stop()
             assert done_far.state is DeploymentState.SUCCEEDED, done_far.error
             assert done_near.state is DeploymentState.SUCCEEDED, done_near.error
-            assert far_report.failed == 0 and near_report.failed == 0, (far_report.failures[:5], near_report.failures[:5])
+            assert far_report.failed == 0, far_report.failures[:5]
+            assert near_report.failed == 0, near_report.failures[:5]
             assert far_report.versions["v1"] > 0 and far_report.versions["v2"] > 0
             # The two rollouts ran at the same time, one on each engine.
             assert done_far.started_at is not None and done_near.started_at is not None
@@ -105,9 +106,12 @@ class TestRemoteEngine:
             # Each engine holds its own app only: compose, the SDK and the CLI all went to the right one.
             assert far.project in projects_on(far_client) and far.project not in projects_on(docker_client)
             assert near.project in projects_on(docker_client) and near.project not in projects_on(far_client)
-            assert len(far_client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={far.project}"})) == 1
-            assert far_client.images.list(name=f"{far.project}-web") or far_client.images.list(name=f"{far.project}_web")
-            assert not docker_client.images.list(name=f"{far.project}-web")
+            far_label = {"label": f"{PROJECT_LABEL}={far.project}"}
+            assert len(far_client.containers.list(all=True, filters=far_label)) == 1
+            # compose v2 names a built image `<project>-<service>`, v1 `<project>_<service>`.
+            built = [f"{far.project}-web", f"{far.project}_web"]
+            assert any(far_client.images.list(name=name) for name in built)
+            assert not any(docker_client.images.list(name=name) for name in built)
 
             # The health gate holds on the far engine as on the near one: an unhealthy release never serves.
             broken = fleet.commit("far", "v3", healthy=False)
@@ -115,3 +119,41 @@ class TestRemoteEngine:
             assert failed.state is DeploymentState.FAILED and "unhealthy" in failed.error, failed.error
             assert serves(published_url(far_client, far.project), "v2")
         far_client.close()
+
+
+class TestEngineRestart:
+    def test_engine_restarted_mid_rollout_ends_error_and_the_old_release_comes_back(
+        self, tmp_path: Path, make_git_origin: object, redis: redis_lib.Redis,
+        second_engine: DockerDaemon, base_image: str,
+    ) -> None:
+        """The engine restarts during the health gate (reached over tcp://): the deployment ends `error`
+        naming the engine, the old release serves again once the engine is back, the next deploy succeeds."""
+        client = second_engine.client()
+        with fleet_of(tmp_path, make_git_origin, redis, {"far": second_engine.tcp_url}, {"far": client}) as fleet:
+            project = fleet.apps["far"].project
+            fleet.start_worker()
+            v1 = fleet.commit("far", "v1", restart="unless-stopped")
+            assert fleet.wait(fleet.push("far", v1)).state is DeploymentState.SUCCEEDED
+            assert serves(published_url(client, project), "v1")
+
+            # v2 boots slowly, so the rollout is surely in its health gate when the engine goes.
+            v2 = fleet.commit("far", "v2", restart="unless-stopped", start_period="60s", boot_seconds=20)
+            d2 = fleet.push("far", v2, before=v1)
+            fleet.wait_for_log(d2, "to be healthy")
+            second_engine.restart()
+            ended = fleet.wait(d2, timeout=DEPLOY_TIMEOUT)
+            assert ended.state is DeploymentState.ERROR, "\n".join(fleet.log(d2))
+            assert "Docker engine" in ended.error and second_engine.tcp_url in ended.error, ended.error
+            # Once the engine is back, only the old release runs: its container restarted with the engine
+            # (restart policy), the new one is gone.
+            assert wait_for(lambda: len(client.containers.list(
+                all=True, filters={"label": f"{PROJECT_LABEL}={project}"})) == 1, 30)
+            assert wait_for(lambda: serves(published_url(client, project), "v1"), 30)
+            live = fleet.store.live("far")
+            assert live is not None and live.sha == v1
+
+            v3 = fleet.commit("far", "v3", restart="unless-stopped")
+            d3 = fleet.wait(fleet.push("far", v3, before=v2))
+            assert d3.state is DeploymentState.SUCCEEDED, d3.error
+            assert serves(published_url(client, project), "v3")
+        client.close()
