@@ -130,6 +130,17 @@ class Fleet:
         self.workers.append(proc)
         return proc
 
+    def wait_until_idle(self, timeout: float = 60.0) -> None:
+        """Until every started worker is registered with RQ and idle (a worker takes a second or more to start)."""
+        from rq import Worker
+
+        pids = {p.pid for p in self.workers}
+
+        def idle() -> bool:
+            return {w.pid for w in Worker.all(connection=self.store.redis) if w.get_state() == "idle"} >= pids
+
+        assert wait_for(idle, timeout, interval=0.1), f"workers did not come up: see {self.tmp}/machine-*/worker.log"
+
     def commit(self, app: str, version: str, restart: str = "", start_period: str = "",
                **kwargs: bool | float) -> str:
         files = sample_app_files(self.tmp / app, version, restart, start_period, **kwargs)
