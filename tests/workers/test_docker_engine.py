@@ -31,6 +31,13 @@ class TestClientFor:
             client_for("tcp://127.0.0.1:1", timeout=2)
         assert "HTTPConnectionPool" in str(caught.value)
 
+    def test_ssh_host_goes_through_the_ssh_binary(self, capfd: pytest.CaptureFixture[str]) -> None:
+        """An ssh:// docker_host runs the ssh binary (its config, keys and agent), as the docker CLI does."""
+        with pytest.raises(docker.errors.DockerException) as caught:
+            client_for("ssh://nobody@127.0.0.1:1", timeout=5)
+        assert "paramiko" not in str(caught.value)
+        assert "ssh: connect to host 127.0.0.1 port 1" in capfd.readouterr().err
+
 
 class TestEngineGone:
     def test_connection_failures_are_told_apart_from_answers(self) -> None:
