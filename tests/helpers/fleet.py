@@ -9,13 +9,18 @@ production Flask app; everything else is real.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
 import redis as redis_lib
 from flask.testing import FlaskClient
 
@@ -23,7 +28,8 @@ from hooksvc.config import Config, load_config
 from hooksvc.deployments import Deployment
 from hooksvc.store import DeploymentStore
 from hooksvc.web import create_app
-from tests.helpers.docker import wait_for, write_sample_app
+from tests.helpers.docker import remove_project, wait_for, write_sample_app
+from tests.helpers.fake_git_host import FakeGitHost
 from tests.helpers.git import GitOrigin
 from tests.helpers.payloads import github_push, github_request
 from tests.helpers.processes import stop_process_groups
@@ -175,3 +181,21 @@ class Fleet:
     def stop(self) -> None:
         stop_process_groups(self.workers, grace=15)
         self.workers.clear()
+
+
+@contextlib.contextmanager
+def open_fleet(tmp: Path, make_origin: Callable[[str], GitOrigin], redis: redis_lib.Redis, redis_url: str,
+               engines: Mapping[str, tuple[str | None, docker.DockerClient]]) -> Iterator[Fleet]:
+    """A Fleet of sample apps, app name -> (docker_host, a client of that engine), with a checking git
+    host; afterwards the workers stop and each app's project is removed from its engine."""
+    started = int(time.time())
+    specs = [FleetApp(name, make_origin(name), f"hsf{name}{uuid.uuid4().hex[:8]}", host)
+             for name, (host, _) in engines.items()]
+    with FakeGitHost(tokens={"github": GH_TOKEN}) as git_host:
+        fleet = Fleet(tmp, specs, git_host.url, redis, redis_url)
+        try:
+            yield fleet
+        finally:
+            fleet.stop()
+            for spec in specs:
+                remove_project(engines[spec.name][1], spec.project, images_since=started)

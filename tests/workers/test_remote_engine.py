@@ -6,10 +6,8 @@ on its unix socket or on 127.0.0.1 over TCP, as a remote engine is reached over 
 
 from __future__ import annotations
 
-import contextlib
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -18,33 +16,12 @@ import redis as redis_lib
 
 from hooksvc.deployments import DeploymentState
 from tests.helpers.config import TEST_REDIS_URL
-from tests.helpers.docker import PROJECT_LABEL, HealthyProxy, LoadLoop, get_text, remove_project, wait_for
+from tests.helpers.docker import PROJECT_LABEL, HealthyProxy, LoadLoop, get_text, wait_for
 from tests.helpers.engines import DockerDaemon
-from tests.helpers.fake_git_host import FakeGitHost
-from tests.helpers.fleet import DEPLOY_TIMEOUT, GH_TOKEN, Fleet, FleetApp
+from tests.helpers.fleet import DEPLOY_TIMEOUT, open_fleet
+from tests.helpers.git import GitOrigin
 
 pytestmark = pytest.mark.docker
-
-
-def project_name(app: str) -> str:
-    return f"hsre{app}{uuid.uuid4().hex[:8]}"
-
-
-@contextlib.contextmanager
-def fleet_of(tmp_path: Path, make_git_origin: object, redis: redis_lib.Redis,
-             apps: dict[str, str | None], clients: dict[str, docker.DockerClient]) -> Iterator[Fleet]:
-    """A Fleet of sample apps, app name -> docker_host; each app's project is removed from its engine after."""
-    started = int(time.time())
-    specs = [FleetApp(name, make_git_origin(name), project_name(name), host)  # type: ignore[operator]
-             for name, host in apps.items()]
-    with FakeGitHost(tokens={"github": GH_TOKEN}) as host:
-        fleet = Fleet(tmp_path, specs, host.url, redis, TEST_REDIS_URL)
-        try:
-            yield fleet
-        finally:
-            fleet.stop()
-            for spec in specs:
-                remove_project(clients[spec.name], spec.project, images_since=started)
 
 
 def projects_on(client: docker.DockerClient) -> set[str]:
@@ -64,13 +41,13 @@ def serves(url: str, version: str) -> bool:
 
 class TestRemoteEngine:
     def test_rolling_app_on_second_engine_while_another_deploys_on_the_first(
-        self, tmp_path: Path, make_git_origin: object, redis: redis_lib.Redis,
+        self, tmp_path: Path, make_git_origin: Callable[[str], GitOrigin], redis: redis_lib.Redis,
         docker_client: docker.DockerClient, second_engine: DockerDaemon, base_image: str,
     ) -> None:
         """Two apps deploy at once, one per engine; each engine holds only its own app; the far one is health-gated."""
         far_client = second_engine.client()
-        clients = {"near": docker_client, "far": far_client}
-        with fleet_of(tmp_path, make_git_origin, redis, {"near": None, "far": second_engine.url}, clients) as fleet:
+        engines = {"near": (None, docker_client), "far": (second_engine.url, far_client)}
+        with open_fleet(tmp_path, make_git_origin, redis, TEST_REDIS_URL, engines) as fleet:
             near, far = fleet.apps["near"], fleet.apps["far"]
             fleet.start_worker()
             fleet.start_worker()
@@ -123,13 +100,14 @@ class TestRemoteEngine:
 
 class TestEngineRestart:
     def test_engine_restarted_mid_rollout_ends_error_and_the_old_release_comes_back(
-        self, tmp_path: Path, make_git_origin: object, redis: redis_lib.Redis,
+        self, tmp_path: Path, make_git_origin: Callable[[str], GitOrigin], redis: redis_lib.Redis,
         second_engine: DockerDaemon, base_image: str,
     ) -> None:
         """The engine restarts during the health gate (reached over tcp://): the deployment ends `error`
         naming the engine, the old release serves again once the engine is back, the next deploy succeeds."""
         client = second_engine.client()
-        with fleet_of(tmp_path, make_git_origin, redis, {"far": second_engine.tcp_url}, {"far": client}) as fleet:
+        engines = {"far": (second_engine.tcp_url, client)}
+        with open_fleet(tmp_path, make_git_origin, redis, TEST_REDIS_URL, engines) as fleet:
             project = fleet.apps["far"].project
             fleet.start_worker()
             v1 = fleet.commit("far", "v1", restart="unless-stopped")

@@ -4,9 +4,7 @@ as workers on several machines share an app's engine, one Docker engine."""
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
@@ -15,9 +13,8 @@ import redis as redis_lib
 
 from hooksvc.deployments import Deployment, DeploymentState
 from tests.helpers.config import TEST_REDIS_URL
-from tests.helpers.docker import remove_project
-from tests.helpers.fake_git_host import FakeGitHost
-from tests.helpers.fleet import GH_TOKEN, Fleet, FleetApp
+from tests.helpers.fleet import Fleet, open_fleet
+from tests.helpers.git import GitOrigin
 
 pytestmark = pytest.mark.docker
 
@@ -25,19 +22,11 @@ APPS = ("alpha", "beta", "gamma")
 
 
 @pytest.fixture
-def fleet(tmp_path: Path, make_git_origin: object, redis: redis_lib.Redis, docker_client: docker.DockerClient,
-          base_image: str) -> Iterator[Fleet]:
-    started = int(time.time())
-    specs = [FleetApp(name, make_git_origin(name), f"hsmw{name}{uuid.uuid4().hex[:8]}")  # type: ignore[operator]
-             for name in APPS]
-    with FakeGitHost(tokens={"github": GH_TOKEN}) as host:
-        fleet = Fleet(tmp_path, specs, host.url, redis, TEST_REDIS_URL)
-        try:
-            yield fleet
-        finally:
-            fleet.stop()
-            for spec in specs:
-                remove_project(docker_client, spec.project, images_since=started)
+def fleet(tmp_path: Path, make_git_origin: Callable[[str], GitOrigin], redis: redis_lib.Redis,
+          docker_client: docker.DockerClient, base_image: str) -> Iterator[Fleet]:
+    with open_fleet(tmp_path, make_git_origin, redis, TEST_REDIS_URL,
+                    {name: (None, docker_client) for name in APPS}) as fleet:
+        yield fleet
 
 
 def interval(d: Deployment) -> tuple[float, float]:
