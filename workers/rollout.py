@@ -602,20 +602,26 @@ class _Rollout:
         # The old client's pooled connections died with the engine.
         self.engine.close()
         self.engine = DockerEngine.connect(self.app.docker_host)
+        removed, running = [], -1
         try:
             removed = self._remove_leftovers() if self.app.strategy == "rolling" else []
             save_record(self.record, self.app.name, self.project, self._live())
+            running = sum(1 for c in self.engine.containers(self.project) if c.running)
         except Exception as cleanup:  # noqa: BLE001 - the outage is the error to report
             self.log(f"could not remove the containers of this rollout ({_first_line(cleanup)}); "
                      "the next rollout's left-over check will")
-            removed = []
         if self.switched:
             outcome = ("the new release had passed its health gate and serves; its old containers were "
                        "retired once the engine was back")
         else:
             self.put_back_tags()
-            outcome = (f"once it was back, {len(removed)} new container(s) were removed and the live release "
-                       "serves again if its containers have a restart policy")
+            outcome = f"once it was back, {len(removed)} new container(s) were removed"
+            if running > 0:
+                outcome += f" and the live release runs again ({running} container(s))"
+            elif running == 0:
+                # The engine starts again only containers with a restart policy; hooksvc does not.
+                outcome += ("; no container of the live release runs: its services have no restart policy "
+                            "(give them `restart: unless-stopped`), so redeploy the live release now")
         raise EngineUnavailable(f"the Docker engine {where} went away during the rollout (the rollout saw: {cause}); "
                                 f"{outcome}; deploy again") from exc
 

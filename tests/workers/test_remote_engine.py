@@ -122,6 +122,7 @@ class TestEngineRestart:
             ended = fleet.wait(d2, timeout=DEPLOY_TIMEOUT)
             assert ended.state is DeploymentState.ERROR, "\n".join(fleet.log(d2))
             assert "Docker engine" in ended.error and second_engine.tcp_url in ended.error, ended.error
+            assert "1 new container(s) were removed and the live release runs again" in ended.error, ended.error
             # Once the engine is back, only the old release runs: its container restarted with the engine
             # (restart policy), the new one is gone.
             assert wait_for(lambda: len(client.containers.list(
