@@ -5,9 +5,9 @@ containerd), pid file and networks, and it leaves the machine's main engine alon
 
 - `--bridge=none`: no default bridge of its own to collide with the main engine's `docker0`;
   compose creates each project's network anyway.
-- `--default-address-pool` in 10.213.0.0/16: the main engine allocates from 172.17-31.0.0/16 and
-  192.168.0.0/16, and the two daemons do not know each other's networks, so overlapping pools
-  would give two bridges the same route.
+- `--default-address-pool` in a 10.N.0.0/16 that no host route uses yet: the main engine
+  allocates from 172.17-31.0.0/16 and 192.168.0.0/16, and daemons do not know each other's
+  networks, so overlapping pools would give two bridges the same route.
 - `--iptables=false --ip-masq=false --ip-forward=false`: the main engine owns the host's firewall
   rules; two daemons rewriting the same DOCKER chains undo each other's rules. Published ports
   still work on the host's loopback through Docker's userland proxy (`docker-proxy`), which
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -31,12 +32,24 @@ from pathlib import Path
 import docker
 import docker.errors
 
-#: A private address pool well away from the main engine's defaults (see the module docstring).
-ADDRESS_POOL = "base=10.213.0.0/16,size=24"
+#: Second octets of the private /16 address pools to choose from (10.N.0.0/16): well away from the
+#: main engine's defaults (see the module docstring) and from Swarm's 10.0.0.0/24 overlays.
+POOL_OCTETS = range(200, 250)
 #: A cold start takes about a second here; a loaded machine may take much longer.
 START_TIMEOUT_SECONDS = 60.0
 #: dockerd stops its containers (each within its stop grace) before it exits.
 STOP_TIMEOUT_SECONDS = 60.0
+
+
+def free_address_pool() -> str:
+    """A 10.N.0.0/16 pool no host route overlaps yet: another test session's second engine may be
+    running beside this one, and two engines handing out the same subnet give two bridges one route."""
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=False).stdout
+    taken = {int(line.split(".")[1]) for line in routes.splitlines() if line.startswith("10.")}
+    free = [n for n in POOL_OCTETS if n not in taken]
+    if not free:
+        raise RuntimeError(f"every address pool 10.N.0.0/16 for N in {POOL_OCTETS} has routes already")
+    return f"base=10.{random.choice(free)}.0.0/16,size=24"
 
 
 def free_port() -> int:
@@ -57,6 +70,7 @@ class DockerDaemon:
         self.home = Path(tempfile.mkdtemp(prefix="hsd-", dir="/tmp"))
         self.socket = self.home / "docker.sock"
         self.tcp_port = free_port()
+        self.address_pool = free_address_pool()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -76,7 +90,7 @@ class DockerDaemon:
             "--data-root", str(self.home / "root"), "--exec-root", str(self.home / "exec"),
             "--pidfile", str(self.home / "docker.pid"),
             "--bridge=none", "--iptables=false", "--ip-masq=false", "--ip-forward=false",
-            "--default-address-pool", ADDRESS_POOL,
+            "--default-address-pool", self.address_pool,
         ]
 
     def client(self, timeout: int = 60) -> docker.DockerClient:
