@@ -51,6 +51,7 @@ class TestRemoteEngine:
             near, far = fleet.apps["near"], fleet.apps["far"]
             fleet.start_worker()
             fleet.start_worker()
+            fleet.wait_until_idle()
             first = {name: fleet.commit(name, "v1") for name in ("near", "far")}
             for name, sha in first.items():
                 done = fleet.wait(fleet.push(name, sha))
