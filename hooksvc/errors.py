@@ -73,3 +73,7 @@ class ComposeError(DeployError):
 
 class HealthCheckFailed(DeployError):
     """A new container became unhealthy, exited, or was not healthy in time."""
+
+
+class EngineUnavailable(HooksvcError):
+    """The Docker engine went away during a deployment (restarted, stopped, unreachable): not the release's fault."""

@@ -35,11 +35,10 @@ def check_services(config: Config) -> Iterator[tuple[str, str | None]]:
 
 
 def _docker_problem(docker_host: str | None) -> str | None:
-    import docker
+    from workers.docker_engine import client_for
 
     try:
-        client = docker.DockerClient(base_url=docker_host, timeout=PROBE_TIMEOUT_SECONDS) if docker_host \
-            else docker.from_env(timeout=PROBE_TIMEOUT_SECONDS)
+        client = client_for(docker_host, timeout=PROBE_TIMEOUT_SECONDS)
         client.ping()
         return None
     except Exception as exc:  # noqa: BLE001 - report, do not crash the check

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import docker
 import docker.errors
+import docker.utils
+import requests
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -28,6 +31,10 @@ DOCKER_HEALTH_TIMEOUT_SECONDS = 30.0
 DOCKER_HEALTH_RETRIES = 3
 #: A drain command that hangs must not hold the rollout; its container is stopped afterwards anyway.
 EXEC_TIMEOUT_SECONDS = 30.0
+#: An engine that answers at all answers a ping within milliseconds; a slow ssh link may take seconds.
+PROBE_TIMEOUT_SECONDS = 5.0
+#: How often to ask an engine that went away whether it is back.
+ENGINE_POLL_SECONDS = 0.5
 
 _NANOSECONDS = 1_000_000_000
 
@@ -80,22 +87,69 @@ class ExecResult:
     timed_out: bool = False
 
 
+def client_for(docker_host: str | None, timeout: float | None = None) -> docker.DockerClient:
+    """An SDK client for `docker_host` (`unix://`, `tcp://`, `ssh://`), else for what `$DOCKER_HOST` names."""
+    kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+    if docker_host:
+        if docker_host.startswith("tcp://"):
+            # TLS as the docker CLI and compose take it from the worker's environment (DOCKER_TLS_VERIFY,
+            # DOCKER_CERT_PATH): `from_env` would read it, an explicit base_url does not.
+            tls = docker.utils.kwargs_from_env().get("tls")
+            if tls is not None:
+                kwargs["tls"] = tls
+        # The ssh binary honours ~/.ssh/config and agents, as the docker CLI and compose do (the SDK's
+        # own ssh transport would need paramiko, and ignores both).
+        return docker.DockerClient(base_url=docker_host, use_ssh_client=docker_host.startswith("ssh://"), **kwargs)
+    return docker.from_env(**kwargs)
+
+
+def is_connection_failure(exc: BaseException) -> bool:
+    """Whether `exc` says the engine could not be reached (refused, reset, timed out), not what it answered."""
+    if isinstance(exc, docker.errors.APIError):
+        return False
+    return isinstance(exc, requests.exceptions.RequestException | docker.errors.DockerException)
+
+
 class DockerEngine:
     """A thin, typed wrapper over one Docker SDK client."""
 
-    def __init__(self, client: docker.DockerClient) -> None:
+    def __init__(self, client: docker.DockerClient, docker_host: str | None = None) -> None:
         self.client = client
+        self.docker_host = docker_host
 
     @classmethod
     def connect(cls, docker_host: str | None = None) -> DockerEngine:
         """The engine at `docker_host` (e.g. `ssh://deploy@app1`), else the one `$DOCKER_HOST` names."""
-        if docker_host:
-            # The ssh binary honours ~/.ssh/config and agents, as the docker CLI and compose do.
-            return cls(docker.DockerClient(base_url=docker_host, use_ssh_client=docker_host.startswith("ssh://")))
-        return cls(docker.from_env())
+        return cls(client_for(docker_host), docker_host)
 
     def close(self) -> None:
         self.client.close()
+
+    def answers(self, timeout: float = PROBE_TIMEOUT_SECONDS) -> bool:
+        """Whether the engine answers a ping on a new connection now.
+
+        A new connection, because an engine that is shutting down closes its listening socket first
+        and goes on serving the connections it has, such as this client's kept-alive one.
+        """
+        try:
+            probe = client_for(self.docker_host, timeout=timeout)
+        except Exception:  # noqa: BLE001 - a probe answers yes or no (a missing ssh binary is a no)
+            return False
+        try:
+            return bool(probe.ping())
+        except Exception:  # noqa: BLE001 - as above
+            return False
+        finally:
+            probe.close()
+
+    def wait_until_answers(self, patience: float) -> bool:
+        """Poll `answers` for up to `patience` seconds; whether the engine answered."""
+        deadline = time.monotonic() + patience
+        while not self.answers():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(ENGINE_POLL_SECONDS)
+        return True
 
     def containers(self, project: str, service: str | None = None) -> list[ContainerInfo]:
         """All containers of a project (or one service), stopped and never-started ones included.

@@ -23,7 +23,7 @@ from hooksvc import defaults, keys
 from hooksvc.config import AppConfig, Config, load_config
 from hooksvc.connection import connect, redis_url
 from hooksvc.deployments import Deployment, DeploymentState, Trigger
-from hooksvc.errors import DeployError, GitError, RedisUnavailable
+from hooksvc.errors import DeployError, EngineUnavailable, GitError, RedisUnavailable
 from hooksvc.logs import LogFn
 from hooksvc.redact import redact
 from hooksvc.store import DeploymentStore, open_store
@@ -203,6 +203,9 @@ class Deployer:
     def run(self) -> tuple[DeploymentState, str]:
         try:
             return self._run()
+        except EngineUnavailable as exc:
+            self.log(f"error: {exc}")
+            return DeploymentState.ERROR, str(exc)
         except DeployError as exc:
             self.log(f"failed: {exc}")
             return DeploymentState.FAILED, str(exc)

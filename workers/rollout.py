@@ -33,10 +33,10 @@ from typing import Any, NoReturn
 
 from hooksvc import defaults
 from hooksvc.config import AppConfig
-from hooksvc.errors import ComposeError, DeployError, HealthCheckFailed
+from hooksvc.errors import ComposeError, DeployError, EngineUnavailable, HealthCheckFailed, HooksvcError
 from hooksvc.logs import LogFn
 from workers.compose import UP_TIMEOUT_SECONDS, ComposeProject, detect_compose
-from workers.docker_engine import ContainerInfo, ContainerState, DockerEngine
+from workers.docker_engine import ContainerInfo, ContainerState, DockerEngine, is_connection_failure
 
 #: Per-service label choosing `rolling` or `recreate` against the planner's own judgement.
 STRATEGY_LABEL = "hooksvc.strategy"
@@ -49,6 +49,9 @@ STATE_SUBDIR = "rollout"
 #: Health is polled this often. The deploy benchmark measured a 0.25 s poll adding ~0.2 s per deploy
 #: (the gate saw "healthy" one poll late); one container inspect per 50 ms costs next to nothing.
 HEALTH_POLL_SECONDS = 0.05
+#: How long a rollout whose engine went away waits for it to come back, to remove what it started.
+#: A restart takes the engine's start plus its containers' stop grace (10 s unless set).
+ENGINE_RETURN_SECONDS = 90.0
 
 
 class Action(StrEnum):
@@ -352,21 +355,23 @@ def roll_out(app: AppConfig, release_dir: Path, *, log: LogFn, state_dir: Path) 
                              files=tuple(app.compose_files), docker_host=app.docker_host)
     log(f"rollout of {app.name}: project {project}, strategy {app.strategy}, "
         f"compose {command.variant} {command.version}" + (f", engine {app.docker_host}" if app.docker_host else ""))
-    engine = DockerEngine.connect(app.docker_host)
+    rollout = _Rollout(app, project, compose, DockerEngine.connect(app.docker_host), log,
+                       record_path(state_dir, app.name))
     try:
         log("building images")
-        rollout = _Rollout(app, project, compose, engine, log, record_path(state_dir, app.name))
         try:
             compose.build(log)
             result = rollout.recreate_all() if app.strategy == "recreate" else rollout.rolling()
-        except Exception:
+        except Exception as exc:
+            if rollout.engine_lost(exc):
+                rollout.recover_from_engine_outage(exc)
             # The build moved the project's image tags to the release that failed: anything that
             # starts containers from them later (an operator's `up -d`, a reboot, the next
             # deployment's recreate fallback) must find the live release there instead.
             rollout.put_back_tags()
             raise
     finally:
-        engine.close()
+        rollout.engine.close()
     seconds = time.monotonic() - started
     log(f"rollout of {app.name} done in {seconds:.1f}s")
     return dataclasses.replace(result, seconds=seconds)
@@ -381,6 +386,10 @@ class _Rollout:
     log: LogFn
     record: Path
     services: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: Set once the new containers passed the gate and the record names them as the live ones.
+    switched: bool = False
+    #: Set once a failure turned out to be the engine going away (see `engine_lost`).
+    lost: bool = False
 
     def _result(self, outcomes: Sequence[ServiceOutcome], leftovers: Sequence[str] = (),
                 orphans: Sequence[str] = ()) -> RolloutResult:
@@ -442,7 +451,9 @@ class _Rollout:
         try:
             for step in plan.services:
                 outcomes[step.service] = self._phase_a(step, beside)
-        except Exception:
+        except Exception as exc:
+            if self.engine_lost(exc):
+                raise  # nothing can be removed now; roll_out cleans up once the engine is back
             # Whatever went wrong, no rolling service switches: the old containers were never touched.
             try:
                 self._discard_new(beside)
@@ -456,6 +467,7 @@ class _Rollout:
         # From here on the new containers are the ones meant to serve; a worker killed while the
         # old ones drain leaves them to the next rollout's left-over check.
         save_record(self.record, self.app.name, self.project, self._live(leaving=old_rolling))
+        self.switched = True
         for step in plan.services:
             if step.service in beside:
                 olds = [by_id[i] for i in step.old if i in by_id]
@@ -559,6 +571,59 @@ class _Rollout:
         for line in lines:
             self.log(line)
         raise HealthCheckFailed(message)
+
+    # ---- the engine going away ----
+
+    def engine_lost(self, exc: BaseException) -> bool:
+        """Whether a failure is (or came with) the engine going away, e.g. a restart.
+
+        While an engine shuts down it stops every container, so to the health gate a restart looks
+        like the new container failing; an engine that no longer takes new connections tells them apart.
+        """
+        self.lost = self.lost or is_connection_failure(exc) or not self.engine.answers()
+        return self.lost
+
+    def recover_from_engine_outage(self, exc: BaseException) -> NoReturn:
+        """Wait (bounded) for the engine, then remove what this rollout started; raise EngineUnavailable.
+
+        Containers the engine stopped come back by themselves when they have a restart policy, the
+        new ones too: once the engine answers, the record of live containers says which to remove.
+        """
+        where = self.app.docker_host or "(the local engine)"
+        cause = _first_line(exc)
+        self.log(f"the Docker engine {where} does not answer ({cause}); waiting up to "
+                 f"{ENGINE_RETURN_SECONDS:.0f}s for it to come back")
+        if not self.engine.wait_until_answers(ENGINE_RETURN_SECONDS):
+            raise EngineUnavailable(
+                f"the Docker engine {where} went away during the rollout (the rollout saw: {cause}) and was "
+                f"not back within {ENGINE_RETURN_SECONDS:.0f}s: check the engine, then deploy again (the next rollout "
+                "removes the containers this one started)") from exc
+        self.log(f"the Docker engine {where} answers again")
+        # The old client's pooled connections died with the engine.
+        self.engine.close()
+        self.engine = DockerEngine.connect(self.app.docker_host)
+        removed, running = [], -1
+        try:
+            removed = self._remove_leftovers() if self.app.strategy == "rolling" else []
+            save_record(self.record, self.app.name, self.project, self._live())
+            running = sum(1 for c in self.engine.containers(self.project) if c.running)
+        except Exception as cleanup:  # noqa: BLE001 - the outage is the error to report
+            self.log(f"could not remove the containers of this rollout ({_first_line(cleanup)}); "
+                     "the next rollout's left-over check will")
+        if self.switched:
+            outcome = ("the new release had passed its health gate and serves; its old containers were "
+                       "retired once the engine was back")
+        else:
+            self.put_back_tags()
+            outcome = f"once it was back, {len(removed)} new container(s) were removed"
+            if running > 0:
+                outcome += f" and the live release runs again ({running} container(s))"
+            elif running == 0:
+                # The engine starts again only containers with a restart policy; hooksvc does not.
+                outcome += ("; no container of the live release runs: its services have no restart policy "
+                            "(give them `restart: unless-stopped`), so redeploy the live release now")
+        raise EngineUnavailable(f"the Docker engine {where} went away during the rollout (the rollout saw: {cause}); "
+                                f"{outcome}; deploy again") from exc
 
     # ---- image tags after a failure ----
 
@@ -710,6 +775,12 @@ class _Rollout:
             self._drain_and_remove(unknown)
             removed += [c.id for c in unknown]
         return removed
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return first if isinstance(exc, HooksvcError) else f"{type(exc).__name__}: {first}"
 
 
 def _gate_problem(state: ContainerState, restarts_at_start: int, allow_completed: bool) -> str | None:

@@ -26,8 +26,9 @@ from hooksvc.deployments import Deployment, DeploymentState, NewDeployment, Trig
 from hooksvc.store import DeploymentStore
 from hooksvc.web import create_app
 from tests.helpers.config import TEST_REDIS_URL
-from tests.helpers.docker import HealthyProxy, LoadLoop, get_text, wait_for, write_sample_app
+from tests.helpers.docker import HealthyProxy, LoadLoop, get_text, wait_for
 from tests.helpers.fake_git_host import FakeGitHost
+from tests.helpers.fleet import sample_app_files as app_files
 from tests.helpers.git import GitOrigin
 from tests.helpers.payloads import github_push, github_request
 from tests.helpers.processes import stop_process_groups
@@ -38,17 +39,6 @@ SECRET = "web-webhook-secret"
 GH_TOKEN = "gh-status-token"
 #: A deployment of the sample app takes a few seconds; this bounds a stuck one.
 DEPLOY_TIMEOUT = 90.0
-
-
-def app_files(tmp: Path, version: str, **kwargs: bool) -> dict[str, str | bytes | None]:
-    """The files of the sample app at `version`, as a commit's file map."""
-    root = write_sample_app(tmp / f"src-{version}", version, **kwargs)
-    files: dict[str, str | bytes | None] = {
-        str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()
-    }
-    if not kwargs.get("healthy", True):
-        files["www/health"] = None
-    return files
 
 
 class Harness:
