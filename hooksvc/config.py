@@ -21,6 +21,7 @@ from urllib.parse import unquote
 
 from hooksvc import defaults
 from hooksvc.errors import ConfigError
+from hooksvc.release_steps import PHASES, ReleaseStep, read_release_steps
 
 
 class Secret:
@@ -109,6 +110,10 @@ class AppConfig:
     ssh_key_file: Path | None = None
     clone_token: Secret | None = None
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    #: Commands run in one-off containers of the new release before any container is replaced.
+    pre_deploy: tuple[ReleaseStep, ...] = ()
+    #: Commands run the same way once the new release is live.
+    post_deploy: tuple[ReleaseStep, ...] = ()
 
     def matches_ref(self, ref: str) -> bool:
         """True when a full ref (`refs/heads/x`, `refs/tags/v1`) is one this app deploys."""
@@ -311,6 +316,7 @@ _APP_KEYS = {
     "project", "strategy", "health_timeout", "start_grace", "status_context", "docker_host", "paths",
     "poll_interval", "ssh_key_file", "token_env", "token_file", "notify_url", "notify_secret_env",
     "notify_secret_file", "slack_url_env", "slack_url_file",
+    *PHASES,
 }
 
 
@@ -464,6 +470,7 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
     clone_token = r.secret(t, prefix, "token", required=False)
     health_timeout = r.duration(t, prefix, "health_timeout", defaults.HEALTH_TIMEOUT_SECONDS)
     start_grace = r.duration(t, prefix, "start_grace", defaults.START_GRACE_SECONDS)
+    steps = {phase: _read_steps(r, t, prefix, phase) for phase in PHASES}
     if len(r.problems) > before or host is None or secret is None:
         return None
     return AppConfig(
@@ -487,7 +494,18 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
         ssh_key_file=Path(ssh_key) if ssh_key else None,
         clone_token=clone_token,
         notify=notify,
+        pre_deploy=steps["pre_deploy"],
+        post_deploy=steps["post_deploy"],
     )
+
+
+def _read_steps(r: _Reader, t: Mapping[str, Any], prefix: str, phase: str) -> tuple[ReleaseStep, ...]:
+    if phase not in t:
+        return ()
+    steps, problems = read_release_steps(t[phase], f"{prefix}.{phase}")
+    for key, message in problems:
+        r.problem(key, message)
+    return steps
 
 
 def parse_config(text: str, path: str, env: Mapping[str, str]) -> Config:

@@ -73,3 +73,11 @@ class ComposeError(DeployError):
 
 class HealthCheckFailed(DeployError):
     """A new container became unhealthy, exited, or was not healthy in time."""
+
+
+class ReleaseStepFailed(DeployError):
+    """A `pre_deploy` step exited non-zero, timed out or could not run; nothing was rolled out."""
+
+
+class PostDeployFailed(ReleaseStepFailed):
+    """A `post_deploy` step failed after the rollout: the new release is live all the same."""

@@ -35,8 +35,10 @@ from hooksvc import defaults
 from hooksvc.config import AppConfig
 from hooksvc.errors import ComposeError, DeployError, HealthCheckFailed
 from hooksvc.logs import LogFn
+from hooksvc.release_steps import POST_DEPLOY, PRE_DEPLOY
 from workers.compose import UP_TIMEOUT_SECONDS, ComposeProject, detect_compose
 from workers.docker_engine import ContainerInfo, ContainerState, DockerEngine
+from workers.release_steps import ReleaseSteps
 
 #: Per-service label choosing `rolling` or `recreate` against the planner's own judgement.
 STRATEGY_LABEL = "hooksvc.strategy"
@@ -341,7 +343,9 @@ def roll_out(app: AppConfig, release_dir: Path, *, log: LogFn, state_dir: Path) 
     """Build the release in `release_dir` and roll it out with the app's strategy.
 
     Raises ComposeError (build or compose failed; with a failed build nothing is touched),
-    HealthCheckFailed (a new container failed its gate; the old ones keep serving) or DeployError.
+    HealthCheckFailed (a new container failed its gate; the old ones keep serving), ReleaseStepFailed
+    (a `pre_deploy` step failed; nothing was rolled out), PostDeployFailed (a `post_deploy` step failed;
+    the new release is live) or DeployError.
     """
     started = time.monotonic()
     if app.strategy not in ("rolling", "recreate"):
@@ -354,10 +358,15 @@ def roll_out(app: AppConfig, release_dir: Path, *, log: LogFn, state_dir: Path) 
         f"compose {command.variant} {command.version}" + (f", engine {app.docker_host}" if app.docker_host else ""))
     engine = DockerEngine.connect(app.docker_host)
     try:
+        steps = ReleaseSteps(app, compose, engine, log)
+        # A step naming an unknown service is refused before the build moves any image tag.
+        services = compose.config(log)["services"] if steps.configured else {}
+        steps.check(services)
         log("building images")
         rollout = _Rollout(app, project, compose, engine, log, record_path(state_dir, app.name))
         try:
             compose.build(log)
+            steps.run(PRE_DEPLOY, services)
             result = rollout.recreate_all() if app.strategy == "recreate" else rollout.rolling()
         except Exception:
             # The build moved the project's image tags to the release that failed: anything that
@@ -365,6 +374,7 @@ def roll_out(app: AppConfig, release_dir: Path, *, log: LogFn, state_dir: Path) 
             # deployment's recreate fallback) must find the live release there instead.
             rollout.put_back_tags()
             raise
+        steps.run(POST_DEPLOY, services)
     finally:
         engine.close()
     seconds = time.monotonic() - started
