@@ -23,11 +23,13 @@ from hooksvc import defaults, keys
 from hooksvc.config import AppConfig, Config, load_config
 from hooksvc.connection import connect, redis_url
 from hooksvc.deployments import Deployment, DeploymentState, Trigger
+from hooksvc.disk_usage import record_disk_usage
 from hooksvc.errors import DeployError, GitError, PostDeployFailed, RedisUnavailable
 from hooksvc.logs import LogFn
 from hooksvc.redact import redact
 from hooksvc.store import DeploymentStore, open_store
 from workers.git import GitMirror, touches
+from workers.images import prune_and_measure
 from workers.locks import AppLock
 
 log = logging.getLogger("hooksvc.worker")
@@ -243,6 +245,10 @@ class Deployer:
         removed = mirror.prune_releases(self.config.worker.keep_releases, protect={sha, self.live_sha} - {""})
         if removed:
             self.log(f"pruned old releases: {', '.join(s[:12] for s in removed)}")
+        usage = prune_and_measure(app.project or app.name, app.docker_host, mirror.releases_dir, self.log)
+        if usage is not None:
+            wait_out_redis(lambda: record_disk_usage(self.store.redis, app.name, usage.checkouts, usage.images,
+                                                     time.time()), f"deployment {dep.id}: recording disk usage")
         self.step(f"{sha[:12]} is live")
         return DeploymentState.SUCCEEDED, ""
 

@@ -38,6 +38,7 @@ from hooksvc.logs import LogFn
 from hooksvc.release_steps import POST_DEPLOY, PRE_DEPLOY
 from workers.compose import UP_TIMEOUT_SECONDS, ComposeProject, detect_compose
 from workers.docker_engine import ContainerInfo, ContainerState, DockerEngine
+from workers.images import release_id, tag_release_images
 from workers.release_steps import ReleaseSteps
 
 #: Per-service label choosing `rolling` or `recreate` against the planner's own judgement.
@@ -360,12 +361,13 @@ def roll_out(app: AppConfig, release_dir: Path, *, log: LogFn, state_dir: Path) 
     try:
         steps = ReleaseSteps(app, compose, engine, log)
         # A step naming an unknown service is refused before the build moves any image tag.
-        services = compose.config(log)["services"] if steps.configured else {}
+        services = compose.config(log)["services"]
         steps.check(services)
         log("building images")
         rollout = _Rollout(app, project, compose, engine, log, record_path(state_dir, app.name))
         try:
             compose.build(log)
+            tag_release_images(compose, engine, services, release_id(release_dir), log)
             steps.run(PRE_DEPLOY, services)
             result = rollout.recreate_all() if app.strategy == "recreate" else rollout.rolling()
         except Exception:
