@@ -113,6 +113,12 @@ class DockerEngine:
         found.sort(key=lambda c: (c.service, c.number, c.id))
         return found
 
+    def oneoff_containers(self, project: str) -> dict[str, str]:
+        """Name -> id of the project's one-off containers (`compose run`), whatever their state."""
+        labels = [f"{PROJECT_LABEL}={project}", f"{ONEOFF_LABEL}=True"]
+        return {str((c.get("Names") or [c["Id"]])[0]).lstrip("/"): str(c["Id"])
+                for c in self.client.api.containers(all=True, filters={"label": labels})}
+
     def state(self, container_id: str) -> ContainerState | None:
         """The container's current state, or None when it no longer exists."""
         try:

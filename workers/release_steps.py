@@ -6,7 +6,8 @@ volumes, so the running database is reachable by its service name. Services the 
 depends on that have no running container (on a first deployment: the database) are started first
 with `up --no-recreate`, which never touches an existing container, and waited for. A step is
 bounded by the app's `health_timeout`; on a timeout, or whatever ends it, the one-off container is
-killed and removed by its name (killing the compose client alone would leave it running).
+killed and removed by its name (killing the compose client alone would leave it running). Step
+containers a worker that died mid-step left behind are removed before the next steps run.
 
 A strategy calls `ReleaseSteps.check` once it knows the release's services (before anything
 changes), `run(PRE_DEPLOY)` after its build and before any container is replaced, and
@@ -66,12 +67,25 @@ class ReleaseSteps:
     def run(self, phase: str, services: Mapping[str, Mapping[str, Any]]) -> None:
         """Run the phase's steps in order; the first failure raises (PostDeployFailed after the rollout)."""
         steps = self.steps(phase)
+        if steps:
+            self._remove_leftovers()
         for number, step in enumerate(steps, 1):
             self._start_dependencies(step.service, services)
             self._run_one(phase, number, len(steps), step)
 
+    def _container_prefix(self, phase: str) -> str:
+        return f"{self.compose.project}-{phase.replace('_', '-')}-"
+
+    def _remove_leftovers(self) -> None:
+        """Remove step containers a worker that died mid-step left behind (the app's lock says none is ours)."""
+        prefixes = tuple(self._container_prefix(phase) for phase in (PRE_DEPLOY, POST_DEPLOY))
+        for name, container_id in sorted(self.engine.oneoff_containers(self.compose.project).items()):
+            if name.startswith(prefixes):
+                self.log(f"removing {name}, a release step container left by an interrupted deployment")
+                self.engine.remove(container_id)
+
     def _run_one(self, phase: str, number: int, total: int, step: ReleaseStep) -> None:
-        name = f"{self.compose.project}-{phase.replace('_', '-')}-{number}-{uuid.uuid4().hex[:8]}"
+        name = f"{self._container_prefix(phase)}{number}-{uuid.uuid4().hex[:8]}"
         timeout = self.app.health_timeout
         self.log(started_line(phase, number, total, step))
         try:

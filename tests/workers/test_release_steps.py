@@ -80,7 +80,8 @@ def test_a_post_deploy_that_times_out_is_killed_and_the_release_stays_live(
     tmp_path: Path, make_git_origin: Callable[[str], GitOrigin], redis: redis_lib.Redis, compose_project: str,
     base_image: str, docker_client: docker.DockerClient,
 ) -> None:
-    """Through the job with strategy `recreate`: the `pre_deploy` output is logged (redacted), the rollout
+    """Through the job with strategy `recreate`: a step container left by a dead worker is removed, the
+    `pre_deploy` output is logged (redacted), the rollout
     happens, the `post_deploy` still running at `health_timeout` is killed with its container, and the
     deployment ends `failed` saying the new release is live, which the store records as live."""
     origin = make_git_origin("stepped")
@@ -98,6 +99,11 @@ def test_a_post_deploy_that_times_out_is_killed_and_the_release_stays_live(
         pre_deploy = [{{ service = "web", command = ["echo", "checked with {SHOP_SECRET}"] }}]
         post_deploy = [{{ service = "web", command = ["sleep", "600"] }}]
     """)
+    # What a worker killed in the middle of a step leaves: its one-off container, still running.
+    leftover = docker_client.containers.run(base_image, ["sleep", "600"], detach=True, network_mode="none",
+                                            name=f"{compose_project}-pre-deploy-1-deadbeef",
+                                            labels={"com.docker.compose.project": compose_project,
+                                                    ONEOFF_LABEL: "True"})
     store = open_store(config, redis)
     dep = store.intake.submit([NewDeployment("stepped", sha, "refs/heads/main", Trigger.PUSH)]).deployments[0]
 
@@ -111,5 +117,6 @@ def test_a_post_deploy_that_times_out_is_killed_and_the_release_stays_live(
     assert service_ids(docker_client, compose_project, "web")
     lines = store.logs.read(dep.id)[0]
     assert "  checked with ***" in lines
+    assert f"removing {leftover.name}, a release step container left by an interrupted deployment" in lines
     assert not [line for line in lines if SHOP_SECRET in line]
     assert done.state is DeploymentState.FAILED
