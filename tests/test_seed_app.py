@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 import tarfile
@@ -31,6 +30,7 @@ from tests.helpers.config import TEST_REDIS_URL
 from tests.helpers.docker import BASE_IMAGE, get_text, wait_for
 from tests.helpers.git import GitOrigin
 from tests.helpers.payloads import github_push, github_request
+from tests.workers.test_rollout import free_port
 from workers.docker_engine import DockerEngine
 
 pytestmark = pytest.mark.docker
@@ -114,12 +114,6 @@ def seed_files(release: str, web_port: int, db_port: int, db_image: str) -> dict
         "manage.sh": MANAGE_SH,
         "www/version.txt": f"{release}\n",
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_a_seed_shaped_app_deploys_twice_and_its_migration_keeps_the_database(

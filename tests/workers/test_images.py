@@ -6,6 +6,7 @@ import argparse
 import io
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import docker
@@ -50,8 +51,7 @@ def test_images_of_pruned_releases_go_but_never_one_in_use_or_another_projects(
         strategy = "recreate"
         health_timeout = "60s"
     """)
-    config = config.__class__(**{**config.__dict__, "worker": config.worker.__class__(
-        **{**config.worker.__dict__, "keep_releases": 2})})
+    config = replace(config, worker=replace(config.worker, keep_releases=2))
     store = open_store(config, redis)
     engine = DockerEngine(docker_client)
     repository = releases_repository(compose_project)
