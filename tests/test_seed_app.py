@@ -50,8 +50,14 @@ cat /var/lib/mysql/rows 2>/dev/null
 """
 
 #: `manage.py migrate` of the stand-in: shows what the database holds, then adds this release's row.
+#: Like a real app's entrypoint it waits for the database first: right after a container starts, the
+#: engine's DNS can fail to resolve a service name for a moment (seen here under load as "bad address").
 MANAGE_SH = """#!/bin/sh
 set -e
+tries=0
+until timeout 10 wget -q -O /dev/null http://db:3306/cgi-bin/rows; do
+  tries=$((tries + 1)); [ "$tries" -lt 20 ] || exit 1; sleep 0.5
+done
 rows=$(timeout 10 wget -q -O- http://db:3306/cgi-bin/rows | tr '\\n' ' ')
 echo "migration of $RELEASE sees rows: [ $rows]"
 timeout 10 wget -q -O- "http://db:3306/cgi-bin/rows?add=$RELEASE" > /dev/null
