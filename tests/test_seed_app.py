@@ -123,7 +123,7 @@ def seed_files(release: str, web_port: int, db_port: int, db_image: str) -> dict
 
 
 def test_a_seed_shaped_app_deploys_twice_and_its_migration_keeps_the_database(
-    tmp_path: Path, git_origin: GitOrigin, compose_project: str, base_image: str,
+    tmp_path: Path, git_origin: GitOrigin, compose_project: str, compose_variant: str, base_image: str,
     docker_client: docker.DockerClient, redis: redis_lib.Redis,
 ) -> None:
     """Two pushes of a Django+MySQL-shaped app through webhook and worker: each release's `pre_deploy`
@@ -166,7 +166,8 @@ def test_a_seed_shaped_app_deploys_twice_and_its_migration_keeps_the_database(
         worker = subprocess.run([sys.executable, "-m", "hooksvc.cli", "--config", str(config_path), "worker",
                                  "--burst"], env=env, capture_output=True, text=True, timeout=DEPLOY_TIMEOUT_SECONDS)
         lines = store.logs.read(deployment_id)[0]
-        print(f"\n---- release {release}: deployment {deployment_id} log ----", *lines, sep="\n")
+        print(f"\n---- compose {compose_variant}, release {release}: deployment {deployment_id} log ----", *lines,
+              sep="\n")
         done = store.get(deployment_id)
         assert done.state is DeploymentState.SUCCEEDED, (done.error, worker.stderr[-3000:])
         assert store.live("seed").sha == sha  # type: ignore[union-attr]
