@@ -122,6 +122,11 @@ def seed_files(release: str, web_port: int, db_port: int, db_image: str) -> dict
     }
 
 
+def assert_serves(port: int, release: str) -> None:
+    url = f"http://127.0.0.1:{port}/version.txt"
+    assert wait_for(lambda: get_text(url) == (200, release), 20), f"{url} answers {get_text(url)}, not {release}"
+
+
 def test_a_seed_shaped_app_deploys_twice_and_its_migration_keeps_the_database(
     tmp_path: Path, git_origin: GitOrigin, compose_project: str, compose_variant: str, base_image: str,
     docker_client: docker.DockerClient, redis: redis_lib.Redis,
@@ -178,14 +183,14 @@ def test_a_seed_shaped_app_deploys_twice_and_its_migration_keeps_the_database(
     first = deploy("r1")
     (db_first,) = [c.id for c in engine.containers(compose_project, "db")]
     assert "  migration of r1 sees rows: [ ]" in first
-    assert wait_for(lambda: get_text(f"http://127.0.0.1:{web_port}/version.txt") == (200, "r1"), 20)
+    assert_serves(web_port, "r1")
 
     second = deploy("r2")
     (db_second,) = [c.id for c in engine.containers(compose_project, "db")]
     assert "  migration of r2 sees rows: [ r1 ]" in second
     assert db_second == db_first, "the database container was recreated"
     assert any(line.startswith("  db: unchanged") for line in second)
-    assert wait_for(lambda: get_text(f"http://127.0.0.1:{web_port}/version.txt") == (200, "r2"), 20)
+    assert_serves(web_port, "r2")
     # The migration ran before any container was replaced: its end precedes the web rollout.
     ended = next(i for i, line in enumerate(second) if "release step pre_deploy 1/1 on web: succeeded" in line)
     assert ended < next(i for i, line in enumerate(second) if line.startswith("web: recreating"))
