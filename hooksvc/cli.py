@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from hooksvc import defaults, redact
 from hooksvc.config import AppConfig, Config, load_config, resolve_config_path
 from hooksvc.deployments import Deployment, DeploymentState
+from hooksvc.disk_usage import format_bytes, read_disk_usage
 from hooksvc.errors import ConfigError, HooksvcError
 from hooksvc.jobqueue import workers_alive
 from hooksvc.operations import app_overview, queue_manual, queue_rollback
@@ -204,6 +205,7 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
             f"#{o['queued_deployment']}" if o["queued_deployment"] else "-",
         ])
     print(_table(rows))
+    _print_disk_usage(store, names)
     print()
     workers = workers_alive(store.queue)
     waiting = store.queue.count
@@ -221,6 +223,18 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
             detail.append([dep.id, dep.state, dep.trigger, dep.sha[:12] or dep.ref, created, dep.error[:60]])
         print(_table(detail) if recent else "no deployments yet")
     return 0
+
+
+def _print_disk_usage(store: DeploymentStore, names: Sequence[str]) -> None:
+    """Disk per app on its worker (release checkouts + built images), as measured after its last deployment."""
+    rows = [["APP", "DISK", "CHECKOUTS", "IMAGES", "MEASURED"]]
+    for name in names:
+        usage = read_disk_usage(store.redis, name)
+        rows.append([name, "-", "-", "-", "never deployed"] if usage is None else [
+            name, format_bytes(usage.total), format_bytes(usage.checkouts), format_bytes(usage.images),
+            format_ago(usage.measured_at)])
+    print()
+    print(_table(rows))
 
 
 # -- check-config --------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from urllib.parse import unquote
 
 from hooksvc import defaults
 from hooksvc.errors import ConfigError
+from hooksvc.release_steps import PHASES, ReleaseStep, read_release_steps
 
 
 class Secret:
@@ -113,6 +114,10 @@ class AppConfig:
     environment: str = ""
     #: Where the environment is reached, shown on the host's deployment (GitHub `environment_url`).
     environment_url: str | None = None
+    #: Commands run in one-off containers of the new release before any container is replaced.
+    pre_deploy: tuple[ReleaseStep, ...] = ()
+    #: Commands run the same way once the new release is live.
+    post_deploy: tuple[ReleaseStep, ...] = ()
 
     def matches_ref(self, ref: str) -> bool:
         """True when a full ref (`refs/heads/x`, `refs/tags/v1`) is one this app deploys."""
@@ -319,6 +324,7 @@ _APP_KEYS = {
     "poll_interval", "ssh_key_file", "token_env", "token_file", "notify_url", "notify_secret_env",
     "notify_secret_file", "slack_url_env", "slack_url_file",
     "environment", "environment_url",
+    *PHASES,
 }
 
 
@@ -485,6 +491,7 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
     clone_token = r.secret(t, prefix, "token", required=False)
     health_timeout = r.duration(t, prefix, "health_timeout", defaults.HEALTH_TIMEOUT_SECONDS)
     start_grace = r.duration(t, prefix, "start_grace", defaults.START_GRACE_SECONDS)
+    steps = {phase: _read_steps(r, t, prefix, phase) for phase in PHASES}
     if len(r.problems) > before or host is None or secret is None:
         return None
     return AppConfig(
@@ -510,7 +517,18 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
         notify=notify,
         environment=environment,
         environment_url=environment_url,
+        pre_deploy=steps["pre_deploy"],
+        post_deploy=steps["post_deploy"],
     )
+
+
+def _read_steps(r: _Reader, t: Mapping[str, Any], prefix: str, phase: str) -> tuple[ReleaseStep, ...]:
+    if phase not in t:
+        return ()
+    steps, problems = read_release_steps(t[phase], f"{prefix}.{phase}")
+    for key, message in problems:
+        r.problem(key, message)
+    return steps
 
 
 def parse_config(text: str, path: str, env: Mapping[str, str]) -> Config:

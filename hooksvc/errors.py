@@ -77,3 +77,11 @@ class HealthCheckFailed(DeployError):
 
 class EngineUnavailable(HooksvcError):
     """The Docker engine went away during a deployment (restarted, stopped, unreachable): not the release's fault."""
+
+
+class ReleaseStepFailed(DeployError):
+    """A `pre_deploy` step exited non-zero, timed out or could not run; nothing was rolled out."""
+
+
+class PostDeployFailed(ReleaseStepFailed):
+    """A `post_deploy` step failed after the rollout: the new release is live all the same."""

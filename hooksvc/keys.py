@@ -52,6 +52,11 @@ def app_live(app: str) -> str:
     return f"{APP_PREFIX}{app}:live"
 
 
+def app_disk(app: str) -> str:
+    """Disk the app used on the worker that deployed it last (HASH: checkouts, images, measured_at)."""
+    return f"{APP_PREFIX}{app}:disk"
+
+
 def app_lock(app: str) -> str:
     """The per-app deploy lock, holding the id of the deployment (or poller) that holds it."""
     return f"{APP_PREFIX}{app}:lock"

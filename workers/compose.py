@@ -112,6 +112,18 @@ class ComposeProject:
         """Start new containers beside the existing ones, which `--no-recreate` leaves untouched."""
         return self.argv("up", "-d", "--no-deps", "--no-recreate", "--scale", f"{service}={total}", service)
 
+    def run_oneoff_argv(self, service: str, command: Sequence[str], name: str) -> list[str]:
+        """A one-off container of `service` (its image, environment, networks, volumes) running `command`.
+
+        `--no-deps`: the caller starts what must run first itself, never recreating anything;
+        `-T`: no terminal (the output goes to a log); `--name`: found again to kill it on a timeout.
+        """
+        return self.argv("run", "--rm", "--no-deps", "-T", "--name", name, service, *command)
+
+    def start_missing_argv(self, services: Sequence[str]) -> list[str]:
+        """Start services that have no running container, leaving every existing container as it is."""
+        return self.argv("up", "-d", "--no-deps", "--no-recreate", *services)
+
     def image_name(self, service: str, config: Mapping[str, Any]) -> str:
         """The image a service runs: its `image:`, else the name compose gives a built image."""
         image = config.get("image")

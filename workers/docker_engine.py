@@ -167,6 +167,12 @@ class DockerEngine:
         found.sort(key=lambda c: (c.service, c.number, c.id))
         return found
 
+    def oneoff_containers(self, project: str) -> dict[str, str]:
+        """Name -> id of the project's one-off containers (`compose run`), whatever their state."""
+        labels = [f"{PROJECT_LABEL}={project}", f"{ONEOFF_LABEL}=True"]
+        return {str((c.get("Names") or [c["Id"]])[0]).lstrip("/"): str(c["Id"])
+                for c in self.client.api.containers(all=True, filters={"label": labels})}
+
     def state(self, container_id: str) -> ContainerState | None:
         """The container's current state, or None when it no longer exists."""
         try:
@@ -241,6 +247,39 @@ class DockerEngine:
             if exc.status_code == 409 and "in progress" in _api_error_text(exc):
                 return
             raise
+
+    # ---- images ----
+
+    def images(self, *, reference: str | None = None, label: str | None = None,
+               dangling: bool = False) -> list[Mapping[str, Any]]:
+        """Summaries (Id, RepoTags, Size, Labels) of local images matching every filter given."""
+        filters: dict[str, Any] = {}
+        if reference is not None:
+            filters["reference"] = reference
+        if label is not None:
+            filters["label"] = label
+        if dangling:
+            filters["dangling"] = True
+        return list(self.client.api.images(filters=filters))
+
+    def images_in_use(self) -> set[str]:
+        """Ids of the images any container on the engine was created from, stopped ones included."""
+        return {str(c.get("ImageID", "")) for c in self.client.api.containers(all=True)}
+
+    def remove_image(self, reference: str) -> str | None:
+        """Remove a tag (the image goes with its last tag) or an untagged image by id, never forced.
+
+        Returns None when done (or already gone), else the engine's reason (e.g. a container uses it).
+        """
+        try:
+            self.client.api.remove_image(reference, force=False, noprune=False)
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:
+            return _api_error_text(exc)
+        return None
 
 
 def container_info(summary: Mapping[str, Any]) -> ContainerInfo | None:

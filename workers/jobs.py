@@ -23,11 +23,13 @@ from hooksvc import defaults, keys
 from hooksvc.config import AppConfig, Config, load_config
 from hooksvc.connection import connect, redis_url
 from hooksvc.deployments import Deployment, DeploymentState, Trigger
-from hooksvc.errors import DeployError, EngineUnavailable, GitError, RedisUnavailable
+from hooksvc.disk_usage import record_disk_usage
+from hooksvc.errors import DeployError, EngineUnavailable, GitError, PostDeployFailed, RedisUnavailable
 from hooksvc.logs import LogFn
 from hooksvc.redact import redact
 from hooksvc.store import DeploymentStore, open_store
 from workers.git import GitMirror, touches
+from workers.images import prune_and_measure
 from workers.locks import AppLock
 
 log = logging.getLogger("hooksvc.worker")
@@ -161,7 +163,8 @@ def _execute(config: Config, store: DeploymentStore, connection: redis.Redis, de
             return "superseded or cancelled"
         secrets = config.secrets()
         job_log = JobLog(store, deployment_id, secrets)
-        state, error = Deployer(config, store, app, running, live.sha if live else "", job_log).run()
+        deployer = Deployer(config, store, app, running, live.sha if live else "", job_log)
+        state, error = deployer.run()
         # The error quotes command output (a failed build, a container's log), which may print a
         # secret; it becomes the record's `error`, the `finished:` log line, the commit status and
         # the notifications, so it is redacted like every log line.
@@ -171,7 +174,8 @@ def _execute(config: Config, store: DeploymentStore, connection: redis.Redis, de
         final = wait_out_redis(lambda: store.get(deployment_id), f"deployment {deployment_id}: reading it back")
         wait_out_redis(
             lambda: store.finish(deployment_id, state, error,
-                                 live_sha=final.sha if state is DeploymentState.SUCCEEDED else None),
+                                 live_sha=final.sha if state is DeploymentState.SUCCEEDED or deployer.went_live
+                                 else None),
             f"deployment {deployment_id}: recording {state}",
         )
         return str(state)
@@ -196,6 +200,8 @@ class Deployer:
         self.live_sha = live_sha
         self.log = log_line
         self.started = time.monotonic()
+        #: True when the release went live although the deployment failed (a `post_deploy` step).
+        self.went_live = False
 
     def step(self, name: str) -> None:
         self.log(f"==> {name} (+{time.monotonic() - self.started:.1f}s)")
@@ -207,6 +213,7 @@ class Deployer:
             self.log(f"error: {exc}")
             return DeploymentState.ERROR, str(exc)
         except DeployError as exc:
+            self.went_live = isinstance(exc, PostDeployFailed)
             self.log(f"failed: {exc}")
             return DeploymentState.FAILED, str(exc)
         except Exception as exc:  # noqa: BLE001 - every fault must end the deployment, never leave it running
@@ -241,6 +248,10 @@ class Deployer:
         removed = mirror.prune_releases(self.config.worker.keep_releases, protect={sha, self.live_sha} - {""})
         if removed:
             self.log(f"pruned old releases: {', '.join(s[:12] for s in removed)}")
+        usage = prune_and_measure(app.project or app.name, app.docker_host, mirror.releases_dir, self.log)
+        if usage is not None:
+            wait_out_redis(lambda: record_disk_usage(self.store.redis, app.name, usage.checkouts, usage.images,
+                                                     time.time()), f"deployment {dep.id}: recording disk usage")
         self.step(f"{sha[:12]} is live")
         return DeploymentState.SUCCEEDED, ""
 

@@ -35,8 +35,11 @@ from hooksvc import defaults
 from hooksvc.config import AppConfig
 from hooksvc.errors import ComposeError, DeployError, EngineUnavailable, HealthCheckFailed, HooksvcError
 from hooksvc.logs import LogFn
+from hooksvc.release_steps import POST_DEPLOY, PRE_DEPLOY
 from workers.compose import UP_TIMEOUT_SECONDS, ComposeProject, detect_compose
 from workers.docker_engine import ContainerInfo, ContainerState, DockerEngine, is_connection_failure
+from workers.images import release_id, tag_release_images
+from workers.release_steps import ReleaseSteps
 
 #: Per-service label choosing `rolling` or `recreate` against the planner's own judgement.
 STRATEGY_LABEL = "hooksvc.strategy"
@@ -344,7 +347,9 @@ def roll_out(app: AppConfig, release_dir: Path, *, log: LogFn, state_dir: Path) 
     """Build the release in `release_dir` and roll it out with the app's strategy.
 
     Raises ComposeError (build or compose failed; with a failed build nothing is touched),
-    HealthCheckFailed (a new container failed its gate; the old ones keep serving) or DeployError.
+    HealthCheckFailed (a new container failed its gate; the old ones keep serving), ReleaseStepFailed
+    (a `pre_deploy` step failed; nothing was rolled out), PostDeployFailed (a `post_deploy` step failed;
+    the new release is live) or DeployError.
     """
     started = time.monotonic()
     if app.strategy not in ("rolling", "recreate"):
@@ -355,12 +360,18 @@ def roll_out(app: AppConfig, release_dir: Path, *, log: LogFn, state_dir: Path) 
                              files=tuple(app.compose_files), docker_host=app.docker_host)
     log(f"rollout of {app.name}: project {project}, strategy {app.strategy}, "
         f"compose {command.variant} {command.version}" + (f", engine {app.docker_host}" if app.docker_host else ""))
-    rollout = _Rollout(app, project, compose, DockerEngine.connect(app.docker_host), log,
-                       record_path(state_dir, app.name))
+    engine = DockerEngine.connect(app.docker_host)
+    rollout = _Rollout(app, project, compose, engine, log, record_path(state_dir, app.name))
     try:
+        steps = ReleaseSteps(app, compose, engine, log)
+        # A step naming an unknown service is refused before the build moves any image tag.
+        services = compose.config(log)["services"]
+        steps.check(services)
         log("building images")
         try:
             compose.build(log)
+            tag_release_images(compose, engine, services, release_id(release_dir), log)
+            steps.run(PRE_DEPLOY, services)
             result = rollout.recreate_all() if app.strategy == "recreate" else rollout.rolling()
         except Exception as exc:
             if rollout.engine_lost(exc):
@@ -370,6 +381,7 @@ def roll_out(app: AppConfig, release_dir: Path, *, log: LogFn, state_dir: Path) 
             # deployment's recreate fallback) must find the live release there instead.
             rollout.put_back_tags()
             raise
+        steps.run(POST_DEPLOY, services)
     finally:
         rollout.engine.close()
     seconds = time.monotonic() - started

@@ -27,6 +27,7 @@ from hooksvc.errors import HooksvcError, NotFound, Unauthorized
 from hooksvc.operations import app_overview
 from hooksvc.presentation import format_ago, short_ref
 from hooksvc.redact import loggable
+from hooksvc.release_steps import steps_from_log
 from hooksvc.web.auth import SESSION_FLAG, presented_token, require_operator, token_is_valid
 from hooksvc.web.context import EXTENSION, WebContext, context
 
@@ -189,7 +190,8 @@ def deployment(deployment_id: str) -> str:
     dep = store.get(deployment_id)
     lines, cursor = store.logs.read(deployment_id)
     app = context().config.app(dep.app)
-    return render_template("deployment.html", dep=dep, app=app, lines=lines, cursor=cursor)
+    return render_template("deployment.html", dep=dep, app=app, lines=lines, cursor=cursor,
+                           release_steps=steps_from_log(lines))
 
 
 @bp.get("/deployments/<deployment_id>/log.txt")

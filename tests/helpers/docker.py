@@ -409,7 +409,8 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
 
 
 def remove_project(client: docker.DockerClient, project: str, images_since: int | None = None) -> None:
-    """Remove everything compose made for `project`: containers, networks, volumes, built images.
+    """Remove everything compose made for `project`: containers, networks, volumes, built images (and
+    the release tags hooksvc adds, `<project>.hooksvc-releases:...`).
 
     With `images_since` (a unix time), untagged images created since then go too: each rebuild
     under the same tag leaves the previous image dangling. They are removed without force, so an
@@ -422,11 +423,14 @@ def remove_project(client: docker.DockerClient, project: str, images_since: int 
         network.remove()
     for volume in client.volumes.list(filters=label):
         volume.remove(force=True)
-    for image in client.images.list():
-        if any(tag.startswith((f"{project}-", f"{project}_")) for tag in image.tags):
+    # Summaries only: `images.list()` inspects each image in turn, which fails when another test
+    # removes one meanwhile.
+    for summary in client.api.images():
+        if any(tag.startswith((f"{project}-", f"{project}_", f"{project}."))
+               for tag in summary.get("RepoTags") or []):
             # Shared layers or a concurrent removal: what is left costs only disk.
             with contextlib.suppress(docker.errors.APIError):
-                client.images.remove(image.id, force=True)
+                client.api.remove_image(summary["Id"], force=True)
     if images_since is not None:
         for summary in client.api.images(filters={"dangling": True}):
             if int(summary.get("Created", 0)) >= images_since:

@@ -37,6 +37,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from hooksvc.config import Config
 from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
 from hooksvc.presentation import format_ago
+from hooksvc.release_steps import ReleaseStep, finished_line, started_line
 from hooksvc.store import DeploymentStore
 from hooksvc.web import create_app, session_key
 from hooksvc.web.pages import format_duration, safe_next
@@ -685,3 +686,36 @@ class TestInBrowser:
         """An unknown deployment shows a readable not-found page in the browser."""
         tab.goto(f"{public_live.url}/deployments/424242")
         assert "Not found" in tab.text() and "no deployment '424242'" in tab.text()
+
+    def test_deployment_page_lists_its_release_steps(
+        self, tab: Tab, public_live: LiveServer, store: DeploymentStore
+    ) -> None:
+        """The page lists each release step that ran, from the log: phase, service, argv and outcome; the
+        steps' output stays in the log below."""
+        migrate = ReleaseStep("web", ("python", "manage.py", "migrate", "--noinput"))
+        clear = ReleaseStep("web", ("python", "manage.py", "clearsessions"))
+        error = ("post_deploy step 1 of 1 (web: python manage.py clearsessions) failed (exit 1) in 0.9s; "
+                 "the new release is live")
+        dep_id = run(store, push("shop", SHA_B), DeploymentState.FAILED,
+                     f"==> push of shop ({SHA_B}), worker pid 4242 (+0.0s)",
+                     "==> rolling out (rolling) (+0.4s)", "building images", " web  Built",
+                     started_line("pre_deploy", 1, 1, migrate),
+                     "  Operations to perform:", "    Apply all migrations: admin, auth, shop",
+                     "  Running migrations:", "    Applying shop.0042_order_status... OK",
+                     finished_line("pre_deploy", 1, 1, migrate, True, "(exit 0) in 3.2s"),
+                     "plan:", "  db: unchanged (config hash and image unchanged)",
+                     "  web: rolling (image changed (06df7e712e79 -> b4a1419ee0fa))",
+                     "web: healthy after 2.1s", "rollout of shop done in 9.8s",
+                     started_line("post_deploy", 1, 1, clear),
+                     "  django.db.utils.OperationalError: (2013, 'Lost connection to MySQL server')",
+                     finished_line("post_deploy", 1, 1, clear, False, "(exit 1) in 0.9s"),
+                     f"failed: {error}", error=error)
+        tab.resize(DESKTOP)
+        tab.goto(f"{public_live.url}/deployments/{dep_id}")
+        rows = tab.evaluate("[...document.querySelectorAll('#release-steps tbody tr')].map(r => r.innerText)")
+        assert [" ".join(r.split()) for r in rows] == [
+            "pre_deploy 1/1 web python manage.py migrate --noinput succeeded (exit 0) in 3.2s",
+            "post_deploy 1/1 web python manage.py clearsessions failed (exit 1) in 0.9s",
+        ]
+        assert "Applying shop.0042_order_status... OK" in tab.evaluate("document.getElementById('log').textContent")
+        tab.screenshot("deployment-release-steps-desktop")
