@@ -34,7 +34,7 @@ DRAIN_SECONDS = 3.0
 #: Grace period for stopping old containers when the service sets no stop_grace_period (Docker's default).
 STOP_GRACE_SECONDS = 10.0
 STRATEGY = "rolling"
-STRATEGIES = ("rolling", "recreate")
+STRATEGIES = ("rolling", "recreate", "swarm")
 HOST_KINDS = ("github", "gitea", "forgejo", "gitlab")
 
 #: GitHub redelivers a delivery with the same id for up to 3 days; keep a margin over that.
