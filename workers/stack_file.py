@@ -212,8 +212,9 @@ def plan_stack(
     rollouts: list[ServiceRollout] = []
     for name in sorted(services):
         config = document["services"][name]
-        problems += _port_problems(name, config, nodes)
+        defaulted = "order" not in _section(config, "update_config")
         notes += _add_update_settings(name, config)
+        problems += _port_problems(name, config, nodes, defaulted)
         rollouts.append(ServiceRollout(name, stack_replicas(config), rollout_bound(config, health_timeout, nodes)))
     if problems:
         raise StackRefused(problems)
@@ -223,7 +224,8 @@ def plan_stack(
                      notes=tuple(notes))
 
 
-def _port_problems(name: str, config: Mapping[str, Any], nodes: int) -> list[str]:
+def _port_problems(name: str, config: Mapping[str, Any], nodes: int, defaulted: bool) -> list[str]:
+    """Ports Swarm cannot publish as the file asks; `defaulted`: hooksvc chose the update order."""
     problems: list[str] = []
     replicas = stack_replicas(config)
     for port in published_ports(config):
@@ -243,12 +245,14 @@ def _port_problems(name: str, config: Mapping[str, Any], nodes: int) -> list[str
         for section in ("update_config", "rollback_config"):
             order = str(_section(config, section).get("order") or "")
             if order == "start-first" and (replicas is None or replicas >= nodes):
+                why = " (hooksvc's default where the file sets no order)" if defaulted else ""
                 problems.append(
-                    f"{where} is published in host mode, and {section}.order is start-first: the new task "
+                    f"{where} is published in host mode, and {section}.order is start-first{why}: the new task "
                     f"starts while the old one still holds the port, and on {nodes} node(s) no node is free, "
                     f"so it never starts. Set deploy.{section}.order: stop-first for {name} (a short gap while "
                     f"its task restarts), publish the port in ingress mode, or run more nodes than replicas"
                 )
+                break  # the rollback's order follows the update's unless the file sets it
     return problems
 
 

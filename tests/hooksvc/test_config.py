@@ -114,7 +114,8 @@ class TestInvalidConfig:
         text = MINIMAL + '\nstrategy = "blue-green"\nhealth_timeout = "soon"\n[server]\nlisten = "nowhere"\n'
         problems = problems_of(text)
         joined = "\n".join(problems)
-        assert "/etc/hooksvc.toml: apps.shop.strategy: expected one of rolling, recreate, swarm, got 'blue-green'" in joined
+        assert ("/etc/hooksvc.toml: apps.shop.strategy: expected one of rolling, recreate, swarm, "
+                "got 'blue-green'") in joined
         assert "apps.shop.health_timeout" in joined
         assert "server.listen: expected HOST:PORT" in joined
         assert "apps.shop.secret_env: environment variable SHOP_SECRET is not set" in joined
