@@ -27,7 +27,7 @@ from typing import Any
 
 from hooksvc.errors import DeployError
 from workers.docker_engine import split_image_name
-from workers.rollout import parse_go_duration
+from workers.rollout import named_volumes, parse_go_duration
 
 #: The stack file format the generated file declares: read by Docker's CLI since 19.03.
 STACK_FILE_VERSION = "3.8"
@@ -257,16 +257,22 @@ def _port_problems(name: str, config: Mapping[str, Any], nodes: int, defaulted: 
 
 
 def _add_update_settings(name: str, config: dict[str, Any]) -> list[str]:
-    """Start-first updates rolled back on failure, and a start-first rollback, where the file sets none.
+    """Start-first updates rolled back on failure, and a rollback in the same order, where the file sets none.
 
-    A service publishing a host-mode port gets stop-first instead of nothing only when the file says so:
-    `_port_problems` refuses it otherwise, with the fix.
+    A service on a named volume (a database) gets stop-first: two tasks must not share its data, as the
+    rolling strategy never runs two containers of it. A service publishing a host-mode port gets
+    stop-first only when the file says so: `_port_problems` refuses it otherwise, with the fix.
     """
     deploy = config.setdefault("deploy", {})
     update = deploy.setdefault("update_config", {})
     rollback = deploy.setdefault("rollback_config", {})
     added: list[str] = []
-    if "order" not in update:
+    volumes = named_volumes(config)
+    if "order" not in update and volumes:
+        update["order"] = "stop-first"
+        added.append(f"update_config.order: stop-first (it mounts the named volume {volumes[0]!r}, which "
+                     "two tasks must not share)")
+    elif "order" not in update:
         update["order"] = "start-first"
         added.append("update_config.order: start-first")
     if "failure_action" not in update:

@@ -89,6 +89,16 @@ class TestPlan:
                                 "failure_action: rollback, deploy.rollback_config.order: start-first "
                                 "(the file sets none)",)
 
+    def test_a_service_on_a_named_volume_updates_stop_first(self) -> None:
+        """Two tasks must not share a database's volume: without an order in the file, such a service stops
+        its old task before the new one starts (as the rolling strategy recreates it), and the log says why."""
+        db = {"image": "postgres:16", "volumes": [{"type": "volume", "source": "data", "target": "/data"}]}
+        result = plan(with_service("db", db))
+        assert result.document["services"]["db"]["deploy"]["update_config"]["order"] == "stop-first"
+        assert result.document["services"]["db"]["deploy"]["rollback_config"]["order"] == "stop-first"
+        assert "db: added deploy.update_config.order: stop-first (it mounts the named volume 'data', which two " \
+               "tasks must not share)" in result.notes[0]
+
     def test_built_images_run_under_the_release_tag(self) -> None:
         """Every built service runs its image under the release tag (which says the commit); pulled images
         are left alone."""
