@@ -102,7 +102,7 @@ def deploy_stack(app: AppConfig, release_dir: Path, release: SwarmRelease, *, lo
             )
         model = compose.config(log)
         plan = _plan(app, stack, model, compose, swarm.nodes, release_tag(release.sha, release.deployment_id))
-        reused = release.reuse_images and _reusable_tag(engine, plan, release, log)
+        reused = _reusable_tag(engine, plan, release, log) if release.reuse_images else ""
         if reused:
             plan = _plan(app, stack, model, compose, swarm.nodes, reused)
         for note in plan.notes:
@@ -128,7 +128,7 @@ def deploy_stack(app: AppConfig, release_dir: Path, release: SwarmRelease, *, lo
     log(f"stack {stack} converged in {seconds:.1f}s: " +
         ", ".join(f"{name} runs {image}" for name, image in sorted(images.items())))
     return StackResult(stack=stack, tag=reused or release_tag(release.sha, release.deployment_id),
-                       reused_images=bool(reused), images=images, seconds=seconds)
+                       reused_images=reused != "", images=images, seconds=seconds)
 
 
 def _plan(app: AppConfig, stack: str, model: Mapping[str, object], compose: ComposeProject, nodes: int,
