@@ -64,8 +64,11 @@ def free_port() -> int:
 
 
 def swarm_app_files(version: str, *, proxy_port: int, healthy: bool = True, build_fails: bool = False,
-                    image: str | None = None, proxy_order: str = "stop-first") -> dict[str, str | None]:
-    """A stack app: `web` (busybox httpd with a healthcheck, 2 replicas, built) behind `proxy`.
+                    image: str | None = None, proxy_order: str = "stop-first", replicas: int = 1,
+                    ) -> dict[str, str | None]:
+    """A stack app: `web` (busybox httpd with a healthcheck, built) behind `proxy`.
+
+    One replica by default: then only the update order keeps it serving while a release replaces it.
 
     `healthy=False` leaves out /health, so the release's tasks never become healthy; `build_fails=True`
     copies a file that does not exist; `image` names the built image (needed with a registry). The
@@ -91,7 +94,7 @@ def swarm_app_files(version: str, *, proxy_port: int, healthy: bool = True, buil
             "      retries: 2\n"
             "      start_period: 3s\n"
             "    deploy:\n"
-            "      replicas: 2\n"
+            f"      replicas: {replicas}\n"
             "      update_config:\n"
             "        monitor: 2s\n"
             "  proxy:\n"
