@@ -332,13 +332,16 @@ class _Convergence:
                 self._rollback(name)
                 rolled.append(name)
         deadline = time.monotonic() + max((s.bound for s in self.plan.services if s.service in rolled), default=0)
-        while rolled and time.monotonic() < deadline:
-            states = {n: self.engine.service(self._full(n)) for n in rolled}
-            rolled = [n for n, s in states.items() if s is not None and s.update_state == "rollback_started"]
-            if rolled:
+        busy = list(rolled)
+        while busy and time.monotonic() < deadline:
+            states = {n: self.engine.service(self._full(n)) for n in busy}
+            busy = [n for n, s in states.items() if s is not None and s.update_state == "rollback_started"]
+            if busy:
                 time.sleep(CONVERGE_POLL_SECONDS)
-        if rolled:
-            self.log(f"still rolling back after the wait: {', '.join(rolled)}; Swarm goes on with it")
+        if busy:
+            self.log(f"still rolling back after the wait: {', '.join(busy)}; Swarm goes on with it")
+        elif rolled:
+            self.log(f"rolled back: {', '.join(rolled)}")
 
     def _rollback(self, name: str) -> None:
         argv = ["docker", "service", "rollback", "--detach", "--quiet", self._full(name)]

@@ -65,7 +65,7 @@ def free_port() -> int:
 
 def swarm_app_files(version: str, *, proxy_port: int, healthy: bool = True, build_fails: bool = False,
                     image: str | None = None, proxy_order: str = "stop-first", replicas: int = 1,
-                    ) -> dict[str, str | None]:
+                    api: bool = False, sidecar: bool = False) -> dict[str, str | None]:
     """A stack app: `web` (busybox httpd with a healthcheck, built) behind `proxy`.
 
     One replica by default: then only the update order keeps it serving while a release replaces it.
@@ -73,8 +73,18 @@ def swarm_app_files(version: str, *, proxy_port: int, healthy: bool = True, buil
     `healthy=False` leaves out /health, so the release's tasks never become healthy; `build_fails=True`
     copies a file that does not exist; `image` names the built image (needed with a registry). The
     proxy publishes `proxy_port` in host mode and updates stop-first (a host port cannot be held twice).
+    `api` adds a second service built from the same image, healthy whatever `healthy` says; `sidecar`
+    a service of the base image that only sleeps.
     """
     image_line = f"    image: {image}\n" if image else ""
+    extra = ""
+    if api:
+        extra += ("  api:\n    build: .\n    init: true\n    stop_grace_period: 2s\n"
+                  '    healthcheck:\n      test: ["CMD", "true"]\n      interval: 1s\n'
+                  "    deploy:\n      update_config:\n        monitor: 2s\n")
+    if sidecar:
+        extra += f'  sidecar:\n    image: {BASE_IMAGE}\n    init: true\n    command: ["sleep", "1000000"]\n'
+
     missing = "COPY no-such-file /www/\n" if build_fails else ""
     return {
         "Dockerfile": f'FROM {BASE_IMAGE}\nCOPY www /www\n{missing}CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n',
@@ -105,6 +115,7 @@ def swarm_app_files(version: str, *, proxy_port: int, healthy: bool = True, buil
             "    deploy:\n"
             "      update_config:\n"
             f"        order: {proxy_order}\n"
+            f"{extra}"
         ),
     }
 

@@ -131,7 +131,7 @@ def live_v1(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.Dock
     """v1 of a stack app (no registry: one node), deployed once for the class; removed after it."""
     root = tmp_path_factory.mktemp("swarm-live")
     live = LiveStack(root, GitOrigin(root / "origin.git"), stack_name_for("failing"), free_port(), "")
-    v1 = live.origin.commit("v1", swarm_app_files("v1", proxy_port=live.port))
+    v1 = live.origin.commit("v1", swarm_app_files("v1", proxy_port=live.port, api=True))
     live = LiveStack(live.root, live.origin, live.stack, live.port, v1)
     connection = redis_lib.Redis.from_url(TEST_REDIS_URL)
     try:
@@ -149,9 +149,11 @@ class TestReleasesThatFail:
         self, live_v1: LiveStack, redis: redis_lib.Redis, docker_client: docker.DockerClient,
     ) -> None:
         """A release whose tasks never become healthy is rolled back by Swarm itself; the deployment ends
-        `failed` naming the service and the task's error, v1 serves throughout and after."""
-        before = service_image(docker_client, live_v1.stack)
-        v2 = live_v1.origin.commit("v2 unhealthy", swarm_app_files("v2", proxy_port=live_v1.port, healthy=False))
+        `failed` naming the service and the task's error, v1 serves throughout and after. Nothing of the
+        release stays: a service it updated successfully is rolled back, one it added is removed."""
+        before = {name: service_image(docker_client, live_v1.stack, name) for name in ("web", "api")}
+        v2 = live_v1.origin.commit("v2 unhealthy", swarm_app_files(
+            "v2", proxy_port=live_v1.port, healthy=False, api=True, sidecar=True))
         with LoadLoop(live_v1.url, rate=LOAD_RATE, max_seconds=150) as load:
             dep = deploy(live_v1.config(), redis, v2)
             time.sleep(1)
@@ -163,7 +165,10 @@ class TestReleasesThatFail:
         assert "unhealthy" in dep.error
         assert report.failed == 0, report.failures[:10]
         assert set(report.versions) == {"v1"}
-        assert service_image(docker_client, live_v1.stack) == before
+        assert {name: service_image(docker_client, live_v1.stack, name) for name in ("web", "api")} == before
+        assert not docker_client.services.list(filters={"name": f"{live_v1.stack}_sidecar"})
+        log = log_of(redis, dep)
+        assert "rolled back: api" in log and "sidecar: removing the service" in log
         assert get_text(live_v1.url) == (200, "v1")
 
     def test_an_unbuildable_release_changes_nothing(
