@@ -67,6 +67,8 @@ class ServiceRollout:
     replicas: int | None
     #: Seconds its update (or first start) may take: `health_timeout` and Swarm's own waits per batch.
     bound: float
+    #: Seconds a rollback of its update may take, by the same measure.
+    rollback_bound: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -150,10 +152,12 @@ def _duration(section: Mapping[str, Any], key: str, default: float) -> float:
     return default if value is None else value
 
 
-def rollout_bound(config: Mapping[str, Any], health_timeout: float, nodes: int) -> float:
-    """Seconds a service's update may take: per batch of `parallelism` tasks, the health timeout, Swarm's
-    `monitor` period and `delay`; a first start takes one batch."""
-    update = _section(config, "update_config")
+def rollout_bound(config: Mapping[str, Any], health_timeout: float, nodes: int,
+                  section: str = "update_config") -> float:
+    """Seconds a service's update (or, with `section="rollback_config"`, its rollback) may take: per batch
+    of `parallelism` tasks, the health timeout, Swarm's `monitor` period and `delay`; a first start
+    takes one batch."""
+    update = _section(config, section)
     tasks = stack_replicas(config) or max(nodes, 1)
     parallelism = update.get("parallelism", 1)
     per_batch = int(parallelism) if isinstance(parallelism, int | str) and str(parallelism).isdigit() else 1
@@ -215,7 +219,8 @@ def plan_stack(
         defaulted = "order" not in _section(config, "update_config")
         notes += _add_update_settings(name, config)
         problems += _port_problems(name, config, nodes, defaulted)
-        rollouts.append(ServiceRollout(name, stack_replicas(config), rollout_bound(config, health_timeout, nodes)))
+        rollouts.append(ServiceRollout(name, stack_replicas(config), rollout_bound(config, health_timeout, nodes),
+                                       rollout_bound(config, health_timeout, nodes, "rollback_config")))
     if problems:
         raise StackRefused(problems)
     for image in images:

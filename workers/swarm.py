@@ -331,7 +331,8 @@ class _Convergence:
             if changed:
                 self._rollback(name)
                 rolled.append(name)
-        deadline = time.monotonic() + max((s.bound for s in self.plan.services if s.service in rolled), default=0)
+        deadline = time.monotonic() + max((s.rollback_bound for s in self.plan.services if s.service in rolled),
+                                          default=0)
         busy = list(rolled)
         while busy and time.monotonic() < deadline:
             states = {n: self.engine.service(self._full(n)) for n in busy}

@@ -65,7 +65,7 @@ def free_port() -> int:
 
 def swarm_app_files(version: str, *, proxy_port: int, healthy: bool = True, build_fails: bool = False,
                     image: str | None = None, proxy_order: str = "stop-first", replicas: int = 1,
-                    api: bool = False, sidecar: bool = False) -> dict[str, str | None]:
+                    api: bool = False, sidecar: bool = False, start_period: str = "3s") -> dict[str, str | None]:
     """A stack app: `web` (busybox httpd with a healthcheck, built) behind `proxy`.
 
     One replica by default: then only the update order keeps it serving while a release replaces it.
@@ -74,7 +74,8 @@ def swarm_app_files(version: str, *, proxy_port: int, healthy: bool = True, buil
     copies a file that does not exist; `image` names the built image (needed with a registry). The
     proxy publishes `proxy_port` in host mode and updates stop-first (a host port cannot be held twice).
     `api` adds a second service built from the same image, healthy whatever `healthy` says; `sidecar`
-    a service of the base image that only sleeps.
+    a service of the base image that only sleeps. Within `start_period` a failing probe does not count:
+    the task stays `starting`.
     """
     image_line = f"    image: {image}\n" if image else ""
     extra = ""
@@ -102,7 +103,7 @@ def swarm_app_files(version: str, *, proxy_port: int, healthy: bool = True, buil
             "      interval: 1s\n"
             "      timeout: 3s\n"
             "      retries: 2\n"
-            "      start_period: 3s\n"
+            f"      start_period: {start_period}\n"
             "    deploy:\n"
             f"      replicas: {replicas}\n"
             "      update_config:\n"

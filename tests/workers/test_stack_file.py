@@ -164,3 +164,4 @@ class TestPlan:
         assert rollout_bound(config, 10.0, nodes=1) == 3 * (10 + 2 + 1)
         assert rollout_bound({"deploy": {"replicas": 3, "update_config": {"parallelism": 0}}}, 10.0, 1) == 15.0
         assert rollout_bound({"deploy": {"mode": "global"}}, 10.0, nodes=2) == 2 * 15.0
+        assert rollout_bound(config, 10.0, 1, "rollback_config") == 3 * (10 + 5), "Swarm's own rollback defaults"

@@ -32,7 +32,8 @@ APP = "stackapp"
 LOAD_RATE = 20.0
 
 
-def swarm_config(root: Path, origin: GitOrigin, stack: str, registry: str | None = None) -> Config:
+def swarm_config(root: Path, origin: GitOrigin, stack: str, registry: str | None = None,
+                 health_timeout: str = "60s") -> Config:
     registry_line = f'registry = "{registry}"' if registry else ""
     return make_config(root, extra=f"""
         [apps.{APP}]
@@ -42,7 +43,7 @@ def swarm_config(root: Path, origin: GitOrigin, stack: str, registry: str | None
         secret_env = "SHOP_SECRET"
         project = "{stack}"
         strategy = "swarm"
-        health_timeout = "60s"
+        health_timeout = "{health_timeout}"
         {registry_line}
     """)
 
@@ -121,8 +122,8 @@ class LiveStack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{PROXY_PATH}"
 
-    def config(self) -> Config:
-        return swarm_config(self.root, self.origin, self.stack)
+    def config(self, health_timeout: str = "60s") -> Config:
+        return swarm_config(self.root, self.origin, self.stack, health_timeout=health_timeout)
 
 
 @pytest.fixture(scope="class")
@@ -169,6 +170,21 @@ class TestReleasesThatFail:
         assert not docker_client.services.list(filters={"name": f"{live_v1.stack}_sidecar"})
         log = log_of(redis, dep)
         assert "rolled back: api" in log and "sidecar: removing the service" in log
+        assert get_text(live_v1.url) == (200, "v1")
+
+    def test_a_release_still_starting_after_the_health_timeout_is_rolled_back_by_hooksvc(
+        self, live_v1: LiveStack, redis: redis_lib.Redis, docker_client: docker.DockerClient,
+    ) -> None:
+        """A task Swarm keeps `starting` (its healthcheck's start period is long) is not waited for beyond
+        the app's health_timeout: hooksvc rolls the service back itself and the deployment ends `failed`."""
+        before = service_image(docker_client, live_v1.stack)
+        v5 = live_v1.origin.commit("v5 slow", swarm_app_files(
+            "v5", proxy_port=live_v1.port, healthy=False, api=True, start_period="300s"))
+        dep = deploy(live_v1.config(health_timeout="5s"), redis, v5)
+        assert dep.state is DeploymentState.FAILED, log_of(redis, dep)
+        assert "service web did not converge within 7s (updating)" in dep.error
+        assert "rolled back: api, web" in log_of(redis, dep)
+        assert service_image(docker_client, live_v1.stack) == before
         assert get_text(live_v1.url) == (200, "v1")
 
     def test_an_unbuildable_release_changes_nothing(
