@@ -147,6 +147,18 @@ def published_ports(config: Mapping[str, Any]) -> Iterator[PublishedPort]:
             yield PublishedPort(parts[-2], parts[-1], "ingress", parts[0] if len(parts) == 3 else "")
 
 
+def bind_sources(config: Mapping[str, Any]) -> list[str]:
+    """Host paths a service bind-mounts (long syntax, or `source:target[:mode]`)."""
+    sources: list[str] = []
+    for volume in config.get("volumes") or []:
+        if isinstance(volume, Mapping):
+            if volume.get("type") == "bind" and volume.get("source"):
+                sources.append(str(volume["source"]))
+        elif str(volume).startswith("/") and ":" in str(volume):
+            sources.append(str(volume).split(":", 1)[0])
+    return sources
+
+
 def _duration(section: Mapping[str, Any], key: str, default: float) -> float:
     value = parse_go_duration(section.get(key))
     return default if value is None else value
@@ -177,12 +189,14 @@ def plan_stack(
     nodes: int,
     health_timeout: float,
     built_name: Callable[[str, Mapping[str, Any]], str],
+    release_dir: str = "",
 ) -> StackPlan:
     """The stack file for a release, or StackRefused listing every reason it cannot work.
 
     `model` is the compose model (`compose config`), `tag` the release tag, `nodes` the swarm's
-    nodes that take tasks, and `built_name(service, config)` the name compose builds a service's
-    image under (`workers.compose.ComposeProject.image_name`).
+    nodes that take tasks, `built_name(service, config)` the name compose builds a service's
+    image under (`workers.compose.ComposeProject.image_name`), and `release_dir` the checkout the
+    compose files were read from (relative bind mounts point into it).
     """
     services: Mapping[str, Mapping[str, Any]] = model.get("services") or {}
     problems: list[str] = []
@@ -219,6 +233,12 @@ def plan_stack(
         defaulted = "order" not in _section(config, "update_config")
         notes += _add_update_settings(name, config)
         problems += _port_problems(name, config, nodes, defaulted)
+        if nodes > 1 and release_dir:
+            problems += [
+                f"service {name}: it mounts {source} from the release's checkout, which only this machine has, "
+                f"but the swarm has {nodes} nodes: copy the files into the image, or use a volume"
+                for source in bind_sources(config) if source == release_dir or source.startswith(f"{release_dir}/")
+            ]
         rollouts.append(ServiceRollout(name, stack_replicas(config), rollout_bound(config, health_timeout, nodes),
                                        rollout_bound(config, health_timeout, nodes, "rollback_config")))
     if problems:

@@ -134,7 +134,8 @@ def deploy_stack(app: AppConfig, release_dir: Path, release: SwarmRelease, *, lo
 def _plan(app: AppConfig, stack: str, model: Mapping[str, object], compose: ComposeProject, nodes: int,
           tag: str) -> StackPlan:
     return plan_stack(model, stack=stack, tag=tag, registry=app.registry, nodes=nodes,
-                      health_timeout=app.health_timeout, built_name=compose.image_name)
+                      health_timeout=app.health_timeout, built_name=compose.image_name,
+                      release_dir=str(compose.directory))
 
 
 def _reusable_tag(engine: SwarmEngine, plan: StackPlan, release: SwarmRelease, log: LogFn) -> str:

@@ -145,6 +145,19 @@ class TestPlan:
         with pytest.raises(StackRefused, match=r"the swarm has 3 nodes, .* set registry = \"HOST:PORT\""):
             plan(V2_MODEL, nodes=3)
 
+    def test_several_nodes_cannot_mount_the_release_checkout(self) -> None:
+        """A bind mount from the release's checkout exists on this machine only: refused on several nodes."""
+        model = with_service("web", {**V2_MODEL["services"]["web"], "image": "shop/web"})
+        with pytest.raises(StackRefused) as refused:
+            plan_stack(model, stack="shop", tag=TAG, registry="127.0.0.1:5000", nodes=2, health_timeout=60.0,
+                       built_name=built_name, release_dir="/releases/abc")
+        assert refused.value.problems == [
+            "service web: it mounts /releases/abc/static from the release's checkout, which only this machine "
+            "has, but the swarm has 2 nodes: copy the files into the image, or use a volume"]
+        one_node = plan_stack(model, stack="shop", tag=TAG, registry=None, nodes=1, health_timeout=60.0,
+                              built_name=built_name, release_dir="/releases/abc")
+        assert one_node.document["services"]["web"]["volumes"][0]["source"] == "/releases/abc/static"
+
     def test_a_host_mode_port_fits_start_first_with_a_free_node_but_not_more_replicas_than_nodes(self) -> None:
         """Start-first with a host-mode port works when a node is free for the new task; more replicas
         than nodes never fit, whatever the order."""
