@@ -12,7 +12,8 @@ The steps, each logged:
      0 even when Swarm rolls the update back later): `completed` succeeds; `rollback_completed`,
      `paused` and `rollback_paused` fail, naming the service and its task's error; a service that
      runs no update (a new service, or nothing to replace) has converged once its tasks of the current
-     spec run (Swarm reports a task with a healthcheck `running` only once it is healthy).
+     spec run (Swarm reports a task with a healthcheck `running` only once it is healthy), and fails
+     as soon as one of them fails, as the rolling strategy's health gate does.
 
 Nothing is left half-done: when one service fails (or a service is not done within its bound, see
 `stack_file.rollout_bound`), the services this deployment updated are rolled back to their previous
@@ -47,7 +48,7 @@ from workers.swarm_engine import ServiceState, SwarmEngine, TaskState
 
 #: Services and tasks are read this often while a stack converges.
 CONVERGE_POLL_SECONDS = 0.5
-#: A service that fails is named with the last lines of its failed task's container.
+#: `UpdateStatus.State`s that end a deployment `failed`, and those Swarm is still working through.
 UPDATE_STATES_FAILED = ("paused", "rollback_paused", "rollback_completed")
 UPDATE_STATES_BUSY = ("updating", "rollback_started")
 #: Task states that end a task that did not do its job.
@@ -258,11 +259,11 @@ class _Convergence:
             return self._update_failure(name, state)
         # No update ran since the spec changed: a new service, or one with nothing to replace.
         old = self.before.get(name, (None, set()))[1]
-        current = [t for t in self.engine.tasks(state.id) if t.runs(state) and t.id not in old]
-        failed = [t for t in current if t.state in TASK_STATES_FAILED]
+        all_tasks = self.engine.tasks(state.id)
+        failed = [t for t in all_tasks if t.runs(state) and t.id not in old and t.state in TASK_STATES_FAILED]
         if failed:
             return f"service {name}: a new task failed: {self._describe(name, failed[0])}"
-        tasks = [t for t in self.engine.tasks(state.id) if t.desired == "running"]
+        tasks = [t for t in all_tasks if t.desired == "running"]
         running = [t for t in tasks if t.state == "running" and t.runs(state)]
         wanted = state.replicas if state.replicas is not None else max(len(tasks), 1)
         if len(running) >= wanted and len(running) == len(tasks):
