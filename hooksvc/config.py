@@ -105,6 +105,8 @@ class AppConfig:
     start_grace: float = defaults.START_GRACE_SECONDS
     status_context: str = ""
     docker_host: str | None = None
+    #: `HOST:PORT` of the registry a swarm app's release images are pushed to (strategy swarm).
+    registry: str | None = None
     paths: tuple[str, ...] = ()
     poll_interval: float | None = None
     ssh_key_file: Path | None = None
@@ -320,6 +322,7 @@ _WORKER_KEYS = {"state_dir", "keep_releases", "job_timeout", "keep_deployments"}
 _HOST_KEYS = {"kind", "api_url", "token_env", "token_file"}
 _APP_KEYS = {
     "host", "repo", "clone_url", "branch", "tags", "secret_env", "secret_file", "compose_files",
+    "registry",
     "project", "strategy", "health_timeout", "start_grace", "status_context", "docker_host", "paths",
     "poll_interval", "ssh_key_file", "token_env", "token_file", "notify_url", "notify_secret_env",
     "notify_secret_file", "slack_url_env", "slack_url_file",
@@ -414,6 +417,25 @@ def _relative_inside(path: str) -> bool:
     return bool(path) and not posixpath.isabs(path) and norm != ".." and not norm.startswith("../")
 
 
+#: `registry`: a host name or IPv4 address, then a port; no scheme, path or credentials.
+_REGISTRY_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_REGISTRY = re.compile(rf"^{_REGISTRY_LABEL}(?:\.{_REGISTRY_LABEL})*:(\d{{1,5}})$")
+
+
+def _read_registry(r: _Reader, t: Mapping[str, Any], prefix: str, strategy: str) -> str | None:
+    registry: str | None = r.get(t, prefix, "registry", str, None)
+    if registry is None:
+        return None
+    match = _REGISTRY.match(registry)
+    if match is None or not 0 < int(match.group(1)) < 65536:
+        r.problem(f"{prefix}.registry", f"expected HOST:PORT of a registry, such as 'registry.example.com:5000' "
+                                        f"(no scheme, path or credentials), got {registry!r}")
+    elif strategy != "swarm":
+        r.problem(f"{prefix}.registry", f"only strategy 'swarm' pushes images to a registry; "
+                                        f"remove it or set strategy = 'swarm' (got strategy {strategy!r})")
+    return registry
+
+
 def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, HostConfig]) -> AppConfig | None:
     prefix = f"apps.{name}"
     before = len(r.problems)
@@ -458,9 +480,7 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
     if not _PROJECT.match(project):
         r.problem(f"{prefix}.project", f"compose project names use a-z, 0-9, '_' and '-', got {project!r}")
     strategy = r.get(t, prefix, "strategy", str, defaults.STRATEGY)
-    if strategy == "swarm":
-        r.problem(f"{prefix}.strategy", "'swarm' is not available in this version: use 'rolling' or 'recreate'")
-    elif strategy not in defaults.STRATEGIES:
+    if strategy not in defaults.STRATEGIES:
         r.problem(f"{prefix}.strategy", f"expected one of {', '.join(defaults.STRATEGIES)}, got {strategy!r}")
     paths = r.get(t, prefix, "paths", list, [])
     for i, p in enumerate(paths):
@@ -469,6 +489,7 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
     poll = r.duration(t, prefix, "poll_interval", 0.0) if "poll_interval" in t else None
     if poll is not None and (tags is not None or is_glob(branch or "")):
         r.problem(f"{prefix}.poll_interval", "polling needs one exact branch (not a glob, not tags)")
+    registry = _read_registry(r, t, prefix, strategy)
     ssh_key = r.get(t, prefix, "ssh_key_file", str, None)
     if ssh_key is not None and not Path(ssh_key).is_file():
         r.problem(f"{prefix}.ssh_key_file", f"no such file: {ssh_key}")
@@ -510,6 +531,7 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
         start_grace=start_grace,
         status_context=r.get(t, prefix, "status_context", str, "") or f"hooksvc/{name}",
         docker_host=r.get(t, prefix, "docker_host", str, None),
+        registry=registry,
         paths=tuple(paths),
         poll_interval=poll,
         ssh_key_file=Path(ssh_key) if ssh_key else None,

@@ -34,7 +34,7 @@ DRAIN_SECONDS = 3.0
 #: Grace period for stopping old containers when the service sets no stop_grace_period (Docker's default).
 STOP_GRACE_SECONDS = 10.0
 STRATEGY = "rolling"
-STRATEGIES = ("rolling", "recreate")
+STRATEGIES = ("rolling", "recreate", "swarm")
 HOST_KINDS = ("github", "gitea", "forgejo", "gitlab", "git")
 #: A plain git server (a bare repository's post-receive hook): no API, no commit statuses.
 PLAIN_GIT_KIND = "git"

@@ -244,7 +244,13 @@ class Deployer:
         self.step(f"checking out {sha}")
         release = mirror.checkout_release(sha)
         self.step(f"rolling out ({app.strategy})")
-        roll_out(app, release, log=self.log, state_dir=self.config.worker.state_dir)
+        if app.strategy == "swarm":
+            from workers.swarm import SwarmRelease, deploy_stack
+
+            rollback = dep.trigger is Trigger.ROLLBACK
+            deploy_stack(app, release, SwarmRelease(sha, dep.id, reuse_images=rollback), log=self.log)
+        else:
+            roll_out(app, release, log=self.log, state_dir=self.config.worker.state_dir)
         removed = mirror.prune_releases(self.config.worker.keep_releases, protect={sha, self.live_sha} - {""})
         if removed:
             self.log(f"pruned old releases: {', '.join(s[:12] for s in removed)}")

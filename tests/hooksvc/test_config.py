@@ -94,6 +94,15 @@ class TestValidConfig:
         assert parse_duration(text) == seconds
 
 
+class TestSwarmConfig:
+    def test_swarm_with_a_registry_is_accepted(self) -> None:
+        """`strategy = "swarm"` with `registry = "HOST:PORT"` (a name or an address) is a valid app."""
+        for registry in ("registry.example.com:5000", "127.0.0.1:5000"):
+            text = MINIMAL + f'strategy = "swarm"\nregistry = "{registry}"\n'
+            app = parse_config(text, "/etc/hooksvc.toml", {"SHOP_SECRET": "s"}).apps["shop"]
+            assert (app.strategy, app.registry) == ("swarm", registry)
+
+
 class TestInvalidConfig:
     def test_keep_deployments_must_keep_at_least_one(self) -> None:
         """`[worker] keep_deployments` below 1 would delete every record: refused with the key named."""
@@ -105,17 +114,26 @@ class TestInvalidConfig:
         text = MINIMAL + '\nstrategy = "blue-green"\nhealth_timeout = "soon"\n[server]\nlisten = "nowhere"\n'
         problems = problems_of(text)
         joined = "\n".join(problems)
-        assert "/etc/hooksvc.toml: apps.shop.strategy: expected one of rolling, recreate, got 'blue-green'" in joined
+        assert ("/etc/hooksvc.toml: apps.shop.strategy: expected one of rolling, recreate, swarm, "
+                "got 'blue-green'") in joined
         assert "apps.shop.health_timeout" in joined
         assert "server.listen: expected HOST:PORT" in joined
         assert "apps.shop.secret_env: environment variable SHOP_SECRET is not set" in joined
         assert all(p.startswith("/etc/hooksvc.toml: ") for p in problems)
 
-    def test_swarm_is_refused_when_the_config_is_read_not_when_a_deployment_runs(self) -> None:
-        """`strategy = "swarm"` is not built yet: the config says so at once, instead of accepting it and
-        failing every deployment later."""
-        problems = problems_of(MINIMAL + '\nstrategy = "swarm"\n')
-        assert any("apps.shop.strategy: 'swarm' is not available in this version" in p for p in problems)
+    @pytest.mark.parametrize("registry", ["http://registry:5000", "registry", "registry:5000/team", "registry:99999",
+                                          "user:pw@registry:5000", "-registry:5000"])
+    def test_a_registry_that_is_not_host_and_port_is_refused(self, registry: str) -> None:
+        """`registry` is HOST:PORT only: a scheme, path, credentials or a bad port are named with the key."""
+        problems = problems_of(MINIMAL + f'strategy = "swarm"\nregistry = "{registry}"\n', {"SHOP_SECRET": "s"})
+        assert problems == [f"/etc/hooksvc.toml: apps.shop.registry: expected HOST:PORT of a registry, such as "
+                            f"'registry.example.com:5000' (no scheme, path or credentials), got {registry!r}"]
+
+    def test_a_registry_without_the_swarm_strategy_is_refused(self) -> None:
+        """Only swarm pushes images: a registry on a rolling app would be silently unused, so it is refused."""
+        problems = problems_of(MINIMAL + 'registry = "127.0.0.1:5000"\n', {"SHOP_SECRET": "s"})
+        assert problems == ["/etc/hooksvc.toml: apps.shop.registry: only strategy 'swarm' pushes images to a "
+                            "registry; remove it or set strategy = 'swarm' (got strategy 'rolling')"]
 
     def test_secret_written_in_the_file_is_refused(self) -> None:
         """A secret value in the file itself is an error that points at *_env and *_file."""

@@ -221,13 +221,12 @@ class TestRecord:
 
 
 class TestStrategies:
-    @pytest.mark.parametrize(("strategy", "message"), [
-        ("swarm", "unknown strategy 'swarm'"), ("blue-green", "unknown strategy 'blue-green'")])
+    @pytest.mark.parametrize(("strategy", "message"), [("blue-green", "unknown strategy 'blue-green'")])
     def test_unsupported_strategies_fail_before_touching_anything(
         self, tmp_path: Path, strategy: str, message: str,
     ) -> None:
-        """Strategies the config refuses (swarm is not built yet) raise DeployError before any command runs,
-        should an AppConfig be built by hand."""
+        """Strategies the config refuses raise DeployError before any command runs, should an AppConfig be
+        built by hand (swarm is deployed by workers/swarm.py, never by roll_out)."""
         app = AppConfig(name="shop", host="github", host_kind="github", repo="acme/shop", clone_url="x",
                         secret=Secret("s"), project="shop", strategy=strategy)
         lines: list[str] = []
