@@ -1,7 +1,11 @@
 """Running an app's release steps (`pre_deploy`, `post_deploy`) in one-off containers of the new release.
 
-Each step is `compose run --rm --no-deps -T --name NAME SERVICE argv...` against the release's own
-compose files and project: the service's freshly built image, its environment, networks and
+`StepRunner` is what every strategy shares: the phases, the log lines the deployment page reads
+back, and the errors; `ReleaseSteps` runs the steps of the compose strategies (`rolling`,
+`recreate`), and `workers.swarm_steps.SwarmReleaseSteps` those of strategy `swarm`.
+
+For the compose strategies each step is `compose run --rm --no-deps -T --name NAME SERVICE argv...`
+against the release's own compose files and project: the service's freshly built image, its environment, networks and
 volumes, so the running database is reachable by its service name. Services the step's service
 depends on that have no running container (on a first deployment: the database) are started first
 with `up --no-recreate`, which never touches an existing container, and waited for. A step is
@@ -9,7 +13,7 @@ bounded by the app's `health_timeout`; on a timeout, or whatever ends it, the on
 killed and removed by its name (killing the compose client alone would leave it running). Step
 containers a worker that died mid-step left behind are removed before the next steps run.
 
-A strategy calls `ReleaseSteps.check` once it knows the release's services (before anything
+A strategy calls its runner's `check` once it knows the release's services (before anything
 changes), `run(PRE_DEPLOY)` after its build and before any container is replaced, and
 `run(POST_DEPLOY)` once the release is live.
 """
@@ -40,14 +44,32 @@ from workers.docker_engine import ContainerState, DockerEngine
 READY_POLL_SECONDS = 0.2
 
 
+@dataclass(frozen=True)
+class StepEnd:
+    """How one step's one-off container ended."""
+
+    #: Its exit code; None when it has none (timed out, or it never ran).
+    exit_code: int | None
+    seconds: float
+    #: It outlived `health_timeout` and was killed.
+    timed_out: bool = False
+    #: Why it ended without an exit code (the engine refused to run it).
+    error: str = ""
+
+
 @dataclass
-class ReleaseSteps:
-    """The release steps of one deployment of `app`, run through the release's compose project."""
+class StepRunner:
+    """The release steps of one deployment of `app`: what every strategy shares.
+
+    A strategy's runner says how a step's one-off container runs (`_run_step`), which services must
+    run first (`_start_dependencies`) and how to find what an interrupted deployment left
+    (`remove_leftovers`); running the phases, the log lines and the errors are the same for all.
+    """
 
     app: AppConfig
-    compose: ComposeProject
-    engine: DockerEngine
     log: LogFn
+    #: What is killed when a step outlives `health_timeout`, for the log and the error.
+    killed = "its container"
 
     @property
     def configured(self) -> bool:
@@ -68,46 +90,73 @@ class ReleaseSteps:
         """Run the phase's steps in order; the first failure raises (PostDeployFailed after the rollout)."""
         steps = self.steps(phase)
         if steps:
-            self._remove_leftovers()
+            self.remove_leftovers()
         for number, step in enumerate(steps, 1):
             self._start_dependencies(step.service, services)
-            self._run_one(phase, number, len(steps), step)
+            self.log(started_line(phase, number, len(steps), step))
+            self._report(phase, number, len(steps), step, self._run_step(phase, number, step))
 
-    def _container_prefix(self, phase: str) -> str:
-        return f"{self.compose.project}-{phase.replace('_', '-')}-"
-
-    def _remove_leftovers(self) -> None:
-        """Remove step containers a worker that died mid-step left behind (the app's lock says none is ours)."""
-        prefixes = tuple(self._container_prefix(phase) for phase in (PRE_DEPLOY, POST_DEPLOY))
-        for name, container_id in sorted(self.engine.oneoff_containers(self.compose.project).items()):
-            if name.startswith(prefixes):
-                self.log(f"removing {name}, a release step container left by an interrupted deployment")
-                self.engine.remove(container_id)
-
-    def _run_one(self, phase: str, number: int, total: int, step: ReleaseStep) -> None:
-        name = f"{self._container_prefix(phase)}{number}-{uuid.uuid4().hex[:8]}"
-        timeout = self.app.health_timeout
-        self.log(started_line(phase, number, total, step))
-        try:
-            result = self.compose.run(self.compose.run_oneoff_argv(step.service, step.command, name),
-                                      log=lambda line: self.log(f"  {line}"), timeout=timeout)
-        finally:
-            # `--rm` removes it on a normal end; after a timeout or a killed client it would stay.
-            self.engine.remove(name)
-        if result.ok:
-            self.log(finished_line(phase, number, total, step, True, f"(exit 0) in {result.seconds:.1f}s"))
+    def _report(self, phase: str, number: int, total: int, step: ReleaseStep, end: StepEnd) -> None:
+        if end.exit_code == 0 and not end.timed_out:
+            self.log(finished_line(phase, number, total, step, True, f"(exit 0) in {end.seconds:.1f}s"))
             return
-        detail = (f"(timed out after {timeout:g}s; its container was killed)" if result.returncode == -9
-                  else f"(exit {result.returncode}) in {result.seconds:.1f}s")
+        if end.timed_out:
+            detail = f"(timed out after {self.app.health_timeout:g}s; {self.killed} was killed)"
+        elif end.exit_code is None:
+            detail = f"({end.error or 'no exit code'}) in {end.seconds:.1f}s"
+        else:
+            detail = f"(exit {end.exit_code}) in {end.seconds:.1f}s"
         self.log(finished_line(phase, number, total, step, False, detail))
         what = f"{phase} step {number} of {total} ({step.service}: {step.command_line}) failed {detail}"
         if phase == POST_DEPLOY:
             raise PostDeployFailed(f"{what}; the new release is live")
         raise ReleaseStepFailed(f"{what}; nothing was rolled out, the live release keeps serving")
 
+    def remove_leftovers(self) -> None:
+        """Remove step containers a worker that died mid-step left behind (the app's lock says none is ours)."""
+        raise NotImplementedError
+
+    def _start_dependencies(self, service: str, services: Mapping[str, Mapping[str, Any]]) -> None:
+        """Start (and wait for) the services `service` depends on that do not run yet."""
+        raise NotImplementedError
+
+    def _run_step(self, phase: str, number: int, step: ReleaseStep) -> StepEnd:
+        """Run one step in a one-off container of the new release, bounded by `health_timeout`, and remove it."""
+        raise NotImplementedError
+
+
+@dataclass
+class ReleaseSteps(StepRunner):
+    """The release steps of one deployment of `app`, run through the release's compose project."""
+
+    compose: ComposeProject
+    engine: DockerEngine
+
+    def _container_prefix(self, phase: str) -> str:
+        return f"{self.compose.project}-{phase.replace('_', '-')}-"
+
+    def remove_leftovers(self) -> None:
+        prefixes = tuple(self._container_prefix(phase) for phase in (PRE_DEPLOY, POST_DEPLOY))
+        for name, container_id in sorted(self.engine.oneoff_containers(self.compose.project).items()):
+            if name.startswith(prefixes):
+                self.log(f"removing {name}, a release step container left by an interrupted deployment")
+                self.engine.remove(container_id)
+
+    def _run_step(self, phase: str, number: int, step: ReleaseStep) -> StepEnd:
+        name = f"{self._container_prefix(phase)}{number}-{uuid.uuid4().hex[:8]}"
+        try:
+            result = self.compose.run(self.compose.run_oneoff_argv(step.service, step.command, name),
+                                      log=lambda line: self.log(f"  {line}"), timeout=self.app.health_timeout)
+        finally:
+            # `--rm` removes it on a normal end; after a timeout or a killed client it would stay.
+            self.engine.remove(name)
+        if result.returncode == -9:
+            return StepEnd(None, result.seconds, timed_out=True)
+        return StepEnd(result.returncode, result.seconds)
+
     def _start_dependencies(self, service: str, services: Mapping[str, Mapping[str, Any]]) -> None:
         """Start (and wait for) the services `service` depends on that have no running container."""
-        missing = [dep for dep in _dependency_closure(service, services)
+        missing = [dep for dep in dependency_closure(service, services)
                    if not any(c.running for c in self.engine.containers(self.compose.project, dep))]
         if not missing:
             return
@@ -139,7 +188,7 @@ def _describe(state: ContainerState | None) -> str:
     return f"{state.name}: {state.status}, health {state.health or 'none'}, exit code {state.exit_code}"
 
 
-def _dependency_closure(service: str, services: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def dependency_closure(service: str, services: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Every service `service` depends on, directly or not, dependencies first."""
     ordered: list[str] = []
 

@@ -363,7 +363,7 @@ def roll_out(app: AppConfig, release_dir: Path, *, log: LogFn, state_dir: Path) 
     engine = DockerEngine.connect(app.docker_host)
     rollout = _Rollout(app, project, compose, engine, log, record_path(state_dir, app.name))
     try:
-        steps = ReleaseSteps(app, compose, engine, log)
+        steps = ReleaseSteps(app, log, compose=compose, engine=engine)
         # A step naming an unknown service is refused before the build moves any image tag.
         services = compose.config(log)["services"]
         steps.check(services)
