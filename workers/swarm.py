@@ -7,13 +7,16 @@ The steps, each logged:
      a rollback runs the images an earlier deployment of the same commit built, when the engine still
      has them all, instead of building again;
   3. with a `registry`, the release tags are pushed there, so every node can pull them;
-  4. `docker stack deploy --prune` of the generated stack file;
-  5. convergence, read from each service's `UpdateStatus` (the command's exit code says nothing: it is
+  4. the `pre_deploy` release steps, each a one-off task of the release's image (workers/swarm_steps.py):
+     a failure ends the deployment before the stack's services change;
+  5. `docker stack deploy --prune` of the generated stack file;
+  6. convergence, read from each service's `UpdateStatus` (the command's exit code says nothing: it is
      0 even when Swarm rolls the update back later): `completed` succeeds; `rollback_completed`,
      `paused` and `rollback_paused` fail, naming the service and its task's error; a service that
      runs no update (a new service, or nothing to replace) has converged once its tasks of the current
      spec run (Swarm reports a task with a healthcheck `running` only once it is healthy), and fails
-     as soon as one of them fails, as the rolling strategy's health gate does.
+     as soon as one of them fails, as the rolling strategy's health gate does;
+  7. the `post_deploy` release steps: a failure ends the deployment `failed`, the release staying live.
 
 Nothing is left half-done: when one service fails (or a service is not done within its bound, see
 `stack_file.rollout_bound`), the services this deployment updated are rolled back to their previous
@@ -24,14 +27,15 @@ left paused, as asked, and the error says how to roll it back.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import docker.errors
 import yaml
@@ -40,11 +44,14 @@ from hooksvc import defaults
 from hooksvc.config import AppConfig
 from hooksvc.errors import DeployError, HealthCheckFailed
 from hooksvc.logs import LogFn
+from hooksvc.release_steps import POST_DEPLOY, PRE_DEPLOY
 from workers import process
 from workers.compose import UP_TIMEOUT_SECONDS, ComposeProject, detect_compose, failure_message
 from workers.process import DOCKER_ENV
+from workers.release_steps import StepRunner
 from workers.stack_file import RELEASE_TAG, StackPlan, plan_stack, release_tag
 from workers.swarm_engine import ServiceState, SwarmEngine, TaskState
+from workers.swarm_steps import SwarmReleaseSteps
 
 #: Services and tasks are read this often while a stack converges.
 CONVERGE_POLL_SECONDS = 0.5
@@ -80,8 +87,9 @@ def deploy_stack(app: AppConfig, release_dir: Path, release: SwarmRelease, *, lo
     """Build, tag, push and deploy the release in `release_dir` as the stack `app.project`.
 
     Raises DeployError (the file cannot work, the engine is no manager, a build, push or the deploy
-    command failed: the live release was not touched) or HealthCheckFailed (the stack did not converge:
-    the previous release serves again).
+    command failed: the live release was not touched), ReleaseStepFailed (a `pre_deploy` step failed: the
+    stack's services were not changed), HealthCheckFailed (the stack did not converge: the previous
+    release serves again) or PostDeployFailed (a `post_deploy` step failed: the release is live).
     """
     started = time.monotonic()
     stack = app.project or app.name
@@ -102,6 +110,9 @@ def deploy_stack(app: AppConfig, release_dir: Path, release: SwarmRelease, *, lo
                 "as a manager), or point docker_host at a manager"
             )
         model = compose.config(log)
+        services: Mapping[str, Mapping[str, Any]] = model.get("services") or {}
+        # A step naming an unknown service is refused before anything is built or changed.
+        StepRunner(app, log).check(services)
         plan = _plan(app, stack, model, compose, swarm.nodes, release_tag(release.sha, release.deployment_id))
         reused = _reusable_tag(engine, plan, release, log) if release.reuse_images else ""
         if reused:
@@ -116,12 +127,18 @@ def deploy_stack(app: AppConfig, release_dir: Path, release: SwarmRelease, *, lo
             _tag_release_images(engine, plan, log)
         if app.registry:
             _push(engine, plan, app.registry, log)
-        # Release steps: `pre_deploy` commands would run here (after the build, before the stack
-        # changes), and `post_deploy` ones after `_Convergence.wait` below.
-        before = {name: (state, {t.id for t in engine.tasks(state.id)})
-                  for name, state in engine.services(stack).items()}
-        _stack_deploy(app, plan, release_dir, log)
+        steps = _release_steps(app, engine, plan, release_dir, log)
+        # Before anything else: `--prune` would remove a left-over step service without a word.
+        steps.remove_leftovers()
+        try:
+            steps.run(PRE_DEPLOY, services)
+        except Exception:
+            steps.remove_deployed()
+            raise
+        before = _snapshot(engine, stack)
+        _stack_deploy(app, plan.stack, plan.document, release_dir, log)
         _Convergence(engine, plan, before, app.docker_host, log).wait()
+        steps.run(POST_DEPLOY, services)
         images = {name: state.image for name, state in engine.services(stack).items()}
     finally:
         engine.close()
@@ -130,6 +147,26 @@ def deploy_stack(app: AppConfig, release_dir: Path, release: SwarmRelease, *, lo
         ", ".join(f"{name} runs {image}" for name, image in sorted(images.items())))
     return StackResult(stack=stack, tag=reused or release_tag(release.sha, release.deployment_id),
                        reused_images=reused != "", images=images, seconds=seconds)
+
+
+def _snapshot(engine: SwarmEngine, stack: str) -> dict[str, tuple[ServiceState, set[str]]]:
+    """The stack's services now, with the ids of their tasks (what `_Convergence` compares against)."""
+    return {name: (state, {t.id for t in engine.tasks(state.id)}) for name, state in engine.services(stack).items()}
+
+
+def _release_steps(app: AppConfig, engine: SwarmEngine, plan: StackPlan, release_dir: Path,
+                   log: LogFn) -> SwarmReleaseSteps:
+    """The release's steps, run as one-off services of the stack (workers/swarm_steps.py)."""
+
+    def deploy(document: dict[str, Any]) -> None:
+        _stack_deploy(app, plan.stack, document, release_dir, log, prune=False)
+
+    def converge(names: Sequence[str]) -> None:
+        before = _snapshot(engine, plan.stack)
+        part = dataclasses.replace(plan, services=tuple(s for s in plan.services if s.service in names))
+        _Convergence(engine, part, before, app.docker_host, log).wait()
+
+    return SwarmReleaseSteps(app, log, engine=engine, plan=plan, deploy=deploy, converge=converge)
 
 
 def _plan(app: AppConfig, stack: str, model: Mapping[str, object], compose: ComposeProject, nodes: int,
@@ -177,9 +214,13 @@ def _push(engine: SwarmEngine, plan: StackPlan, registry: str, log: LogFn) -> No
             ) from None
 
 
-def _stack_deploy(app: AppConfig, plan: StackPlan, release_dir: Path, log: LogFn) -> None:
-    """`docker stack deploy` of the plan's stack file; the CLI checks the file before it changes anything."""
-    argv = ["docker", "stack", "deploy", "--prune",
+def _stack_deploy(app: AppConfig, stack: str, document: Mapping[str, Any], release_dir: Path, log: LogFn,
+                  prune: bool = True) -> None:
+    """`docker stack deploy` of a stack file; the CLI checks the file before it changes anything.
+
+    With `prune`, services of the stack the file does not hold are removed; without, they stay as they are.
+    """
+    argv = ["docker", "stack", "deploy", *(["--prune"] if prune else []),
             # Resolving digests needs a registry; without one every image is local to this node anyway.
             "--resolve-image", "always" if app.registry else "never"]
     if app.registry:
@@ -187,11 +228,11 @@ def _stack_deploy(app: AppConfig, plan: StackPlan, release_dir: Path, log: LogFn
     env = {"DOCKER_HOST": app.docker_host} if app.docker_host else {}
     # The file holds the services' environment (passwords too): private to the worker, never logged.
     with tempfile.TemporaryDirectory(prefix="hooksvc-stack-") as tmp:
-        path = Path(tmp) / f"{plan.stack}.yml"
+        path = Path(tmp) / f"{stack}.yml"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            yaml.safe_dump(plan.document, out, sort_keys=False)
-        argv += ["--compose-file", str(path), plan.stack]
+            yaml.safe_dump(dict(document), out, sort_keys=False)
+        argv += ["--compose-file", str(path), stack]
         log("$ " + " ".join(argv))
         result = process.run(argv, cwd=release_dir, env=env, inherit=DOCKER_ENV, log=log, timeout=UP_TIMEOUT_SECONDS)
     if not result.ok:

@@ -68,6 +68,8 @@ class TaskState:
     timestamp: str
     container_spec: Mapping[str, Any]
     force_update: int
+    #: The exit code of the task's container, once it exited (None before, or without a container).
+    exit_code: int | None = None
 
     def runs(self, service: ServiceState) -> bool:
         """True when this task was made from the service's current spec."""
@@ -123,6 +125,23 @@ class SwarmEngine(DockerEngine):
             self.client.api.remove_service(service_id)
         except docker.errors.NotFound:
             return
+
+    def labelled_services(self, stack: str, label: str) -> dict[str, str]:
+        """Name -> id of the stack's services that carry `label` (whatever its value)."""
+        filters = {"label": [f"{STACK_LABEL}={stack}", label]}
+        return {str((s.get("Spec") or {}).get("Name", s["ID"])): str(s["ID"])
+                for s in self.client.api.services(filters=filters)}
+
+    def service_log_lines(self, service_id: str, since: int = 0) -> list[str]:
+        """The service's tasks' output from `since` (a Unix time, whole seconds), each line timestamped
+        (`2026-11-29T18:50:01.123456789Z text`); empty once the service is gone."""
+        try:
+            chunks = self.client.api.service_logs(service_id, stdout=True, stderr=True, timestamps=True,
+                                                  since=since, is_tty=False)
+            raw = b"".join(chunks)
+        except docker.errors.NotFound:
+            return []
+        return raw.decode("utf-8", "replace").splitlines()
 
     def local_tags(self, repository: str) -> set[str]:
         """The tags of `repository` that this engine holds images for."""
@@ -184,4 +203,10 @@ def task_state(attrs: Mapping[str, Any]) -> TaskState:
         timestamp=str(status.get("Timestamp") or ""),
         container_spec=container,
         force_update=int(spec.get("ForceUpdate") or 0),
+        exit_code=_exit_code(status.get("ContainerStatus") or {}),
     )
+
+
+def _exit_code(container_status: Mapping[str, Any]) -> int | None:
+    code = container_status.get("ExitCode")
+    return int(code) if isinstance(code, int) and container_status.get("ContainerID") else None
