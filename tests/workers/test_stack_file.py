@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from workers.stack_file import StackRefused, plan_stack, release_tag, rollout_bound, to_stack_document
+from workers.swarm_steps import STEP_LABEL, step_service
 
 TAG = release_tag("3f2a9c41d0e7" + "0" * 28, "118")
 
@@ -178,3 +179,26 @@ class TestPlan:
         assert rollout_bound({"deploy": {"replicas": 3, "update_config": {"parallelism": 0}}}, 10.0, 1) == 15.0
         assert rollout_bound({"deploy": {"mode": "global"}}, 10.0, nodes=2) == 2 * 15.0
         assert rollout_bound(config, 10.0, 1, "rollback_config") == 3 * (10 + 5), "Swarm's own rollback defaults"
+
+
+def test_a_release_step_runs_as_a_one_off_service_made_from_its_services_entry() -> None:
+    """The step's service keeps the image, environment, volumes, networks and placement of the service it
+    runs in, with the step's argv as its command (`$` escaped for the CLI's interpolation); no port, no
+    healthcheck, no network alias, one task never restarted, labelled as a step."""
+    document = to_stack_document(V2_MODEL, "shop")
+    web = {**document["services"]["web"], "image": f"shop-web:{TAG}",
+           "healthcheck": {"test": ["CMD", "true"]},
+           "networks": {"default": {"aliases": ["app"]}, "edge": None},
+           "deploy": {"replicas": 3, "placement": {"constraints": ["node.role == manager"]},
+                      "labels": {"traefik.enable": "true"}, "update_config": {"order": "start-first"}}}
+    step = step_service(web, ["sh", "-c", "echo $RELEASE"], "pre_deploy")
+    assert step["image"] == f"shop-web:{TAG}"
+    assert step["environment"] == {"DEBUG": "0"} and step["volumes"] == web["volumes"]
+    assert step["command"] == ["sh", "-c", "echo $$RELEASE"]
+    assert step["networks"] == {"default": None, "edge": None}
+    assert step["healthcheck"] == {"disable": True}
+    assert "ports" not in step and "depends_on" not in step
+    assert step["deploy"] == {"placement": {"constraints": ["node.role == manager"]}, "mode": "replicated",
+                              "replicas": 1, "restart_policy": {"condition": "none"},
+                              "labels": {STEP_LABEL: "pre_deploy"}}
+    assert web["deploy"]["replicas"] == 3  # the service's own entry is left as it was

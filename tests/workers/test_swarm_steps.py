@@ -106,8 +106,9 @@ class SteppedStack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}/version.txt"
 
-    def config(self, pre_deploy: str = "", post_deploy: str = "", health_timeout: str = "60s") -> Config:
-        steps = "".join(f'{phase} = [{{ service = "web", command = {command} }}]\n'
+    def config(self, pre_deploy: str = "", post_deploy: str = "", health_timeout: str = "60s",
+               service: str = "web") -> Config:
+        steps = "".join(f'{phase} = [{{ service = "{service}", command = {command} }}]\n'
                         for phase, command in (("pre_deploy", pre_deploy), ("post_deploy", post_deploy)) if command)
         return make_config(self.root, extra=f"""
             [apps.{APP}]
@@ -233,3 +234,14 @@ class TestSwarmReleaseSteps:
         assert f"removing {leftover.name}, a release step service left by an interrupted deployment" in log
         assert step_services(docker_client, stepped.stack) == []
         assert stepped.serves("v4"), get_text(stepped.url)
+
+    def test_a_step_naming_an_unknown_service_is_refused_before_anything_changes(
+        self, stepped: SteppedStack, redis: redis_lib.Redis, docker_client: docker.DockerClient,
+    ) -> None:
+        """Checked against the release's compose model, before the build and before the stack is touched."""
+        versions = stack_versions(docker_client, stepped.stack)
+        dep = deploy(stepped.config(post_deploy='["true"]', service="wbe"), redis, stepped.commit("v5"))
+        assert dep.state is DeploymentState.FAILED, log_of(redis, dep)
+        assert "post_deploy[0].service: no service 'wbe' in the compose files (services: db, web)" in dep.error
+        assert "building images" not in log_of(redis, dep)
+        assert stack_versions(docker_client, stepped.stack) == versions
