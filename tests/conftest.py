@@ -27,6 +27,18 @@ settings.register_profile("ci", derandomize=True, deadline=None)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
+#: Session fixtures there can be only one of on a machine (the engine's swarm, the second dockerd's
+#: bridge and address pool): under pytest-xdist, the tests that use one all run on the same worker.
+ONE_PER_MACHINE = ("swarm", "second_engine")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for name in ONE_PER_MACHINE:
+            if name in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(name))
+
+
 @pytest.fixture
 def redis_url() -> str:
     return TEST_REDIS_URL

@@ -148,5 +148,6 @@ class TestTheRedisOfRun:
         assert result.returncode == 1
         warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: no worker")]
         assert len(warnings) >= 2, result.stdout
+        assert "stopped waiting" in result.stdout, result.stdout
         assert result.stdout.index("warning: no worker") < result.stdout.index("stopped waiting")
         assert 1 + defaults.WAIT_MARGIN_SECONDS <= elapsed < 1 + defaults.WAIT_MARGIN_SECONDS + 20
