@@ -22,6 +22,7 @@ from hooksvc.errors import ConfigError, HooksvcError
 from hooksvc.jobqueue import workers_alive
 from hooksvc.operations import app_overview, queue_manual, queue_rollback
 from hooksvc.presentation import format_ago
+from hooksvc.running import read_services
 from hooksvc.store import DeploymentStore, open_store
 
 log = logging.getLogger("hooksvc")
@@ -215,6 +216,11 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
             [w.name, w.host, str(w.pid), f"#{w.deployment_id}" if w.deployment_id else "-"] for w in workers
         ]))
     if args.app:
+        running = read_services(store.redis, args.app)
+        if running is not None:
+            print()
+            print(f"services since deployment {running.deployment_id} ({format_ago(running.recorded_at)}):")
+            print(_table([["SERVICE", "RUNS"]] + [[s.name, s.runs] for s in running.services]))
         print()
         recent = store.recent(app=args.app, limit=10)
         detail = [["ID", "STATE", "TRIGGER", "SHA", "CREATED", "ERROR"]]

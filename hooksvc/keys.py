@@ -57,6 +57,11 @@ def app_disk(app: str) -> str:
     return f"{APP_PREFIX}{app}:disk"
 
 
+def app_services(app: str) -> str:
+    """What the app's services run since its last deployment that went live (STRING: JSON)."""
+    return f"{APP_PREFIX}{app}:services"
+
+
 def app_lock(app: str) -> str:
     """The per-app deploy lock, holding the id of the deployment (or poller) that holds it."""
     return f"{APP_PREFIX}{app}:lock"

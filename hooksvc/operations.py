@@ -7,6 +7,7 @@ from typing import Any
 from hooksvc.config import AppConfig
 from hooksvc.deployments import Deployment, NewDeployment, Trigger
 from hooksvc.errors import BadRequest, Conflict
+from hooksvc.running import read_services
 from hooksvc.store import DeploymentStore
 
 
@@ -49,4 +50,14 @@ def app_overview(store: DeploymentStore, app: AppConfig) -> dict[str, Any]:
         "state": str(last.state) if last else None,
         "last_deployment": last.to_json() if last else None,
         "queued_deployment": store.queued_id(app.name),
+        "services": _services(store, app.name),
     }
+
+
+def _services(store: DeploymentStore, app: str) -> dict[str, Any] | None:
+    """What the app's services run since its last deployment that went live (None: not recorded yet)."""
+    running = read_services(store.redis, app)
+    if running is None:
+        return None
+    return {"deployment_id": running.deployment_id, "recorded_at": running.recorded_at,
+            "services": [{"name": s.name, "runs": s.runs} for s in running.services]}

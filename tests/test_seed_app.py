@@ -198,3 +198,9 @@ def test_a_seed_shaped_app_deploys_twice_and_its_migration_keeps_the_database(
     status, rows = get_text(f"http://127.0.0.1:{db_port}/cgi-bin/rows")
     print(f"\n---- the database's rows after both releases: {rows.split()}")
     assert (status, rows.split()) == (200, ["r1", "r2"])
+    # What `hooksvc status seed` and the dashboard show: each service's containers since release r2.
+    (web_second,) = [c.id for c in engine.containers(compose_project, "web")]
+    overview = client.get("/api/apps", headers={"Authorization": "Bearer op"}).json["apps"][0]["services"]
+    assert {s["name"]: s["runs"] for s in overview["services"]} == {
+        "db": f"1 container(s): {db_first[:12]}", "web": f"1 container(s): {web_second[:12]}"}
+    assert overview["deployment_id"] == str(int(overview["deployment_id"]))

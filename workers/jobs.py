@@ -27,6 +27,7 @@ from hooksvc.disk_usage import record_disk_usage
 from hooksvc.errors import DeployError, EngineUnavailable, GitError, PostDeployFailed, RedisUnavailable
 from hooksvc.logs import LogFn
 from hooksvc.redact import redact
+from hooksvc.running import compose_services, record_services, stack_services
 from hooksvc.store import DeploymentStore, open_store
 from workers.git import GitMirror, touches
 from workers.images import prune_and_measure
@@ -248,9 +249,13 @@ class Deployer:
             from workers.swarm import SwarmRelease, deploy_stack
 
             rollback = dep.trigger is Trigger.ROLLBACK
-            deploy_stack(app, release, SwarmRelease(sha, dep.id, reuse_images=rollback), log=self.log)
+            stack = deploy_stack(app, release, SwarmRelease(sha, dep.id, reuse_images=rollback), log=self.log)
+            services = stack_services(stack.images)
         else:
-            roll_out(app, release, log=self.log, state_dir=self.config.worker.state_dir)
+            rollout = roll_out(app, release, log=self.log, state_dir=self.config.worker.state_dir)
+            services = compose_services(rollout.live)
+        wait_out_redis(lambda: record_services(self.store.redis, app.name, dep.id, services, time.time()),
+                       f"deployment {dep.id}: recording what its services run")
         removed = mirror.prune_releases(self.config.worker.keep_releases, protect={sha, self.live_sha} - {""})
         if removed:
             self.log(f"pruned old releases: {', '.join(s[:12] for s in removed)}")

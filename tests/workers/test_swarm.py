@@ -16,6 +16,7 @@ import redis as redis_lib
 from hooksvc.config import Config
 from hooksvc.deployments import Deployment, DeploymentState, NewDeployment, Trigger
 from hooksvc.operations import queue_rollback
+from hooksvc.running import read_services
 from hooksvc.store import DeploymentStore, open_store
 from tests.fixtures.swarm import stack_name_for
 from tests.helpers.config import TEST_REDIS_URL, make_config
@@ -105,6 +106,12 @@ class TestReleasesUnderLoad:
         assert service_image(docker_client, stack_name).startswith(
             f"{registry.address}/{image}:{release_tag(v1, first.id)}")
         assert "without building" in log_of(redis, back)
+        # What `hooksvc status` and the dashboard show: the stack's services and what each runs.
+        running = read_services(redis, APP)
+        assert running is not None and running.deployment_id == back.id
+        runs = {s.name: s.runs for s in running.services}
+        assert set(runs) == {"web", "proxy"}, runs
+        assert runs["web"].startswith(f"{registry.address}/{image}:{release_tag(v1, first.id)}"), runs
         assert release_tag(v1, back.id) not in registry.tags(image)
 
 
