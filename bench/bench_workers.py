@@ -13,8 +13,10 @@ every app (new content, so the build cache never serves an earlier round), send 
 to back and wait until all are live. Total = first push → last deployment finished.
 
 Where the time goes, per deployment, from its record and the millisecond stream ids of its log:
-waiting for a worker (push → started), git fetch + checkout, compose build, compose config and
-plan, start + health gate (compose up → healthy), drain + stop + remove the old container, finish.
+waiting for a worker (push → started), git fetch + checkout, compose config (the release steps'
+check before the build), build, tag and plan (compose build, the release tags, compose config and
+hashes, the left-over check, the plan), start + health gate (compose up → healthy), drain + stop + remove the old
+container, finish.
 
     .venv/bin/python bench/bench_workers.py [--apps 8] [--workers 1,2,4] [--redis-url URL] [--json PATH]
 
@@ -56,7 +58,7 @@ ROUND_TIMEOUT_SECONDS = 600.0
 #: The sample app's boot; 1 s races the first health probe (see docs/benchmarks.md, "Deploys").
 BOOT_SECONDS = 0.2
 
-PHASES = ("wait for a worker", "git fetch + checkout", "compose build", "config + plan",
+PHASES = ("wait for a worker", "git fetch + checkout", "compose config", "build, tag, plan",
           "start + health gate", "drain + retire old", "finish")
 
 
@@ -73,7 +75,7 @@ def phases(dep: Deployment, pushed: float, log: list[tuple[float, str]]) -> dict
     marks = [
         dep.started_at,
         at(lambda s: s.startswith("==> rolling out")),
-        at(lambda s: s.startswith("$ ") and " config " in s),
+        at(lambda s: s == "building images"),
         at(lambda s: s.startswith("$ ") and " up " in s),
         at(lambda s: ": healthy after " in s),
         at(lambda s: s.startswith("==> ") and " is live" in s),
