@@ -26,20 +26,27 @@ def check_services(config: Config) -> Iterator[tuple[str, str | None]]:
     except Exception as exc:  # noqa: BLE001 - any failure is reported, none is fatal to the check
         yield f"redis {redact(url, [])}", str(exc)
     yield "git", None if shutil.which("git") else "git is not on PATH"
+    swarm_hosts = {a.docker_host or "" for a in config.apps.values() if a.strategy == "swarm"}
     for docker_host in sorted({a.docker_host or "" for a in config.apps.values()}) or [""]:
-        yield f"docker {docker_host or '(local)'}", _docker_problem(docker_host or None)
+        yield f"docker {docker_host or '(local)'}", _docker_problem(docker_host or None, docker_host in swarm_hosts)
     try:
         yield "compose", None if detect_compose() else "neither `docker compose` nor `docker-compose` found"
     except (HooksvcError, OSError, subprocess.SubprocessError) as exc:
         yield "compose", str(exc)
 
 
-def _docker_problem(docker_host: str | None) -> str | None:
+def _docker_problem(docker_host: str | None, swarm: bool) -> str | None:
+    """Whether the engine answers; for apps with strategy swarm also whether it is a Swarm manager."""
     from workers.docker_engine import client_for
 
     try:
         client = client_for(docker_host, timeout=PROBE_TIMEOUT_SECONDS)
         client.ping()
-        return None
+        state = (client.info().get("Swarm") or {}) if swarm else {}
     except Exception as exc:  # noqa: BLE001 - report, do not crash the check
         return f"Docker engine not reachable: {exc}"
+    if swarm and not state.get("ControlAvailable"):
+        return (f"not a Swarm manager (swarm state {state.get('LocalNodeState') or 'unknown'}), and an app with "
+                "strategy swarm deploys a stack there: run `docker swarm init` on it (or join it to the swarm as "
+                "a manager), or point docker_host at a manager")
+    return None
