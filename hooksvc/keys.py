@@ -62,6 +62,11 @@ def app_services(app: str) -> str:
     return f"{APP_PREFIX}{app}:services"
 
 
+def app_rollout_record(app: str) -> str:
+    """The live containers of the app's last rollout, shared by all workers (STRING: JSON, as in the file)."""
+    return f"{APP_PREFIX}{app}:rollout"
+
+
 def app_lock(app: str) -> str:
     """The per-app deploy lock, holding the id of the deployment (or poller) that holds it."""
     return f"{APP_PREFIX}{app}:lock"

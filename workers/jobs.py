@@ -252,7 +252,8 @@ class Deployer:
             stack = deploy_stack(app, release, SwarmRelease(sha, dep.id, reuse_images=rollback), log=self.log)
             services = stack_services(stack.images)
         else:
-            rollout = roll_out(app, release, log=self.log, state_dir=self.config.worker.state_dir)
+            rollout = roll_out(app, release, log=self.log, state_dir=self.config.worker.state_dir,
+                               shared=self.store.redis)
             services = compose_services(rollout.live)
         wait_out_redis(lambda: record_services(self.store.redis, app.name, dep.id, services, time.time()),
                        f"deployment {dep.id}: recording what its services run")

@@ -11,7 +11,9 @@ The executor works in two phases so that rolling services switch all together or
 
 Left-overs of an interrupted rollout (a worker killed mid-way leaves extra new containers) are
 found with a record of the live container ids per app, `state_dir/rollout/<app>.json`, written
-whenever the set of containers meant to serve changes. Before planning, a service's containers
+whenever the set of containers meant to serve changes; a worker given the Redis connection also
+keeps a copy there, so a worker on another machine that deploys the app next (to the same engine)
+knows it too, and the newer of the two is read. Before planning, a service's containers
 that are not in that record are removed, but only while at least one recorded container of the
 service is left, so a missing or stale record can never take a service down. Compose's own
 container numbers and names cannot tell old from new: they are reused and bumped freely.
@@ -19,6 +21,7 @@ container numbers and names cannot tell old from new: they are reused and bumped
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -31,9 +34,19 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, NoReturn
 
-from hooksvc import defaults
+import redis
+
+from hooksvc import defaults, keys
 from hooksvc.config import AppConfig
-from hooksvc.errors import ComposeError, DeployError, EngineUnavailable, HealthCheckFailed, HooksvcError
+from hooksvc.connection import call
+from hooksvc.errors import (
+    ComposeError,
+    DeployError,
+    EngineUnavailable,
+    HealthCheckFailed,
+    HooksvcError,
+    RedisUnavailable,
+)
 from hooksvc.logs import LogFn
 from hooksvc.release_steps import POST_DEPLOY, PRE_DEPLOY
 from workers.compose import UP_TIMEOUT_SECONDS, ComposeProject, detect_compose
@@ -319,32 +332,85 @@ def record_path(state_dir: Path, app: str) -> Path:
 
 def load_record(path: Path, project: str) -> dict[str, set[str]] | None:
     """Live container ids per service from the last rollout, or None when there is no usable record."""
+    found = _parse_record(_read_text(path), project)
+    return found[1] if found else None
+
+
+def save_record(path: Path, app: str, project: str, live: Mapping[str, Iterable[str]]) -> str:
+    """Write the record atomically (a worker killed mid-write must not leave half a file); returns it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"app": app, "project": project, "updated": time.time(),
+            "containers": {s: sorted(ids) for s, ids in sorted(live.items())}}
+    text = json.dumps(data, indent=2) + "\n"
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return text
+
+
+def _read_text(path: Path) -> str | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+
+
+def _parse_record(text: str | bytes | None, project: str) -> tuple[float, dict[str, set[str]]] | None:
+    """(when it was written, live container ids per service), or None when it is no usable record."""
+    try:
+        data = json.loads(text) if text else None
+    except ValueError:
         return None
     if not isinstance(data, dict) or data.get("project") != project:
         return None
     containers = data.get("containers")
     if not isinstance(containers, dict):
         return None
-    return {str(s): {str(i) for i in ids} for s, ids in containers.items() if isinstance(ids, list)}
+    updated = data.get("updated")
+    return (float(updated) if isinstance(updated, int | float) else 0.0,
+            {str(s): {str(i) for i in ids} for s, ids in containers.items() if isinstance(ids, list)})
 
 
-def save_record(path: Path, app: str, project: str, live: Mapping[str, Iterable[str]]) -> None:
-    """Write the record atomically: a worker killed mid-write must not leave half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"app": app, "project": project, "updated": time.time(),
-            "containers": {s: sorted(ids) for s, ids in sorted(live.items())}}
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+@dataclass
+class LiveRecord:
+    """The record of an app's live containers: a file in the worker's state_dir and, given a Redis
+    connection, a copy there for workers on other machines. Redis being away costs the copy, never
+    the rollout: the file is written first, and the newer of the two is read."""
+
+    path: Path
+    app: str
+    shared: redis.Redis | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}" + (" or in Redis" if self.shared is not None else "")
+
+    def load(self, project: str) -> dict[str, set[str]] | None:
+        found = [r for r in (_parse_record(_read_text(self.path), project), self._load_shared(project)) if r]
+        return max(found, key=lambda r: r[0])[1] if found else None
+
+    def save(self, project: str, live: Mapping[str, Iterable[str]]) -> None:
+        text = save_record(self.path, self.app, project, live)
+        if self.shared is not None:
+            with contextlib.suppress(RedisUnavailable):
+                call(self.shared.set, keys.app_rollout_record(self.app), text)
+
+    def _load_shared(self, project: str) -> tuple[float, dict[str, set[str]]] | None:
+        if self.shared is None:
+            return None
+        try:
+            return _parse_record(call(self.shared.get, keys.app_rollout_record(self.app)), project)
+        except RedisUnavailable:
+            return None
 
 
 # ---- the executor -----------------------------------------------------------------------------
 
-def roll_out(app: AppConfig, release_dir: Path, *, log: LogFn, state_dir: Path) -> RolloutResult:
+def roll_out(app: AppConfig, release_dir: Path, *, log: LogFn, state_dir: Path,
+             shared: redis.Redis | None = None) -> RolloutResult:
     """Build the release in `release_dir` and roll it out with the app's strategy.
+
+    `shared`: the Redis connection that keeps a copy of the record of live containers for workers
+    on other machines (see the module docstring).
 
     Raises ComposeError (build or compose failed; with a failed build nothing is touched),
     HealthCheckFailed (a new container failed its gate; the old ones keep serving), ReleaseStepFailed
@@ -361,7 +427,8 @@ def roll_out(app: AppConfig, release_dir: Path, *, log: LogFn, state_dir: Path) 
     log(f"rollout of {app.name}: project {project}, strategy {app.strategy}, "
         f"compose {command.variant} {command.version}" + (f", engine {app.docker_host}" if app.docker_host else ""))
     engine = DockerEngine.connect(app.docker_host)
-    rollout = _Rollout(app, project, compose, engine, log, record_path(state_dir, app.name))
+    rollout = _Rollout(app, project, compose, engine, log, LiveRecord(record_path(state_dir, app.name), app.name,
+                                                                      shared))
     try:
         steps = ReleaseSteps(app, log, compose=compose, engine=engine)
         # A step naming an unknown service is refused before the build moves any image tag.
@@ -396,7 +463,7 @@ class _Rollout:
     compose: ComposeProject
     engine: DockerEngine
     log: LogFn
-    record: Path
+    record: LiveRecord
     services: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: Set once the new containers passed the gate and the record names them as the live ones.
     switched: bool = False
@@ -406,7 +473,7 @@ class _Rollout:
     def _result(self, outcomes: Sequence[ServiceOutcome], leftovers: Sequence[str] = (),
                 orphans: Sequence[str] = ()) -> RolloutResult:
         live = self._live()
-        save_record(self.record, self.app.name, self.project, live)
+        self.record.save(self.project, live)
         return RolloutResult(
             app=self.app.name, project=self.project, strategy=self.app.strategy,
             compose=f"{self.compose.command.variant} {self.compose.command.version}",
@@ -469,7 +536,7 @@ class _Rollout:
             # Whatever went wrong, no rolling service switches: the old containers were never touched.
             try:
                 self._discard_new(beside)
-                save_record(self.record, self.app.name, self.project, self._live())
+                self.record.save(self.project, self._live())
             except Exception as cleanup:  # the original error is the one to report
                 self.log(f"could not remove all new containers ({cleanup}); "
                          "the next rollout's left-over check will")
@@ -478,7 +545,7 @@ class _Rollout:
         old_rolling = [i for step in plan.services if step.service in beside for i in step.old]
         # From here on the new containers are the ones meant to serve; a worker killed while the
         # old ones drain leaves them to the next rollout's left-over check.
-        save_record(self.record, self.app.name, self.project, self._live(leaving=old_rolling))
+        self.record.save(self.project, self._live(leaving=old_rolling))
         self.switched = True
         for step in plan.services:
             if step.service in beside:
@@ -617,7 +684,7 @@ class _Rollout:
         removed, running = [], -1
         try:
             removed = self._remove_leftovers() if self.app.strategy == "rolling" else []
-            save_record(self.record, self.app.name, self.project, self._live())
+            self.record.save(self.project, self._live())
             running = sum(1 for c in self.engine.containers(self.project) if c.running)
         except Exception as cleanup:  # noqa: BLE001 - the outage is the error to report
             self.log(f"could not remove the containers of this rollout ({_first_line(cleanup)}); "
@@ -764,7 +831,7 @@ class _Rollout:
 
     def _remove_leftovers(self) -> list[str]:
         """Remove containers an interrupted rollout left behind (see the module docstring)."""
-        record = load_record(self.record, self.project)
+        record = self.record.load(self.project)
         if record is None:
             self.log(f"no record of live containers at {self.record}: skipping the left-over check")
             return []

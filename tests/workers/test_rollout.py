@@ -11,6 +11,7 @@ from pathlib import Path
 
 import docker
 import pytest
+import redis as redis_lib
 
 from hooksvc.config import AppConfig, Secret
 from hooksvc.errors import ComposeError, HealthCheckFailed
@@ -144,6 +145,28 @@ class TestRollingReleases:
         assert "left-over container(s) of an interrupted rollout" in deployer.log_text()
         web = service_ids(docker_client, compose_project, "web")
         assert len(web) == 1 and not web & recorded
+
+    def test_a_worker_on_another_machine_finds_the_leftovers_in_the_record_kept_in_redis(
+        self, tmp_path: Path, compose_project: str, base_image: str, docker_client: docker.DockerClient,
+        redis: redis_lib.Redis,
+    ) -> None:
+        """Machine A rolls v1 out and dies leaving a container beside it; machine B (its own state_dir,
+        no record file) deploys v2 to the same engine and removes the left-over, as A would have."""
+        del base_image  # the sample app builds on it
+        app = make_app(compose_project)
+        lines: list[str] = []
+        release = write_sample_app(tmp_path / "v1", "v1")
+        roll_out(app, release, log=lines.append, state_dir=tmp_path / "machine-a", shared=redis)
+        recorded = service_ids(docker_client, compose_project, "web")
+        compose = ComposeProject(detect_compose(), compose_project, release, ("docker-compose.yml",))
+        compose.check(compose.scale_beside_argv("web", 2), log=lines.append, timeout=120, what="scale")
+
+        result = roll_out(app, write_sample_app(tmp_path / "v2", "v2"), log=lines.append,
+                          state_dir=tmp_path / "machine-b", shared=redis)
+        assert len(result.leftovers_removed) == 1 and not set(result.leftovers_removed) & recorded, lines
+        web = service_ids(docker_client, compose_project, "web")
+        assert len(web) == 1 and not web & recorded
+        assert load_record(record_path(tmp_path / "machine-b", app.name), compose_project) == {"web": web}
 
 
 class TestRecreateFallback:
