@@ -1,6 +1,7 @@
 """What the default pause costs and buys: rolling deploys of an app with no hooksvc label, with and without it.
 
-An unlabelled one-service app (busybox httpd, healthcheck every 1 s) is rolled out `--deploys` times
+An unlabelled one-service app (busybox httpd, healthcheck every 1 s, which on SIGTERM stops accepting
+and finishes the requests in flight, as servers do) is rolled out `--deploys` times
 for each pause (the default `DRAIN_SECONDS`, and 0) while two proxies follow the engine once a
 second, each under its own load loop of `--rate` requests/s:
 
@@ -64,7 +65,7 @@ def series(client: docker.DockerClient, root: Path, pause: float, deploys: int, 
     defaults.DRAIN_SECONDS = pause
 
     def deploy(version: str) -> float:
-        release = write_sample_app(root / project / version, version, labels=False)
+        release = write_sample_app(root / project / version, version, labels=False, graceful_stop=True)
         return roll_out(app, release, log=lines.append, state_dir=root / project / "state").seconds
 
     try:

@@ -95,13 +95,16 @@ HEALTH_TEST = "test ! -e /tmp/drain && timeout 3 wget -q -O- http://127.0.0.1/he
 
 
 def write_sample_app(directory: Path, version: str, *, healthy: bool = True, build_fails: bool = False,
-                     boot_seconds: float = 1.0, drain_seconds: float = 1.0, labels: bool = True) -> Path:
+                     boot_seconds: float = 1.0, drain_seconds: float = 1.0, labels: bool = True,
+                     graceful_stop: bool = False) -> Path:
     """Write a one-service app (busybox httpd serving `version.txt`) with a drain-aware healthcheck.
 
     `healthy=False` leaves out /health so the release never becomes healthy; `build_fails=True`
     makes `compose build` fail; `labels=False` leaves out every hooksvc label (no drain command, no
     drain time), as a compose file written without hooksvc in mind. The host port is ephemeral on
-    127.0.0.1, so two replicas fit.
+    127.0.0.1, so two replicas fit. busybox httpd dies at once on SIGTERM, taking the requests it
+    is answering with it; `graceful_stop=True` makes the app stop as servers such as gunicorn or
+    nginx do: on SIGTERM it stops accepting, lets the requests in flight finish (1 s), then exits.
     """
     www = directory / "www"
     www.mkdir(parents=True, exist_ok=True)
@@ -112,11 +115,13 @@ def write_sample_app(directory: Path, version: str, *, healthy: bool = True, bui
     elif health.exists():
         health.unlink()
     failing_step = 'RUN echo "intentional build failure" && exit 3\n' if build_fails else ""
+    serve = ("httpd -f -v -p 80 -h /www & trap 'kill $!; sleep 1; exit 0' TERM; wait" if graceful_stop
+             else "exec httpd -f -v -p 80 -h /www")
     (directory / "Dockerfile").write_text(
         f"FROM {BASE_IMAGE}\n"
         f"{failing_step}"
         "COPY www /www\n"
-        f'CMD ["sh", "-c", "sleep {boot_seconds:g}; echo serving {version}; exec httpd -f -v -p 80 -h /www"]\n'
+        f'CMD ["sh", "-c", "sleep {boot_seconds:g}; echo serving {version}; {serve}"]\n'
     )
     label_lines = ("    labels:\n"
                    '      hooksvc.drain: "touch /tmp/drain"\n'
@@ -376,7 +381,7 @@ class LoadLoop:
             else:
                 self.report.failed += 1
                 self.report.failures.append((at, f"HTTP {response.status}: {body[:200]}"))
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, cut short, garbled
             self.report.failed += 1
             self.report.failures.append((at, f"{type(exc).__name__}: {exc}"))
         finally:

@@ -3,7 +3,10 @@ a generator re-points at the healthy containers once a second (the nginx-proxy m
 under load with compose v1 and v2, loses no request (real Docker, real nginx).
 
 What makes it zero is the default pause: the old container keeps serving until the proxy has found
-the new one, so when the old one stops, nginx has a healthy backend to pass the request to.
+the new one, so when the old one stops, nginx has a healthy backend to pass the request to. The
+app stops as servers do on SIGTERM (stop accepting, finish the requests in flight, exit), which
+hooksvc gives it with the service's grace period; busybox httpd alone would cut the responses it
+is writing, and no proxy can retry a response it has half passed on.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def test_ten_unlabelled_rolling_deploys_behind_nginx_lose_no_request(
     lines: list[str] = []
 
     def deploy(version: str) -> None:
-        release = write_sample_app(tmp_path / "releases" / version, version, labels=False)
+        release = write_sample_app(tmp_path / "releases" / version, version, labels=False, graceful_stop=True)
         assert "hooksvc." not in (release / "docker-compose.yml").read_text()
         lines.append(f"==== {version}")
         result = roll_out(app, release, log=lines.append, state_dir=tmp_path / "state")
