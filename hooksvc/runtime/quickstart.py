@@ -107,6 +107,7 @@ def _started(qs: quickstart.Quickstart, supervisor: Supervisor) -> bool:
             if final.state is not DeploymentState.SUCCEEDED:
                 print(f"hooksvc quickstart: the example's deployment {final.id} ended {final.state}: "
                       f"{final.error or 'see its log on the dashboard'}", file=sys.stderr, flush=True)
+        _wait_for_app(qs)
         say("hooksvc quickstart: clone the repository, edit www/index.html, commit and `git push`: "
             "the push shows the deployment, and the app serves the new version. Ctrl-C stops hooksvc.")
         for line in qs.lines():
@@ -118,6 +119,22 @@ def _started(qs: quickstart.Quickstart, supervisor: Supervisor) -> bool:
         print(f"hooksvc quickstart: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
     supervisor.stopping = True
     return False
+
+
+def _wait_for_app(qs: quickstart.Quickstart) -> None:
+    """The `app:` line promises a page: wait until the demo proxy serves the example (it finds the
+    container within a second of its start); past the bound, say so and print the lines anyway."""
+    deadline = time.monotonic() + WEB_START_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(qs.app_url, timeout=2) as answer:  # noqa: S310 - loopback
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    print(f"hooksvc quickstart: {qs.app_url} does not serve the example yet: see {qs.log_path}",
+          file=sys.stderr, flush=True)
 
 
 def _wait_for_web(qs: quickstart.Quickstart) -> None:
