@@ -28,7 +28,7 @@ import os
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -431,12 +431,20 @@ def roll_out(app: AppConfig, release_dir: Path, *, log: LogFn, state_dir: Path,
                                                                       shared))
     try:
         steps = ReleaseSteps(app, log, compose=compose, engine=engine)
-        # A step naming an unknown service is refused before the build moves any image tag.
-        services = compose.config(log)["services"]
-        steps.check(services)
+        model: Future[dict[str, Any]] = Future()
+        if steps.configured:
+            # A step naming an unknown service is refused before the build moves any image tag.
+            model.set_result(compose.config(log))
+            steps.check(model.result()["services"])
+        else:
+            # Nothing to refuse before the build: the model is read while the images build.
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compose-config")
+            model = pool.submit(compose.config, log)
+            pool.shutdown(wait=False)  # the thread ends with the call; nothing waits for it here
         log("building images")
         try:
             compose.build(log)
+            services = model.result()["services"]
             tag_release_images(compose, engine, services, release_id(release_dir), log)
             steps.run(PRE_DEPLOY, services)
             result = rollout.recreate_all() if app.strategy == "recreate" else rollout.rolling()
