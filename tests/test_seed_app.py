@@ -30,7 +30,7 @@ from tests.helpers.config import TEST_REDIS_URL
 from tests.helpers.docker import BASE_IMAGE, get_text, wait_for
 from tests.helpers.git import GitOrigin
 from tests.helpers.payloads import github_push, github_request
-from tests.workers.test_rollout import free_port
+from tests.helpers.redis_server import free_port
 from workers.docker_engine import DockerEngine
 
 pytestmark = pytest.mark.docker

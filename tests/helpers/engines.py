@@ -23,7 +23,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import docker
 import docker.errors
+
+from tests.helpers.redis_server import free_port
 
 #: Second octets of the private /16 address pools to choose from (10.N.0.0/16): well away from the
 #: main engine's defaults (see the module docstring) and from Swarm's 10.0.0.0/24 overlays.
@@ -51,11 +52,6 @@ def free_address_pool() -> str:
         raise RuntimeError(f"every address pool 10.N.0.0/16 for N in {POOL_OCTETS} has routes already")
     return f"base=10.{random.choice(free)}.0.0/16,size=24"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class DockerDaemon:

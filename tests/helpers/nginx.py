@@ -24,6 +24,7 @@ import docker
 import docker.errors
 
 from tests.helpers.docker import healthy_backends, wait_for
+from tests.helpers.redis_server import free_port
 
 #: How often the generator re-reads the engine.
 REFRESH_SECONDS = 1.0
@@ -39,11 +40,6 @@ def nginx_binary() -> str:
         raise RuntimeError("nginx is not installed: scripts/setup installs Debian's nginx package")
     return found
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class NginxProxy:

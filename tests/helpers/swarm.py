@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import socket
 import subprocess
 import tarfile
 import textwrap
@@ -56,11 +55,6 @@ def ensure_proxy_image(client: docker.DockerClient) -> str:
     image, _ = client.images.build(fileobj=buffer, custom_context=True, tag=PROXY_IMAGE, rm=True)
     return str(image.id)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def swarm_app_files(version: str, *, proxy_port: int, healthy: bool = True, build_fails: bool = False,

@@ -22,7 +22,8 @@ from tests.fixtures.swarm import stack_name_for
 from tests.helpers.config import TEST_REDIS_URL, make_config
 from tests.helpers.docker import LoadLoop, get_text, wait_for
 from tests.helpers.git import GitOrigin
-from tests.helpers.swarm import PROXY_PATH, RegistryServer, free_port, remove_stack, swarm_app_files
+from tests.helpers.redis_server import free_port
+from tests.helpers.swarm import PROXY_PATH, RegistryServer, remove_stack, swarm_app_files
 from workers.jobs import execute
 from workers.stack_file import release_tag
 

@@ -29,7 +29,8 @@ from tests.fixtures.swarm import stack_name_for
 from tests.helpers.config import make_config
 from tests.helpers.docker import BASE_IMAGE, get_text, wait_for
 from tests.helpers.git import GitOrigin
-from tests.helpers.swarm import STACK_LABEL, free_port, remove_stack
+from tests.helpers.redis_server import free_port
+from tests.helpers.swarm import STACK_LABEL, remove_stack
 from tests.test_seed_app import MANAGE_SH, build_db_image
 from tests.workers.test_swarm import APP, deploy, log_of, service_image
 from workers.swarm_steps import STEP_LABEL

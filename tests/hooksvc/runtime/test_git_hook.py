@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -22,14 +21,10 @@ from tests.helpers.config import TEST_REDIS_URL
 from tests.helpers.docker import wait_for
 from tests.helpers.git import git, git_env
 from tests.helpers.processes import stop_process_groups
+from tests.helpers.redis_server import free_port
 
 SECRET = "site-hook-secret-4f1c9a"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
