@@ -3,8 +3,10 @@
 It has its own API socket (and a TCP listener on 127.0.0.1), data root, exec root (hence its own
 containerd), pid file and networks, and it leaves the machine's main engine alone:
 
-- `--bridge=none`: no default bridge of its own to collide with the main engine's `docker0`;
-  compose creates each project's network anyway.
+- `--bridge=hsd-XXXXXXXX`: a bridge of its own, which the helper creates before dockerd starts and
+  deletes after it stopped. Never `--bridge=none` in the host's network namespace: Moby then
+  deletes the link named `docker0` on start (`removeDefaultBridgeInterface`), which belongs to the
+  main engine, and the main engine's builds and default-bridge containers fail until it restarts.
 - `--default-address-pool` in a 10.N.0.0/16 that no host route uses yet: the main engine
   allocates from 172.17-31.0.0/16 and 192.168.0.0/16, and daemons do not know each other's
   networks, so overlapping pools would give two bridges the same route.
@@ -26,6 +28,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import docker
@@ -53,6 +56,11 @@ def free_address_pool() -> str:
     return f"base=10.{random.choice(free)}.0.0/16,size=24"
 
 
+def bridge_gateway(address_pool: str) -> str:
+    """The bridge's own address: the pool's last /24 (dockerd skips subnets a host route already uses)."""
+    second_octet = address_pool.split(".")[1]
+    return f"10.{second_octet}.255.1/24"
+
 
 class DockerDaemon:
     """One private dockerd, started as root: `start`, `stop`, `restart`, and clients for it."""
@@ -67,6 +75,8 @@ class DockerDaemon:
         self.socket = self.home / "docker.sock"
         self.tcp_port = free_port()
         self.address_pool = free_address_pool()
+        #: At most 15 characters (IFNAMSIZ); unique, so two test sessions' engines never share one.
+        self.bridge = f"hsd-{uuid.uuid4().hex[:8]}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -85,14 +95,28 @@ class DockerDaemon:
             "--host", self.url, "--host", self.tcp_url,
             "--data-root", str(self.home / "root"), "--exec-root", str(self.home / "exec"),
             "--pidfile", str(self.home / "docker.pid"),
-            "--bridge=none", "--iptables=false", "--ip-masq=false", "--ip-forward=false",
+            f"--bridge={self.bridge}", "--iptables=false", "--ip-masq=false", "--ip-forward=false",
             "--default-address-pool", self.address_pool,
         ]
 
     def client(self, timeout: int = 60) -> docker.DockerClient:
         return docker.DockerClient(base_url=self.url, timeout=timeout)
 
+    def create_bridge(self) -> None:
+        """The engine's default bridge, made here so dockerd never touches the main engine's `docker0`."""
+        if Path("/sys/class/net", self.bridge).exists():
+            return
+        for argv in (["ip", "link", "add", self.bridge, "type", "bridge"],
+                     ["ip", "addr", "add", bridge_gateway(self.address_pool), "dev", self.bridge],
+                     ["ip", "link", "set", self.bridge, "up"]):
+            subprocess.run(argv, check=True, capture_output=True)
+
+    def delete_bridge(self) -> None:
+        if Path("/sys/class/net", self.bridge).exists():
+            subprocess.run(["ip", "link", "delete", self.bridge], check=False, capture_output=True)
+
     def start(self) -> None:
+        self.create_bridge()
         log = (self.home / "dockerd.log").open("ab")
         self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
@@ -157,6 +181,7 @@ class DockerDaemon:
         for mountpoint in sorted(leftover, reverse=True):
             subprocess.run(["umount", "-l", mountpoint], check=False, capture_output=True)
         shutil.rmtree(self.home, ignore_errors=True)
+        self.delete_bridge()
 
 
 def copy_image(source: docker.DockerClient, target: docker.DockerClient, name: str) -> None:
