@@ -96,13 +96,13 @@ HEALTH_TEST = "test ! -e /tmp/drain && timeout 3 wget -q -O- http://127.0.0.1/he
 
 def write_sample_app(directory: Path, version: str, *, healthy: bool = True, build_fails: bool = False,
                      boot_seconds: float = 1.0, drain_seconds: float = 1.0, labels: bool = True,
-                     graceful_stop: bool = False) -> Path:
+                     graceful_stop: bool = False, publish_ip: str = "127.0.0.1") -> Path:
     """Write a one-service app (busybox httpd serving `version.txt`) with a drain-aware healthcheck.
 
     `healthy=False` leaves out /health so the release never becomes healthy; `build_fails=True`
     makes `compose build` fail; `labels=False` leaves out every hooksvc label (no drain command, no
     drain time), as a compose file written without hooksvc in mind. The host port is ephemeral on
-    127.0.0.1, so two replicas fit. busybox httpd dies at once on SIGTERM, taking the requests it
+    `publish_ip` (the engine machine's address; 127.0.0.1 for the main engine), so two replicas fit. busybox httpd dies at once on SIGTERM, taking the requests it
     is answering with it; `graceful_stop=True` makes the app stop as servers such as gunicorn or
     nginx do: on SIGTERM it stops accepting, lets the requests in flight finish (1 s), then exits.
     """
@@ -132,7 +132,7 @@ def write_sample_app(directory: Path, version: str, *, healthy: bool = True, bui
         "    build: .\n"
         "    init: true\n"
         "    ports:\n"
-        '      - "127.0.0.1::80"\n'
+        f'      - "{publish_ip}::80"\n'
         f"{label_lines}"
         "    stop_grace_period: 2s\n"
         "    healthcheck:\n"
@@ -200,8 +200,8 @@ def healthy_backends(client: docker.DockerClient, project: str, service: str, po
     """Where the healthy containers of one compose service listen, as a health-aware proxy finds them.
 
     A container counts once its healthcheck says `healthy` (Traefik's Docker provider and
-    nginx-proxy's docker-gen skip the others). Its published port on 127.0.0.1 when it has one,
-    else its IP on its first network.
+    nginx-proxy's docker-gen skip the others). Its published port on the address it is published on
+    (127.0.0.1, or a test engine's own address) when it has one, else its IP on its first network.
     """
     filters: dict[str, Any] = {"label": [f"{PROJECT_LABEL}={project}", f"{SERVICE_LABEL}={service}"],
                                "health": "healthy"}
@@ -211,8 +211,9 @@ def healthy_backends(client: docker.DockerClient, project: str, service: str, po
 
 def _address(summary: Mapping[str, Any], private_port: int) -> tuple[str, int] | None:
     for port in summary.get("Ports") or []:
-        if port.get("PrivatePort") == private_port and port.get("PublicPort") and port.get("IP") == "127.0.0.1":
-            return "127.0.0.1", int(port["PublicPort"])
+        if port.get("PrivatePort") == private_port and port.get("PublicPort") \
+                and port.get("IP") not in (None, "", "0.0.0.0", "::"):
+            return str(port["IP"]), int(port["PublicPort"])
     for network in ((summary.get("NetworkSettings") or {}).get("Networks") or {}).values():
         if network.get("IPAddress"):
             return str(network["IPAddress"]), private_port

@@ -1,19 +1,23 @@
 """A second Docker engine for tests: a private `dockerd` standing in for a remote engine.
 
-It has its own API socket (and a TCP listener on 127.0.0.1), data root, exec root (hence its own
-containerd), pid file and networks, and it leaves the machine's main engine alone:
+It runs in a network namespace of its own (`hsd-XXXXXXXX`), as a remote engine runs on a machine of
+its own, with its own API socket (and a TCP listener on its own address), data root, exec root
+(hence its own containerd), pid file, bridge and firewall rules. It leaves the machine's main
+engine alone:
 
-- `--bridge=hsd-XXXXXXXX`: a bridge of its own, which the helper creates before dockerd starts and
-  deletes after it stopped. Never `--bridge=none` in the host's network namespace: Moby then
-  deletes the link named `docker0` on start (`removeDefaultBridgeInterface`), which belongs to the
-  main engine, and the main engine's builds and default-bridge containers fail until it restarts.
-- `--default-address-pool` in a 10.N.0.0/16 that no host route uses yet: the main engine
-  allocates from 172.17-31.0.0/16 and 192.168.0.0/16, and daemons do not know each other's
-  networks, so overlapping pools would give two bridges the same route.
-- `--iptables=false --ip-masq=false --ip-forward=false`: the main engine owns the host's firewall
-  rules; two daemons rewriting the same DOCKER chains undo each other's rules. Published ports
-  still work on the host's loopback through Docker's userland proxy (`docker-proxy`), which
-  connects to the container's address on the bridge.
+- Its own network namespace, not just its own bridge in the host's: Moby deletes the link named
+  `docker0` in its namespace on start when the bridge is disabled (`--bridge=none`), and on every
+  restart when address pools are given and a default bridge network is stored
+  (`removeDefaultBridgeInterface`). In the host's namespace that `docker0` is the main engine's,
+  whose builds and default-bridge containers then fail until it restarts. In its own namespace it
+  deletes only its own.
+- A veth pair joins the namespace to the host: the host end gets 10.N.254.1/30, the engine's end
+  10.N.254.2/30 (`address`), with N chosen so that no host route uses 10.N.0.0/16 yet (another
+  test session's engine may run beside this one). The engine listens for TCP there, and its
+  containers publish ports there, as a remote machine's would: publish on `address` (or on all
+  addresses, which in the namespace means `address` and its loopback).
+- Inside the namespace the engine keeps its defaults (bridge, address pools, iptables): its
+  routes and firewall rules are the namespace's own.
 
 The fixture that starts it is in tests/fixtures/engines.py.
 """
@@ -28,38 +32,37 @@ import signal
 import subprocess
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import docker
 import docker.errors
 
-from tests.helpers.redis_server import free_port
-
-#: Second octets of the private /16 address pools to choose from (10.N.0.0/16): well away from the
-#: main engine's defaults (see the module docstring) and from Swarm's 10.0.0.0/24 overlays.
-POOL_OCTETS = range(200, 250)
+#: Second octets of the private /16 ranges to choose the link's /30 from (10.N.254.0/30): well away
+#: from the main engine's 172.17-31.0.0/16 and 192.168.0.0/16 and from Swarm's 10.0.0.0/24 overlays.
+LINK_OCTETS = range(200, 250)
 #: A cold start takes about a second here; a loaded machine may take much longer.
 START_TIMEOUT_SECONDS = 60.0
 #: dockerd stops its containers (each within its stop grace) before it exits.
 STOP_TIMEOUT_SECONDS = 60.0
+#: The engine's TCP API port on its own address (Docker's customary plain-TCP port).
+TCP_PORT = 2375
 
 
-def free_address_pool() -> str:
-    """A 10.N.0.0/16 pool no host route overlaps yet: another test session's second engine may be
-    running beside this one, and two engines handing out the same subnet give two bridges one route."""
+def free_link_octet() -> int:
+    """N such that no host route uses 10.N.0.0/16 yet: two sessions' engines never share a link subnet."""
     routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=False).stdout
     taken = {int(line.split(".")[1]) for line in routes.splitlines() if line.startswith("10.")}
-    free = [n for n in POOL_OCTETS if n not in taken]
+    free = [n for n in LINK_OCTETS if n not in taken]
     if not free:
-        raise RuntimeError(f"every address pool 10.N.0.0/16 for N in {POOL_OCTETS} has routes already")
-    return f"base=10.{random.choice(free)}.0.0/16,size=24"
+        raise RuntimeError(f"every 10.N.0.0/16 for N in {LINK_OCTETS} has host routes already")
+    return random.choice(free)
 
 
-def bridge_gateway(address_pool: str) -> str:
-    """The bridge's own address: the pool's last /24 (dockerd skips subnets a host route already uses)."""
-    second_octet = address_pool.split(".")[1]
-    return f"10.{second_octet}.255.1/24"
+def run_ip(*args: str, namespace: str | None = None) -> None:
+    argv = ["ip", *(["-n", namespace] if namespace else []), *args]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.strip()}")
 
 
 class DockerDaemon:
@@ -73,10 +76,13 @@ class DockerDaemon:
         # Short: containerd's socket lives under the exec root, and unix socket paths are limited.
         self.home = Path(tempfile.mkdtemp(prefix="hsd-", dir="/tmp"))
         self.socket = self.home / "docker.sock"
-        self.tcp_port = free_port()
-        self.address_pool = free_address_pool()
-        #: At most 15 characters (IFNAMSIZ); unique, so two test sessions' engines never share one.
-        self.bridge = f"hsd-{uuid.uuid4().hex[:8]}"
+        #: The network namespace and the host end of its link (at most 15 characters: IFNAMSIZ).
+        self.namespace = self.home.name[:12]
+        self.host_link = f"{self.namespace}h"
+        octet = free_link_octet()
+        #: The host's end of the link, and the engine's own address, which its published ports use.
+        self.host_address = f"10.{octet}.254.1"
+        self.address = f"10.{octet}.254.2"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -86,37 +92,43 @@ class DockerDaemon:
 
     @property
     def tcp_url(self) -> str:
-        """The same engine over plain TCP on loopback (as `tcp://host:2375` names a remote one)."""
-        return f"tcp://127.0.0.1:{self.tcp_port}"
+        """The same engine over plain TCP on its own address, as `tcp://host:2375` names a remote one."""
+        return f"tcp://{self.address}:{TCP_PORT}"
 
     def argv(self) -> list[str]:
         return [
-            "dockerd",
+            "nsenter", f"--net=/run/netns/{self.namespace}", "dockerd",
             "--host", self.url, "--host", self.tcp_url,
             "--data-root", str(self.home / "root"), "--exec-root", str(self.home / "exec"),
             "--pidfile", str(self.home / "docker.pid"),
-            f"--bridge={self.bridge}", "--iptables=false", "--ip-masq=false", "--ip-forward=false",
-            "--default-address-pool", self.address_pool,
         ]
 
     def client(self, timeout: int = 60) -> docker.DockerClient:
         return docker.DockerClient(base_url=self.url, timeout=timeout)
 
-    def create_bridge(self) -> None:
-        """The engine's default bridge, made here so dockerd never touches the main engine's `docker0`."""
-        if Path("/sys/class/net", self.bridge).exists():
+    def create_namespace(self) -> None:
+        """The engine's network namespace, joined to the host by a veth pair (see the module docstring)."""
+        if Path("/run/netns", self.namespace).exists():
             return
-        for argv in (["ip", "link", "add", self.bridge, "type", "bridge"],
-                     ["ip", "addr", "add", bridge_gateway(self.address_pool), "dev", self.bridge],
-                     ["ip", "link", "set", self.bridge, "up"]):
-            subprocess.run(argv, check=True, capture_output=True)
+        inner = f"{self.namespace}n"
+        run_ip("netns", "add", self.namespace)
+        run_ip("link", "add", self.host_link, "type", "veth", "peer", "name", inner)
+        run_ip("link", "set", inner, "netns", self.namespace)
+        run_ip("addr", "add", f"{self.host_address}/30", "dev", self.host_link)
+        run_ip("link", "set", self.host_link, "up")
+        run_ip("addr", "add", f"{self.address}/30", "dev", inner, namespace=self.namespace)
+        run_ip("link", "set", inner, "up", namespace=self.namespace)
+        run_ip("link", "set", "lo", "up", namespace=self.namespace)
 
-    def delete_bridge(self) -> None:
-        if Path("/sys/class/net", self.bridge).exists():
-            subprocess.run(["ip", "link", "delete", self.bridge], check=False, capture_output=True)
+    def delete_namespace(self) -> None:
+        """Deleting the namespace deletes its end of the link, and with it the host's end."""
+        if Path("/run/netns", self.namespace).exists():
+            subprocess.run(["ip", "netns", "delete", self.namespace], check=False, capture_output=True)
+        if Path("/sys/class/net", self.host_link).exists():
+            subprocess.run(["ip", "link", "delete", self.host_link], check=False, capture_output=True)
 
     def start(self) -> None:
-        self.create_bridge()
+        self.create_namespace()
         log = (self.home / "dockerd.log").open("ab")
         self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
@@ -181,7 +193,7 @@ class DockerDaemon:
         for mountpoint in sorted(leftover, reverse=True):
             subprocess.run(["umount", "-l", mountpoint], check=False, capture_output=True)
         shutil.rmtree(self.home, ignore_errors=True)
-        self.delete_bridge()
+        self.delete_namespace()
 
 
 def copy_image(source: docker.DockerClient, target: docker.DockerClient, name: str) -> None:

@@ -48,6 +48,8 @@ class FleetApp:
     project: str
     docker_host: str | None = None
     health_timeout: str = "40s"
+    #: Where the app's containers publish their port: the engine machine's address.
+    publish_ip: str = "127.0.0.1"
 
     def section(self, host_url: str) -> str:
         engine = f'docker_host = "{self.docker_host}"\n' if self.docker_host else ""
@@ -65,7 +67,7 @@ class FleetApp:
 
 
 def sample_app_files(tmp: Path, version: str, restart: str = "", start_period: str = "",
-                     **kwargs: bool | float) -> dict[str, str | bytes | None]:
+                     **kwargs: bool | float | str) -> dict[str, str | bytes | None]:
     """The files of the sample app at `version`, as a commit's file map (see `write_sample_app`);
     `restart` sets the service's restart policy (e.g. `unless-stopped`), `start_period` its
     healthcheck's (a slow boot stays `starting` instead of turning `unhealthy`)."""
@@ -149,7 +151,8 @@ class Fleet:
 
     def commit(self, app: str, version: str, restart: str = "", start_period: str = "",
                **kwargs: bool | float) -> str:
-        files = sample_app_files(self.tmp / app, version, restart, start_period, **kwargs)
+        files = sample_app_files(self.tmp / app, version, restart, start_period,
+                                 publish_ip=self.apps[app].publish_ip, **kwargs)
         return self.apps[app].origin.commit(f"release {version}", files)
 
     def push(self, app: str, sha: str, before: str | None = None) -> str:
@@ -185,11 +188,14 @@ class Fleet:
 
 @contextlib.contextmanager
 def open_fleet(tmp: Path, make_origin: Callable[[str], GitOrigin], redis: redis_lib.Redis, redis_url: str,
-               engines: Mapping[str, tuple[str | None, docker.DockerClient]]) -> Iterator[Fleet]:
+               engines: Mapping[str, tuple[str | None, docker.DockerClient]],
+               addresses: Mapping[str, str] | None = None) -> Iterator[Fleet]:
     """A Fleet of sample apps, app name -> (docker_host, a client of that engine), with a checking git
-    host; afterwards the workers stop and each app's project is removed from its engine."""
+    host; afterwards the workers stop and each app's project is removed from its engine. `addresses`
+    names the address an app's engine machine publishes on, when it is not 127.0.0.1."""
     started = int(time.time())
-    specs = [FleetApp(name, make_origin(name), f"hsf{name}{uuid.uuid4().hex[:8]}", host)
+    specs = [FleetApp(name, make_origin(name), f"hsf{name}{uuid.uuid4().hex[:8]}", host,
+                      publish_ip=(addresses or {}).get(name, "127.0.0.1"))
              for name, (host, _) in engines.items()]
     with FakeGitHost(tokens={"github": GH_TOKEN}) as git_host:
         fleet = Fleet(tmp, specs, git_host.url, redis, redis_url)

@@ -29,10 +29,10 @@ def projects_on(client: docker.DockerClient) -> set[str]:
 
 
 def published_url(client: docker.DockerClient, project: str) -> str:
-    """The one running container of `project`, as http://127.0.0.1:PORT (its published port 80)."""
+    """The one running container of `project`, as http://ADDRESS:PORT (its published port 80)."""
     (container,) = client.containers.list(filters={"label": f"{PROJECT_LABEL}={project}"})
-    port = container.attrs["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"]
-    return f"http://127.0.0.1:{port}"
+    (binding,) = container.attrs["NetworkSettings"]["Ports"]["80/tcp"]
+    return f"http://{binding['HostIp']}:{binding['HostPort']}"
 
 
 def serves(url: str, version: str) -> bool:
@@ -47,7 +47,8 @@ class TestRemoteEngine:
         """Two apps deploy at once, one per engine; each engine holds only its own app; the far one is health-gated."""
         far_client = second_engine.client()
         engines = {"near": (None, docker_client), "far": (second_engine.url, far_client)}
-        with open_fleet(tmp_path, make_git_origin, redis, TEST_REDIS_URL, engines) as fleet:
+        with open_fleet(tmp_path, make_git_origin, redis, TEST_REDIS_URL, engines,
+                        addresses={"far": second_engine.address}) as fleet:
             near, far = fleet.apps["near"], fleet.apps["far"]
             fleet.start_worker()
             fleet.start_worker()
@@ -108,7 +109,8 @@ class TestEngineRestart:
         naming the engine, the old release serves again once the engine is back, the next deploy succeeds."""
         client = second_engine.client()
         engines = {"far": (second_engine.tcp_url, client)}
-        with open_fleet(tmp_path, make_git_origin, redis, TEST_REDIS_URL, engines) as fleet:
+        with open_fleet(tmp_path, make_git_origin, redis, TEST_REDIS_URL, engines,
+                        addresses={"far": second_engine.address}) as fleet:
             project = fleet.apps["far"].project
             fleet.start_worker()
             v1 = fleet.commit("far", "v1", restart="unless-stopped")
