@@ -104,7 +104,8 @@ def write_sample_app(directory: Path, version: str, *, healthy: bool = True, bui
     drain time), as a compose file written without hooksvc in mind. The host port is ephemeral on
     `publish_ip` (the engine machine's address; 127.0.0.1 for the main engine), so two replicas
     fit. busybox httpd dies at once on SIGTERM, taking the requests it is answering with it;
-    `graceful_stop=True` makes the app stop as servers such as gunicorn or nginx do: on SIGTERM it stops accepting, lets the requests in flight finish (1 s), then exits.
+    `graceful_stop=True` makes the app stop as servers such as gunicorn or nginx do: on SIGTERM
+    it stops accepting, lets the requests in flight finish (1 s), then exits.
     """
     www = directory / "www"
     www.mkdir(parents=True, exist_ok=True)
