@@ -19,7 +19,8 @@ from hooksvc.web import create_app
 from tests.helpers.config import TEST_REDIS_URL, make_config
 from tests.helpers.redis_server import RedisServer
 
-pytest_plugins = ["tests.fixtures.git", "tests.fixtures.docker", "tests.fixtures.engines", "tests.fixtures.swarm"]
+pytest_plugins = ["tests.fixtures.git", "tests.fixtures.docker", "tests.fixtures.engines", "tests.fixtures.swarm",
+                  "tests.fixtures.machine"]
 
 # CI runs the same examples every time (a red CI is then reproducible, not luck) and has no time
 # limit per example (a loaded 2-CPU machine is slow); developers' runs explore new examples.

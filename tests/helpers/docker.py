@@ -26,7 +26,10 @@ import docker.errors
 
 from workers import process
 
-BASE_REPOSITORY = "hooksvc-test/base"
+#: Every image the tests build to share between tests is named under this prefix; the session's end
+#: removes those it made (tests/fixtures/machine.py).
+TEST_IMAGE_PREFIX = "hooksvc-test/"
+BASE_REPOSITORY = f"{TEST_IMAGE_PREFIX}base"
 BASE_IMAGE = f"{BASE_REPOSITORY}:latest"
 #: Bump when the root filesystem below changes, so an old base image on a machine gets rebuilt.
 BASE_REVISION = "1"
