@@ -62,6 +62,7 @@ def run_quickstart(args: argparse.Namespace) -> int:
     output = qs.log_path.open("ab")
     logging.getLogger().handlers[:] = [_BytesLog(output)]
     supervisor.output = output
+    supervisor.say = say  # what a stop waits for goes to the terminal, not only to the log
     failed: list[bool] = []
     supervisor.on_started = lambda: failed.append(not _started(qs, supervisor))
     try:
@@ -117,7 +118,7 @@ def _started(qs: quickstart.Quickstart, supervisor: Supervisor) -> bool:
         print(f"hooksvc quickstart: {exc}", file=sys.stderr, flush=True)
     except Exception as exc:  # noqa: BLE001 - the docker SDK's errors among them: say it, then stop
         print(f"hooksvc quickstart: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-    supervisor.stopping = True
+    supervisor.request_stop()
     return False
 
 
