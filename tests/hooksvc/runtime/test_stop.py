@@ -128,6 +128,14 @@ class Run:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def stop(self, how: str) -> None:
+        """Ask for a stop as a terminal's Ctrl-C does (SIGINT to the process group) or as a service
+        manager does (SIGTERM to the main process only)."""
+        if how == "terminal":
+            os.killpg(self.pid, signal.SIGINT)
+        else:
+            os.kill(self.pid, signal.SIGTERM)
+
     def cleanup(self) -> None:
         """Kill whatever a failed test left running."""
         if self.proc is not None:
@@ -164,10 +172,7 @@ class TestIdleStop:
             before = run.tree()
             assert len(before) >= 5, before  # run, redis-server, gunicorn's arbiter and its workers, worker
             started = time.monotonic()
-            if how == "terminal":
-                os.killpg(run.pid, signal.SIGINT)
-            else:
-                os.kill(run.pid, signal.SIGTERM)
+            run.stop(how)
             left = wait_all_gone(before, IDLE_STOP_SECONDS)
             took = time.monotonic() - started
             assert not left, f"still running {took:.2f}s after the signal: {sorted(left)}\n{run.output()[-3000:]}"
@@ -301,13 +306,15 @@ def app(tmp_path: Path, make_git_origin: object, compose_project: str, base_imag
 
 
 @pytest.mark.docker
+@pytest.mark.parametrize("how", ["terminal", "service manager"])
 class TestStopDuringADeployment:
-    def test_one_ctrl_c_waits_for_the_deployment_and_says_so(self, app: App) -> None:
-        """One Ctrl-C mid-rollout: `hooksvc run` names the deployment it waits for, the deployment ends
-        `succeeded` with its commit status sent, then every process exits; Redis stopped last."""
+    def test_one_signal_waits_for_the_deployment_and_says_so(self, app: App, how: str) -> None:
+        """One stop signal mid-rollout: `hooksvc run` names the deployment it waits for, the deployment
+        ends `succeeded` with its commit status sent, then every process exits; Redis stopped last."""
         v2, d2 = app.start_slow_rollout()
         tree = app.run.tree()
-        os.killpg(app.run.pid, signal.SIGINT)
+        started = time.monotonic()
+        app.run.stop(how)
         assert app.run.proc is not None and app.run.proc.wait(timeout=DEPLOY_TIMEOUT) == 0
         output = app.run.output()
         assert f"waiting for deployment {d2} of web to finish (Ctrl-C again to stop at once)" in output, output
@@ -316,20 +323,25 @@ class TestStopDuringADeployment:
         assert done.state is DeploymentState.SUCCEEDED, (done.error, log[-20:])
         assert app.host.statuses("github", v2, "hooksvc/web")[-1:] == ["success"]
         assert not warnings_in(output), warnings_in(output)
+        print(f"`hooksvc run` stopped by {how} mid-rollout: exited {time.monotonic() - started:.1f}s later, "
+              "once the deployment had succeeded")
 
-    def test_a_second_ctrl_c_cuts_the_deployment_and_the_next_start_cleans_up(
-        self, app: App, docker_client: docker.DockerClient
+    def test_a_second_signal_cuts_the_deployment_and_the_next_start_cleans_up(
+        self, app: App, how: str, docker_client: docker.DockerClient
     ) -> None:
-        """Two Ctrl-Cs mid-rollout: the work horse and its commands die with the worker, the deployment
+        """Two stop signals mid-rollout: the work horse and its commands die with the worker, the deployment
         ends `error` naming the cold stop, and after the next start the next rollout removes what it left."""
         _, d2 = app.start_slow_rollout()
         tree = app.run.tree()
-        os.killpg(app.run.pid, signal.SIGINT)
+        app.run.stop(how)
         assert wait_for(lambda: f"waiting for deployment {d2}" in app.run.output(), 30), app.run.output()
         tree |= app.run.tree()
-        os.killpg(app.run.pid, signal.SIGINT)
+        started = time.monotonic()
+        app.run.stop(how)
         assert app.run.proc is not None and app.run.proc.wait(timeout=60) == 0
         assert wait_all_gone(tree, 10) == set(), app.run.output()[-3000:]
+        print(f"`hooksvc run` stopped at once by a second {how} signal mid-rollout: every process gone "
+              f"{time.monotonic() - started:.1f}s later")
         cut, log = read_after_stop(app.state_dir, d2)
         assert cut.state is DeploymentState.ERROR and "worker stopped (cold)" in cut.error, (cut.error, log[-20:])
         assert len(app.web_containers(docker_client)) == 2  # v1 serving, and the new one the rollout started
