@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, NoReturn
 
 import redis
 
@@ -36,6 +36,7 @@ from hooksvc.config import Config
 from hooksvc.connection import RUN_REDIS_RECORD, connect, redis_url
 from hooksvc.errors import HooksvcError
 from hooksvc.jobqueue import workers_alive
+from hooksvc.runtime.base import leave
 from hooksvc.store import DeploymentStore
 
 log = logging.getLogger("hooksvc.run")
@@ -192,7 +193,9 @@ class Supervisor:
         front = [c for c in self.children if not c.deploys]
         self._signal(front, signal.SIGTERM)
         self._wait(front, WEB_STOP_SECONDS)
+        log.info("stopped %s", ", ".join(c.name for c in front))
         self._stop_workers([c for c in self.children if c.deploys])
+        log.info("stopped the workers")
         if self.redis_record is not None:
             self.redis_record.unlink(missing_ok=True)
         self._stop_redis()
@@ -263,6 +266,12 @@ class Supervisor:
             log.warning("the private redis-server did not stop within %.0fs: killing it", REDIS_STOP_SECONDS)
             self.redis.kill()
             self.redis.wait()
+        log.info("stopped the private redis-server")
+
+
+def run(config: Config, workers: int, bind: str | None) -> NoReturn:
+    """`hooksvc run`: supervise until stopped, then leave at once (see `leave`)."""
+    leave(Supervisor(config, workers, bind).run())
 
 
 def _kill_tree(child: Child) -> None:

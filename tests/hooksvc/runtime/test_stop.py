@@ -31,13 +31,12 @@ from hooksvc.store import DeploymentStore
 from tests.helpers.config import write_config
 from tests.helpers.docker import get_text, wait_for
 from tests.helpers.fake_git_host import FakeGitHost
-from tests.helpers.fleet import Fleet, open_fleet, sample_app_files
+from tests.helpers.fleet import GH_TOKEN, Fleet, FleetApp, open_fleet, sample_app_files
+from tests.helpers.fleet import SECRET as FLEET_SECRET
 from tests.helpers.git import GitOrigin
 from tests.helpers.redis_server import RedisServer, free_port
 
 CLI = [sys.executable, "-m", "hooksvc.cli"]
-SECRET = "stop-webhook-secret"
-GH_TOKEN = "stop-status-token"
 #: The contract: an idle `hooksvc run` or `hooksvc worker` is gone, every process of it, within this.
 IDLE_STOP_SECONDS = 2.0
 #: A deployment of the sample app (a build, a health gate of a few seconds) on a loaded machine.
@@ -243,17 +242,8 @@ class App:
             kind = "github"
             api_url = "{host.url}/github"
             token_env = "GH_TOKEN"
-            [apps.web]
-            host = "github"
-            repo = "acme/web"
-            clone_url = "{origin.path}"
-            branch = "main"
-            secret_env = "WEB_SECRET"
-            project = "{project}"
-            health_timeout = "60s"
-            start_grace = "2s"
-        """))
-        env = {**os.environ, "WEB_SECRET": SECRET, "GH_TOKEN": GH_TOKEN}
+        """) + FleetApp("web", origin, project, health_timeout="60s").section(host.url))
+        env = {**os.environ, "FLEET_SECRET": FLEET_SECRET, "GH_TOKEN": GH_TOKEN}
         env.pop("REDIS_URL", None)
         self.run = Run(tmp, config, env)
 
