@@ -203,6 +203,8 @@ class Supervisor:
     def _stop_workers(self, workers: list[Child]) -> None:
         """Warm: each worker finishes its deployment, however long that takes, and the supervisor says
         which ones it waits for. A further stop request makes it cold (see `DeployWorker`)."""
+        if not any(w.running for w in workers):
+            return
         warm_sent = time.monotonic()
         self._signal(workers, signal.SIGTERM)
         if not self.cold:
@@ -239,11 +241,16 @@ class Supervisor:
         """Until `children` exited; kill what still runs after `seconds`, or at once on a cold stop."""
         deadline = time.monotonic() + seconds
         while any(c.running for c in children):
-            if time.monotonic() >= deadline or (self.cold and not any(c.deploys for c in children)):
+            late = time.monotonic() >= deadline
+            if late or (self.cold and not any(c.deploys for c in children)):
                 for child in children:
-                    if child.running:
+                    if not child.running:
+                        continue
+                    if late:
                         log.warning("%s did not stop within %.0fs: killing it", child.name, seconds)
-                        _kill_tree(child)
+                    else:
+                        log.info("stopping at once: killing %s", child.name)
+                    _kill_tree(child)
                 break
             time.sleep(STOP_POLL_SECONDS)
         for child in children:
