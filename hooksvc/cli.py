@@ -52,9 +52,9 @@ def cmd_worker(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    from hooksvc.runtime.supervise import Supervisor
+    from hooksvc.runtime.supervise import run
 
-    return Supervisor(config, workers=args.workers, bind=args.bind).run()
+    run(config, workers=args.workers, bind=args.bind)
 
 
 # -- deploy / rollback / logs --------------------------------------------------------------------

@@ -49,8 +49,9 @@ KEEP_DEPLOYMENTS = 200
 REDIS_SOCKET_TIMEOUT_SECONDS = 2.0
 #: An intake entry in processing this long belongs to a dispatcher that died (dispatching takes ms).
 INTAKE_RECOVER_SECONDS = 60.0
-#: A dispatcher waits this long for intake before it looks after other duties (and shutdown).
-INTAKE_BLOCK_SECONDS = 1.0
+#: A dispatcher waits this long for intake before it looks after other duties; a stopping worker
+#: waits up to this long for it (an entry that arrives ends the wait at once).
+INTAKE_BLOCK_SECONDS = 0.25
 #: RQ queue that carries deployment jobs.
 QUEUE_NAME = "hooksvc-deploy"
 
@@ -68,6 +69,11 @@ REDIS_OUTAGE_WAIT_SECONDS = 300.0
 WAIT_MARGIN_SECONDS = 30.0
 #: While nothing runs a waited-for deployment, `--wait` says so this often.
 NO_WORKER_WARNING_SECONDS = 10.0
+#: A deploy worker writes its heartbeat this often, idle or busy (RQ's own: every few minutes idle).
+WORKER_HEARTBEAT_SECONDS = 5
+#: A worker whose last heartbeat is older than this (three missed) is gone: `hooksvc status` stops
+#: listing it. One that stops leaves the list at once; this bounds how long a killed one stays.
+WORKER_GONE_SECONDS = 15.0
 #: How often the reaper looks for deployments whose worker died.
 REAPER_INTERVAL_SECONDS = 5.0
 #: A queued deployment without a live job this long after it was queued is stranded: well past the
@@ -106,6 +112,9 @@ MAX_DURATION_SECONDS = 7 * 24 * 3600.0
 #: answer: git hosts give up on a delivery after 5-10 s, so no legitimate sender needs longer, and
 #: a slow or stalled client (or an idle keep-alive connection) frees its connection this soon.
 WEB_READ_TIMEOUT_SECONDS = 10.0
+#: A stopping web process lets its requests in flight answer within this long: a webhook answers in
+#: milliseconds, while a long-polled log (5 s) or a followed one is cut, and its client asks again.
+WEB_STOP_GRACE_SECONDS = 5
 #: Open connections per web process (gunicorn's own default); more wait in the listen backlog.
 #: Stalled clients cost a socket each, not a thread, and are closed after the read timeout.
 WEB_CONNECTIONS = 1000

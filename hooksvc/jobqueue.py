@@ -6,6 +6,7 @@ The job is named by string, so the web side never imports the workers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import redis
 from redis.client import Pipeline
@@ -28,8 +29,17 @@ def deploy_queue(connection: redis.Redis) -> Queue:
     return Queue(defaults.QUEUE_NAME, connection=connection)
 
 
+#: A deployment's job id is this and the deployment's id.
+DEPLOY_JOB_PREFIX = "deploy-"
+
+
 def job_id_for(deployment_id: str) -> str:
-    return f"deploy-{deployment_id}"
+    return f"{DEPLOY_JOB_PREFIX}{deployment_id}"
+
+
+def deployment_of_job(job_id: str) -> str:
+    """The deployment a job runs, "" for a job that is not a deployment's."""
+    return job_id.removeprefix(DEPLOY_JOB_PREFIX) if job_id.startswith(DEPLOY_JOB_PREFIX) else ""
 
 
 def enqueue_deployment(queue: Queue, pipe: Pipeline, deployment: Deployment, timeout: float) -> None:
@@ -79,7 +89,7 @@ def job_fate(queue: Queue, deployment_id: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class WorkerInfo:
-    """A deploy worker as RQ's registry has it: alive while it sends heartbeats."""
+    """A deploy worker as RQ's registry has it: alive while it sends heartbeats (see `workers_alive`)."""
 
     name: str
     host: str
@@ -88,13 +98,21 @@ class WorkerInfo:
     deployment_id: str
 
 
-def workers_alive(queue: Queue) -> list[WorkerInfo]:
-    """The workers registered on the deploy queue, by name."""
+def workers_alive(queue: Queue, now: datetime | None = None) -> list[WorkerInfo]:
+    """The workers registered on the deploy queue whose last heartbeat is recent, by name.
+
+    A worker that stops says so to RQ's registry on its way out; a killed one cannot, and RQ keeps
+    its entry for minutes. hooksvc's workers beat every `WORKER_HEARTBEAT_SECONDS`, idle or busy,
+    so one silent for `WORKER_GONE_SECONDS` is not listed.
+    """
+    now = now or datetime.now(UTC)
     found = []
     for worker in Worker.all(queue=queue):
-        job_id = worker.get_current_job_id() or ""
+        beat = worker.last_heartbeat  # RQ reads it back as an aware UTC time
+        if beat is not None and (now - beat).total_seconds() > defaults.WORKER_GONE_SECONDS:
+            continue
         found.append(WorkerInfo(
             name=worker.name, host=str(worker.hostname or "?"), pid=int(worker.pid or 0),
-            deployment_id=job_id.removeprefix("deploy-") if job_id.startswith("deploy-") else "",
+            deployment_id=deployment_of_job(worker.get_current_job_id() or ""),
         ))
     return sorted(found, key=lambda w: w.name)

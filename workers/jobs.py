@@ -36,6 +36,9 @@ from workers.locks import AppLock
 log = logging.getLogger("hooksvc.worker")
 
 T = TypeVar("T")
+#: The error of a deployment that a cold stop (a second stop signal to its worker) cut short.
+COLD_STOP_ERROR = ("worker stopped (cold) during the deployment: a second stop signal killed its job; "
+                   "the app's next rollout removes any container it had started")
 #: Log lines a job holds back while Redis is unreachable; older ones are dropped (and counted) past this.
 PENDING_LOG_LINES = 10_000
 
@@ -75,6 +78,22 @@ def execute(config: Config, store: DeploymentStore, connection: redis.Redis, dep
         except RedisUnavailable:
             log.error("deployment %s: Redis stayed unreachable; the janitor or the reaper will end it", deployment_id)
         raise
+
+
+def end_cut_deployment(store: DeploymentStore, deployment_id: str, reason: str = COLD_STOP_ERROR) -> Deployment | None:
+    """End `error` a running deployment whose job was killed on purpose, and free its app's lock.
+
+    The worker calls this once its work horse is dead, so nothing renews the lock any more: the
+    app's next deployment starts at once instead of after the lock's TTL, and its rollout's
+    left-over check removes the containers the cut one started. A deployment still queued (its
+    job was waiting for the lock) is the janitor's, as when a worker dies.
+    """
+    dep = store.find(deployment_id)
+    if dep is None or dep.state is not DeploymentState.RUNNING:
+        return None
+    ended = store.finish(deployment_id, DeploymentState.ERROR, reason)
+    AppLock(store.redis, keys.app_lock(dep.app), deployment_id).lease.release()
+    return ended
 
 
 def wait_out_redis(fn: Callable[[], T], what: str, patience: float = defaults.REDIS_OUTAGE_WAIT_SECONDS) -> T:

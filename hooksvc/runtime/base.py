@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable
+from typing import NoReturn
 
 import redis
 
@@ -51,3 +54,16 @@ class Runtime:
         thread = threading.Thread(target=loop, args=(self.stopping,), name=name, daemon=True)
         thread.start()
         self.threads.append(thread)
+
+
+def leave(status: int) -> NoReturn:
+    """End a long-running process whose work is done, without the interpreter's teardown.
+
+    A worker has imported Docker's SDK, GitPython, RQ and their dependencies: tearing them down
+    took 0.1-1.1 s per stop on a busy machine (measured), with nothing left to do. The log
+    handlers and the standard streams are flushed first.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 from hooksvc import quickstart
 from hooksvc.config import load_config
@@ -24,6 +24,7 @@ from hooksvc.deployments import DeploymentState
 from hooksvc.errors import HooksvcError
 from hooksvc.githook import HookSettings, install
 from hooksvc.operations import queue_manual
+from hooksvc.runtime.base import leave
 from hooksvc.runtime.supervise import Child, Supervisor
 from hooksvc.store import open_store
 from workers.bare_repo import create_bare_repository
@@ -39,7 +40,7 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-def run_quickstart(args: argparse.Namespace) -> int:
+def run_quickstart(args: argparse.Namespace) -> NoReturn:
     if args.bind:
         raise HooksvcError("the quickstart chooses its own ports (kept in .hooksvc-quickstart/ports.json): "
                            "--bind needs a configuration (--config PATH or $HOOKSVC_CONFIG)")
@@ -62,13 +63,14 @@ def run_quickstart(args: argparse.Namespace) -> int:
     output = qs.log_path.open("ab")
     logging.getLogger().handlers[:] = [_BytesLog(output)]
     supervisor.output = output
+    supervisor.say = say  # what a stop waits for goes to the terminal, not only to the log
     failed: list[bool] = []
     supervisor.on_started = lambda: failed.append(not _started(qs, supervisor))
     try:
         status = supervisor.run()
     finally:
         output.close()
-    return 1 if any(failed) else status
+    leave(1 if any(failed) else status)
 
 
 class _BytesLog(logging.Handler):
@@ -117,7 +119,7 @@ def _started(qs: quickstart.Quickstart, supervisor: Supervisor) -> bool:
         print(f"hooksvc quickstart: {exc}", file=sys.stderr, flush=True)
     except Exception as exc:  # noqa: BLE001 - the docker SDK's errors among them: say it, then stop
         print(f"hooksvc quickstart: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-    supervisor.stopping = True
+    supervisor.request_stop()
     return False
 
 

@@ -10,6 +10,7 @@ has not arrived whole within the read timeout (`defaults.WEB_READ_TIMEOUT_SECOND
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
@@ -29,7 +30,7 @@ from waitress.utilities import RequestEntityTooLarge  # type: ignore[import-unty
 
 from hooksvc import defaults
 from hooksvc.config import Config
-from hooksvc.runtime.base import Runtime
+from hooksvc.runtime.base import Runtime, leave
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -59,13 +60,20 @@ def serve(config: Config, *, bind: str | None, processes: int, threads: int, acc
             self.cfg.set("threads", threads)
             self.cfg.set("worker_connections", defaults.WEB_CONNECTIONS)
             self.cfg.set("accesslog", "-" if access_log else None)
+            self.cfg.set("graceful_timeout", defaults.WEB_STOP_GRACE_SECONDS)
+            # gunicorn's control socket is one path per user (~/.gunicorn): two servers on a
+            # machine would share it, and hooksvc has no use for it.
+            self.cfg.set("control_socket_disable", True)
             # Threads do not survive gunicorn's fork: each web process starts its own.
             self.cfg.set("post_worker_init", lambda worker: Runtime(config).start())
 
         def load(self) -> Any:
             return create_app(config)
 
-    Server().run()
+    try:
+        Server().run()  # the arbiter, and in its forks each web process, end with sys.exit
+    except SystemExit as done:
+        leave(done.code if isinstance(done.code, int) else 0 if done.code is None else 1)
     return 0
 
 
@@ -104,6 +112,7 @@ class WaitressWorker(Worker):  # type: ignore[misc]  # gunicorn ships no type hi
         socket_map: dict[int, Any] = {}
         dispatcher = ThreadedTaskDispatcher()
         dispatcher.set_thread_count(adj.threads)
+        _SignalWake(self.PIPE[0], socket_map)  # a stop signal ends the loop's wait at once
         servers = [
             _Server(app, map=socket_map, _sock=listener.sock, dispatcher=dispatcher, adj=adj, bind_socket=False,
                     sockinfo=(listener.sock.family, listener.sock.type, listener.sock.proto,
@@ -151,6 +160,18 @@ class WaitressWorker(Worker):  # type: ignore[misc]  # gunicorn ships no type hi
                              soft, soft - SPARE_FILES, connections)
             return max(1, soft - SPARE_FILES)
         return connections
+
+
+class _SignalWake(wasyncore.file_dispatcher):  # type: ignore[misc]
+    """gunicorn writes a byte into its worker's pipe on every signal (`signal.set_wakeup_fd`):
+    watched by the event loop, it wakes the loop at once to see that the worker must stop."""
+
+    def handle_read(self) -> None:
+        with contextlib.suppress(OSError):
+            self.recv(64)
+
+    def writable(self) -> bool:
+        return False
 
 
 class _RefusedBodyTask(WSGITask):  # type: ignore[misc]

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from types import FrameType
 
-from rq import Worker
+import redis
+from rq import Queue, Worker
+from rq.job import Job
+from rq.utils import now
 
 # Imported here, in the worker, on purpose: every job runs in a fork of this process, which then
 # inherits the job's modules instead of importing them again (~0.1 s per deployment, measured).
@@ -14,9 +18,11 @@ from hooksvc import defaults
 from hooksvc.config import Config
 from hooksvc.connection import connect, redis_url
 from hooksvc.errors import HooksvcError
+from hooksvc.jobqueue import deployment_of_job
 from hooksvc.recovery import recover_stranded
 from hooksvc.retention import trim
-from hooksvc.runtime.base import Runtime
+from hooksvc.runtime.base import Runtime, leave
+from hooksvc.store import DeploymentStore
 from workers import jobs
 from workers.checks import check_services as check_services  # `hooksvc check-config`: the deploy side's probes
 from workers.compose import detect_compose
@@ -34,10 +40,16 @@ class WorkerRuntime(Runtime):
         super().start()
         self.start_thread("hooksvc-janitor", self.recover_forever)
         self.start_thread("hooksvc-intake", self.store.intake.dispatch_forever)
-        self.start_thread("hooksvc-outbox", OutboxSender(self.config, self.store.redis).run_forever)
+        # Its pauses end when the runtime stops, so a stopping worker does not wait one out.
+        sender = OutboxSender(self.config, self.store.redis, sleep=self.pause)
+        self.start_thread("hooksvc-outbox", sender.run_forever)
         if any(pollable(app) for app in self.config.apps.values()):
             self.start_thread("hooksvc-poller", BranchPoller(self.config, self.store).run_forever)
 
+
+    def pause(self, seconds: float) -> None:
+        """Sleep up to `seconds`, less when the runtime stops meanwhile."""
+        self.stopping.wait(seconds)
 
     def recover_forever(self, stop: threading.Event) -> None:
         """Every `REAPER_INTERVAL_SECONDS`: re-queue or end queued deployments whose job vanished or died,
@@ -51,6 +63,84 @@ class WorkerRuntime(Runtime):
                 log.warning("janitor: %s", exc)
 
 
+#: A second stop signal this soon after the first is the first one again (see `request_force_stop`).
+DUPLICATE_SIGNAL_SECONDS = 1.0
+
+
+class DeployWorker(Worker):
+    """RQ's forking worker, with hooksvc's heartbeat and its two stops.
+
+    The first SIGTERM or SIGINT is a warm stop: an idle worker exits at once; a busy one logs the
+    deployment it waits for, lets it finish or roll back, then exits. A second one is a cold stop:
+    the work horse's process group (the job and its git, compose and docker commands: RQ starts the
+    horse in a group of its own) is killed, the deployment ends `error` with the reason
+    (`jobs.COLD_STOP_ERROR`) and the worker exits; the app's next rollout removes the containers
+    the cut one had started. The worker writes its heartbeat every `WORKER_HEARTBEAT_SECONDS`,
+    idle or busy, so `hooksvc status` drops a killed one soon (`jobqueue.workers_alive`).
+    """
+
+    def __init__(self, store: DeploymentStore) -> None:
+        super().__init__([store.queue], connection=store.redis,
+                         job_monitoring_interval=defaults.WORKER_HEARTBEAT_SECONDS)
+        self.store = store
+        #: The deployment the work horse runs, "" while idle.
+        self.deployment_id = ""
+        #: A deployment ended after the warm stop was asked for: its commit status is still to be sent.
+        self.finished_while_stopping = False
+
+    @property
+    def dequeue_timeout(self) -> int:
+        """An idle worker's heartbeat: it waits this long for a job before it writes the next."""
+        return defaults.WORKER_HEARTBEAT_SECONDS
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        self.deployment_id = deployment_of_job(job.id)
+        try:
+            super().execute_job(job, queue)
+        finally:
+            self.deployment_id = ""
+        self.finished_while_stopping = self._stop_requested
+
+    def unsubscribe(self) -> None:
+        """RQ's joins its pubsub thread, which can sit a minute in one wait for a message (measured:
+        idle stops of 1-120 s): tell Redis, and leave the thread, a daemon, to the process's end."""
+        if self.pubsub_thread is not None:
+            self.pubsub.unsubscribe()
+            self.pubsub_thread.stop(timeout=0)
+
+    def handle_warm_shutdown_request(self) -> None:
+        if self.horse_pid and self.deployment_id:
+            log.info("warm stop: waiting for deployment %s to finish (a second stop signal cuts it short)",
+                     self.deployment_id)
+        else:
+            log.info("warm stop")
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        """Cold stop: RQ's, plus the deployment's end. A second signal within a second of the first
+        is the same stop sent twice (a terminal's Ctrl-C to the process group beside a supervisor's
+        SIGTERM), as RQ also judges: it is ignored."""
+        del signum, frame
+        asked = self._shutdown_requested_date
+        if asked is not None and (now() - asked).total_seconds() < DUPLICATE_SIGNAL_SECONDS:
+            log.info("stop signal ignored: the same stop, sent twice")
+            return
+        if self.horse_pid:
+            deployment_id = self.deployment_id
+            log.warning("cold stop: killing the work horse (pid %s) of deployment %s", self.horse_pid,
+                        deployment_id or "-")
+            self.kill_horse()
+            self.wait_for_horse()
+            if deployment_id:
+                try:
+                    if jobs.end_cut_deployment(self.store, deployment_id) is not None:
+                        log.warning("deployment %s ended error: %s", deployment_id, jobs.COLD_STOP_ERROR)
+                except HooksvcError as exc:  # Redis away: the reaper ends it once the lock expires
+                    log.warning("deployment %s: %s", deployment_id, exc)
+        else:
+            log.info("cold stop")
+        raise SystemExit(0)
+
+
 def work(config: Config, *, burst: bool = False) -> int:
     """Run deployments. With `burst`, dispatch the waiting intake, run what is queued, deliver the
     outbox once, and exit; without, run the worker's background threads and serve forever."""
@@ -62,7 +152,7 @@ def work(config: Config, *, burst: bool = False) -> int:
     except HooksvcError as exc:
         log.warning("%s (deployments will fail until compose is installed)", exc)
 
-    worker = Worker([runtime.store.queue], connection=connection)
+    worker = DeployWorker(runtime.store)
     if burst:
         # A burst worker runs no dispatcher thread: turn what webhooks left waiting into jobs first.
         runtime.store.intake.recover()  # entries a dispatcher that died left half done
@@ -76,4 +166,10 @@ def work(config: Config, *, burst: bool = False) -> int:
         worker.work(logging_level="INFO")
     finally:
         runtime.stop()
-    return 0
+    if worker.finished_while_stopping:
+        # The sender thread stopped with the worker: send the finished deployment's status now.
+        try:
+            OutboxSender(config, connection).run_once()
+        except (HooksvcError, redis.RedisError) as exc:
+            log.warning("outbox sender: %s (another worker sends the status)", exc)
+    leave(0)
