@@ -332,6 +332,34 @@ class TestDuplicates:
         assert resp.status_code == 200 and resp.json["duplicate"] is True
         assert len(store.recent()) == 1
 
+    def test_a_delivery_id_seen_for_one_app_does_not_drop_another_apps_push(
+            self, tmp_path: Path, redis: redis_lib.Redis) -> None:
+        """Two apps on /hooks/github with their own repositories and secrets, one delivery id: each push
+        deploys its app, and only a redelivery to the same app is a duplicate."""
+        extra = f"""
+            [apps.docs]
+            host = "github"
+            repo = "acme/docs"
+            clone_url = "{tmp_path / 'origin-docs.git'}"
+            branch = "main"
+            secret_env = "DOCS_SECRET"
+        """
+        config = make_config(tmp_path, extra, env={"DOCS_SECRET": "docs-webhook-secret"})
+        client = create_app(config, connection=redis, listeners=[]).test_client()
+        same_id = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+        shop = github_request(github_push(after=commit_sha(1)), SHOP, delivery_id=same_id)
+        docs = github_request(github_push(repo="acme/docs", after=commit_sha(2)), "docs-webhook-secret",
+                              delivery_id=same_id)
+
+        first = client.open("/hooks/github", **shop.client_kwargs())
+        second = client.open("/hooks/github", **docs.client_kwargs())
+        again = client.open("/hooks/github", **shop.client_kwargs())
+
+        assert (first.status_code, [d["app"] for d in first.json["deployments"]]) == (202, ["shop"])
+        assert (second.status_code, [d["app"] for d in second.json["deployments"]]) == (202, ["docs"])
+        assert (again.status_code, again.json["duplicate"]) == (200, True)
+        assert [d["id"] for d in again.json["deployments"]] == [d["id"] for d in first.json["deployments"]]
+
     def test_newer_push_supersedes_queued_one(self, client: FlaskClient, store: DeploymentStore) -> None:
         """Two pushes in a row leave the first superseded and the second queued."""
         a = client.open("/hooks/github", **github_request(github_push(after=commit_sha(1)), SHOP).client_kwargs())
