@@ -175,10 +175,10 @@ def is_glob(pattern: str) -> bool:
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_PROJECT = re.compile(r"[a-z0-9][a-z0-9_-]*")
 #: What GitLab accepts as an environment name (GitHub accepts more), at most 255 characters.
-_ENVIRONMENT = re.compile(r"^(?!/)[A-Za-z0-9_.\-/ ${}]{1,255}(?<!/)$")
+_ENVIRONMENT = re.compile(r"(?!/)[A-Za-z0-9_.\-/ ${}]{1,255}(?<!/)")
 _HTTP_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
 
 
@@ -426,7 +426,7 @@ def _read_registry(r: _Reader, t: Mapping[str, Any], prefix: str, strategy: str)
     registry: str | None = r.get(t, prefix, "registry", str, None)
     if registry is None:
         return None
-    match = _REGISTRY.match(registry)
+    match = _REGISTRY.fullmatch(registry)
     if match is None or not 0 < int(match.group(1)) < 65536:
         r.problem(f"{prefix}.registry", f"expected HOST:PORT of a registry, such as 'registry.example.com:5000' "
                                         f"(no scheme, path or credentials), got {registry!r}")
@@ -439,7 +439,7 @@ def _read_registry(r: _Reader, t: Mapping[str, Any], prefix: str, strategy: str)
 def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, HostConfig]) -> AppConfig | None:
     prefix = f"apps.{name}"
     before = len(r.problems)
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         r.problem(prefix, "app names use letters, digits, '.', '_' and '-' and start with a letter or digit")
     r.unknown_keys(t, prefix, _APP_KEYS)
     host_name = r.get(t, prefix, "host", str, "")
@@ -477,7 +477,7 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
     if not compose_files:
         r.problem(f"{prefix}.compose_files", "expected at least one compose file")
     project = r.get(t, prefix, "project", str, "") or name.lower().replace(".", "-")
-    if not _PROJECT.match(project):
+    if not _PROJECT.fullmatch(project):
         r.problem(f"{prefix}.project", f"compose project names use a-z, 0-9, '_' and '-', got {project!r}")
     strategy = r.get(t, prefix, "strategy", str, defaults.STRATEGY)
     if strategy not in defaults.STRATEGIES:

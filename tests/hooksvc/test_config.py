@@ -168,6 +168,13 @@ class TestInvalidConfig:
         problems = problems_of(text, {"SHOP_SECRET": "s"})
         assert any("apps.shop2.project: compose project 'shop' is already used by app 'shop'" in p for p in problems)
 
+    def test_names_ending_in_a_line_feed_are_refused(self) -> None:
+        """An app name or a compose project ending in a line feed is refused (Python's `$` let it pass)."""
+        text = MINIMAL.replace("[apps.shop]", '[apps."shop\\n"]') + 'project = "shop\\n"\n'
+        problems = problems_of(text, {"SHOP_SECRET": "s"})
+        assert any("apps.shop\n: app names use letters" in p for p in problems), problems
+        assert any(".project: " in p for p in problems), problems
+
     def test_invalid_toml_names_the_file(self) -> None:
         """A syntax error names the file."""
         problems = problems_of("[server\n")

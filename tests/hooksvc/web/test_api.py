@@ -119,7 +119,8 @@ class TestDeploy:
         resp = client.post("/api/apps/shop/deploy", headers=AUTH, json={"sha": SHA_A})
         assert resp.status_code == 202 and resp.json["sha"] == SHA_A
 
-    @pytest.mark.parametrize("body", [{"sha": "not-hex"}, {"ref": "../etc"}, {"sha": 42}])
+    @pytest.mark.parametrize("body", [{"sha": "not-hex"}, {"ref": "../etc"}, {"sha": 42},
+                                      {"sha": SHA_A + "\n"}, {"ref": "main\n"}])
     def test_bad_body_is_400(self, client: FlaskClient, body: dict[str, object]) -> None:
         """An invalid sha or ref is refused with a reason."""
         resp = client.post("/api/apps/shop/deploy", headers=AUTH, json=body)
