@@ -249,6 +249,8 @@ def _print_disk_usage(store: DeploymentStore, names: Sequence[str]) -> None:
 
 def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
     print(f"{config.path}: configuration valid ({len(config.apps)} apps, {len(config.hosts)} hosts)")
+    for warning in config.weak_secrets():
+        print(f"  warning: {warning}")
     problems = 0
     from hooksvc.runtime.worker import check_services
 

@@ -159,6 +159,19 @@ class Config:
     def app(self, name: str) -> AppConfig | None:
         return self.apps.get(name)
 
+    def weak_secrets(self) -> list[str]:
+        """Warnings for chosen secrets shorter than MIN_SECRET_CHARACTERS (webhook and notification
+        secrets: accepted, since hosts accept them, but guessable). Lengths only, never a character."""
+        warnings = []
+        for app in self.apps.values():
+            for what, secret in (("webhook secret", app.secret), ("notification secret", app.notify.webhook_secret)):
+                if secret is not None and len(secret.reveal()) < defaults.MIN_SECRET_CHARACTERS:
+                    warnings.append(
+                        f"apps.{app.name}: its {what} has {len(secret.reveal())} characters: whoever guesses it can "
+                        f"{'deploy' if what == 'webhook secret' else 'forge the notifications of'} {app.name}; use "
+                        f"{defaults.MIN_SECRET_CHARACTERS} or more (`openssl rand -hex 32`) here and on the other side")
+        return warnings
+
     def secrets(self) -> list[str]:
         """Every secret value this config holds, for redaction of logs."""
         found: list[Secret | None] = list(self.server.api_tokens)
@@ -354,6 +367,12 @@ def _read_server(r: _Reader, data: Mapping[str, Any]) -> ServerConfig:
     # Without tokens the API and pages refuse every request (unless public_read allows reading).
     raw = r.secret(t, "server", "api_tokens", required=False)
     tokens = tuple(Secret(tok.strip()) for tok in (raw.reveal() if raw else "").split(",") if tok.strip())
+    source = "server.api_tokens_file" if "api_tokens_file" in t else "server.api_tokens_env"
+    for n, token in enumerate(tokens, 1):
+        if len(token.reveal()) < defaults.MIN_SECRET_CHARACTERS:
+            # Which token and how long, never any of its characters.
+            r.problem(source, f"API token {n} of {len(tokens)} has {len(token.reveal())} characters: a bearer token "
+                              f"needs at least {defaults.MIN_SECRET_CHARACTERS} (make one with `openssl rand -hex 16`)")
     return ServerConfig(
         listen=listen,
         public_url=public_url,

@@ -9,6 +9,11 @@ MAX_BODY_BYTES = 5 * 1024 * 1024
 WEBHOOK_FORM_MAX_FIELDS = 8
 #: Environment variable holding the comma-separated API bearer tokens.
 API_TOKENS_ENV = "HOOKSVC_API_TOKENS"
+#: The shortest API token accepted, and the webhook secret length below which check-config warns: 16
+#: random characters are out of reach of guessing, online or offline (a captured signed delivery).
+#: Webhook secrets are only warned about: git hosts let users choose short ones, and refusing them
+#: would stop a working setup's deployments at the next restart.
+MIN_SECRET_CHARACTERS = 16
 REDIS_URL = "redis://127.0.0.1:6379/0"
 #: Environment variable that overrides `[redis] url`, as is customary for Redis clients.
 REDIS_URL_ENV = "REDIS_URL"
