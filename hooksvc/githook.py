@@ -161,13 +161,13 @@ class _OwnDirectory:
     def open(cls, path: Path, parent: _OwnDirectory | None = None) -> _OwnDirectory:
         name = path.name if parent is not None else str(path)
         dir_fd = parent.fd if parent is not None else None
-        _refuse_foreign(path, os.stat(name, dir_fd=dir_fd, follow_symlinks=False), "folder")
+        _refuse_foreign(path, os.stat(name, dir_fd=dir_fd, follow_symlinks=False), "folder", parent is None)
         try:
             fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
         except OSError as exc:  # swapped for a link or a file since the check
             raise HooksvcError(f"cannot open the folder {path} ({exc.strerror}): install again") from None
         try:
-            _refuse_foreign(path, os.fstat(fd), "folder")
+            _refuse_foreign(path, os.fstat(fd), "folder", parent is None)
         except HooksvcError:
             os.close(fd)
             raise
@@ -223,7 +223,7 @@ class _OwnDirectory:
             raise
 
 
-def _refuse_foreign(path: Path, found: os.stat_result, kind: str) -> None:
+def _refuse_foreign(path: Path, found: os.stat_result, kind: str, repository: bool = False) -> None:
     """HooksvcError when `found` is a symbolic link, not a `kind`, or belongs to another user."""
     if stat.S_ISLNK(found.st_mode):
         raise HooksvcError(f"{path} is a symbolic link: git-hook install writes only its own files and folders "
@@ -234,13 +234,15 @@ def _refuse_foreign(path: Path, found: os.stat_result, kind: str) -> None:
         raise HooksvcError(f"{path} is not a {kind}: remove it and install again")
     me = os.geteuid()
     if found.st_uid != me:
-        raise HooksvcError(
-            f"{path} belongs to {_user(found.st_uid)}, but git-hook install runs as {_user(me)}: it writes only "
-            "into folders and files of the user running it (another user could read the secret or swap the "
-            "files). If the repository is theirs, run install as that user (the hook runs as the pusher, who "
-            f"must be able to read its settings): `sudo -u {_user_name(found.st_uid)} hooksvc git-hook install "
-            f"...`; otherwise remove {path}"
-        )
+        why = (f"{path} belongs to {_user(found.st_uid)}, but git-hook install runs as {_user(me)}: it writes "
+               "only into folders and files of the user running it (another user could read the secret or "
+               "swap the files)")
+        if repository:
+            raise HooksvcError(f"{why}. Run it as the repository's owner (the hook runs as the pusher, who must "
+                               f"be able to read its settings): `sudo -u {_user_name(found.st_uid)} hooksvc "
+                               "git-hook install ...`")
+        raise HooksvcError(f"{why}. Remove {path} (hooksvc did not make it) and install again as the "
+                           "repository's owner")
 
 
 def _user_name(uid: int) -> str:
