@@ -61,7 +61,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 
 def _follow(store: DeploymentStore, deployment_id: str, out: Callable[[str], None]) -> Deployment:
     for line in store.follow_log(deployment_id):
-        out(line)
+        out(redact.terminal_safe(line))
     return store.get(deployment_id)
 
 
@@ -70,7 +70,8 @@ def wait_for_deployment(store: DeploymentStore, deployment_id: str, bound: float
     """Follow a deployment's log until it ends (0 when it succeeded), or give up after `bound` seconds (1).
 
     While it is queued and no worker is registered to run it, say so at once and every
-    `NO_WORKER_WARNING_SECONDS`: a deployment nobody runs must not look like one that is slow.
+    `NO_WORKER_WARNING_SECONDS`: a deployment nobody runs must not look like one that is slow. Log lines
+    are build output on their way to a terminal: their control characters are escaped.
     """
     deadline = time.monotonic() + bound
     cursor = "0-0"
@@ -79,9 +80,9 @@ def wait_for_deployment(store: DeploymentStore, deployment_id: str, bound: float
         dep = store.get(deployment_id)
         lines, cursor = store.logs.read(deployment_id, cursor)
         for line in lines:
-            out(line)
+            out(redact.terminal_safe(line))
         if dep.state.is_final:  # its `finished:` line was written with the state: it was just printed
-            out(f"deployment {dep.id}: {dep.state}" + (f": {dep.error}" if dep.error else ""))
+            out(f"deployment {dep.id}: {dep.state}" + (f": {redact.terminal_safe(dep.error)}" if dep.error else ""))
             return 0 if dep.state is DeploymentState.SUCCEEDED else 1
         now = time.monotonic()
         if now >= deadline:
@@ -97,7 +98,7 @@ def wait_for_deployment(store: DeploymentStore, deployment_id: str, bound: float
             warned_at = now
         lines, cursor = store.logs.read(deployment_id, cursor, block_ms=int(min(1.0, deadline - now) * 1000) + 1)
         for line in lines:
-            out(line)
+            out(redact.terminal_safe(line))
 
 
 def _queued(config: Config, store: DeploymentStore, dep: Deployment, wait: bool) -> int:
@@ -133,7 +134,7 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
     else:
         lines, _ = store.logs.read(args.id)
         for line in lines:
-            print(line)
+            print(redact.terminal_safe(line))
     return 0
 
 
@@ -226,7 +227,8 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
         detail = [["ID", "STATE", "TRIGGER", "SHA", "CREATED", "ERROR"]]
         for dep in recent:
             created = datetime.fromtimestamp(dep.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-            detail.append([dep.id, dep.state, dep.trigger, dep.sha[:12] or dep.ref, created, dep.error[:60]])
+            detail.append([dep.id, dep.state, dep.trigger, dep.sha[:12] or dep.ref, created,
+                           redact.terminal_safe(dep.error[:60])])
         print(_table(detail) if recent else "no deployments yet")
     return 0
 
@@ -247,6 +249,8 @@ def _print_disk_usage(store: DeploymentStore, names: Sequence[str]) -> None:
 
 def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
     print(f"{config.path}: configuration valid ({len(config.apps)} apps, {len(config.hosts)} hosts)")
+    for warning in config.weak_secrets():
+        print(f"  warning: {warning}")
     problems = 0
     from hooksvc.runtime.worker import check_services
 

@@ -159,6 +159,19 @@ class Config:
     def app(self, name: str) -> AppConfig | None:
         return self.apps.get(name)
 
+    def weak_secrets(self) -> list[str]:
+        """Warnings for chosen secrets shorter than MIN_SECRET_CHARACTERS (webhook and notification
+        secrets: accepted, since hosts accept them, but guessable). Lengths only, never a character."""
+        warnings = []
+        for app in self.apps.values():
+            for what, secret in (("webhook secret", app.secret), ("notification secret", app.notify.webhook_secret)):
+                if secret is not None and len(secret.reveal()) < defaults.MIN_SECRET_CHARACTERS:
+                    warnings.append(
+                        f"apps.{app.name}: its {what} has {len(secret.reveal())} characters: whoever guesses it can "
+                        f"{'deploy' if what == 'webhook secret' else 'forge the notifications of'} {app.name}; use "
+                        f"{defaults.MIN_SECRET_CHARACTERS} or more (`openssl rand -hex 32`) here and on the other side")
+        return warnings
+
     def secrets(self) -> list[str]:
         """Every secret value this config holds, for redaction of logs."""
         found: list[Secret | None] = list(self.server.api_tokens)
@@ -175,10 +188,10 @@ def is_glob(pattern: str) -> bool:
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_PROJECT = re.compile(r"[a-z0-9][a-z0-9_-]*")
 #: What GitLab accepts as an environment name (GitHub accepts more), at most 255 characters.
-_ENVIRONMENT = re.compile(r"^(?!/)[A-Za-z0-9_.\-/ ${}]{1,255}(?<!/)$")
+_ENVIRONMENT = re.compile(r"(?!/)[A-Za-z0-9_.\-/ ${}]{1,255}(?<!/)")
 _HTTP_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
 
 
@@ -354,6 +367,12 @@ def _read_server(r: _Reader, data: Mapping[str, Any]) -> ServerConfig:
     # Without tokens the API and pages refuse every request (unless public_read allows reading).
     raw = r.secret(t, "server", "api_tokens", required=False)
     tokens = tuple(Secret(tok.strip()) for tok in (raw.reveal() if raw else "").split(",") if tok.strip())
+    source = "server.api_tokens_file" if "api_tokens_file" in t else "server.api_tokens_env"
+    for n, token in enumerate(tokens, 1):
+        if len(token.reveal()) < defaults.MIN_SECRET_CHARACTERS:
+            # Which token and how long, never any of its characters.
+            r.problem(source, f"API token {n} of {len(tokens)} has {len(token.reveal())} characters: a bearer token "
+                              f"needs at least {defaults.MIN_SECRET_CHARACTERS} (make one with `openssl rand -hex 16`)")
     return ServerConfig(
         listen=listen,
         public_url=public_url,
@@ -426,7 +445,7 @@ def _read_registry(r: _Reader, t: Mapping[str, Any], prefix: str, strategy: str)
     registry: str | None = r.get(t, prefix, "registry", str, None)
     if registry is None:
         return None
-    match = _REGISTRY.match(registry)
+    match = _REGISTRY.fullmatch(registry)
     if match is None or not 0 < int(match.group(1)) < 65536:
         r.problem(f"{prefix}.registry", f"expected HOST:PORT of a registry, such as 'registry.example.com:5000' "
                                         f"(no scheme, path or credentials), got {registry!r}")
@@ -439,7 +458,7 @@ def _read_registry(r: _Reader, t: Mapping[str, Any], prefix: str, strategy: str)
 def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, HostConfig]) -> AppConfig | None:
     prefix = f"apps.{name}"
     before = len(r.problems)
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         r.problem(prefix, "app names use letters, digits, '.', '_' and '-' and start with a letter or digit")
     r.unknown_keys(t, prefix, _APP_KEYS)
     host_name = r.get(t, prefix, "host", str, "")
@@ -477,7 +496,7 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
     if not compose_files:
         r.problem(f"{prefix}.compose_files", "expected at least one compose file")
     project = r.get(t, prefix, "project", str, "") or name.lower().replace(".", "-")
-    if not _PROJECT.match(project):
+    if not _PROJECT.fullmatch(project):
         r.problem(f"{prefix}.project", f"compose project names use a-z, 0-9, '_' and '-', got {project!r}")
     strategy = r.get(t, prefix, "strategy", str, defaults.STRATEGY)
     if strategy not in defaults.STRATEGIES:

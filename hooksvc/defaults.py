@@ -9,6 +9,11 @@ MAX_BODY_BYTES = 5 * 1024 * 1024
 WEBHOOK_FORM_MAX_FIELDS = 8
 #: Environment variable holding the comma-separated API bearer tokens.
 API_TOKENS_ENV = "HOOKSVC_API_TOKENS"
+#: The shortest API token accepted, and the webhook secret length below which check-config warns: 16
+#: random characters are out of reach of guessing, online or offline (a captured signed delivery).
+#: Webhook secrets are only warned about: git hosts let users choose short ones, and refusing them
+#: would stop a working setup's deployments at the next restart.
+MIN_SECRET_CHARACTERS = 16
 REDIS_URL = "redis://127.0.0.1:6379/0"
 #: Environment variable that overrides `[redis] url`, as is customary for Redis clients.
 REDIS_URL_ENV = "REDIS_URL"
@@ -97,6 +102,12 @@ REPORT_HTTP_TIMEOUT_SECONDS = 10.0
 FAILED_CONTAINER_LOG_LINES = 20
 #: Log lines are cut to this many characters so one runaway line cannot fill Redis.
 LOG_LINE_LIMIT = 4000
+#: A deployment's log keeps at most this many bytes of lines: a chatty build wrote 9.1 MB (81,555 lines) in
+#: 30 s, and 200 such logs per app would fill Redis. Of it, the last LOG_TAIL_BYTES are the log's end (the
+#: error a failed build ends with); what came between the first part and the end is cut, and says so.
+LOG_CAP_BYTES = 5 * 1024 * 1024
+#: The end of a log over LOG_CAP_BYTES that is kept: thousands of lines, far more than a build's error.
+LOG_TAIL_BYTES = 1024 * 1024
 #: A value from outside (repository name, request path) is cut to this many characters in the server
 #: log: enough to recognise it, too little for one request to flood the log.
 LOG_VALUE_LIMIT = 200

@@ -9,13 +9,18 @@ The hook lives in `REPO.git/hooks/post-receive` and only names the hooksvc insta
     hooksvc/pending/       pushes hooksvc could not be told about yet, sent first by the next push
 
 So the secret never appears in the hook's text, in an argv or in the environment of the pusher's shell.
+Install writes all of it as the repository's owner and refuses symbolic links and other users' files
+on the way (see `install`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pwd
 import shlex
+import stat
 import time
 import urllib.error
 import urllib.request
@@ -113,35 +118,142 @@ def hook_script(python: str, settings_dir: Path) -> str:
             f"exec {command}\n")
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` readable by its owner only, from the first byte on."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        os.fchmod(f.fileno(), 0o600)  # the file may have existed with wider permissions
-        f.write(text)
-
-
 def install(repo_dir: Path, settings: HookSettings, secret: str, python: str) -> Path:
-    """Write the hook and its settings into the bare repository `repo_dir`; returns the hook's path."""
+    """Write the hook and its settings into the bare repository `repo_dir`; returns the hook's path.
+
+    Whoever can write in the repository may have planted a symbolic link or a file of their own
+    where the hook, its settings or its secret go, and install often runs as root: it writes only
+    into folders that belong to the user running it, through file descriptors opened without
+    following links, and only into files it has just created (then renamed into place). A link or
+    another user's file or folder on the way is refused, with the reason.
+    """
+    repo_dir = Path(os.path.realpath(repo_dir))
     if not (repo_dir / "objects").is_dir() or not (repo_dir / "HEAD").is_file():
         raise HooksvcError(f"{repo_dir} is not a bare git repository (no HEAD and objects/): "
                            "give the path of REPO.git on the git server")
-    hook = repo_dir / "hooks" / HOOK_NAME
-    if hook.exists() and HOOK_MARK not in hook.read_text(errors="replace"):
-        raise HooksvcError(f"{hook} exists and was not written by hooksvc: move it away (or call it from "
-                           "another hook) and install again")
-    settings_dir = (repo_dir / SETTINGS_DIR).resolve()
-    settings_dir.mkdir(mode=0o700, exist_ok=True)
-    settings_dir.chmod(0o700)
-    (settings_dir / PENDING_DIR).mkdir(mode=0o700, exist_ok=True)
-    _write_private(settings_dir / SECRET_FILE, secret + "\n")
-    _write_private(settings_dir / SETTINGS_FILE, json.dumps(asdict(settings), indent=2) + "\n")
-    hook.parent.mkdir(exist_ok=True)
-    tmp = hook.with_name(f".{HOOK_NAME}.tmp")
-    tmp.write_text(hook_script(python, settings_dir))
-    tmp.chmod(0o755)
-    tmp.replace(hook)
+    settings_dir = repo_dir / SETTINGS_DIR
+    with contextlib.ExitStack() as fds:
+        repo = fds.enter_context(_OwnDirectory.open(repo_dir))
+        hooks = fds.enter_context(repo.subdirectory("hooks", mode=0o755))
+        hook = repo_dir / "hooks" / HOOK_NAME
+        existing = hooks.read_own_file(HOOK_NAME)
+        if existing is not None and HOOK_MARK not in existing:
+            raise HooksvcError(f"{hook} exists and was not written by hooksvc: move it away (or call it from "
+                               "another hook) and install again")
+        own = fds.enter_context(repo.subdirectory(SETTINGS_DIR, mode=0o700))
+        own.chmod(0o700)
+        fds.enter_context(own.subdirectory(PENDING_DIR, mode=0o700))
+        own.write_file(SECRET_FILE, secret + "\n", 0o600)
+        own.write_file(SETTINGS_FILE, json.dumps(asdict(settings), indent=2) + "\n", 0o600)
+        hooks.write_file(HOOK_NAME, hook_script(python, settings_dir), 0o755)
     return hook
+
+
+class _OwnDirectory:
+    """A folder of the running user, held open: every name in it is reached through its descriptor,
+    so renaming or replacing the folder's path meanwhile changes nothing."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+
+    @classmethod
+    def open(cls, path: Path, parent: _OwnDirectory | None = None) -> _OwnDirectory:
+        name = path.name if parent is not None else str(path)
+        dir_fd = parent.fd if parent is not None else None
+        _refuse_foreign(path, os.stat(name, dir_fd=dir_fd, follow_symlinks=False), "folder", parent is None)
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError as exc:  # swapped for a link or a file since the check
+            raise HooksvcError(f"cannot open the folder {path} ({exc.strerror}): install again") from None
+        try:
+            _refuse_foreign(path, os.fstat(fd), "folder", parent is None)
+        except HooksvcError:
+            os.close(fd)
+            raise
+        return cls(path, fd)
+
+    def __enter__(self) -> _OwnDirectory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+    def subdirectory(self, name: str, mode: int) -> _OwnDirectory:
+        """The folder `name` in this one, created with `mode` when missing."""
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, mode, dir_fd=self.fd)
+        return _OwnDirectory.open(self.path / name, parent=self)
+
+    def chmod(self, mode: int) -> None:
+        os.fchmod(self.fd, mode)
+
+    def _check_file(self, name: str) -> os.stat_result | None:
+        """The file `name` as it is (None when there is none), refused when it is not the user's own file."""
+        try:
+            found = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        _refuse_foreign(self.path / name, found, "file")
+        return found
+
+    def read_own_file(self, name: str) -> str | None:
+        """The text of the user's own file `name`, None when there is none."""
+        if self._check_file(name) is None:
+            return None
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
+        with os.fdopen(fd, "rb") as f:
+            _refuse_foreign(self.path / name, os.fstat(f.fileno()), "file")
+            return f.read().decode(errors="replace")
+
+    def write_file(self, name: str, text: str, mode: int) -> None:
+        """Replace `name` with a new file holding `text` with `mode` from its first byte on."""
+        self._check_file(name)
+        tmp = f".{name}.{uuid.uuid4().hex}.tmp"
+        # O_EXCL: a new file, never one planted in advance; O_NOFOLLOW: never through a link.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=self.fd)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                os.fchmod(f.fileno(), mode)  # the umask may have narrowed the creation mode
+                f.write(text)
+            os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=self.fd)
+            raise
+
+
+def _refuse_foreign(path: Path, found: os.stat_result, kind: str, repository: bool = False) -> None:
+    """HooksvcError when `found` is a symbolic link, not a `kind`, or belongs to another user."""
+    if stat.S_ISLNK(found.st_mode):
+        raise HooksvcError(f"{path} is a symbolic link: git-hook install writes only its own files and folders "
+                           "inside the repository, never where a link points (possibly outside it); remove "
+                           "the link and install again")
+    is_kind = stat.S_ISDIR(found.st_mode) if kind == "folder" else stat.S_ISREG(found.st_mode)
+    if not is_kind:
+        raise HooksvcError(f"{path} is not a {kind}: remove it and install again")
+    me = os.geteuid()
+    if found.st_uid != me:
+        why = (f"{path} belongs to {_user(found.st_uid)}, but git-hook install runs as {_user(me)}: it writes "
+               "only into folders and files of the user running it (another user could read the secret or "
+               "swap the files)")
+        if repository:
+            raise HooksvcError(f"{why}. Run it as the repository's owner (the hook runs as the pusher, who must "
+                               f"be able to read its settings): `sudo -u {_user_name(found.st_uid)} hooksvc "
+                               "git-hook install ...`")
+        raise HooksvcError(f"{why}. Remove {path} (hooksvc did not make it) and install again as the "
+                           "repository's owner")
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"#{uid}"
+
+
+def _user(uid: int) -> str:
+    return f"uid {uid} ({_user_name(uid)})"
 
 
 def load_settings(settings_dir: Path) -> tuple[HookSettings, str]:

@@ -31,6 +31,12 @@ def deployment_log(deployment_id: str) -> str:
     return f"{DEPLOYMENT_PREFIX}{deployment_id}:log"
 
 
+def deployment_log_size(deployment_id: str) -> str:
+    """What a deployment's log holds, for its cap (HASH: written, marker, tail, cut_lines, cut_bytes; see
+    `hooksvc.logs`)."""
+    return f"{DEPLOYMENT_PREFIX}{deployment_id}:log:size"
+
+
 # -- apps -------------------------------------------------------------------------------------------
 
 #: `APP_PREFIX + name + ":<what>"` are an app's pointers, below.

@@ -1,36 +1,103 @@
-"""Deployment logs: one Redis stream per deployment, every line cut to `LOG_LINE_LIMIT`.
+"""Deployment logs: one Redis stream per deployment, every line cut to `LOG_LINE_LIMIT`, every log to
+`LOG_CAP_BYTES`.
 
 Writers are the intake dispatcher and the state machine (inside their transactions), the worker
 running the deployment, and the outbox sender; readers are the API, the pages and `hooksvc logs`.
 Lines are redacted by whoever writes them: this module stores what it is given.
+
+The cap: a log keeps its first `LOG_CAP_BYTES - LOG_TAIL_BYTES` of lines as they come. The line that
+would go over them is preceded by a marker entry, and from then on the log keeps only its last
+`LOG_TAIL_BYTES`: each new line drops the oldest line after the marker. So a stored log is its start,
+a line saying how many lines (and bytes) were cut there, and its end — where a failed build's error
+is. Someone following the log live sees every line. The state machine's lines (`queued`, `finished:
+…`) are written in its transactions, outside the count, and are never what a later line drops first:
+the outcome stays readable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import redis
 from redis.client import Pipeline
 
 from hooksvc import defaults, keys
 from hooksvc.connection import call
+from hooksvc.disk_usage import format_bytes
 
 #: Where a step writes its progress: one line at a time, already redacted.
 LogFn = Callable[[str], None]
+
+#: The marker entry's field: readers show the marker with what was cut so far.
+CUT_FIELD = b"cut"
+
+# KEYS: the log stream, its size hash. ARGV: the line, the bytes kept before the cut, the bytes kept
+# at the end, the marker's text. Returns the line's entry id. Lua's `#` counts bytes, as the cap does.
+# `written` counts every byte appended, so a log under its cap costs one HINCRBY besides its XADD.
+APPEND_SCRIPT = """
+local line, tail_limit = ARGV[1], tonumber(ARGV[3])
+local size = #line
+if redis.call('HINCRBY', KEYS[2], 'written', size) <= tonumber(ARGV[2]) then
+  return redis.call('XADD', KEYS[1], '*', 'line', line)
+end
+local state = redis.call('HMGET', KEYS[2], 'marker', 'tail')
+local marker = state[1]
+if not marker then
+  marker = redis.call('XADD', KEYS[1], '*', 'line', ARGV[4], 'cut', '1')
+  redis.call('HSET', KEYS[2], 'marker', marker)
+end
+local id = redis.call('XADD', KEYS[1], '*', 'line', line)
+local tail = tonumber(state[2] or '0') + size
+local lines, bytes = 0, 0
+while tail > tail_limit do
+  local oldest = redis.call('XRANGE', KEYS[1], '(' .. marker, '+', 'COUNT', 1)[1]
+  if oldest == nil or oldest[1] == id then break end
+  local dropped = #oldest[2][2]
+  redis.call('XDEL', KEYS[1], oldest[1])
+  tail, lines, bytes = tail - dropped, lines + 1, bytes + dropped
+end
+redis.call('HSET', KEYS[2], 'tail', math.max(tail, 0))
+if lines > 0 then
+  redis.call('HINCRBY', KEYS[2], 'cut_lines', lines)
+  redis.call('HINCRBY', KEYS[2], 'cut_bytes', bytes)
+end
+return id
+"""
 
 
 class DeploymentLogs:
     """Append to and read deployments' log streams."""
 
-    def __init__(self, connection: redis.Redis) -> None:
+    def __init__(self, connection: redis.Redis, cap_bytes: int = defaults.LOG_CAP_BYTES,
+                 tail_bytes: int = defaults.LOG_TAIL_BYTES) -> None:
         self.redis = connection
+        self.cap_bytes = cap_bytes
+        self.tail_bytes = tail_bytes
+        self._append = connection.register_script(APPEND_SCRIPT)
+        #: The marker as it is stored, and as it reads until a line is cut.
+        self._marker = (f"[log over {format_bytes(cap_bytes)}: lines from here on are kept only as the log's last "
+                        f"{format_bytes(tail_bytes)}]")
 
     def append(self, deployment_id: str, line: str) -> None:
-        call(self.redis.xadd, keys.deployment_log(deployment_id), {"line": line[: defaults.LOG_LINE_LIMIT]})
+        """Append a line, within the log's cap (see the module's docstring)."""
+        call(self._append, keys=[keys.deployment_log(deployment_id), keys.deployment_log_size(deployment_id)],
+             args=[line[: defaults.LOG_LINE_LIMIT], self.cap_bytes - self.tail_bytes, self.tail_bytes, self._marker])
+
+    def append_many(self, deployment_id: str, lines: Iterable[str]) -> None:
+        """Append lines in one round trip, each as `append` does."""
+        log_keys = [keys.deployment_log(deployment_id), keys.deployment_log_size(deployment_id)]
+        head = self.cap_bytes - self.tail_bytes
+        with self.redis.pipeline(transaction=False) as pipe:
+            for line in lines:
+                self._append(keys=log_keys, args=[line[: defaults.LOG_LINE_LIMIT], head, self.tail_bytes, self._marker],
+                             client=pipe)
+            call(pipe.execute)
 
     @staticmethod
     def append_in(pipe: Pipeline, deployment_id: str, line: str) -> None:
-        """Append inside a caller's transaction (the line is written if and only if it commits)."""
+        """Append inside a caller's transaction (the line is written if and only if it commits).
+
+        For the state machine's few lines: they are not counted against the cap (see the module)."""
         pipe.xadd(keys.deployment_log(deployment_id), {"line": line[: defaults.LOG_LINE_LIMIT]})
 
     def read(self, deployment_id: str, after: str = "0-0", block_ms: int | None = None) -> tuple[list[str], str]:
@@ -41,9 +108,19 @@ class DeploymentLogs:
         else:
             result = call(self.redis.xread, {key: after}, block=block_ms)
             entries = result[0][1] if result else []
-        lines = [fields[b"line"].decode("utf-8", "replace") for _, fields in entries]
+        lines = [self._cut_line(deployment_id) if CUT_FIELD in fields else fields[b"line"].decode("utf-8", "replace")
+                 for _, fields in entries]
         cursor = entries[-1][0].decode() if entries else after
         return lines, cursor
+
+    def _cut_line(self, deployment_id: str) -> str:
+        """The marker where the log was cut, saying what was cut there so far."""
+        cut_lines, cut_bytes = call(self.redis.hmget, keys.deployment_log_size(deployment_id),
+                                    "cut_lines", "cut_bytes")
+        if not cut_lines:
+            return self._marker
+        return (f"[{int(cut_lines):,} lines ({format_bytes(int(cut_bytes))}) cut here: a log keeps its first "
+                f"{format_bytes(self.cap_bytes - self.tail_bytes)} and its last {format_bytes(self.tail_bytes)}]")
 
     def follow(self, deployment_id: str, finished: Callable[[], bool], poll_ms: int = 1000) -> Iterator[str]:
         """Every line, then new ones as they come, until `finished()` (then the last lines too)."""

@@ -41,7 +41,7 @@ HOST_DEPLOYMENT = "host_deployment"
 
 #: A commit status needs the full object id; a manual deployment's sha stays empty (or is what the
 #: operator typed) until the worker resolves it, so its early statuses are not sent.
-_FULL_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def notify_lane(deployment_id: str, kind: str) -> str:
 
 
 def is_full_sha(sha: str) -> bool:
-    return bool(_FULL_SHA.match(sha))
+    return bool(_FULL_SHA.fullmatch(sha))
 
 
 def append(pipe: Pipeline, lane: str, event: OutboxEvent) -> None:

@@ -38,6 +38,17 @@ def escape_controls(text: str) -> str:
     return text.translate(_ESCAPES) if _HAS_CONTROL.search(text) else text
 
 
+#: A terminal shows a tab as blank space and nothing more; every other control character is escaped.
+_TERMINAL_ESCAPES = str.maketrans({c: e for c, e in _ESCAPES.items() if c != ord("\t")})
+_HAS_TERMINAL_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def terminal_safe(text: str) -> str:
+    r"""`text` as one line a terminal shows as it is: build output's escape sequences (a window title,
+    a cleared screen, a carriage return that overwrites the line) written out (ESC as `\x1b`), tabs kept."""
+    return text.translate(_TERMINAL_ESCAPES) if _HAS_TERMINAL_CONTROL.search(text) else text
+
+
 def loggable(value: object, limit: int = defaults.LOG_VALUE_LIMIT) -> str:
     """`value` as part of one log line: control characters escaped, cut to `limit` characters."""
     text = str(value)

@@ -18,7 +18,7 @@ POST_DEPLOY = "post_deploy"
 PHASES = (PRE_DEPLOY, POST_DEPLOY)
 
 #: A compose service name, as compose itself accepts them.
-_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SERVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _STEP_KEYS = frozenset({"service", "command"})
 
 
@@ -48,7 +48,7 @@ def read_release_steps(value: object, key: str) -> tuple[tuple[ReleaseStep, ...]
         for unknown in sorted(set(item) - _STEP_KEYS):
             problems.append((f"{at}.{unknown}", "unknown key (known: command, service)"))
         service = item.get("service")
-        if not isinstance(service, str) or not _SERVICE.match(service):
+        if not isinstance(service, str) or not _SERVICE.fullmatch(service):
             problems.append((f"{at}.service", f"expected the name of a compose service, got {service!r}"))
         command = item.get("command")
         if (not isinstance(command, list) or not command
@@ -57,7 +57,7 @@ def read_release_steps(value: object, key: str) -> tuple[tuple[ReleaseStep, ...]
                              "expected an argv list of strings such as [\"python\", \"manage.py\", \"migrate\"] "
                              f"(no shell), got {command!r}"))
             continue
-        if isinstance(service, str) and _SERVICE.match(service):
+        if isinstance(service, str) and _SERVICE.fullmatch(service):
             steps.append(ReleaseStep(service, tuple(command)))
     return tuple(steps), problems
 

@@ -38,7 +38,7 @@ def trim_app(store: DeploymentStore, app: str, keep: int) -> int:
         if doomed:
             with store.redis.pipeline(transaction=True) as pipe:
                 for i in doomed:
-                    pipe.delete(keys.deployment(i), keys.deployment_log(i))
+                    pipe.delete(keys.deployment(i), keys.deployment_log(i), keys.deployment_log_size(i))
                     pipe.lrem(index, 1, i)
                 call(pipe.execute)
             removed += len(doomed)

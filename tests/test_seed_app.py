@@ -137,7 +137,7 @@ def test_a_seed_shaped_app_deploys_twice_and_its_migration_keeps_the_database(
     db_image = f"{compose_project}-seeddb:latest"  # named after the project: its teardown removes it
     build_db_image(docker_client, db_image)
     web_port, db_port = free_port(), free_port()
-    env = {**os.environ, "SEED_SECRET": SECRET, "HOOKSVC_API_TOKENS": "op"}
+    env = {**os.environ, "SEED_SECRET": SECRET, "HOOKSVC_API_TOKENS": "operator-token-1"}
     config_path = tmp_path / "hooksvc.toml"
     config_path.write_text(textwrap.dedent(f"""
         [redis]
@@ -176,7 +176,7 @@ def test_a_seed_shaped_app_deploys_twice_and_its_migration_keeps_the_database(
         done = store.get(deployment_id)
         assert done.state is DeploymentState.SUCCEEDED, (done.error, worker.stderr[-3000:])
         assert store.live("seed").sha == sha  # type: ignore[union-attr]
-        page = client.get(f"/deployments/{deployment_id}", headers={"Authorization": "Bearer op"})
+        page = client.get(f"/deployments/{deployment_id}", headers={"Authorization": "Bearer operator-token-1"})
         assert b'id="release-steps"' in page.data and b"sh manage.sh migrate --noinput" in page.data
         return lines
 
@@ -200,7 +200,7 @@ def test_a_seed_shaped_app_deploys_twice_and_its_migration_keeps_the_database(
     assert (status, rows.split()) == (200, ["r1", "r2"])
     # What `hooksvc status seed` and the dashboard show: each service's containers since release r2.
     (web_second,) = [c.id for c in engine.containers(compose_project, "web")]
-    overview = client.get("/api/apps", headers={"Authorization": "Bearer op"}).json["apps"][0]["services"]
+    overview = client.get("/api/apps", headers={"Authorization": "Bearer operator-token-1"}).json["apps"][0]["services"]
     assert {s["name"]: s["runs"] for s in overview["services"]} == {
         "db": f"1 container(s): {db_first[:12]}", "web": f"1 container(s): {web_second[:12]}"}
     assert overview["deployment_id"] == str(int(overview["deployment_id"]))

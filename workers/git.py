@@ -64,12 +64,12 @@ DEFAULT_TOKEN_USERNAME = "oauth2"  # noqa: S105 - a user name, not a password
 #: by far and are never deployed. `+` because branches and tags may be force-pushed.
 FETCH_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 
-_HEX = re.compile(r"^[0-9a-fA-F]{4,64}$")
-_FULL_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_HEX = re.compile(r"[0-9a-fA-F]{4,64}")
+_FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 #: Characters and sequences git forbids in ref names (git-check-ref-format), plus a leading `-`
 #: so that no name can be taken for an option. Rejecting them also keeps `main~3` or `v1^` from
 #: resolving to some other commit than the one the ref names.
-_BAD_REF = re.compile(r"(^-)|(\.\.)|(@\{)|[\x00-\x20\x7f~^:?*\[\\]|(^/)|(/$)|(\.lock$)|(^@$)")
+_BAD_REF = re.compile(r"(^-)|(\.\.)|(@\{)|[\x00-\x20\x7f~^:?*\[\\]|(^/)|(/$)|(\.lock\Z)|(^@\Z)")
 #: What git commands take from the worker's environment besides `workers.process.BASE_ENV`.
 GIT_INHERITED_ENV = GIT_ENV | PROXY_ENV
 
@@ -319,11 +319,11 @@ class GitMirror:
 
     def _commit_of(self, revision: str) -> str | None:
         status, out, _ = self._query("rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}")
-        return out.strip() if status == 0 and _FULL_SHA.match(out.strip()) else None
+        return out.strip() if status == 0 and _FULL_SHA.fullmatch(out.strip()) else None
 
     def _known_sha(self, sha: str) -> str | None:
         """The full sha of commit `sha` (full or abbreviated), or None when the mirror lacks it."""
-        return self._commit_of(sha) if _HEX.match(sha) and self._mirror_exists() else None
+        return self._commit_of(sha) if _HEX.fullmatch(sha) and self._mirror_exists() else None
 
     def _full_sha(self, sha: str) -> str:
         self._git()  # "fetch first" rather than "not in the mirror" when there is no mirror at all
@@ -342,7 +342,7 @@ class GitMirror:
         first when it deploys tags; annotated tags give the commit they tag. A name that is no ref is
         tried as a (possibly abbreviated) sha. GitError when nothing matches.
         """
-        if _FULL_SHA.match(ref.lower()):
+        if _FULL_SHA.fullmatch(ref.lower()):
             return self._full_sha(ref.lower())
         if not ref or _BAD_REF.search(ref):
             raise GitError(f"{ref!r} is not a valid branch or tag name for app {self.app.name!r}")
@@ -355,7 +355,7 @@ class GitMirror:
         for candidate in candidates:
             if (sha := self._commit_of(candidate)) is not None:
                 return sha
-        if _HEX.match(ref) and (sha := self._commit_of(ref)) is not None:
+        if _HEX.fullmatch(ref) and (sha := self._commit_of(ref)) is not None:
             return sha
         known = ", ".join(r.removeprefix("refs/") for r, _, _ in self._refs() if self.app.matches_ref(r))
         raise GitError(
@@ -499,7 +499,7 @@ class GitMirror:
         self._clear_scratch("trash-")
         if not self.releases_dir.is_dir():
             return []
-        releases = [d for d in self.releases_dir.iterdir() if d.is_dir() and _FULL_SHA.match(d.name)]
+        releases = [d for d in self.releases_dir.iterdir() if d.is_dir() and _FULL_SHA.fullmatch(d.name)]
         releases.sort(key=lambda d: (d.stat().st_mtime_ns, d.name), reverse=True)
         prefixes = [p.lower() for p in protect if len(p) >= 4]
         removed: list[str] = []

@@ -34,7 +34,7 @@ STACK_FILE_VERSION = "3.8"
 #: What Swarm does without an `update_config`: it waits this long after each updated task for it to fail.
 SWARM_DEFAULT_MONITOR_SECONDS = 5.0
 #: A release tag: 12 hex digits of the commit and the deployment id (`3f2a9c41d0e7-118`).
-RELEASE_TAG = re.compile(r"^([0-9a-f]{12})-(\d+)$")
+RELEASE_TAG = re.compile(r"([0-9a-f]{12})-(\d+)")
 
 
 class StackRefused(DeployError):

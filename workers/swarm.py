@@ -183,7 +183,7 @@ def _reusable_tag(engine: SwarmEngine, plan: StackPlan, release: SwarmRelease, l
     common: set[str] | None = None
     for image in plan.images:
         tags = {t for t in engine.local_tags(image.repository)
-                if (m := RELEASE_TAG.match(t)) and release.sha.startswith(m.group(1))}
+                if (m := RELEASE_TAG.fullmatch(t)) and release.sha.startswith(m.group(1))}
         common = tags if common is None else common & tags
     if not common:
         log(f"rollback: no earlier images of {release.sha[:12]} for every built service; building them again")

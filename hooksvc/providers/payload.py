@@ -22,12 +22,12 @@ from hooksvc.providers.base import ZERO_SHA, PushEvent
 JSON_CONTENT_TYPE = "application/json"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
-_SHA = re.compile(r"^[0-9a-fA-F]{40}$")
+_SHA = re.compile(r"[0-9a-fA-F]{40}")
 # Roughly git-check-ref-format: a full ref without whitespace, control or glob characters. The ref
 # ends up in logs, answers and git commands, so anything stranger is refused rather than escaped.
-_REF = re.compile(r"^refs/[^\x00-\x20\x7f~^:?*\[\\]+$")
-_EVENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,63}$")
-_DELIVERY_ID = re.compile(r"^[\x21-\x7e]{1,200}$")
+_REF = re.compile(r"refs/[^\x00-\x20\x7f~^:?*\[\\]+")
+_EVENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.:-]{0,63}")
+_DELIVERY_ID = re.compile(r"[\x21-\x7e]{1,200}")
 _JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
                type(None): "null"}
 #: Values quoted in error messages are cut to this length: a message must stay one readable line.
@@ -96,7 +96,7 @@ def normalised_event(header: str, value: str | None) -> str:
     value = (value or "").strip()
     if not value:
         raise BadRequest(f"missing {header} header: cannot tell which event this is")
-    if not _EVENT.match(value):
+    if not _EVENT.fullmatch(value):
         raise BadRequest(f"{header} header is not an event name, got {show(value)}")
     return value.lower()
 
@@ -104,21 +104,21 @@ def normalised_event(header: str, value: str | None) -> str:
 def delivery_id(header: str, value: str | None) -> str:
     """The host's delivery id, "" when it sent none (deduplication then falls back to the body)."""
     value = (value or "").strip()
-    if value and not _DELIVERY_ID.match(value):
+    if value and not _DELIVERY_ID.fullmatch(value):
         raise BadRequest(f"{header} header is not a delivery id, got {show(value)}")
     return value
 
 
 def read_ref(data: dict[str, Any], key: str = "ref") -> str:
     ref = data.get(key)
-    if not isinstance(ref, str) or not _REF.match(ref) or ".." in ref or "@{" in ref:
+    if not isinstance(ref, str) or not _REF.fullmatch(ref) or ".." in ref or "@{" in ref:
         raise BadRequest(f"push payload: {key!r} must be a full git ref like 'refs/heads/main', got {show(ref)}")
     return ref
 
 
 def read_sha(data: dict[str, Any], key: str, *, where: str = "push payload") -> str:
     sha = data.get(key)
-    if not isinstance(sha, str) or not _SHA.match(sha):
+    if not isinstance(sha, str) or not _SHA.fullmatch(sha):
         raise BadRequest(f"{where}: {key!r} must be a 40-character hex commit sha, got {show(sha)}")
     return sha.lower()
 

@@ -17,8 +17,8 @@ from hooksvc.web.context import context
 
 bp = Blueprint("api", __name__)
 
-_SHA = re.compile(r"^[0-9a-f]{7,40}$")
-_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+_SHA = re.compile(r"[0-9a-f]{7,40}")
+_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
 #: Most deployments one list request may return.
 MAX_LIST_LIMIT = 500
 
@@ -58,7 +58,7 @@ def _field(data: dict[str, Any], key: str, pattern: re.Pattern[str]) -> str:
     value = data.get(key)
     if value is None:
         return ""
-    if not isinstance(value, str) or not pattern.match(value) or ".." in value:
+    if not isinstance(value, str) or not pattern.fullmatch(value) or ".." in value:
         raise BadRequest(f"{key!r} is not a valid {'sha' if pattern is _SHA else 'ref'}: {value!r}")
     return value
 

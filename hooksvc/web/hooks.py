@@ -55,6 +55,20 @@ def read_body_limited(limit: int) -> bytes:
     return b"".join(parts)
 
 
+def _app_names(apps: Sequence[AppConfig]) -> str:
+    return " ".join(sorted(a.name for a in apps))
+
+
+def _delivery_key(route: str, delivery_id: str, apps: Sequence[AppConfig]) -> str:
+    """Identifies a delivery by the host's id, per route and per apps it verified for.
+
+    Delivery ids are unique per host, not per route: two hosts of one kind (two Gitea servers), or
+    anyone holding one app's secret, can send an id another app's host used. Keyed on the apps, a
+    delivery seen for one app never drops another app's push as a duplicate.
+    """
+    return f"delivery:{route}:{_app_names(apps)}:{delivery_id}"
+
+
 def _replay_key(route: str, signed: bytes, apps: Sequence[AppConfig]) -> str:
     """Identifies what the signature covers, so a replay is a duplicate whatever else changes.
 
@@ -65,7 +79,7 @@ def _replay_key(route: str, signed: bytes, apps: Sequence[AppConfig]) -> str:
     replay of the first.
     """
     digest = hashlib.sha256()
-    digest.update(route.encode() + b"\0" + " ".join(sorted(a.name for a in apps)).encode() + b"\0")
+    digest.update(route.encode() + b"\0" + _app_names(apps).encode() + b"\0")
     digest.update(signed)
     return f"body:{digest.hexdigest()}"
 
@@ -153,7 +167,7 @@ def receive(route: str) -> tuple[Response, int]:
         return jsonify(ignored=decision.ignored), 200
     keys = [_replay_key(route, signed, apps)]
     if delivery.delivery_id:
-        keys.insert(0, f"delivery:{route}:{delivery.delivery_id}")
+        keys.insert(0, _delivery_key(route, delivery.delivery_id, apps))
     # The script counts this webhook itself (accepted or duplicate): no second round trip.
     g.webhook_counted = True
     result = ctx.store.intake.submit(decision.deployments, keys, webhook_provider=route)

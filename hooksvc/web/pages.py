@@ -52,7 +52,7 @@ LOGIN_FORM_MAX_BYTES = 16 * 1024
 PUBLIC_ENDPOINTS = frozenset({"pages.login", "pages.logout"})
 
 #: A Redis stream id, the cursor of log.json.
-_CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
+_CURSOR = re.compile(r"\d{1,20}-\d{1,20}")
 
 
 @bp.record_once
@@ -212,7 +212,7 @@ def deployment_log(deployment_id: str) -> tuple[Response, int]:
     """
     store = context().store
     after = request.args.get("after", "0-0")
-    if not _CURSOR.match(after):
+    if not _CURSOR.fullmatch(after):
         return jsonify(error=f"'after' must be a log cursor like 1700000000000-0, got {after!r}"), 400
     dep = store.get(deployment_id)
     wait = request.args.get("wait") in ("1", "true") and not dep.state.is_final

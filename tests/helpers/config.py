@@ -33,7 +33,7 @@ TEST_REDIS_URL = _test_redis_url()
 def make_config(tmp_path: Path, extra: str = "", env: dict[str, str] | None = None, **server: str) -> Config:
     """A valid config with a GitHub, a Gitea and a GitLab app, plus whatever `extra` TOML adds."""
     environ = {
-        "HOOKSVC_API_TOKENS": "op-token-1,op-token-2",
+        "HOOKSVC_API_TOKENS": "operator-token-1,operator-token-2",
         "SHOP_SECRET": "shop-webhook-secret",
         "BLOG_SECRET": "blog-webhook-secret",
         "WIKI_SECRET": "wiki-webhook-secret",

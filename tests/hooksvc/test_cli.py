@@ -13,6 +13,9 @@ import pytest
 import redis as redis_lib
 
 from hooksvc import defaults, keys
+from hooksvc.cli import wait_for_deployment
+from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
+from hooksvc.store import DeploymentStore
 from tests.helpers.config import TEST_REDIS_URL, write_config
 from tests.helpers.docker import get_text, wait_for
 from tests.helpers.redis_server import free_port
@@ -151,3 +154,66 @@ class TestTheRedisOfRun:
         assert "stopped waiting" in result.stdout, result.stdout
         assert result.stdout.index("warning: no worker") < result.stdout.index("stopped waiting")
         assert 1 + defaults.WAIT_MARGIN_SECONDS <= elapsed < 1 + defaults.WAIT_MARGIN_SECONDS + 20
+
+
+#: Build output that would retitle the operator's terminal window, clear its screen and overwrite a line.
+HOSTILE_OUTPUT = "step 1/2\x1b]0;owned\x07 done\rFAKE: deployment succeeded\x1b[2J\x9b31m\tkept tab"
+#: The characters a terminal acts on (tab excepted, which it only shows as space).
+TERMINAL_CONTROLS = {chr(c) for c in [*range(0x00, 0x09), *range(0x0b, 0x20), *range(0x7f, 0xa0)]}
+
+
+class TestLogs:
+    def _running_deployment(self, redis: redis_lib.Redis) -> tuple[DeploymentStore, str]:
+        store = DeploymentStore(redis)
+        dep = store.intake.submit([NewDeployment("shop", "a" * 40, "refs/heads/main", Trigger.MANUAL)]).deployments[0]
+        assert store.start(dep.id, previous_sha="") is not None
+        return store, dep.id
+
+    def test_logs_and_status_escape_control_characters_of_build_output(
+        self, tmp_path: Path, redis: redis_lib.Redis
+    ) -> None:
+        """`hooksvc logs` and `hooksvc status APP` show build output's escape sequences written out, never
+        as bytes the operator's terminal would act on."""
+        store, deployment_id = self._running_deployment(redis)
+        store.logs.append(deployment_id, HOSTILE_OUTPUT)
+        store.finish(deployment_id, DeploymentState.FAILED, "build failed\x1b]0;owned\x07")
+        config = write_config(tmp_path, redis_url=TEST_REDIS_URL)
+
+        logs = cli(config, "logs", deployment_id)
+        status = cli(config, "status", "shop")
+
+        assert logs.returncode == 0 and status.returncode == 0, logs.stderr + status.stderr
+        for out in (logs.stdout, status.stdout):
+            assert not TERMINAL_CONTROLS & set(out.replace("\n", "")), repr(out)
+        assert "step 1/2\\x1b]0;owned\\x07 done\\x0dFAKE: deployment succeeded\\x1b[2J\\x9b31m\tkept tab" in logs.stdout
+        assert "finished: failed: build failed\\x1b]0;owned\\x07" in logs.stdout
+        assert "build failed\\x1b]0;owned" in status.stdout
+
+    def test_logs_follow_escapes_lines_as_they_come(self, tmp_path: Path, redis: redis_lib.Redis) -> None:
+        """`hooksvc logs --follow` escapes a line written while it follows."""
+        store, deployment_id = self._running_deployment(redis)
+        config = write_config(tmp_path, redis_url=TEST_REDIS_URL)
+        follow = subprocess.Popen([*CLI, "--config", str(config), "logs", deployment_id, "--follow"],
+                                  env=env_without_redis(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1.5)  # following by now: the line below arrives while it waits
+            store.logs.append(deployment_id, HOSTILE_OUTPUT)
+            store.finish(deployment_id, DeploymentState.FAILED, "build failed\x1b]0;owned\x07")
+            out, err = follow.communicate(timeout=30)
+        finally:
+            follow.kill()
+            follow.wait()
+        assert follow.returncode == 0, err
+        assert not TERMINAL_CONTROLS & set(out.replace("\n", "")), repr(out)
+        assert "\\x1b]0;owned\\x07 done\\x0dFAKE" in out and "finished: failed: build failed\\x1b]0;owned" in out
+
+    def test_wait_escapes_the_log_and_the_outcome(self, redis: redis_lib.Redis) -> None:
+        """`deploy --wait` and the git hook's `--wait` (which a `git push` shows) print the log and the error
+        escaped."""
+        store, deployment_id = self._running_deployment(redis)
+        store.logs.append(deployment_id, HOSTILE_OUTPUT)
+        store.finish(deployment_id, DeploymentState.FAILED, "build failed\x1b]0;owned\x07")
+        said: list[str] = []
+        assert wait_for_deployment(store, deployment_id, 10, said.append) == 1
+        assert not TERMINAL_CONTROLS & set("".join(said)), said
+        assert said[-1] == f"deployment {deployment_id}: failed: build failed\\x1b]0;owned\\x07"

@@ -14,7 +14,7 @@ from hooksvc import defaults
 from hooksvc.cli import main
 from hooksvc.config import Secret, clone_url_credentials, parse_config, parse_duration
 from hooksvc.errors import ConfigError
-from tests.helpers.config import make_config
+from tests.helpers.config import TEST_REDIS_URL, make_config
 
 MINIMAL = """
 [hosts.gh]
@@ -60,7 +60,7 @@ class TestValidConfig:
         key.write_text("not a real key")
         text = (root / "config.example.toml").read_text().replace("/run/secrets/shop_deploy_key", str(key))
         env = {
-            "HOOKSVC_API_TOKENS": "t", "GITHUB_TOKEN": "g", "GITEA_TOKEN": "g", "GITLAB_TOKEN": "g",
+            "HOOKSVC_API_TOKENS": "example-api-token-1", "GITHUB_TOKEN": "g", "GITEA_TOKEN": "g", "GITLAB_TOKEN": "g",
             "SHOP_WEBHOOK_SECRET": "s", "BLOG_WEBHOOK_SECRET": "s", "WIKI_WEBHOOK_SECRET": "s",
             "NOTIFY_SECRET": "n", "SLACK_WEBHOOK_URL": "https://hooks.slack.invalid/x",
         }
@@ -168,6 +168,13 @@ class TestInvalidConfig:
         problems = problems_of(text, {"SHOP_SECRET": "s"})
         assert any("apps.shop2.project: compose project 'shop' is already used by app 'shop'" in p for p in problems)
 
+    def test_names_ending_in_a_line_feed_are_refused(self) -> None:
+        """An app name or a compose project ending in a line feed is refused (Python's `$` let it pass)."""
+        text = MINIMAL.replace("[apps.shop]", '[apps."shop\\n"]') + 'project = "shop\\n"\n'
+        problems = problems_of(text, {"SHOP_SECRET": "s"})
+        assert any("apps.shop\n: app names use letters" in p for p in problems), problems
+        assert any(".project: " in p for p in problems), problems
+
     def test_invalid_toml_names_the_file(self) -> None:
         """A syntax error names the file."""
         problems = problems_of("[server\n")
@@ -255,7 +262,55 @@ class TestSecret:
         assert repr(Secret("x")) == "Secret('***')"
 
 
+class TestSecretLengths:
+    @pytest.mark.parametrize("source", ["env", "file"])
+    def test_a_short_api_token_is_refused_by_position_never_by_value(self, tmp_path: Path, source: str) -> None:
+        """An API token under 16 characters is a config problem naming the key, which token and its length,
+        and not one of its characters."""
+        tokens = "a-long-enough-token-1,x9,Sh0rtTok3n"
+        path = tmp_path / "tokens"
+        path.write_text(tokens)
+        table = ('[server]\napi_tokens_env = "TOKENS"\n' if source == "env"
+                 else f'[server]\napi_tokens_file = "{path}"\n')
+        problems = problems_of(table + MINIMAL, {"SHOP_SECRET": "s" * 16, "TOKENS": tokens})
+        assert [p.split(": ", 2)[1:] for p in problems] == [
+            [f"server.api_tokens_{source}", "API token 2 of 3 has 2 characters: a bearer token needs at least 16 "
+                                            "(make one with `openssl rand -hex 16`)"],
+            [f"server.api_tokens_{source}", "API token 3 of 3 has 10 characters: a bearer token needs at least 16 "
+                                            "(make one with `openssl rand -hex 16`)"],
+        ]
+        assert not any("x9" in p or "Sh0rtTok3n" in p for p in problems)
+
+    def test_sixteen_characters_are_enough(self) -> None:
+        """A token of exactly the minimum length is accepted."""
+        config = parse_config(MINIMAL, "/etc/hooksvc.toml", {"SHOP_SECRET": "s", "HOOKSVC_API_TOKENS": "k" * 16})
+        assert [t.reveal() for t in config.server.api_tokens] == ["k" * 16]
+
+    def test_short_webhook_and_notification_secrets_are_warned_about_not_refused(self) -> None:
+        """Git hosts let users choose short webhook secrets: the config loads, and `weak_secrets` names the app
+        and the length, never the secret."""
+        text = MINIMAL + 'notify_url = "https://notify.test/hook"\nnotify_secret_env = "NOTIFY"\n'
+        config = parse_config(text, "/etc/hooksvc.toml", {"SHOP_SECRET": "hunter2", "NOTIFY": "n" * 16})
+        assert config.weak_secrets() == [
+            "apps.shop: its webhook secret has 7 characters: whoever guesses it can deploy shop; use 16 or more "
+            "(`openssl rand -hex 32`) here and on the other side"]
+        assert "hunter2" not in " ".join(config.weak_secrets())
+
+
 class TestCheckConfigCommand:
+    def test_check_config_warns_about_a_short_webhook_secret(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`hooksvc check-config` prints a warning for a short webhook secret, after the config's verdict."""
+        path = tmp_path / "short.toml"
+        path.write_text(MINIMAL)
+        monkeypatch.setenv("SHOP_SECRET", "s3")
+        monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
+        assert main(["--config", str(path), "check-config"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0].endswith("configuration valid (1 apps, 1 hosts)")
+        assert out[1].startswith("  warning: apps.shop: its webhook secret has 2 characters")
+
     def test_check_config_lists_every_problem_and_exits_non_zero(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -13,9 +13,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hooksvc import defaults
-from hooksvc.redact import EscapeControlCharacters, escape_controls, log_handler, loggable
+from hooksvc.redact import EscapeControlCharacters, escape_controls, log_handler, loggable, terminal_safe
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class TestTerminalSafe:
+    @given(st.text())
+    def test_no_control_character_but_tab_reaches_the_terminal(self, text: str) -> None:
+        """Whatever build output holds, what `hooksvc logs` prints has no control character a terminal acts on,
+        and text without one is printed as it is."""
+        shown = terminal_safe(text)
+        assert not [c for c in shown if unicodedata.category(c) in ("Cc", "Zl", "Zp") and c != "\t"]
+        if not [c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp") and c != "\t"]:
+            assert shown == text
+
+    def test_escape_sequences_are_written_out(self) -> None:
+        """An OSC window title, a carriage return and a C1 CSI show as escapes; a tab stays a tab."""
+        assert terminal_safe("a\x1b]0;t\x07\rb\x9b2J\tc") == "a\\x1b]0;t\\x07\\x0db\\x9b2J\tc"
 
 
 class TestLoggable:

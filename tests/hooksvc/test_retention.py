@@ -24,12 +24,15 @@ class TestTrim:
     def test_old_finished_deployments_go_with_their_logs_and_index_entries(
         self, store: DeploymentStore, redis: redis_lib.Redis
     ) -> None:
-        """With keep=3, the fourth-newest and older finished deployments lose record, log and index entry."""
+        """With keep=3, the fourth-newest and older finished deployments lose record, log (and its size) and
+        index entry."""
         ids = [deploy(store, n) for n in range(8)]
+        for i in ids:
+            store.logs.append(i, "a worker's line, counted against the log's cap")
         assert trim_app(store, "shop", keep=3) == 5
         assert [d.id for d in store.recent(app="shop")] == list(reversed(ids[-3:]))
         for old in ids[:5]:
-            assert not redis.exists(keys.deployment(old), keys.deployment_log(old))
+            assert not redis.exists(keys.deployment(old), keys.deployment_log(old), keys.deployment_log_size(old))
         assert redis.llen(keys.app_index("shop")) == 3
         assert trim_app(store, "shop", keep=3) == 0
 

@@ -20,7 +20,7 @@ from hooksvc.running import (
 )
 from tests.helpers.config import write_config
 
-BEARER = {"Authorization": "Bearer op-token-1"}
+BEARER = {"Authorization": "Bearer operator-token-1"}
 
 
 def test_nothing_is_recorded_before_a_release_goes_live(redis: redis_lib.Redis) -> None:

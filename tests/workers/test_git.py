@@ -226,6 +226,17 @@ class TestResolve:
         assert mirror.resolve(sha[:10]) == sha
         assert mirror.resolve(sha.upper()) == sha
 
+    def test_a_sha_with_a_trailing_line_feed_is_refused_before_git_sees_it(
+        self, git_origin: GitOrigin, mirror_for: MirrorFor
+    ) -> None:
+        """`<sha>\\n` is no name git is asked about (Python's `$` took it for a sha)."""
+        sha = git_origin.commit("first", {"a": "1"})
+        mirror = mirror_for(git_origin)
+        mirror.fetch()
+        with pytest.raises(GitError, match="is not a valid branch or tag name"):
+            mirror.resolve(sha + "\n")
+        assert not mirror.has_commit(sha[:10] + "\n")
+
     def test_annotated_tag_resolves_to_the_commit(self, git_origin: GitOrigin, mirror_for: MirrorFor) -> None:
         """An annotated tag resolves to the commit it tags, not to the tag object."""
         sha = git_origin.commit("first", {"a": "1"})

@@ -116,7 +116,7 @@ class TestProcessConfig:
 
 #: Configured secrets a failing build prints: the git host token and an operator's API token.
 LEAKED_HOST_TOKEN = "ghp_hostTokenPrintedByABuild0000000000"
-LEAKED_API_TOKEN = "op-token-2"
+LEAKED_API_TOKEN = "operator-token-2"
 
 
 @pytest.mark.docker

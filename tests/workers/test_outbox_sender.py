@@ -70,7 +70,7 @@ def reporting_config(tmp_path: Path, base: str, redis_url: str) -> Config:
     env = {
         "GITHUB_TOKEN": TOKENS["github"], "GITEA_TOKEN": TOKENS["gitea"], "GITLAB_TOKEN": TOKENS["gitlab"],
         "APP_SECRET": "webhook-secret", "NOTIFY_SECRET": NOTIFY_SECRET, "SLACK_URL": base + SLACK_PATH,
-        "REDIS_URL": redis_url, "HOOKSVC_API_TOKENS": "op-token",
+        "REDIS_URL": redis_url, "HOOKSVC_API_TOKENS": "operator-token-0",
     }
     apps = app_tables(tmp_path, [
         ("shop", "github", "acme/shop", 'status_context = "deploy/shop"\nnotify_url = "' + base + '/notify"\n'

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -157,3 +157,121 @@ def test_a_push_shows_its_deployment_and_a_push_made_while_hooksvc_is_down_is_se
     assert "sending a push kept while hooksvc was unreachable" in output, output
     assert f"of site queued ({second[:12]})" in output
     assert list((server.bare / "hooksvc" / "pending").iterdir()) == []
+
+
+#: A user id that is neither root nor the test's: the owner of what an attacker planted.
+STRANGER = 4242
+
+
+def install_into(server: Server, repo: Path) -> subprocess.CompletedProcess[str]:
+    """`hooksvc git-hook install REPO --app site`, as the operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "hooksvc.cli", "--config", str(server.config), "git-hook", "install",
+         str(repo), "--app", "site"], capture_output=True, text=True, timeout=60)
+
+
+def plant_link_as_secret(repo: Path, outside: Path) -> Path:
+    (repo / "hooksvc").mkdir(mode=0o700)
+    (repo / "hooksvc" / "secret").symlink_to(outside)
+    return repo / "hooksvc" / "secret"
+
+
+def plant_link_as_settings_folder(repo: Path, outside: Path) -> Path:
+    (repo / "hooksvc").symlink_to(outside.parent)
+    return repo / "hooksvc"
+
+
+def plant_foreign_settings_folder(repo: Path, outside: Path) -> Path:
+    (repo / "hooksvc").mkdir(mode=0o777)
+    os.chown(repo / "hooksvc", STRANGER, STRANGER)
+    return repo / "hooksvc"
+
+
+def plant_foreign_secret_file(repo: Path, outside: Path) -> Path:
+    (repo / "hooksvc").mkdir(mode=0o700)
+    (repo / "hooksvc" / "secret").write_text("")
+    os.chown(repo / "hooksvc" / "secret", STRANGER, STRANGER)
+    return repo / "hooksvc" / "secret"
+
+
+def plant_link_as_hooks_folder(repo: Path, outside: Path) -> Path:
+    for hook in (repo / "hooks").iterdir():
+        hook.unlink()
+    (repo / "hooks").rmdir()
+    (repo / "hooks").symlink_to(outside.parent)
+    return repo / "hooks"
+
+
+def plant_link_as_hook(repo: Path, outside: Path) -> Path:
+    outside.write_text(f"{githook.HOOK_MARK}\nprecious\n")
+    (repo / "hooks" / "post-receive").symlink_to(outside)
+    return repo / "hooks" / "post-receive"
+
+
+def plant_foreign_repository(repo: Path, outside: Path) -> Path:
+    os.chown(repo, STRANGER, STRANGER)
+    return repo
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's files takes root")
+class TestInstallAgainstPlantedPaths:
+    """`git-hook install` run as root on a repository that someone else could write to."""
+
+    @pytest.mark.parametrize(("plant", "why"), [
+        (plant_link_as_secret, "is a symbolic link"),
+        (plant_link_as_settings_folder, "is a symbolic link"),
+        (plant_link_as_hooks_folder, "is a symbolic link"),
+        (plant_link_as_hook, "is a symbolic link"),
+        (plant_foreign_settings_folder, f"belongs to uid {STRANGER}"),
+        (plant_foreign_secret_file, f"belongs to uid {STRANGER}"),
+        (plant_foreign_repository, f"belongs to uid {STRANGER}"),
+    ])
+    def test_a_planted_link_or_foreign_owner_is_refused_and_nothing_outside_changes(
+        self, server: Server, tmp_path: Path, plant: Callable[[Path, Path], Path], why: str
+    ) -> None:
+        """Install refuses, naming the planted path and why; the file and folder outside the repository
+        keep their content, mode and owner, and the secret is written nowhere."""
+        outside_dir = tmp_path / "elsewhere"
+        outside_dir.mkdir(mode=0o750)
+        outside = outside_dir / "shadow"
+        outside.write_text("root:precious\n")
+        outside.chmod(0o600)
+        repo = tmp_path / "planted.git"
+        git("init", "--quiet", "--bare", str(repo))
+        planted = plant(repo, outside)
+        before = outside.read_text(), outside.stat(), outside_dir.stat()
+
+        result = install_into(server, repo)
+
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"{planted} {why}" in result.stderr and "Traceback" not in result.stderr, result.stderr
+        if plant is plant_foreign_repository:
+            assert "Run it as the repository's owner" in result.stderr
+            assert f"sudo -u #{STRANGER} hooksvc git-hook install" in result.stderr
+        after = outside.read_text(), outside.stat(), outside_dir.stat()
+        assert after[0] == before[0]
+        assert [(s.st_mode, s.st_uid) for s in after[1:]] == [(s.st_mode, s.st_uid) for s in before[1:]]
+        assert sorted(p.name for p in outside_dir.iterdir()) == ["shadow"]
+        assert not (repo / "hooks" / "post-receive").exists() or plant is plant_link_as_hook
+        written = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()
+                   and p != server.root / "secret" and SECRET in p.read_text(errors="replace")]
+        assert written == []
+
+    def test_a_planted_temporary_hook_file_is_left_alone(self, server: Server, tmp_path: Path) -> None:
+        """The hook is written through a new file of its own: a link planted at the old temporary name
+        does not make install overwrite or chmod the file it points to."""
+        outside = tmp_path / "shadow"
+        outside.write_text("root:precious\n")
+        outside.chmod(0o600)
+        repo = tmp_path / "planted.git"
+        git("init", "--quiet", "--bare", str(repo))
+        (repo / "hooks" / ".post-receive.tmp").symlink_to(outside)
+
+        result = install_into(server, repo)
+
+        assert result.returncode == 0, result.stderr
+        assert outside.read_text() == "root:precious\n" and stat.S_IMODE(outside.stat().st_mode) == 0o600
+        hook = repo / "hooks" / "post-receive"
+        assert not hook.is_symlink() and githook.HOOK_MARK in hook.read_text()
+        assert stat.S_IMODE((repo / "hooksvc").stat().st_mode) == 0o700
+        assert (repo / "hooksvc" / "secret").read_text().strip() == SECRET

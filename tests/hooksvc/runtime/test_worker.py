@@ -51,7 +51,7 @@ class Harness:
         self.origin = origin
         self.project = project
         self.host = host
-        self.env = {**os.environ, "WEB_SECRET": SECRET, "GH_TOKEN": GH_TOKEN, "HOOKSVC_API_TOKENS": "op"}
+        self.env = {**os.environ, "WEB_SECRET": SECRET, "GH_TOKEN": GH_TOKEN, "HOOKSVC_API_TOKENS": "operator-token-1"}
         self.env.pop("REDIS_URL", None)
         self.config_path = tmp / "hooksvc.toml"
         self.config_path.write_text(textwrap.dedent(f"""

@@ -14,8 +14,8 @@ from hooksvc.store import DeploymentStore
 from hooksvc.web import create_app
 from tests.helpers.config import make_config
 
-AUTH = {"Authorization": "Bearer op-token-1"}
-BASIC = {"Authorization": "Basic " + base64.b64encode(b"operator:op-token-1").decode()}
+AUTH = {"Authorization": "Bearer operator-token-1"}
+BASIC = {"Authorization": "Basic " + base64.b64encode(b"operator:operator-token-1").decode()}
 SHA_A, SHA_B = "a" * 40, "b" * 40
 
 
@@ -36,7 +36,7 @@ class TestAuthentication:
 
     def test_every_configured_token_works(self, client: FlaskClient) -> None:
         """Each token of the comma-separated list is accepted."""
-        for token in ("op-token-1", "op-token-2"):
+        for token in ("operator-token-1", "operator-token-2"):
             assert client.get("/api/apps", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
     def test_public_read_opens_reads_but_not_writes(self, tmp_path: Path, redis: redis_lib.Redis) -> None:
@@ -64,7 +64,7 @@ class TestCrossSiteRequests:
 
     def test_session_cookie_cannot_change_state(self, client: FlaskClient, store: DeploymentStore) -> None:
         """A browser logged in to the pages with the form still gets 401 for a POST to the API."""
-        assert client.post("/login", data={"token": "op-token-1"}).status_code == 302
+        assert client.post("/login", data={"token": "operator-token-1"}).status_code == 302
         assert client.get("/").status_code == 200  # the cookie opens the pages
         for path in ("/api/apps/shop/deploy", "/api/apps/shop/rollback", "/api/deployments/1/cancel"):
             assert client.post(path).status_code == 401
@@ -119,7 +119,8 @@ class TestDeploy:
         resp = client.post("/api/apps/shop/deploy", headers=AUTH, json={"sha": SHA_A})
         assert resp.status_code == 202 and resp.json["sha"] == SHA_A
 
-    @pytest.mark.parametrize("body", [{"sha": "not-hex"}, {"ref": "../etc"}, {"sha": 42}])
+    @pytest.mark.parametrize("body", [{"sha": "not-hex"}, {"ref": "../etc"}, {"sha": 42},
+                                      {"sha": SHA_A + "\n"}, {"ref": "main\n"}])
     def test_bad_body_is_400(self, client: FlaskClient, body: dict[str, object]) -> None:
         """An invalid sha or ref is refused with a reason."""
         resp = client.post("/api/apps/shop/deploy", headers=AUTH, json=body)

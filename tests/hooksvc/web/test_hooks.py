@@ -51,6 +51,20 @@ def app_with_more_apps(tmp_path: Path, redis: redis_lib.Redis, host: str, count:
     return create_app(make_config(tmp_path, extra, env=env), connection=redis, listeners=[])
 
 
+def client_with_github_app(tmp_path: Path, redis: redis_lib.Redis, name: str, repo: str, secret: str) -> FlaskClient:
+    """A test client of the web app with one more GitHub app `name` on `repo` (branch main), its own `secret`."""
+    extra = f"""
+        [apps.{name}]
+        host = "github"
+        repo = "{repo}"
+        clone_url = "{tmp_path / f'origin-{name}.git'}"
+        branch = "main"
+        secret_env = "EXTRA_APP_SECRET"
+    """
+    return create_app(make_config(tmp_path, extra, env={"EXTRA_APP_SECRET": secret}), connection=redis,
+                      listeners=[]).test_client()
+
+
 def counting(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[int]:
     """Count the calls of `module.name` (which keeps working): the list's length is the count."""
     real = getattr(module, name)
@@ -164,16 +178,7 @@ class TestRejected:
     def test_apps_sharing_a_repository_deploy_only_with_their_own_secret(
             self, tmp_path: Path, redis: redis_lib.Redis) -> None:
         """Two apps of one repository with their own secrets: a push signed with one deploys that one only."""
-        extra = f"""
-            [apps.shop-canary]
-            host = "github"
-            repo = "acme/shop"
-            clone_url = "{tmp_path / 'origin-shop.git'}"
-            branch = "main"
-            secret_env = "CANARY_SECRET"
-        """
-        config = make_config(tmp_path, extra, env={"CANARY_SECRET": "canary-webhook-secret"})
-        client = create_app(config, connection=redis, listeners=[]).test_client()
+        client = client_with_github_app(tmp_path, redis, "shop-canary", "acme/shop", "canary-webhook-secret")
         for secret, app in ((SHOP, "shop"), ("canary-webhook-secret", "shop-canary")):
             resp = client.open("/hooks/github", **github_request(github_push(), secret).client_kwargs())
             assert resp.status_code == 202
@@ -331,6 +336,25 @@ class TestDuplicates:
         resp = client.open("/hooks/gitea", **replay.client_kwargs())
         assert resp.status_code == 200 and resp.json["duplicate"] is True
         assert len(store.recent()) == 1
+
+    def test_a_delivery_id_seen_for_one_app_does_not_drop_another_apps_push(
+            self, tmp_path: Path, redis: redis_lib.Redis) -> None:
+        """Two apps on /hooks/github with their own repositories and secrets, one delivery id: each push
+        deploys its app, and only a redelivery to the same app is a duplicate."""
+        client = client_with_github_app(tmp_path, redis, "docs", "acme/docs", "docs-webhook-secret")
+        same_id = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+        shop = github_request(github_push(after=commit_sha(1)), SHOP, delivery_id=same_id)
+        docs = github_request(github_push(repo="acme/docs", after=commit_sha(2)), "docs-webhook-secret",
+                              delivery_id=same_id)
+
+        first = client.open("/hooks/github", **shop.client_kwargs())
+        second = client.open("/hooks/github", **docs.client_kwargs())
+        again = client.open("/hooks/github", **shop.client_kwargs())
+
+        assert (first.status_code, [d["app"] for d in first.json["deployments"]]) == (202, ["shop"])
+        assert (second.status_code, [d["app"] for d in second.json["deployments"]]) == (202, ["docs"])
+        assert (again.status_code, again.json["duplicate"]) == (200, True)
+        assert [d["id"] for d in again.json["deployments"]] == [d["id"] for d in first.json["deployments"]]
 
     def test_newer_push_supersedes_queued_one(self, client: FlaskClient, store: DeploymentStore) -> None:
         """Two pushes in a row leave the first superseded and the second queued."""

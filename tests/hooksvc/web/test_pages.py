@@ -44,7 +44,7 @@ from hooksvc.web.pages import format_duration, safe_next
 from tests.helpers.config import make_config
 from tests.helpers.redis_server import RedisServer
 
-TOKEN = "op-token-1"
+TOKEN = "operator-token-1"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 SHA_A, SHA_B, SHA_C = "a1" * 20, "b2" * 20, "c3" * 20
 XSS = "<script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 2\">"
@@ -117,7 +117,7 @@ class TestTokenAuth:
     def test_basic_auth_with_the_token_as_password(self, client: FlaskClient, user: str) -> None:
         """HTTP basic auth works with any user name and the token as password."""
         assert client.get("/", headers=basic(TOKEN, user)).status_code == 200
-        assert client.get("/", headers=basic("op-token-2", user)).status_code == 200
+        assert client.get("/", headers=basic("operator-token-2", user)).status_code == 200
 
     def test_public_read_needs_no_token(self, tmp_path: Path, redis: redis_lib.Redis, store: DeploymentStore) -> None:
         """With `public_read = true` anyone may read the dashboard and deployment pages."""
