@@ -14,6 +14,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import redis
@@ -29,6 +30,8 @@ from hooksvc.logs import LogFn
 from hooksvc.redact import redact
 from hooksvc.running import compose_services, record_services, stack_services
 from hooksvc.store import DeploymentStore, open_store
+from workers.compose import ComposeProject, detect_compose
+from workers.compose_confinement import check_compose_model, check_compose_sources
 from workers.git import GitMirror, touches
 from workers.images import prune_and_measure
 from workers.locks import AppLock
@@ -244,6 +247,8 @@ class Deployer:
             return DeploymentState.SKIPPED, skip
         self.step(f"checking out {sha}")
         release = mirror.checkout_release(sha)
+        self.step("checking what compose reads")
+        self._confine(release)
         self.step(f"rolling out ({app.strategy})")
         if app.strategy == "swarm":
             from workers.swarm import SwarmRelease, deploy_stack
@@ -266,6 +271,14 @@ class Deployer:
                                                      time.time()), f"deployment {dep.id}: recording disk usage")
         self.step(f"{sha[:12]} is live")
         return DeploymentState.SUCCEEDED, ""
+
+    def _confine(self, release: Path) -> None:
+        """Refuse the release before anything builds when compose would read outside its checkout."""
+        app = self.app
+        check_compose_sources(release, app.compose_files)
+        compose = ComposeProject(command=detect_compose(log=self.log), project=app.project or app.name,
+                                 directory=release, files=tuple(app.compose_files), docker_host=app.docker_host)
+        check_compose_model(compose.config(self.log), release, confine_binds=app.docker_host is not None)
 
     def _skip_reason(self, mirror: GitMirror, sha: str) -> str:
         """Why this deployment need not run: stale push, or no change under the app's `paths`."""
