@@ -94,6 +94,9 @@ LOG_LINE_LIMIT = 4000
 #: A value from outside (repository name, request path) is cut to this many characters in the server
 #: log: enough to recognise it, too little for one request to flood the log.
 LOG_VALUE_LIMIT = 200
+#: The shortest base64 or hex fragment of a secret that redaction masks: shorter ones (from secrets of
+#: a few characters) would mask ordinary words, and carry too little of the secret to matter.
+REDACT_MIN_ENCODED = 8
 
 # -- config limits (checked when the config is read) ------------------------------------------------
 
