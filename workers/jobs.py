@@ -230,7 +230,8 @@ class Deployer:
 
         app, dep, secrets = self.app, self.dep, self.config.secrets()
         self.step(f"deployment {dep.id}: {dep.trigger} of {app.name} ({dep.sha or dep.ref}), worker pid {os.getpid()}")
-        mirror = GitMirror(app, self.config.worker.state_dir, self.log, secrets)
+        mirror = GitMirror(app, self.config.worker.state_dir, self.log, secrets,
+                           other_origins={a.name: a.clone_url for a in self.config.apps.values()})
         self.step(f"fetching {redact(app.clone_url, secrets)}")
         mirror.fetch()
         sha = mirror.resolve(dep.sha or dep.ref)
@@ -292,6 +293,11 @@ class Deployer:
         )
         if sha == live:
             return f"{sha[:12]} is already live"
+        if forced and dep.ref.startswith("refs/heads/") and (head := mirror.head_of(dep.ref)) != sha:
+            # `forced` lets a push go backwards, so it must be the branch as it is now: a delivery
+            # captured and replayed after the dedupe window would roll the app back otherwise.
+            now = f"{head[:12]} is" if head else "the branch is gone"
+            return f"stale forced push: {sha[:12]} is no longer the head of {dep.ref} ({now})"
         if not forced and mirror.is_ancestor(sha, live):
             return f"stale: {sha[:12]} is an ancestor of the live {live[:12]} (a delayed or out-of-order push)"
         if self.app.paths and not touches(mirror.changed_paths(live, sha), self.app.paths):
