@@ -33,6 +33,10 @@ START_GRACE_SECONDS = 5.0
 DRAIN_SECONDS = 3.0
 #: Grace period for stopping old containers when the service sets no stop_grace_period (Docker's default).
 STOP_GRACE_SECONDS = 10.0
+#: The longest a release may make a rollout wait while it retires one container (its
+#: `hooksvc.drain_seconds` label, its `stop_grace_period`): the app's deploy lock is held meanwhile,
+#: and the job timeout must still cover the build and the health gate.
+MAX_RETIRE_WAIT_SECONDS = 600.0
 STRATEGY = "rolling"
 STRATEGIES = ("rolling", "recreate", "swarm")
 HOST_KINDS = ("github", "gitea", "forgejo", "gitlab", "git")

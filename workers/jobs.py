@@ -248,8 +248,8 @@ class Deployer:
             return DeploymentState.SKIPPED, skip
         self.step(f"checking out {sha}")
         release = mirror.checkout_release(sha)
-        self.step("checking what compose reads")
-        self._confine(release)
+        self.step("checking what compose reads and the services' rollout settings")
+        self._check_release(release)
         self.step(f"rolling out ({app.strategy})")
         if app.strategy == "swarm":
             from workers.swarm import SwarmRelease, deploy_stack
@@ -273,13 +273,18 @@ class Deployer:
         self.step(f"{sha[:12]} is live")
         return DeploymentState.SUCCEEDED, ""
 
-    def _confine(self, release: Path) -> None:
-        """Refuse the release before anything builds when compose would read outside its checkout."""
+    def _check_release(self, release: Path) -> None:
+        """Refuse the release before anything builds when compose would read outside its checkout, or a
+        service's rollout settings (labels, stop grace) are out of range."""
+        from workers.service_labels import check_service_settings
+
         app = self.app
         check_compose_sources(release, app.compose_files)
         compose = ComposeProject(command=detect_compose(log=self.log), project=app.project or app.name,
                                  directory=release, files=tuple(app.compose_files), docker_host=app.docker_host)
-        check_compose_model(compose.config(self.log), release, confine_binds=app.docker_host is not None)
+        model = compose.config(self.log)
+        check_compose_model(model, release, confine_binds=app.docker_host is not None)
+        check_service_settings(model["services"])
 
     def _skip_reason(self, mirror: GitMirror, sha: str) -> str:
         """Why this deployment need not run: stale push, or no change under the app's `paths`."""

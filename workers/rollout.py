@@ -802,9 +802,10 @@ class _Rollout:
             value = float(raw)
         except ValueError:
             value = -1.0
-        if value < 0:
-            self.log(f"{c.service}: label {DRAIN_SECONDS_LABEL}={raw!r} is not a number of seconds; "
-                     f"using {defaults.DRAIN_SECONDS:g}")
+        # `not 0 <= value` also refuses NaN; a release deployed before labels were checked may hold "inf".
+        if not 0 <= value <= defaults.MAX_RETIRE_WAIT_SECONDS:
+            self.log(f"{c.service}: label {DRAIN_SECONDS_LABEL}={raw!r} is not a number of seconds from 0 to "
+                     f"{defaults.MAX_RETIRE_WAIT_SECONDS:g}; using {defaults.DRAIN_SECONDS:g}")
             return defaults.DRAIN_SECONDS
         return value
 
