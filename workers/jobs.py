@@ -15,7 +15,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 from rq import get_current_job
@@ -249,7 +249,7 @@ class Deployer:
         self.step(f"checking out {sha}")
         release = mirror.checkout_release(sha)
         self.step("checking what compose reads and the services' rollout settings")
-        self._check_release(release)
+        model = self._check_release(release)
         self.step(f"rolling out ({app.strategy})")
         if app.strategy == "swarm":
             from workers.swarm import SwarmRelease, deploy_stack
@@ -259,7 +259,7 @@ class Deployer:
             services = stack_services(stack.images)
         else:
             rollout = roll_out(app, release, log=self.log, state_dir=self.config.worker.state_dir,
-                               shared=self.store.redis)
+                               shared=self.store.redis, resolved=model)
             services = compose_services(rollout.live)
         wait_out_redis(lambda: record_services(self.store.redis, app.name, dep.id, services, time.time()),
                        f"deployment {dep.id}: recording what its services run")
@@ -273,9 +273,9 @@ class Deployer:
         self.step(f"{sha[:12]} is live")
         return DeploymentState.SUCCEEDED, ""
 
-    def _check_release(self, release: Path) -> None:
+    def _check_release(self, release: Path) -> dict[str, Any]:
         """Refuse the release before anything builds when compose would read outside its checkout, or a
-        service's rollout settings (labels, stop grace) are out of range."""
+        service's rollout settings (labels, stop grace) are out of range. Returns the resolved compose model."""
         from workers.service_labels import check_service_settings
 
         app = self.app
@@ -285,6 +285,7 @@ class Deployer:
         model = compose.config(self.log)
         check_compose_model(model, release, confine_binds=app.docker_host is not None)
         check_service_settings(model["services"])
+        return model
 
     def _skip_reason(self, mirror: GitMirror, sha: str) -> str:
         """Why this deployment need not run: stale push, or no change under the app's `paths`."""
