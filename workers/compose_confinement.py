@@ -10,9 +10,10 @@ worker's host holds the operator's tokens and other apps' secrets; a pusher may 
 Two checks, both before anything builds:
 
 - `check_compose_sources` reads the app's compose files as they lie in the checkout, before
-  `compose config` runs: `compose config` itself reads `.env`, `env_file`s, `extends` and `include`
-  files, and quotes a file it cannot parse in its error, which reaches the log. A path there with a
-  `${VAR}` is refused too: it could only be judged once compose had read it.
+  `compose config` runs: `compose config` itself reads `.env`, `env_file`s, `label_file`s,
+  `extends` and `include` files, and quotes a file it cannot parse in its error, which reaches
+  the log. A path there with a `${VAR}` is refused too: it could only be judged once compose had
+  read it.
 - `check_compose_model` reads the resolved model (`compose config` output, v1's and v2's): build
   contexts, Dockerfiles, additional contexts, build ssh keys, top-level `secrets` and `configs`
   files and, when the app's engine is not the worker's own (`docker_host`), bind-mount sources.
@@ -105,6 +106,8 @@ def _check_compose_file(path: Path, label: str, root: Path, seen: set[str]) -> N
             continue
         prefix = f"{label}: services.{service}"
         for key, value in _env_file_paths(config.get("env_file"), f"{prefix}.env_file"):
+            _check_read_path(key, value, base, root)
+        for key, value in _env_file_paths(config.get("label_file"), f"{prefix}.label_file"):
             _check_read_path(key, value, base, root)
         extends = config.get("extends")
         if isinstance(extends, Mapping) and isinstance(extends.get("file"), str):

@@ -89,6 +89,12 @@ class TestComposeSources:
         with pytest.raises(ReadOutsideRelease, match=r"include\[0\].path\[0\]"):
             check_compose_sources(release, ["docker-compose.yml"])
 
+    def test_a_label_file_outside_is_refused(self, release: Path) -> None:
+        """`label_file`, which compose reads while resolving the model, is confined like `env_file`."""
+        write(release, {"docker-compose.yml": "services:\n  web:\n    label_file: /etc/hooksvc/labels\n"})
+        with pytest.raises(ReadOutsideRelease, match=r"services.web.label_file: '/etc/hooksvc/labels'"):
+            check_compose_sources(release, ["docker-compose.yml"])
+
     def test_a_variable_in_a_path_compose_reads_while_resolving_is_refused(self, release: Path) -> None:
         """`env_file: ${HOME}/.ssh/id_rsa` cannot be judged before compose reads it: refused outright."""
         write(release, {"docker-compose.yml": "services:\n  web:\n    env_file: ${HOME}/.ssh/id_rsa\n"})
