@@ -15,7 +15,7 @@ from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
 from hooksvc.errors import DeployError
 from hooksvc.store import open_store
 from tests.helpers.config import make_config
-from tests.helpers.docker import write_sample_app
+from tests.helpers.fleet import sample_app_files
 from tests.helpers.git import GitOrigin
 from workers.jobs import execute
 from workers.service_labels import check_service_settings, retire_wait_seconds
@@ -65,9 +65,7 @@ def test_an_infinite_drain_label_changes_nothing(
     origin = make_git_origin("labels")
 
     def commit(version: str, drain: float) -> str:
-        root = write_sample_app(tmp_path / f"src-{version}", version, drain_seconds=drain, boot_seconds=0)
-        return origin.commit(version, {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*")
-                                       if p.is_file()})
+        return origin.commit(version, sample_app_files(tmp_path, version, drain_seconds=drain, boot_seconds=0))
 
     config = make_config(tmp_path, extra=f"""
         [apps.labels]
