@@ -38,6 +38,10 @@ START_GRACE_SECONDS = 5.0
 DRAIN_SECONDS = 3.0
 #: Grace period for stopping old containers when the service sets no stop_grace_period (Docker's default).
 STOP_GRACE_SECONDS = 10.0
+#: The longest a release may make a rollout wait while it retires one container (its
+#: `hooksvc.drain_seconds` label, its `stop_grace_period`): the app's deploy lock is held meanwhile,
+#: and the job timeout must still cover the build and the health gate.
+MAX_RETIRE_WAIT_SECONDS = 600.0
 STRATEGY = "rolling"
 STRATEGIES = ("rolling", "recreate", "swarm")
 HOST_KINDS = ("github", "gitea", "forgejo", "gitlab", "git")
@@ -111,6 +115,9 @@ LOG_TAIL_BYTES = 1024 * 1024
 #: A value from outside (repository name, request path) is cut to this many characters in the server
 #: log: enough to recognise it, too little for one request to flood the log.
 LOG_VALUE_LIMIT = 200
+#: The shortest base64 or hex fragment of a secret that redaction masks: shorter ones (from secrets of
+#: a few characters) would mask ordinary words, and carry too little of the secret to matter.
+REDACT_MIN_ENCODED = 8
 
 # -- config limits (checked when the config is read) ------------------------------------------------
 

@@ -8,6 +8,8 @@ any formatted message still carries, whoever logged it.
 
 from __future__ import annotations
 
+import base64
+import functools
 import logging
 import re
 import sys
@@ -16,8 +18,10 @@ from collections.abc import Iterable
 from hooksvc import defaults
 
 MASK = "***"
-#: Credentials embedded in URLs (`https://user:token@host`, `https://token@host`).
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^/@\s]+)@")
+#: Characters of a URL scheme (RFC 3986: a letter, then letters, digits, `+`, `.`, `-`).
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
+#: What ends the credentials of `scheme://user:token@host`: the first `/`, `@` or whitespace.
+_CREDENTIALS_END = re.compile(r"[/@\s]")
 
 #: C0 controls (CR and LF among them), DEL, C1 controls (NEL among them), and the Unicode line and
 #: paragraph separators: everything a log reader or terminal may take as a line break or a command.
@@ -27,10 +31,63 @@ _HAS_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every secret value and every credential in a URL by `***`."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{MASK}@", text)
+    """Replace every secret value, its base64 and hex forms, and every credential in a URL by `***`.
+
+    Linear in the length of `text` whatever it holds: one `str.replace` per form of each secret
+    (CPython's search is linear), and a URL scan that looks at each character a bounded number of times.
+    """
+    for form in secret_forms(frozenset(s for s in secrets if s)):
+        if form in text:
+            text = text.replace(form, MASK)
+    return _mask_url_credentials(text)
+
+
+@functools.lru_cache(maxsize=64)
+def secret_forms(secrets: frozenset[str]) -> tuple[str, ...]:
+    """Each secret, and the base64 (standard and URL-safe, at any offset in a longer encoded text) and
+    hex (lower and upper case) text it shows as once encoded; the longest first, so no form is cut by a
+    shorter one. Encoded fragments shorter than `defaults.REDACT_MIN_ENCODED` are left out: they would
+    mask ordinary words."""
+    forms: set[str] = set()
+    for secret in secrets:
+        forms.add(secret)
+        raw = secret.encode()
+        encoded: set[str] = {raw.hex(), raw.hex().upper()}
+        for offset in range(3):
+            # With `offset` bytes before it, the secret's bits fill base64 characters from
+            # ceil(8*offset/6) up to floor(8*(offset+len)/6): those never depend on its neighbours.
+            first, last = -(-8 * offset // 6), 8 * (offset + len(raw)) // 6
+            padded = bytes(offset) + raw
+            encoded.add(base64.b64encode(padded).decode()[first:last])
+            encoded.add(base64.urlsafe_b64encode(padded).decode()[first:last])
+        forms.update(e for e in encoded if len(e) >= defaults.REDACT_MIN_ENCODED)
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
+def _mask_url_credentials(text: str) -> str:
+    """`scheme://user:token@host` -> `scheme://***@host`, for every URL in `text`, in one pass."""
+    if "://" not in text:
+        return text
+    out: list[str] = []
+    done = 0  # text[:done] is in `out` already
+    at = text.find("://")
+    while at != -1:
+        start = at
+        while start > done and text[start - 1] in _SCHEME_CHARS:
+            start -= 1
+        # The scheme begins at the first letter of that run (as a regex's leftmost match would).
+        while start < at and not text[start].isalpha():
+            start += 1
+        stop = _CREDENTIALS_END.search(text, at + 3)
+        if start < at and stop is not None and text[stop.start()] == "@" and stop.start() > at + 3:
+            out.append(text[done:at + 3])
+            out.append(f"{MASK}@")
+            done = stop.start() + 1
+            at = text.find("://", done)
+        else:
+            at = text.find("://", at + 3)
+    out.append(text[done:])
+    return "".join(out)
 
 
 def escape_controls(text: str) -> str:

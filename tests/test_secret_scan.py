@@ -6,7 +6,7 @@ checking stand-in. The run covers a good deploy, a failed build whose output pri
 refused webhook, the API, the pages and `/metrics`. Then every place an operator, a git host or a
 notification receiver can read is searched for each secret: server and worker logs, deployment
 logs, API answers, pages, `/metrics`, commit-status and notification bodies, and every file under
-`state_dir`.
+`state_dir`, and the worker's own environment as `/proc/<pid>/environ` shows it.
 """
 
 from __future__ import annotations
@@ -205,6 +205,11 @@ def test_no_secret_appears_in_any_output(run: Run, redis: redis_lib.Redis) -> No
     seen["commit statuses"] = repr([(s.sha, s.state, s.description, s.target_url) for s in host.accepted])
     seen["notifications"] = repr([(n.kind, n.headers, n.raw) for n in host.notifications])
     seen["host deployments"] = repr([(d.created, d.updates) for d in host.deployments("github")])
+    # What a build context of /proc/<worker pid> would read: the worker dropped every secret from its
+    # environment once its config held them, and still fetched with the clone token above.
+    worker = run.procs[1]
+    assert worker.poll() is None
+    seen["worker's /proc/<pid>/environ"] = Path(f"/proc/{worker.pid}/environ").read_bytes().decode("utf-8", "replace")
     for path in run.state_dir.rglob("*"):
         if path.is_file() and not path.is_symlink():
             seen[f"file {path.relative_to(run.state_dir)}"] = path.read_bytes().decode("utf-8", "replace")

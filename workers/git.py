@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import functools
 import os
+import posixpath
 import re
 import shlex
 import shutil
@@ -36,7 +37,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import git
 
@@ -89,6 +90,20 @@ class _Transport:
     url: str
     env: Mapping[str, str]
     secrets: tuple[str, ...]
+    #: `git -c` settings the environment carries (credentials, the file protocol for local origins).
+    config: tuple[tuple[str, str], ...] = ()
+    #: The transport the origin uses, as git's `protocol.<name>.allow` names it.
+    protocol: str = "file"
+
+    def submodule_env(self) -> dict[str, str]:
+        """The environment of `git submodule update`: the origin's own transport and no other.
+
+        Git applies it to every git it starts for nested submodules too, so a `.gitmodules` at any
+        depth cannot reach the worker's disk (`file`), another protocol (`ext::`, `ssh` from an
+        HTTPS app) or a host through a transport the operator did not choose for this app.
+        """
+        allow = (("protocol.allow", "never"), (f"protocol.{self.protocol}.allow", "always"))
+        return {**self.env, **_config_env([*self.config, *allow])}
 
 
 def _config_env(entries: Sequence[tuple[str, str]]) -> dict[str, str]:
@@ -137,7 +152,31 @@ def _transport(app: AppConfig) -> _Transport:
         # be too; a remote repository's .gitmodules still cannot point into the worker's disk.
         config.append(("protocol.file.allow", "always"))
     env.update(_config_env(config))
-    return _Transport(url=url, env=env, secrets=tuple(secrets))
+    return _Transport(url=url, env=env, secrets=tuple(secrets), config=tuple(config), protocol=_protocol(url))
+
+
+def _protocol(url: str) -> str:
+    """git's name for the transport of `url`: `file`, `http`, `https`, `ssh` or `git`."""
+    if _is_local_url(url):
+        return "file"
+    scheme = url.split("://", 1)[0].lower() if "://" in url else "ssh"  # scp-like `user@host:path` is ssh
+    return "ssh" if scheme in ("ssh", "git+ssh", "ssh+git") else scheme
+
+
+def _resolve_submodule_url(url: str, remote: str) -> str:
+    """A `.gitmodules` URL as git resolves it: `./x` and `../x` against the superproject's `remote`."""
+    if not url.startswith(("./", "../")):
+        return url
+    if remote.startswith("file://"):
+        return "file://" + posixpath.normpath(posixpath.join(_local_path(remote), url))
+    if _is_local_url(remote):
+        return posixpath.normpath(posixpath.join(remote, url))
+    return url  # a remote origin's relative URLs stay on its host and transport
+
+
+def _local_path(url: str) -> str:
+    """The filesystem path a local URL (a path or `file://`) names."""
+    return unquote(urlsplit(url).path) if url.startswith("file://") else url
 
 
 @functools.lru_cache(maxsize=256)
@@ -204,6 +243,7 @@ class GitMirror:
         secrets: Sequence[str] = (),
         *,
         timeout: float = NETWORK_TIMEOUT_SECONDS,
+        other_origins: Mapping[str, str] | None = None,
     ) -> None:
         self.app = app
         self.mirror_dir = state_dir / "mirrors" / f"{app.name}.git"
@@ -213,6 +253,11 @@ class GitMirror:
         self._secrets = tuple(s for s in (*secrets, *self._transport.secrets) if s)
         self._log = log
         self._timeout = timeout
+        #: Local paths no submodule of a local origin may name: (resolved path, what it is).
+        self._forbidden_local = [(os.path.realpath(state_dir), "inside the worker's state_dir")] + [
+            (os.path.realpath(_local_path(url)), f"the origin of app {name!r}")
+            for name, url in (other_origins or {}).items() if name != app.name and _is_local_url(url)
+        ]
 
     # -- logging and errors ---------------------------------------------------------------------
 
@@ -363,6 +408,10 @@ class GitMirror:
             f"refs this app deploys: {known or 'none'}"
         )
 
+    def head_of(self, ref: str) -> str | None:
+        """The commit a full ref (`refs/heads/main`) points at in the mirror, or None when it has none."""
+        return self._commit_of(ref) if ref.startswith("refs/") and not _BAD_REF.search(ref) else None
+
     def has_commit(self, sha: str) -> bool:
         """True when `sha` (full or abbreviated, unambiguous) names a commit in the mirror."""
         return self._known_sha(sha) is not None
@@ -477,16 +526,68 @@ class GitMirror:
         if not set_url.ok:
             raise self._fail("cannot point the checkout at the app's clone URL", set_url)
         self._emit(f"updating the submodules of {sha}")
+        self._update_submodules_in(work, self._transport.url, sha)
+
+    def _update_submodules_in(self, directory: Path, remote: str, sha: str) -> None:
+        """`git submodule update` in `directory`, whose own origin is `remote`.
+
+        A local origin may have local submodules, so each level's URLs are checked before git clones
+        them (`refuse_local_submodule`), one level at a time; a remote origin's transport alone keeps
+        every level off the worker's disk, so git recurses by itself.
+        """
+        local = self._transport.protocol == "file"
+        submodules = self._submodules(directory) if local else []
+        for name, url in submodules:
+            self._refuse_local_submodule(name, _resolve_submodule_url(url, remote))
         # `--checkout` overrides an `update = none|merge|rebase` in .gitmodules: a release is exactly
         # the commits the superproject records, nothing else.
-        update = self._run(["git", "submodule", "update", "--init", "--recursive", "--checkout"], cwd=work)
+        argv = ["git", "submodule", "update", "--init", "--checkout", *([] if local else ["--recursive"])]
+        update = run(argv, cwd=directory, env=self._transport.submodule_env(), inherit=GIT_INHERITED_ENV,
+                     log=self._emit, timeout=self._timeout)
         if not update.ok:
             raise self._fail(
                 f"cannot fetch the submodules of {sha}",
                 update,
-                "Submodules are fetched with the app's own credentials: check their URLs in .gitmodules "
-                "and that the deploy key or token can read them",
+                "Submodules are fetched with the app's own credentials and over its origin's transport "
+                f"({self._transport.protocol}) only: check their URLs in .gitmodules and that the deploy key "
+                "or token can read them",
             )
+        for name, url in submodules:
+            path = self._submodule_path(directory, name)
+            if path is not None and (directory / path / ".gitmodules").is_file():
+                self._update_submodules_in(directory / path, _resolve_submodule_url(url, remote), sha)
+
+    def _submodules(self, directory: Path) -> list[tuple[str, str]]:
+        """(name, url) of each submodule `.gitmodules` in `directory` declares."""
+        result = run(["git", "config", "-f", ".gitmodules", "--get-regexp", r"^submodule\..*\.url$"],
+                     cwd=directory, capture=True, timeout=self._timeout)
+        found = []
+        for line in result.output.splitlines():
+            key, _, url = line.partition(" ")
+            found.append((key.removeprefix("submodule.").removesuffix(".url"), url.strip()))
+        return found
+
+    def _submodule_path(self, directory: Path, name: str) -> str | None:
+        result = run(["git", "config", "-f", ".gitmodules", "--get", f"submodule.{name}.path"],
+                     cwd=directory, capture=True, timeout=self._timeout)
+        path = result.output.strip()
+        return path if result.ok and path else None
+
+    def _refuse_local_submodule(self, name: str, url: str) -> None:
+        """A local submodule may not be another app's origin, nor anything under the worker's `state_dir`.
+
+        Either would copy another app's source (its origin, or the mirror of an app cloned from a
+        git host) into this app's release, where this app's pushers read it.
+        """
+        if not _is_local_url(url):
+            return  # refused by the transport, if it is not the origin's
+        real = os.path.realpath(_local_path(url))
+        for forbidden, what in self._forbidden_local:
+            if real == forbidden or real.startswith(forbidden.rstrip("/") + "/"):
+                raise GitError(self._redact(
+                    f"submodule {name!r} of app {self.app.name!r} points at {url} ({real}), {what}: a release "
+                    f"may not include another app's source; vendor it or give it its own repository"
+                ))
 
     def prune_releases(self, keep: int, protect: Collection[str] = ()) -> list[str]:
         """Delete release checkouts but the `keep` most recently used and those in `protect`.

@@ -14,7 +14,8 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import redis
 from rq import get_current_job
@@ -29,6 +30,8 @@ from hooksvc.logs import LogFn
 from hooksvc.redact import redact
 from hooksvc.running import compose_services, record_services, stack_services
 from hooksvc.store import DeploymentStore, open_store
+from workers.compose import ComposeProject, detect_compose
+from workers.compose_confinement import check_compose_model, check_compose_sources
 from workers.git import GitMirror, touches
 from workers.images import prune_and_measure
 from workers.locks import AppLock
@@ -246,7 +249,8 @@ class Deployer:
 
         app, dep, secrets = self.app, self.dep, self.config.secrets()
         self.step(f"deployment {dep.id}: {dep.trigger} of {app.name} ({dep.sha or dep.ref}), worker pid {os.getpid()}")
-        mirror = GitMirror(app, self.config.worker.state_dir, self.log, secrets)
+        mirror = GitMirror(app, self.config.worker.state_dir, self.log, secrets,
+                           other_origins={a.name: a.clone_url for a in self.config.apps.values()})
         self.step(f"fetching {redact(app.clone_url, secrets)}")
         mirror.fetch()
         sha = mirror.resolve(dep.sha or dep.ref)
@@ -263,6 +267,8 @@ class Deployer:
             return DeploymentState.SKIPPED, skip
         self.step(f"checking out {sha}")
         release = mirror.checkout_release(sha)
+        self.step("checking what compose reads and the services' rollout settings")
+        model = self._check_release(release)
         self.step(f"rolling out ({app.strategy})")
         if app.strategy == "swarm":
             from workers.swarm import SwarmRelease, deploy_stack
@@ -272,7 +278,7 @@ class Deployer:
             services = stack_services(stack.images)
         else:
             rollout = roll_out(app, release, log=self.log, state_dir=self.config.worker.state_dir,
-                               shared=self.store.redis)
+                               shared=self.store.redis, resolved=model)
             services = compose_services(rollout.live)
         wait_out_redis(lambda: record_services(self.store.redis, app.name, dep.id, services, time.time()),
                        f"deployment {dep.id}: recording what its services run")
@@ -286,6 +292,20 @@ class Deployer:
         self.step(f"{sha[:12]} is live")
         return DeploymentState.SUCCEEDED, ""
 
+    def _check_release(self, release: Path) -> dict[str, Any]:
+        """Refuse the release before anything builds when compose would read outside its checkout, or a
+        service's rollout settings (labels, stop grace) are out of range. Returns the resolved compose model."""
+        from workers.service_labels import check_service_settings
+
+        app = self.app
+        check_compose_sources(release, app.compose_files)
+        compose = ComposeProject(command=detect_compose(log=self.log), project=app.project or app.name,
+                                 directory=release, files=tuple(app.compose_files), docker_host=app.docker_host)
+        model = compose.config(self.log)
+        check_compose_model(model, release, confine_binds=app.docker_host is not None)
+        check_service_settings(model["services"])
+        return model
+
     def _skip_reason(self, mirror: GitMirror, sha: str) -> str:
         """Why this deployment need not run: stale push, or no change under the app's `paths`."""
         live, dep = self.live_sha, self.dep
@@ -298,6 +318,11 @@ class Deployer:
         )
         if sha == live:
             return f"{sha[:12]} is already live"
+        if forced and dep.ref.startswith("refs/heads/") and (head := mirror.head_of(dep.ref)) != sha:
+            # `forced` lets a push go backwards, so it must be the branch as it is now: a delivery
+            # captured and replayed after the dedupe window would roll the app back otherwise.
+            now = f"{head[:12]} is" if head else "the branch is gone"
+            return f"stale forced push: {sha[:12]} is no longer the head of {dep.ref} ({now})"
         if not forced and mirror.is_ancestor(sha, live):
             return f"stale: {sha[:12]} is an ancestor of the live {live[:12]} (a delayed or out-of-order push)"
         if self.app.paths and not touches(mirror.changed_paths(live, sha), self.app.paths):

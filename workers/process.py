@@ -8,6 +8,7 @@ allow-list), the ones its caller names in `inherit`, and what its caller adds in
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import threading
@@ -19,8 +20,15 @@ from pathlib import Path
 
 from hooksvc.logs import LogFn
 
+log = logging.getLogger("hooksvc.worker")
+
 #: Lines of output kept for error messages.
 TAIL_LINES = 40
+#: Shorter secrets count only when they are a variable's whole value (or one of its comma-separated
+#: items); a longer one anywhere in a value (an `Authorization:` header) marks the variable too.
+SCRUB_SUBSTRING_MIN = 8
+#: Fields 50 and 51 of /proc/self/stat (Linux 3.5+): where the environment the kernel passed at exec lies.
+_STAT_ENV_START, _STAT_ENV_END = 50, 51
 
 # ---- the environment allow-list ---------------------------------------------------------------
 
@@ -79,6 +87,47 @@ def command_env(
     chosen = {k: v for k, v in source.items() if k in names or k.startswith(BASE_ENV_PREFIXES)}
     return {**chosen, **(env or {})}
 
+
+def holds_secret(value: str, secrets: Collection[str]) -> bool:
+    """True when an environment value is a secret, lists one (`a,b`), or carries a long one inside it."""
+    items = {value.strip(), *(part.strip() for part in value.split(","))}
+    return any(s in items or (len(s) >= SCRUB_SUBSTRING_MIN and s in value) for s in secrets if s)
+
+
+def scrub_environ(secrets: Collection[str], environ: dict[str, str] | None = None) -> list[str]:
+    """Remove every variable holding a secret from this process's environment, once the config has it.
+
+    `os.environ` alone is not enough: `/proc/<pid>/environ` shows the block the kernel passed at
+    exec, which unsetenv never touches, so the secrets' bytes there are overwritten too (Linux).
+    Forks made afterwards (RQ's work horses) inherit the scrubbed memory. Returns the names removed.
+    """
+    target = os.environ if environ is None else environ
+    names = sorted(name for name, value in target.items() if holds_secret(value, secrets))
+    for name in names:
+        del target[name]
+    if environ is None:
+        _overwrite_initial_environ(secrets)
+    return names
+
+
+def _overwrite_initial_environ(secrets: Collection[str]) -> None:
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        # `fields` starts at field 3 (the state); the kernel numbers fields from 1.
+        start, end = int(fields[_STAT_ENV_START - 3]), int(fields[_STAT_ENV_END - 3])
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            block = mem.read(end - start)
+            offset = 0
+            for entry in block.split(b"\0"):
+                name, sep, value = entry.partition(b"=")
+                if sep and holds_secret(value.decode("utf-8", "replace"), secrets):
+                    mem.seek(start + offset + len(name) + 1)
+                    mem.write(b"\0" * len(value))
+                offset += len(entry) + 1
+    except (OSError, IndexError, ValueError) as exc:
+        log.warning("could not overwrite the secrets in this process's initial environment block "
+                    "(/proc/self/environ): %s", exc)
 
 
 @dataclass(frozen=True)

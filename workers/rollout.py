@@ -406,11 +406,12 @@ class LiveRecord:
 # ---- the executor -----------------------------------------------------------------------------
 
 def roll_out(app: AppConfig, release_dir: Path, *, log: LogFn, state_dir: Path,
-             shared: redis.Redis | None = None) -> RolloutResult:
+             shared: redis.Redis | None = None, resolved: Mapping[str, Any] | None = None) -> RolloutResult:
     """Build the release in `release_dir` and roll it out with the app's strategy.
 
     `shared`: the Redis connection that keeps a copy of the record of live containers for workers
-    on other machines (see the module docstring).
+    on other machines (see the module docstring). `resolved`: the release's compose model when the
+    caller has read it already (the job checks it before the build), so it is not read twice.
 
     Raises ComposeError (build or compose failed; with a failed build nothing is touched),
     HealthCheckFailed (a new container failed its gate; the old ones keep serving), ReleaseStepFailed
@@ -432,7 +433,10 @@ def roll_out(app: AppConfig, release_dir: Path, *, log: LogFn, state_dir: Path,
     try:
         steps = ReleaseSteps(app, log, compose=compose, engine=engine)
         model: Future[dict[str, Any]] = Future()
-        if steps.configured:
+        if resolved is not None:
+            model.set_result(dict(resolved))
+            steps.check(model.result()["services"])
+        elif steps.configured:
             # A step naming an unknown service is refused before the build moves any image tag.
             model.set_result(compose.config(log))
             steps.check(model.result()["services"])
@@ -802,9 +806,10 @@ class _Rollout:
             value = float(raw)
         except ValueError:
             value = -1.0
-        if value < 0:
-            self.log(f"{c.service}: label {DRAIN_SECONDS_LABEL}={raw!r} is not a number of seconds; "
-                     f"using {defaults.DRAIN_SECONDS:g}")
+        # `not 0 <= value` also refuses NaN; a release deployed before labels were checked may hold "inf".
+        if not 0 <= value <= defaults.MAX_RETIRE_WAIT_SECONDS:
+            self.log(f"{c.service}: label {DRAIN_SECONDS_LABEL}={raw!r} is not a number of seconds from 0 to "
+                     f"{defaults.MAX_RETIRE_WAIT_SECONDS:g}; using {defaults.DRAIN_SECONDS:g}")
             return defaults.DRAIN_SECONDS
         return value
 

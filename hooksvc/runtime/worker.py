@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from types import FrameType
+from urllib.parse import urlsplit
 
 import redis
 from rq import Queue, Worker
@@ -28,6 +29,7 @@ from workers.checks import check_services as check_services  # `hooksvc check-co
 from workers.compose import detect_compose
 from workers.outbox_sender import OutboxSender
 from workers.poller import BranchPoller, pollable
+from workers.process import scrub_environ
 
 log = logging.getLogger("hooksvc.runtime")
 
@@ -144,7 +146,14 @@ class DeployWorker(Worker):
 def work(config: Config, *, burst: bool = False) -> int:
     """Run deployments. With `burst`, dispatch the waiting intake, run what is queued, deliver the
     outbox once, and exit; without, run the worker's background threads and serve forever."""
-    connection = connect(redis_url(config))
+    # The config holds every secret now: a build context of /proc/<this pid> must find none in the
+    # environment. Git and compose get their credentials from the config, never from here.
+    # Redis's password too: whoever writes to the queue runs code in every worker.
+    url = redis_url(config)
+    scrubbed = scrub_environ([*config.secrets(), urlsplit(url).password or ""])
+    if scrubbed:
+        log.info("removed %d secret variable(s) from the worker's environment: %s", len(scrubbed), ", ".join(scrubbed))
+    connection = connect(url)
     runtime = WorkerRuntime(config, connection)
     jobs.use_config(config)  # the forks inherit it: jobs run under this process's config
     try:

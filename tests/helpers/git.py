@@ -97,11 +97,13 @@ class GitOrigin:
         branch: str = "main",
         start: str | None = None,
         gitlinks: Mapping[str, str] | None = None,
+        symlinks: Mapping[str, str] | None = None,
     ) -> str:
         """Add a commit on top of `branch` and return its sha; `files` maps paths to content (None deletes).
 
         A branch that does not exist yet starts at `start` (a sha or branch name), else at `main`'s
-        head, else as a root commit. `gitlinks` maps paths to submodule commit shas.
+        head, else as a root commit. `gitlinks` maps paths to submodule commit shas, `symlinks` paths
+        to the targets of symbolic links.
         """
         old = self.sha(f"refs/heads/{branch}")
         parent = old or (self.sha(start) if start else self.sha("refs/heads/main"))
@@ -116,6 +118,9 @@ class GitOrigin:
                 blob = self._git("hash-object", "-w", "--stdin", input=data)
                 lines.append(f"100644 {blob}\t{path}")
         lines += [f"160000 {sha}\t{path}" for path, sha in (gitlinks or {}).items()]
+        for path, target in (symlinks or {}).items():
+            blob = self._git("hash-object", "-w", "--stdin", input=target.encode())
+            lines.append(f"120000 {blob}\t{path}")
         with tempfile.TemporaryDirectory() as tmp:
             index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
             if parent:

@@ -626,6 +626,87 @@ class TestSubmodules:
         assert list(mirror.scratch_dir.iterdir()) == []
 
 
+class TestSubmoduleConfinement:
+    """A pusher's `.gitmodules` cannot bring another app's source, or the worker's disk, into a release."""
+
+    def mirror_with_others(self, origin: GitOrigin, state_dir: Path, log: Recorder,
+                           **others: GitOrigin) -> GitMirror:
+        return GitMirror(make_app(origin), state_dir, log,
+                         other_origins={"shop": origin.url, **{n: o.url for n, o in others.items()}})
+
+    def test_a_local_submodule_may_not_be_another_apps_origin(
+        self, git_origin: GitOrigin, make_git_origin: Callable[[str], GitOrigin], state_dir: Path, log: Recorder,
+        tmp_path: Path,
+    ) -> None:
+        """A local app's submodule naming another app's local origin (relatively, or through a symlink) is
+        refused before git clones it; no release and none of the other app's files appear."""
+        other = make_git_origin("billing")
+        other.commit("private", {"private.txt": "billing source"})
+        git_origin.commit("app", {"app.py": "x"})
+        relative = git_origin.add_submodule("vendor/billing", other, url="../billing.git")
+        (tmp_path / "alias.git").symlink_to(other.path)
+        aliased = git_origin.add_submodule("vendor/alias", other, url=str(tmp_path / "alias.git"))
+        mirror = self.mirror_with_others(git_origin, state_dir, log, billing=other)
+        mirror.fetch()
+        for sha in (relative, aliased):
+            with pytest.raises(GitError, match="the origin of app 'billing'"):
+                mirror.checkout_release(sha)
+            assert not mirror.release_dir(sha).exists()
+        assert "billing source" not in log.text
+        assert not any(p.name == "private.txt" for p in state_dir.rglob("*"))
+
+    def test_a_local_submodule_may_not_point_into_state_dir(
+        self, git_origin: GitOrigin, git_http_server: GitHttpServer, state_dir: Path, log: Recorder,
+        mirror_for: MirrorFor,
+    ) -> None:
+        """The worker's mirror of an app cloned from a git host is refused as a submodule of a local app."""
+        hosted = git_http_server.origin("hosted")
+        hosted.commit("hosted", {"hosted.txt": "hosted source"})
+        mirror_for(hosted, name="hosted", clone_token=Secret(HTTP_TOKEN)).fetch()
+        mirrored = GitOrigin(state_dir / "mirrors" / "hosted.git")
+        git_origin.commit("app", {"app.py": "x"})
+        sha = git_origin.add_submodule("vendor/hosted", mirrored)
+        mirror = self.mirror_with_others(git_origin, state_dir, log)
+        mirror.fetch()
+        with pytest.raises(GitError, match="inside the worker's state_dir"):
+            mirror.checkout_release(sha)
+
+    def test_a_nested_submodule_is_checked_too(
+        self, git_origin: GitOrigin, make_git_origin: Callable[[str], GitOrigin], state_dir: Path, log: Recorder,
+    ) -> None:
+        """An allowed local submodule whose own `.gitmodules` names another app's origin is refused."""
+        other = make_git_origin("billing")
+        other.commit("private", {"private.txt": "billing source"})
+        lib = make_git_origin("lib")
+        lib.commit("lib", {"lib.txt": "lib"})
+        lib.add_submodule("deep", other)
+        git_origin.commit("app", {"app.py": "x"})
+        sha = git_origin.add_submodule("libs/lib", lib)
+        mirror = self.mirror_with_others(git_origin, state_dir, log, billing=other)
+        mirror.fetch()
+        with pytest.raises(GitError, match="submodule 'deep'.*the origin of app 'billing'"):
+            mirror.checkout_release(sha)
+
+    @pytest.mark.parametrize("submodule_url", ["ssh://git@127.0.0.1:9/lib.git", "FILE"])
+    def test_a_remote_origins_submodules_use_its_transport_only(
+        self, submodule_url: str, git_http_server: GitHttpServer, make_git_origin: Callable[[str], GitOrigin],
+        mirror_for: MirrorFor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """An HTTP(S) app's submodule over ssh (the worker's keys and agent) or a local path is refused by git
+        before any ssh starts or any local file is read."""
+        fake_ssh = install_fake_ssh(tmp_path / "bin", monkeypatch)
+        local = make_git_origin("local-lib")
+        local.commit("lib", {"lib.txt": "worker disk"})
+        app = git_http_server.origin("app")
+        app.commit("app", {"app.py": "x"})
+        sha = app.add_submodule("lib", local, url=str(local.path) if submodule_url == "FILE" else submodule_url)
+        mirror = mirror_for(app, clone_token=Secret(HTTP_TOKEN))
+        mirror.fetch()
+        with pytest.raises(GitError, match=r"transport '(ssh|file)' not allowed.*over its origin's transport \(http\)"):
+            mirror.checkout_release(sha)
+        assert not Path(f"{fake_ssh}.argv").exists()
+
+
 def grep_tree(root: Path, needles: list[bytes]) -> list[str]:
     """Files under `root` (names or contents) that contain any needle."""
     hits = []

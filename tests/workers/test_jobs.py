@@ -69,6 +69,47 @@ class TestSkips:
         assert "already live" in store.get(dep.id).error
 
 
+class TestForcedPushes:
+    """`forced` lets a push go backwards past the live sha: only while it is the branch head."""
+
+    @pytest.fixture
+    def history(self, tmp_path: Path, make_git_origin: Callable[[str], GitOrigin],
+                redis: redis_lib.Redis) -> tuple[GitOrigin, Config, str, str]:
+        """An origin with an older and a live commit on `main`; the live one recorded as live."""
+        origin = make_git_origin("mono")
+        old = origin.commit("old", {"services/shop/app.txt": "1"})
+        live = origin.commit("live", {"services/shop/app.txt": "2"})
+        make_live(redis, "mono", live)
+        return origin, mono_config(tmp_path, origin), old, live
+
+    def test_a_replayed_forced_push_does_not_roll_the_app_back(
+        self, history: tuple[GitOrigin, Config, str, str], redis: redis_lib.Redis
+    ) -> None:
+        """A captured forced push of an older sha, replayed after the branch moved on, is skipped as stale
+        instead of rolling the live release back."""
+        _, config, old, live = history
+        store = DeploymentStore(redis)
+        replay = NewDeployment("mono", old, "refs/heads/main", Trigger.PUSH, before="c" * 40, forced=True)
+        dep = store.intake.submit([replay]).deployments[0]
+        assert execute(config, store, redis, dep.id) == "skipped"
+        assert store.get(dep.id).error == (f"stale forced push: {old[:12]} is no longer the head of refs/heads/main "
+                                           f"({live[:12]} is)")
+
+    def test_a_forced_push_that_is_the_branch_head_goes_backwards(
+        self, history: tuple[GitOrigin, Config, str, str], redis: redis_lib.Redis
+    ) -> None:
+        """A real force-push back to an older commit (still the head when fetched) is deployed, not skipped."""
+        origin, config, old, live = history
+        origin.reset("main", old)
+        store = DeploymentStore(redis)
+        forced = NewDeployment("mono", old, "refs/heads/main", Trigger.PUSH, before=live, forced=True)
+        dep = store.intake.submit([forced]).deployments[0]
+        execute(config, store, redis, dep.id)  # no compose file in this repo: the rollout fails after the checks
+        done = store.get(dep.id)
+        assert done.state is not DeploymentState.SKIPPED, done.error
+        assert any(f"checking out {old}" in line for line in store.logs.read(dep.id)[0])
+
+
 class TestResolution:
     def test_manual_deploy_resolves_the_branch_head(
         self, tmp_path: Path, make_git_origin: Callable[[str], GitOrigin], redis: redis_lib.Redis

@@ -7,6 +7,9 @@ through `${VAR}`. These tests set such variables and check what commands actuall
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -18,7 +21,16 @@ from hypothesis import strategies as st
 from hooksvc.config import AppConfig, Secret
 from tests.helpers.docker import BASE_IMAGE
 from workers.compose import ComposeCommand, ComposeProject
-from workers.process import BASE_ENV, DOCKER_ENV, GIT_ENV, PROXY_ENV, command_env, run
+from workers.process import (
+    BASE_ENV,
+    DOCKER_ENV,
+    GIT_ENV,
+    PROXY_ENV,
+    command_env,
+    holds_secret,
+    run,
+    scrub_environ,
+)
 from workers.rollout import roll_out
 
 #: What a worker's environment typically holds besides what commands need, name -> value.
@@ -145,3 +157,47 @@ class TestComposeSubstitution:
         assert env["SEEN_HOME"]
         log_text = "\n".join(lines)
         assert not any(value in log_text for value in WORKER_SECRETS.values())
+
+
+class TestScrubEnviron:
+    def test_variables_holding_a_secret_go_and_the_rest_stays(self) -> None:
+        """A variable whose value is a secret, lists one or carries a long one goes; PATH and the like stay."""
+        environ = {**WORKER_SECRETS, "PATH": "/usr/bin", "HOME": "/home/hooksvc", "SHORT": "abc"}
+        secrets = ["other-app-webhook-secret-value", "operator-token-two", "worker-wide-git-token", "abc",
+                   "redis-password-value"]
+        removed = scrub_environ(secrets, environ)
+        assert removed == ["GIT_CONFIG_VALUE_0", "HOOKSVC_API_TOKENS", "OTHER_APP_SECRET", "REDIS_URL", "SHORT"]
+        assert environ == {"PATH": "/usr/bin", "HOME": "/home/hooksvc", "GITHUB_TOKEN": WORKER_SECRETS["GITHUB_TOKEN"],
+                           "HOOKSVC_CONFIG": WORKER_SECRETS["HOOKSVC_CONFIG"],
+                           "DOCKER_PASSWORD": WORKER_SECRETS["DOCKER_PASSWORD"]}
+
+    def test_a_short_secret_inside_a_longer_value_does_not_take_the_variable(self) -> None:
+        """A short secret only counts as a whole value or list item: PATH never goes for holding `bin`."""
+        assert not holds_secret("/usr/local/bin:/usr/bin", ["bin"])
+        assert holds_secret("a, bin ,c", ["bin"])
+
+    def test_the_process_shows_no_secret_in_proc_environ(self) -> None:
+        """A real process that scrubbed itself shows neither the secret nor its variable's value in
+        /proc/<pid>/environ (the block the kernel passed at exec), and its children do not get it."""
+        secret = "scrubbed-secret-value-5c1e"
+        code = textwrap.dedent(f"""
+            import sys
+            from workers.process import run, scrub_environ
+            scrub_environ([{secret!r}])
+            child = run(["cat", "/proc/self/environ"], capture=True, timeout=10, inherit=["KEEP_ME"])
+            print("child:", {secret!r} in child.output, flush=True)
+            sys.stdin.read()
+        """)
+        env = {"PATH": os.environ["PATH"], "APP_SECRET": secret, "KEEP_ME": "kept", "LIST": f"x,{secret}"}
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, cwd=Path(__file__).parents[2])
+        try:
+            assert proc.stdout is not None and proc.stdin is not None
+            assert proc.stdout.readline().decode().strip() == "child: False"
+            block = Path(f"/proc/{proc.pid}/environ").read_bytes()
+            assert secret.encode() not in block
+            assert b"KEEP_ME=kept" in block and b"PATH=" in block
+        finally:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            proc.wait(10)

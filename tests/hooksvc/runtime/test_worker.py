@@ -207,6 +207,46 @@ class TestRefusals:
         assert wait_for(lambda: harness.statuses(old)[-1:] == ["success"], 30), harness.statuses(old)
 
 
+class TestHostileReleases:
+    """What a pusher can try against a real worker process, and what it gets."""
+
+    def test_a_build_context_of_the_workers_proc_directory_is_refused(self, harness: Harness) -> None:
+        """A release whose build context is `/proc/<worker pid>` (its `environ` once held every secret) fails
+        before the build, naming key and path; the worker's own environ holds no secret either way."""
+        worker = harness.start_worker()
+        files = app_files(harness.tmp, "v1")
+        files["docker-compose.yml"] = f"services:\n  web:\n    build: /proc/{worker.pid}\n"
+        done = harness.wait(harness.push(harness.origin.commit("read the worker", files)))
+        assert done.state is DeploymentState.FAILED
+        assert f"services.web.build.context: '/proc/{worker.pid}' is outside the release checkout" in done.error
+        environ = Path(f"/proc/{worker.pid}/environ").read_bytes()
+        assert SECRET.encode() not in environ and GH_TOKEN.encode() not in environ
+
+    def test_a_replayed_forced_push_does_not_roll_the_app_back(self, harness: Harness) -> None:
+        """A forced push deploys while it is the branch head; the same delivery replayed once the branch has
+        moved on and the dedupe period has passed is skipped, and the live release stays."""
+        harness.start_worker()
+        old = harness.commit("v1")
+        harness.commit("v2")
+        harness.origin.reset("main", old)
+        captured = github_request(github_push(repo="acme/web", after=old, before="1" * 40, forced=True), SECRET)
+
+        def deliver() -> Deployment:
+            resp = harness.client.open("/hooks/github", **captured.client_kwargs())
+            assert resp.status_code == 202, resp.json
+            return harness.wait(str(resp.json["deployments"][0]["id"]))
+
+        assert deliver().state is DeploymentState.SUCCEEDED
+        newest = harness.commit("v3")
+        assert harness.wait(harness.push(newest, before=old)).state is DeploymentState.SUCCEEDED
+        for key in harness.redis.scan_iter(f"{keys.SEEN_PREFIX}*"):  # the dedupe period is over
+            harness.redis.delete(key)
+        replay = deliver()
+        assert replay.state is DeploymentState.SKIPPED
+        assert f"stale forced push: {old[:12]} is no longer the head of refs/heads/main" in replay.error
+        assert harness.redis.hget("hooksvc:app:web:live", "sha") == newest.encode()
+
+
 class TestOneAtATime:
     def test_two_workers_never_run_one_app_twice_at_once(self, harness: Harness) -> None:
         """With two workers and a burst of pushes, deployments of one app never overlap in time."""
