@@ -21,6 +21,7 @@ from urllib.parse import unquote
 
 from hooksvc import defaults
 from hooksvc.errors import ConfigError
+from hooksvc.providers import HOST_KINDS
 from hooksvc.release_steps import PHASES, ReleaseStep, read_release_steps
 
 
@@ -399,12 +400,13 @@ def _read_hosts(r: _Reader, data: Mapping[str, Any]) -> dict[str, HostConfig]:
             continue
         r.unknown_keys(t, prefix, _HOST_KEYS)
         kind = r.get(t, prefix, "kind", str, "")
-        if kind not in defaults.HOST_KINDS:
-            r.problem(f"{prefix}.kind", f"expected one of {', '.join(defaults.HOST_KINDS)}, got {kind!r}")
+        known = HOST_KINDS.get(kind)
+        if known is None:
+            r.problem(f"{prefix}.kind", f"expected one of {', '.join(HOST_KINDS)}, got {kind!r}")
         api_url = r.get(t, prefix, "api_url", str, "").rstrip("/")
-        # A plain git server has no API: its hook posts to hooksvc, nothing posts back.
-        plain = kind == defaults.PLAIN_GIT_KIND and not api_url
-        if not plain and not api_url.startswith(("http://", "https://")):
+        # A host without a status API (a plain git server, Gogs) needs no api_url: nothing posts back.
+        optional = known is not None and not known.statuses and not api_url
+        if not optional and not api_url.startswith(("http://", "https://")):
             r.problem(f"{prefix}.api_url", f"expected an http(s) URL, got {api_url!r}")
         token = r.secret(t, prefix, "token", required=False)
         hosts[name] = HostConfig(name=name, kind=kind, api_url=api_url, token=token)

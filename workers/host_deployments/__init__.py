@@ -33,8 +33,7 @@ from hooksvc.deployments import DeploymentState
 from hooksvc.outbox import OutboxEvent
 from hooksvc.presentation import short_ref
 from workers.host_deployments import github, gitlab
-from workers.http import HttpResponse
-from workers.statuses import HttpRequest
+from workers.http import HttpRequest, HttpResponse
 
 #: Host kinds with a deployments API; Gitea and Forgejo get commit statuses only.
 KINDS = frozenset({"github", "gitlab"})

@@ -9,7 +9,8 @@ from urllib.parse import quote
 
 from hooksvc.config import HostConfig
 from hooksvc.deployments import DeploymentState
-from workers.statuses import HttpRequest, json_headers, truncate
+from workers.http import HttpRequest
+from workers.statuses import json_headers, truncate
 from workers.statuses.github import API_VERSION, DESCRIPTION_LIMIT
 
 #: A deployment status for each of our states. A deployment that never changed the environment

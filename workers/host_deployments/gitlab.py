@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from hooksvc.config import HostConfig
 from hooksvc.deployments import DeploymentState
-from workers.statuses import HttpRequest, api_base, json_headers
+from workers.http import HttpRequest
+from workers.statuses import api_base, json_headers
 from workers.statuses.gitlab import API_PATH, project_id
 
 #: GitLab's API takes `running`, `success`, `failed` and `canceled`; a queued deployment has no

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from hooksvc.providers import ZERO_SHA, WebhookRequest
+from hooksvc.providers import ZERO_SHA, RefChange, WebhookDelivery, WebhookRequest
 
 PAYLOAD_DIR = Path(__file__).parent
 
@@ -49,6 +49,13 @@ def load_bytes(name: str) -> bytes:
 def commit_sha(n: int) -> str:
     """A distinct, realistic-looking 40-hex sha for each `n`."""
     return hashlib.sha1(f"commit {n}".encode()).hexdigest()  # noqa: S324 - a fake object id, not security
+
+
+def single_change(delivery: WebhookDelivery) -> RefChange:
+    """The one ref change of a push delivery (every host but Bitbucket sends one per push)."""
+    assert delivery.push is not None, f"{delivery.event!r} delivery carries no push"
+    assert len(delivery.push.changes) == 1, f"expected one ref change, got {delivery.push.changes!r}"
+    return delivery.push.changes[0]
 
 
 def payload_text(payload: Payload) -> bytes:

@@ -14,12 +14,13 @@ from hooksvc.config import HostConfig, NotifyConfig, Secret
 from hooksvc.deployments import DeploymentState
 from hooksvc.outbox import OutboxEvent, is_full_sha
 from workers import notify, outbox_sender
+from workers.http import HttpRequest, encode_json
 from workers.statuses import (
     ELLIPSIS,
-    HttpRequest,
+    REPORTERS,
+    StatusUpdate,
     api_base,
     describe_state,
-    encode_json,
     gitea,
     github,
     gitlab,
@@ -42,8 +43,14 @@ S = DeploymentState
 
 def build(module: object, host: HostConfig, state: DeploymentState, description: str = "d", **kw: str) -> HttpRequest:
     builder = module.build_status_request  # type: ignore[attr-defined]
-    request: HttpRequest = builder(host, "acme/shop", SHA, state, "deploy/shop", description, TARGET, **kw)
+    request: HttpRequest = builder(host, update(state, description, **kw))
     return request
+
+
+def update(state: DeploymentState, description: str = "d", *, repo: str = "acme/shop", context: str = "deploy/shop",
+           target_url: str = TARGET, ref: str = "") -> StatusUpdate:
+    return StatusUpdate(repo=repo, sha=SHA, state=state, context=context, description=description,
+                        target_url=target_url, ref=ref)
 
 
 def body(request: HttpRequest) -> dict[str, object]:
@@ -83,7 +90,7 @@ class TestStateMapping:
 
     def test_forgejo_uses_the_gitea_builder(self) -> None:
         """Forgejo speaks Gitea's status API."""
-        assert outbox_sender.BUILDERS["forgejo"] is gitea.build_status_request
+        assert REPORTERS["forgejo"].build is gitea.build_status_request
 
 
 class TestGithubRequest:
@@ -116,13 +123,13 @@ class TestGithubRequest:
 
     def test_no_target_url_without_public_url(self) -> None:
         """Without a public URL no target_url is sent rather than a relative one."""
-        req = github.build_status_request(GITHUB_HOST, "acme/shop", SHA, S.QUEUED, "c", "d", "")
+        req = github.build_status_request(GITHUB_HOST, update(S.QUEUED, target_url=""))
         assert "target_url" not in body(req)
 
     def test_a_host_without_token_is_refused_without_leaking(self) -> None:
         """Building for a host without a token fails with a message naming the host."""
         with pytest.raises(ValueError, match="'gh' has no token"):
-            github.build_status_request(HostConfig("gh", "github", "https://x"), "a/b", SHA, S.QUEUED, "c", "d", "")
+            github.build_status_request(HostConfig("gh", "github", "https://x"), update(S.QUEUED))
 
 
 class TestGiteaRequest:
@@ -147,9 +154,8 @@ class TestGiteaRequest:
 class TestGitlabRequest:
     def test_endpoint_auth_and_body(self) -> None:
         """POST /api/v4/projects/{url-encoded path}/statuses/{sha} with PRIVATE-TOKEN and `name`."""
-        req = gitlab.build_status_request(
-            GITLAB_HOST, "acme/docs/wiki", SHA, S.RUNNING, "deploy/wiki", "running", TARGET, ref="refs/heads/main",
-        )
+        wiki = update(S.RUNNING, "running", repo="acme/docs/wiki", context="deploy/wiki", ref="refs/heads/main")
+        req = gitlab.build_status_request(GITLAB_HOST, wiki)
         assert req.url == f"https://gitlab.example.com/api/v4/projects/acme%2Fdocs%2Fwiki/statuses/{SHA}"
         assert req.headers["PRIVATE-TOKEN"] == TOKEN
         assert "Authorization" not in req.headers
@@ -163,7 +169,7 @@ class TestGitlabRequest:
     def test_overlong_target_url_is_left_out(self) -> None:
         """A target_url over 255 characters is omitted: a cut URL would point elsewhere."""
         long_url = "https://deploy.example.com/" + "a" * 300
-        req = gitlab.build_status_request(GITLAB_HOST, "a/b", SHA, S.QUEUED, "c", "d", long_url)
+        req = gitlab.build_status_request(GITLAB_HOST, update(S.QUEUED, target_url=long_url))
         assert "target_url" not in body(req)
 
     def test_description_is_cut_to_255(self) -> None:
