@@ -20,6 +20,8 @@ from workers.statuses import (
     REPORTERS,
     StatusUpdate,
     api_base,
+    bitbucket,
+    bitbucket_server,
     describe_state,
     gitea,
     github,
@@ -37,6 +39,9 @@ GITHUB_HOST = HostConfig(name="gh", kind="github", api_url="https://api.github.c
 GHES_HOST = HostConfig(name="ghes", kind="github", api_url="https://ghe.example.com/api/v3", token=Secret(TOKEN))
 GITEA_HOST = HostConfig(name="tea", kind="gitea", api_url="https://gitea.example.com", token=Secret(TOKEN))
 GITLAB_HOST = HostConfig(name="lab", kind="gitlab", api_url="https://gitlab.example.com", token=Secret(TOKEN))
+BITBUCKET_HOST = HostConfig(name="bb", kind="bitbucket", api_url="https://api.bitbucket.org", token=Secret(TOKEN))
+BITBUCKET_DC_HOST = HostConfig(name="bbdc", kind="bitbucket-server", api_url="https://git.example.com/bitbucket",
+                               token=Secret(TOKEN))
 
 S = DeploymentState
 
@@ -179,6 +184,71 @@ class TestGitlabRequest:
         assert description.endswith(ELLIPSIS)
 
 
+class TestBitbucketRequest:
+    """Bitbucket Cloud's build statuses (developer.atlassian.com/cloud/bitbucket/rest/api-group-commit-statuses)."""
+
+    def test_endpoint_auth_and_body(self) -> None:
+        """POST /2.0/repositories/{workspace}/{repo_slug}/commit/{sha}/statuses/build with a bearer token;
+        the context is the status `key` (a later status of the key replaces it) and its `name`."""
+        req = build(bitbucket, BITBUCKET_HOST, S.RUNNING, "Deployment 7 running", ref="refs/heads/main")
+        assert req.method == "POST"
+        assert req.url == f"https://api.bitbucket.org/2.0/repositories/acme/shop/commit/{SHA}/statuses/build"
+        assert req.headers["Authorization"] == f"Bearer {TOKEN}"
+        assert body(req) == {"key": "deploy/shop", "state": "INPROGRESS", "name": "deploy/shop",
+                             "description": "Deployment 7 running", "url": TARGET, "refname": "main"}
+
+    @pytest.mark.parametrize(
+        ("state", "cloud", "dc"),
+        [(S.QUEUED, "INPROGRESS", "INPROGRESS"), (S.RUNNING, "INPROGRESS", "INPROGRESS"),
+         (S.SUCCEEDED, "SUCCESSFUL", "SUCCESSFUL"), (S.FAILED, "FAILED", "FAILED"), (S.ERROR, "FAILED", "FAILED"),
+         (S.SKIPPED, "SUCCESSFUL", "SUCCESSFUL"), (S.SUPERSEDED, "STOPPED", "CANCELLED"),
+         (S.CANCELLED, "STOPPED", "CANCELLED")],
+    )
+    def test_every_state_maps_to_a_documented_bitbucket_state(self, state: DeploymentState, cloud: str,
+                                                               dc: str) -> None:
+        """Cloud takes INPROGRESS/SUCCESSFUL/FAILED/STOPPED, Data Center CANCELLED where Cloud says STOPPED."""
+        assert body(build(bitbucket, BITBUCKET_HOST, state))["state"] == cloud
+        assert body(build(bitbucket_server, BITBUCKET_DC_HOST, state))["state"] == dc
+
+    def test_skipped_is_successful_and_says_so(self) -> None:
+        """Bitbucket has no skipped state: a skip is SUCCESSFUL with a description that says skipped."""
+        assert body(build(bitbucket, BITBUCKET_HOST, S.SKIPPED, "no change"))["description"] == "Skipped: no change"
+
+    def test_without_public_url_no_status_is_built(self) -> None:
+        """Bitbucket requires a link: without public_url the builder refuses, naming the setting."""
+        for module, host in ((bitbucket, BITBUCKET_HOST), (bitbucket_server, BITBUCKET_DC_HOST)):
+            with pytest.raises(ValueError, match=r"\[server\] public_url"):
+                module.build_status_request(host, update(S.QUEUED, target_url=""))
+
+    def test_a_host_without_token_is_refused(self) -> None:
+        """A Bitbucket host without a token cannot post statuses, and the message names the host."""
+        with pytest.raises(ValueError, match="'bb' has no token"):
+            bitbucket.build_status_request(HostConfig("bb", "bitbucket", "https://x"), update(S.QUEUED))
+
+    def test_description_is_cut_to_255(self) -> None:
+        """Bitbucket documents no limit; descriptions are cut to 255 characters as for Gitea."""
+        assert len(str(body(build(bitbucket, BITBUCKET_HOST, S.FAILED, "b" * 999))["description"])) == 255
+
+
+class TestBitbucketServerRequest:
+    """Bitbucket Data Center's build status API
+    (developer.atlassian.com/server/bitbucket/how-tos/updating-build-status-for-commits)."""
+
+    def test_endpoint_auth_and_body(self) -> None:
+        """POST {api_url}/rest/api/latest/projects/{key}/repos/{slug}/commits/{sha}/builds with the full ref."""
+        req = bitbucket_server.build_status_request(
+            BITBUCKET_DC_HOST, update(S.SUCCEEDED, "Deployment 7 succeeded", repo="OPS/console", ref="refs/tags/v2"))
+        assert req.url == ("https://git.example.com/bitbucket/rest/api/latest/projects/OPS/repos/console"
+                           f"/commits/{SHA}/builds")
+        assert req.headers["Authorization"] == f"Bearer {TOKEN}"
+        assert body(req) == {"key": "deploy/shop", "state": "SUCCESSFUL", "name": "deploy/shop",
+                             "description": "Deployment 7 succeeded", "url": TARGET, "ref": "refs/tags/v2"}
+
+    def test_a_rollback_names_no_ref(self) -> None:
+        """A deployment without a ref (a rollback) sends no `ref` field."""
+        assert "ref" not in body(build(bitbucket_server, BITBUCKET_DC_HOST, S.QUEUED))
+
+
 class TestDescriptions:
     def test_superseded_names_the_newer_sha(self) -> None:
         """A superseded deployment's description carries the store's reason, which names the newer sha."""
@@ -248,7 +318,8 @@ class TestRequestSecrecy:
         assert "x9" not in text
         assert "hooks.slack.com" in text
 
-    @pytest.mark.parametrize(("module", "host"), [(github, GITHUB_HOST), (gitea, GITEA_HOST), (gitlab, GITLAB_HOST)])
+    @pytest.mark.parametrize(("module", "host"), [(github, GITHUB_HOST), (gitea, GITEA_HOST), (gitlab, GITLAB_HOST),
+                                                  (bitbucket, BITBUCKET_HOST), (bitbucket_server, BITBUCKET_DC_HOST)])
     def test_repr_of_a_status_request_hides_the_token(self, module: object, host: HostConfig) -> None:
         """No builder's request shows its token when printed."""
         assert TOKEN not in repr(build(module, host, S.QUEUED))
