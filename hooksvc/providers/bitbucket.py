@@ -89,7 +89,7 @@ def _ref(state: object, where: str) -> str:
     if not isinstance(state, dict):
         raise BadRequest(f"push payload: {where!r} must be an object or null, got {show(state)}")
     kind, name = state.get("type"), state.get("name")
-    if kind not in REF_PREFIXES:
+    if not isinstance(kind, str) or kind not in REF_PREFIXES:  # a list or object is unhashable
         raise BadRequest(f"push payload: '{where}.type' must be 'branch' or 'tag', got {show(kind)}")
     if not isinstance(name, str):
         raise BadRequest(f"push payload: '{where}.name' must be the ref's name, got {show(name)}")

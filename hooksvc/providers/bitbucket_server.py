@@ -83,7 +83,7 @@ def _read_change(change: object, where: str) -> RefChange:
     if not isinstance(change, dict):
         raise BadRequest(f"push payload: {where!r} must be an object, got {show(change)}")
     kind = change.get("type")
-    if kind not in CHANGE_TYPES:
+    if not isinstance(kind, str) or kind not in CHANGE_TYPES:  # a list or object is unhashable
         raise BadRequest(f"push payload: '{where}.type' must be ADD, UPDATE or DELETE, got {show(kind)}")
     ref_info = change.get("ref")
     ref = read_ref(ref_info, "id") if isinstance(ref_info, dict) else read_ref(change, "refId")

@@ -28,6 +28,14 @@ from tests.helpers.payloads import (
 
 SECRET = "api-webhook-secret"
 
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.sampled_from(["branch", "tag", "a" * 40]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["new", "old", "type", "name", "target", "hash", "closed", "forced", "changes"]), inner,
+        max_size=4),
+    max_leaves=12,
+)
+
 
 class TestBitbucketSignature:
     @given(body=st.binary(max_size=512), secret=st.text(min_size=1, max_size=64))
@@ -115,6 +123,16 @@ class TestBitbucketParse:
         edit(payload)  # type: ignore[operator]
         with pytest.raises(BadRequest, match=message.replace("[", r"\[").replace("]", r"\]")):
             bitbucket.parse(bitbucket_request(payload, SECRET).to_request())
+
+    @given(changes=JSON_VALUES)
+    def test_any_signed_push_parses_or_is_a_bad_request(self, changes: object) -> None:
+        """Whatever `push.changes` holds, parse returns ref changes or raises BadRequest, nothing else."""
+        payload = {**load("bitbucket_push"), "push": {"changes": changes}}
+        try:
+            delivery = bitbucket.parse(bitbucket_request(payload, SECRET).to_request())
+        except BadRequest:
+            return
+        assert delivery.push is not None and all(c.ref.startswith("refs/") for c in delivery.push.changes)
 
     def test_form_bodies_are_refused(self) -> None:
         """Bitbucket sends JSON only: another content type is a bad request."""

@@ -8,6 +8,8 @@ tests/helpers/payloads/bitbucket_server_refs_changed.json.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hooksvc.errors import BadRequest
 from hooksvc.providers import PROVIDERS, ZERO_SHA, RefChange, bitbucket_server
@@ -85,6 +87,20 @@ class TestBitbucketServerParse:
         edit(payload)  # type: ignore[operator]
         with pytest.raises(BadRequest, match=message):
             bitbucket_server.parse(bitbucket_server_request(payload, SECRET).to_request())
+
+    @given(changes=st.lists(st.dictionaries(
+        st.sampled_from(["ref", "refId", "fromHash", "toHash", "type"]),
+        st.none() | st.text(max_size=12) | st.sampled_from(["ADD", "DELETE", "refs/heads/x", "0" * 40, "b" * 40])
+        | st.dictionaries(st.just("id"), st.text(max_size=12) | st.just("refs/tags/t")),
+        max_size=5), max_size=3))
+    def test_any_signed_push_parses_or_is_a_bad_request(self, changes: list[dict[str, object]]) -> None:
+        """Whatever `changes` holds, parse returns ref changes or raises BadRequest, nothing else."""
+        payload = {**load("bitbucket_server_refs_changed"), "changes": changes}
+        try:
+            delivery = bitbucket_server.parse(bitbucket_server_request(payload, SECRET).to_request())
+        except BadRequest:
+            return
+        assert delivery.push is not None and len(delivery.push.changes) == len(changes)
 
     def test_registered_with_its_route(self) -> None:
         """Data Center serves /hooks/bitbucket-server and reports build statuses."""
