@@ -9,10 +9,9 @@ package that sets `PROVIDER` is a host; adding one is adding its module (docs/ar
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Mapping
 
+from hooksvc.discovery import declared
 from hooksvc.providers.base import (
     ZERO_SHA,
     HostKind,
@@ -22,19 +21,6 @@ from hooksvc.providers.base import (
     WebhookDelivery,
     WebhookRequest,
 )
-
-
-def _discover() -> tuple[Provider, ...]:
-    """Every `PROVIDER` declared by a module of this package, in module-name order."""
-    found: list[Provider] = []
-    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
-        declared = getattr(importlib.import_module(f"{__name__}.{module}"), "PROVIDER", None)
-        if declared is None:
-            continue  # a shared module (base, payload), not a host
-        if not isinstance(declared, Provider):
-            raise TypeError(f"hooksvc.providers.{module}.PROVIDER must be a Provider, got {type(declared).__name__}")
-        found.append(declared)
-    return tuple(found)
 
 
 def _by_route(providers: tuple[Provider, ...]) -> dict[str, Provider]:
@@ -56,7 +42,7 @@ def _by_kind(providers: tuple[Provider, ...]) -> dict[str, HostKind]:
     return kinds
 
 
-_PROVIDERS = _discover()
+_PROVIDERS = tuple(declared(__name__, __path__, "PROVIDER", Provider))
 #: Webhook route name (`/hooks/<name>`) -> the provider serving it.
 PROVIDERS: Mapping[str, Provider] = _by_route(_PROVIDERS)
 #: Every `kind` a `[hosts.*]` table may name -> what the core knows of it.

@@ -9,8 +9,6 @@ declares a status API must have a reporter (checked when this package is importe
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from urllib.parse import quote
 
 from hooksvc.config import HostConfig
 from hooksvc.deployments import DeploymentState
+from hooksvc.discovery import declared
 from hooksvc.providers import HOST_KINDS
 from workers.http import HttpRequest
 
@@ -151,21 +150,14 @@ def json_headers(credential: tuple[str, str], accept: str = "application/json") 
     return {name: value, "Accept": accept, "Content-Type": "application/json", "User-Agent": USER_AGENT}
 
 
-def _discover() -> dict[str, StatusReporter]:
-    """kind -> reporter, from every module of this package that declares a `REPORTER`."""
+def _by_kind(declared_reporters: list[StatusReporter]) -> dict[str, StatusReporter]:
+    """kind -> reporter; ValueError when two reporters claim one kind."""
     reporters: dict[str, StatusReporter] = {}
-    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
-        declared = getattr(importlib.import_module(f"{__name__}.{module}"), "REPORTER", None)
-        if declared is None:
-            continue
-        if not isinstance(declared, StatusReporter):
-            raise TypeError(
-                f"workers.statuses.{module}.REPORTER must be a StatusReporter, got {type(declared).__name__}"
-            )
-        for kind in declared.kinds:
+    for reporter in declared_reporters:
+        for kind in reporter.kinds:
             if kind in reporters:
                 raise ValueError(f"host kind {kind!r} has two status reporters")
-            reporters[kind] = declared
+            reporters[kind] = reporter
     return reporters
 
 
@@ -179,6 +171,6 @@ def unmatched_kinds(reporters: Mapping[str, StatusReporter]) -> list[str]:
 
 
 #: Host kind -> the reporter that builds its commit-status requests.
-REPORTERS: Mapping[str, StatusReporter] = _discover()
+REPORTERS: Mapping[str, StatusReporter] = _by_kind(declared(__name__, __path__, "REPORTER", StatusReporter))
 if _problems := unmatched_kinds(REPORTERS):
     raise ImportError("; ".join(_problems))
