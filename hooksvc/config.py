@@ -391,7 +391,7 @@ def _read_worker(r: _Reader, data: Mapping[str, Any]) -> WorkerConfig:
     )
 
 
-def _read_hosts(r: _Reader, data: Mapping[str, Any]) -> dict[str, HostConfig]:
+def _read_hosts(r: _Reader, data: Mapping[str, Any], public_url: str) -> dict[str, HostConfig]:
     hosts: dict[str, HostConfig] = {}
     for name, t in r.table(data, "hosts").items():
         prefix = f"hosts.{name}"
@@ -409,6 +409,9 @@ def _read_hosts(r: _Reader, data: Mapping[str, Any]) -> dict[str, HostConfig]:
         if not optional and not api_url.startswith(("http://", "https://")):
             r.problem(f"{prefix}.api_url", f"expected an http(s) URL, got {api_url!r}")
         token = r.secret(t, prefix, "token", required=False)
+        if known is not None and known.status_link and token is not None and not public_url:
+            r.problem(f"{prefix}.token", f"{kind} takes no status without a link to the deployment: set "
+                                         "[server] public_url, or give no token to send no statuses")
         hosts[name] = HostConfig(name=name, kind=kind, api_url=api_url, token=token)
     return hosts
 
@@ -567,7 +570,7 @@ def parse_config(text: str, path: str, env: Mapping[str, str]) -> Config:
     server = _read_server(r, data)
     redis = _read_redis(r, data)
     worker = _read_worker(r, data)
-    hosts = _read_hosts(r, data)
+    hosts = _read_hosts(r, data, server.public_url)
     apps: dict[str, AppConfig] = {}
     projects: dict[tuple[str | None, str], str] = {}
     for name, t in r.table(data, "apps").items():

@@ -85,6 +85,9 @@ class HostKind:
     #: Whether the host has a commit-status API (and so needs `api_url`): a host without one shows
     #: its deployments on hooksvc's own pages only.
     statuses: bool = True
+    #: Whether the host refuses a status without a link (Bitbucket): a token for it then needs
+    #: `[server] public_url`, the deployment page each status links to.
+    status_link: bool = False
 
 
 class SignedBytes(Protocol):

@@ -107,7 +107,7 @@ def _target(state: object, where: str) -> str:
 PROVIDER = Provider(
     route=ROUTE,
     # Repository, project and workspace access tokens clone over HTTPS with this user name.
-    kinds=(HostKind("bitbucket", clone_user="x-token-auth"),),
+    kinds=(HostKind("bitbucket", clone_user="x-token-auth", status_link=True),),
     signed_bytes=signed_bytes,
     verify=verify,
     parse=parse,

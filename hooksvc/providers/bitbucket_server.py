@@ -99,7 +99,7 @@ def _read_change(change: object, where: str) -> RefChange:
 
 PROVIDER = Provider(
     route=ROUTE,
-    kinds=(HostKind("bitbucket-server"),),
+    kinds=(HostKind("bitbucket-server", status_link=True),),
     signed_bytes=signed_bytes,
     verify=verify,
     parse=parse,

@@ -118,7 +118,7 @@ def receive(route: str) -> tuple[Response, int]:
     if provider is None:
         raise NotFound(f"no webhook endpoint /hooks/{route} (known: {', '.join(sorted(PROVIDERS))})")
     if request.method not in provider.methods:
-        # Only Gitea/Forgejo deliver with GET (`?payload=`); anything else is not a webhook.
+        # Each provider names the methods its host delivers with: only Gitea/Forgejo use GET (`?payload=`).
         raise BadRequest(f"/hooks/{route} accepts {' or '.join(sorted(provider.methods, reverse=True))} only")
     body = read_body_limited(ctx.config.server.max_body_bytes)
     req = WebhookRequest(

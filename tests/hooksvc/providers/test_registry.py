@@ -75,6 +75,15 @@ class TestConfigReadsTheRegistry:
         assert "hosts.x.kind" in message and "sourcehut" in message
         assert all(kind in message for kind in HOST_KINDS)
 
+    def test_bitbucket_with_a_token_needs_public_url(self, tmp_path: Path) -> None:
+        """Bitbucket refuses statuses without a link: a token but no public_url is refused, naming both."""
+        text = '[hosts.bb]\nkind = "bitbucket-server"\napi_url = "https://bb"\ntoken_env = "T"\n'
+        with pytest.raises(ConfigError, match=r"hosts\.bb\.token.*\[server\] public_url"):
+            parse_config(text, str(tmp_path / "hooksvc.toml"), {"T": "token"})
+        config = parse_config('[server]\npublic_url = "https://deploy.example.com"\n' + text,
+                              str(tmp_path / "hooksvc.toml"), {"T": "token"})
+        assert config.hosts["bb"].token is not None
+
     def test_a_host_with_statuses_needs_api_url(self, tmp_path: Path) -> None:
         """Bitbucket without `api_url` is refused naming the key; Gogs, which has no status API, is not."""
         text = '[hosts.bb]\nkind = "bitbucket"\n[hosts.gogs]\nkind = "gogs"\n'
