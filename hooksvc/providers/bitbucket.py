@@ -93,7 +93,8 @@ def _ref(state: object, where: str) -> str:
         raise BadRequest(f"push payload: '{where}.type' must be 'branch' or 'tag', got {show(kind)}")
     if not isinstance(name, str):
         raise BadRequest(f"push payload: '{where}.name' must be the ref's name, got {show(name)}")
-    return read_ref({"ref": REF_PREFIXES[kind] + name}, "ref")
+    key = f"{where}.name"  # the error names the payload's key, quoting the full ref it makes
+    return read_ref({key: REF_PREFIXES[kind] + name}, key)
 
 
 def _target(state: object, where: str) -> str:

@@ -86,7 +86,9 @@ def _read_change(change: object, where: str) -> RefChange:
     if not isinstance(kind, str) or kind not in CHANGE_TYPES:  # a list or object is unhashable
         raise BadRequest(f"push payload: '{where}.type' must be ADD, UPDATE or DELETE, got {show(kind)}")
     ref_info = change.get("ref")
-    ref = read_ref(ref_info, "id") if isinstance(ref_info, dict) else read_ref(change, "refId")
+    # `ref.id` is the full ref; older payloads may carry only `refId`. The error names the key.
+    key = f"{where}.ref.id" if isinstance(ref_info, dict) else f"{where}.refId"
+    ref = read_ref({key: ref_info.get("id") if isinstance(ref_info, dict) else change.get("refId")}, key)
     after = read_sha(change, "toHash", where=f"push payload {where}")
     return RefChange(
         ref=ref,

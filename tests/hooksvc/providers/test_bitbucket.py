@@ -112,7 +112,7 @@ class TestBitbucketParse:
             (lambda d: d["push"]["changes"][0].update(new=None, old=None), "neither 'new' nor 'old'"),
             (lambda d: d["push"]["changes"][0]["new"].update(type="named_branch"), "'push.changes[0].new.type'"),
             (lambda d: d["push"]["changes"][0]["new"]["target"].update(hash="nope"), "'hash' must be a 40-character"),
-            (lambda d: d["push"]["changes"][0]["new"].update(name="a b"), "must be a full git ref"),
+            (lambda d: d["push"]["changes"][0]["new"].update(name="a b"), "'push.changes[0].new.name' must be a full"),
             (lambda d: d["repository"].pop("full_name"), "'repository.full_name'"),
         ],
         ids=["changes-not-a-list", "no-sides", "mercurial-type", "bad-hash", "bad-name", "no-repository"],

@@ -76,7 +76,7 @@ class TestBitbucketServerParse:
             (lambda d: d.update(changes={}), "'changes' must be a list"),
             (lambda d: d["changes"][0].update(type="MOVE"), "'changes\\[0\\].type' must be ADD, UPDATE or DELETE"),
             (lambda d: d["changes"][0].update(toHash="xyz"), "'toHash' must be a 40-character"),
-            (lambda d: d["changes"][0]["ref"].update(id="master"), "'id' must be a full git ref"),
+            (lambda d: d["changes"][0]["ref"].update(id="master"), "'changes\\[0\\].ref.id' must be a full git ref"),
             (lambda d: d["repository"]["project"].pop("key"), "'repository.project.key'"),
         ],
         ids=["changes-not-a-list", "unknown-type", "bad-hash", "short-ref", "no-project"],
