@@ -21,6 +21,7 @@ from urllib.parse import unquote
 
 from hooksvc import defaults
 from hooksvc.errors import ConfigError
+from hooksvc.providers import HOST_KINDS
 from hooksvc.release_steps import PHASES, ReleaseStep, read_release_steps
 
 
@@ -409,7 +410,7 @@ def _read_worker(r: _Reader, data: Mapping[str, Any]) -> WorkerConfig:
     )
 
 
-def _read_hosts(r: _Reader, data: Mapping[str, Any]) -> dict[str, HostConfig]:
+def _read_hosts(r: _Reader, data: Mapping[str, Any], public_url: str) -> dict[str, HostConfig]:
     hosts: dict[str, HostConfig] = {}
     for name, t in r.table(data, "hosts").items():
         prefix = f"hosts.{name}"
@@ -418,14 +419,18 @@ def _read_hosts(r: _Reader, data: Mapping[str, Any]) -> dict[str, HostConfig]:
             continue
         r.unknown_keys(t, prefix, _HOST_KEYS)
         kind = r.get(t, prefix, "kind", str, "")
-        if kind not in defaults.HOST_KINDS:
-            r.problem(f"{prefix}.kind", f"expected one of {', '.join(defaults.HOST_KINDS)}, got {kind!r}")
+        known = HOST_KINDS.get(kind)
+        if known is None:
+            r.problem(f"{prefix}.kind", f"expected one of {', '.join(HOST_KINDS)}, got {kind!r}")
         api_url = r.get(t, prefix, "api_url", str, "").rstrip("/")
-        # A plain git server has no API: its hook posts to hooksvc, nothing posts back.
-        plain = kind == defaults.PLAIN_GIT_KIND and not api_url
-        if not plain and not api_url.startswith(("http://", "https://")):
+        # A host without a status API (a plain git server, Gogs) needs no api_url: nothing posts back.
+        optional = known is not None and not known.statuses and not api_url
+        if not optional and not api_url.startswith(("http://", "https://")):
             r.problem(f"{prefix}.api_url", f"expected an http(s) URL, got {api_url!r}")
         token = r.secret(t, prefix, "token", required=False)
+        if known is not None and known.status_link and token is not None and not public_url:
+            r.problem(f"{prefix}.token", f"{kind} takes no status without a link to the deployment: set "
+                                         "[server] public_url, or give no token to send no statuses")
         hosts[name] = HostConfig(name=name, kind=kind, api_url=api_url, token=token)
     return hosts
 
@@ -584,7 +589,7 @@ def parse_config(text: str, path: str, env: Mapping[str, str]) -> Config:
     server = _read_server(r, data)
     redis = _read_redis(r, data)
     worker = _read_worker(r, data)
-    hosts = _read_hosts(r, data)
+    hosts = _read_hosts(r, data, server.public_url)
     apps: dict[str, AppConfig] = {}
     projects: dict[tuple[str | None, str], str] = {}
     for name, t in r.table(data, "apps").items():

@@ -44,7 +44,6 @@ STOP_GRACE_SECONDS = 10.0
 MAX_RETIRE_WAIT_SECONDS = 600.0
 STRATEGY = "rolling"
 STRATEGIES = ("rolling", "recreate", "swarm")
-HOST_KINDS = ("github", "gitea", "forgejo", "gitlab", "git")
 #: A plain git server (a bare repository's post-receive hook): no API, no commit statuses.
 PLAIN_GIT_KIND = "git"
 

@@ -44,6 +44,7 @@ import git
 from hooksvc.config import AppConfig
 from hooksvc.errors import GitError
 from hooksvc.logs import LogFn
+from hooksvc.providers import host_kind
 from hooksvc.redact import redact
 from workers.process import GIT_ENV, PROXY_ENV, ProcessResult, run
 
@@ -52,13 +53,6 @@ from workers.process import GIT_ENV, PROXY_ENV, ProcessResult, run
 NETWORK_TIMEOUT_SECONDS = 15 * 60
 #: Lines of git's output quoted in an error message: enough for git's reason, short enough to read.
 ERROR_TAIL_LINES = 6
-#: The user name sent with an HTTPS token when the clone URL names none. GitHub wants
-#: `x-access-token` for app installation tokens (and ignores the name for personal tokens); GitLab
-#: accepts `oauth2` for personal, project and OAuth tokens; Gitea and Forgejo ignore the name when the
-#: password is a token. A GitLab deploy token needs its own user name: put it in the URL
-#: (`https://gitlab+deploy-token-1@gitlab.example.com/...`).
-TOKEN_USERNAMES: Mapping[str, str] = {"github": "x-access-token"}
-DEFAULT_TOKEN_USERNAME = "oauth2"  # noqa: S105 - a user name, not a password
 
 #: What a branch fetch brings into the mirror: heads and tags only. A `--mirror` clone would also
 #: copy `refs/pull/*` and `refs/merge-requests/*`, which on busy repositories outnumber the branches
@@ -137,7 +131,9 @@ def _transport(app: AppConfig) -> _Transport:
     parts = urlsplit(url)
     if app.clone_token is not None and parts.scheme in ("http", "https") and parts.hostname:
         token = app.clone_token.reveal()
-        username = parts.username or TOKEN_USERNAMES.get(app.host_kind, DEFAULT_TOKEN_USERNAME)
+        # The host kind's clone user name (`HostKind.clone_user`) unless the URL names one: a
+        # GitLab deploy token, say, needs its own (`https://gitlab+deploy-token-1@gitlab.example.com/...`).
+        username = parts.username or host_kind(app.host_kind).clone_user
         basic = base64.b64encode(f"{username}:{token}".encode()).decode("ascii")
         host = parts.hostname + (f":{parts.port}" if parts.port else "")
         # Git would ask for a password for a URL carrying a user name; the header answers instead.

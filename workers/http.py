@@ -3,16 +3,46 @@
 from __future__ import annotations
 
 import http.client
+import json
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import IO
+from urllib.parse import urlsplit
 
 from hooksvc import defaults
-from workers.statuses import HttpRequest
 
 #: Enough of an answer body for an error message; a misbehaving server cannot fill our memory.
 MAX_RESPONSE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """One outgoing HTTP request. Its repr shows neither the path (a Slack URL is a secret) nor credentials."""
+
+    method: str
+    url: str = field(repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    json: Mapping[str, object] | None = field(default=None, repr=False)
+
+    def body(self) -> bytes:
+        """The exact bytes sent (compact, key-sorted JSON), so a signature can be computed over them."""
+        return encode_json(self.json) if self.json is not None else b""
+
+    def describe(self) -> str:
+        """`POST https://host` — safe for logs: no path, no query, no credentials."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+        return f"{self.method} {parts.scheme}://{host}{port}"
+
+    def __repr__(self) -> str:
+        return f"HttpRequest({self.describe()}, headers={sorted(self.headers)})"
+
+
+def encode_json(value: Mapping[str, object]) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode("utf-8")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ import hmac
 from hooksvc.config import NotifyConfig
 from hooksvc.deployments import DeploymentState
 from hooksvc.outbox import OutboxEvent
-from workers.statuses import USER_AGENT, HttpRequest, encode_json, one_line
+from workers.http import HttpRequest, encode_json
+from workers.statuses import USER_AGENT, one_line
 
 SIGNATURE_HEADER = "X-Hooksvc-Signature-256"
 EVENT_HEADER = "X-Hooksvc-Event"

@@ -43,8 +43,9 @@ from hooksvc.outbox import HOST_DEPLOYMENT, SLACK, STATUS, WEBHOOK, OutboxEvent
 from hooksvc.redact import redact
 from workers import http, notify
 from workers.host_deployments import HostDeployments
+from workers.http import HttpRequest
 from workers.locks import Lease
-from workers.statuses import HttpRequest, describe_state, gitea, github, gitlab
+from workers.statuses import REPORTERS, StatusUpdate, describe_state
 
 log = logging.getLogger("hooksvc.outbox")
 
@@ -62,14 +63,6 @@ LOCK_MARGIN_SECONDS = 10.0
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
 #: Characters of an answer body quoted in a log line (enough for a host's error message).
 ANSWER_QUOTE_CHARS = 200
-
-StatusBuilder = Callable[..., HttpRequest]
-BUILDERS: dict[str, StatusBuilder] = {
-    "github": github.build_status_request,
-    "gitea": gitea.build_status_request,
-    "forgejo": gitea.build_status_request,
-    "gitlab": gitlab.build_status_request,
-}
 
 # Removes the head only if it is still the event we delivered, and the lane from `due` once empty:
 # atomic against a listener appending (its RPUSH + ZADD NX land either before or after this).
@@ -294,12 +287,13 @@ class OutboxSender:
         try:
             if event.kind == STATUS:
                 host = self.config.hosts.get(app.host)
-                if host is None or host.token is None or host.kind not in BUILDERS:
-                    return None  # no token, no statuses: the operator's choice
+                reporter = REPORTERS.get(host.kind) if host is not None else None
+                if host is None or host.token is None or reporter is None:
+                    return None  # no token (the operator's choice) or no status API: no statuses
                 description = redact(describe_state(event.deployment_id, event.state, event.error), self.secrets)
-                request = BUILDERS[host.kind](
-                    host, app.repo, event.sha, event.state, app.status_context, description, url, ref=event.ref,
-                )
+                update = StatusUpdate(repo=app.repo, sha=event.sha, state=event.state, context=app.status_context,
+                                      description=description, target_url=url, ref=event.ref)
+                request = reporter.build(host, update)
                 state = str((request.json or {}).get("state"))
                 what = f"commit status {state} ({event.state}) on {host.kind} {app.repo}@{event.sha[:12]}"
                 return OutboxRequest(request, host.kind, what, keys.STATUS_SENT, keys.STATUS_FAILURES,

@@ -33,14 +33,27 @@ class WebhookRequest:
 
 
 @dataclass(frozen=True)
-class PushEvent:
-    """A ref update: branch or tag push, or deletion."""
+class RefChange:
+    """One ref a push moved: a branch or tag pushed, created or deleted."""
 
     ref: str
+    #: The commit the ref pointed to; ZERO_SHA for a new ref, "" when the host does not say.
     before: str
+    #: The commit the ref points to now; ZERO_SHA when it was deleted.
     after: str
     deleted: bool
     forced: bool
+
+    @property
+    def created(self) -> bool:
+        return self.before == ZERO_SHA
+
+
+@dataclass(frozen=True)
+class PushEvent:
+    """What one push delivery changed: one ref for most hosts, several for Bitbucket's."""
+
+    changes: tuple[RefChange, ...]
 
 
 @dataclass(frozen=True)
@@ -56,21 +69,29 @@ class WebhookDelivery:
     push: PushEvent | None = None
 
 
-class Provider(Protocol):
-    """A git host's webhooks: one module per host (`github`, `gitea`, `gitlab`), pure functions.
+#: The user name sent with an HTTPS clone token when the clone URL names none: GitLab accepts
+#: `oauth2` for personal, project and OAuth tokens; Gitea, Forgejo and Gogs ignore the name when the
+#: password is a token.
+DEFAULT_CLONE_USER = "oauth2"  # noqa: S105 - a user name, not a password
 
-    The web layer verifies before it trusts anything parsed.
-    """
 
-    @property
-    def PROVIDER(self) -> str:  # noqa: N802 - a module constant in each provider
-        """The webhook route, `/hooks/<PROVIDER>`."""
+@dataclass(frozen=True)
+class HostKind:
+    """What the core knows of one `kind` of `[hosts.*]`, declared by the provider that serves it."""
 
-    @property
-    def HOST_KINDS(self) -> frozenset[str]:  # noqa: N802 - a module constant in each provider
-        """The `kind`s of `[hosts.*]` whose apps this route serves."""
+    name: str
+    #: The user name sent with an HTTPS clone token when the clone URL names none.
+    clone_user: str = DEFAULT_CLONE_USER
+    #: Whether the host has a commit-status API (and so needs `api_url`): a host without one shows
+    #: its deployments on hooksvc's own pages only.
+    statuses: bool = True
+    #: Whether the host refuses a status without a link (Bitbucket): a token for it then needs
+    #: `[server] public_url`, the deployment page each status links to.
+    status_link: bool = False
 
-    def signed_bytes(self, req: WebhookRequest) -> bytes:
+
+class SignedBytes(Protocol):
+    def __call__(self, req: WebhookRequest, /) -> bytes:
         """The exact bytes the host signs (BadRequest when they cannot be found).
 
         What a replay repeats: the web layer computes them once per request and passes them as
@@ -78,8 +99,34 @@ class Provider(Protocol):
         it is checked against.
         """
 
-    def verify(self, req: WebhookRequest, secret: str, signed: bytes | None = None) -> bool:
+
+class Verify(Protocol):
+    def __call__(self, req: WebhookRequest, secret: str, signed: bytes | None = None, /) -> bool:
         """Constant-time check of the request against one secret (`signed`: `signed_bytes(req)`, if known)."""
 
-    def parse(self, req: WebhookRequest, signed: bytes | None = None) -> WebhookDelivery:
+
+class Parse(Protocol):
+    def __call__(self, req: WebhookRequest, signed: bytes | None = None, /) -> WebhookDelivery:
         """The event, delivery id, repository and push facts (BadRequest when malformed)."""
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A git host's webhooks: what one module of `hooksvc.providers` declares as its `PROVIDER`.
+
+    The functions are the module's own, pure; the web layer verifies before it trusts anything parsed.
+    """
+
+    #: The webhook route, `/hooks/<route>`.
+    route: str
+    #: The `kind`s of `[hosts.*]` whose apps this route serves.
+    kinds: tuple[HostKind, ...]
+    signed_bytes: SignedBytes
+    verify: Verify
+    parse: Parse
+    #: HTTP methods the host delivers with (Gitea can send GET `?payload=`; everyone else POSTs).
+    methods: frozenset[str] = frozenset({"POST"})
+
+    @property
+    def kind_names(self) -> frozenset[str]:
+        return frozenset(kind.name for kind in self.kinds)

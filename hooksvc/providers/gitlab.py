@@ -10,11 +10,10 @@ import hmac
 from typing import Any
 
 from hooksvc.errors import BadRequest
-from hooksvc.providers.base import ZERO_SHA, PushEvent, WebhookDelivery, WebhookRequest
+from hooksvc.providers.base import ZERO_SHA, HostKind, Provider, PushEvent, RefChange, WebhookDelivery, WebhookRequest
 from hooksvc.providers.payload import (
-    JSON_CONTENT_TYPE,
     delivery_id,
-    json_object,
+    json_body,
     normalised_event,
     read_ref,
     read_sha,
@@ -22,8 +21,7 @@ from hooksvc.providers.payload import (
     show,
 )
 
-PROVIDER = "gitlab"
-HOST_KINDS = frozenset({"gitlab"})
+ROUTE = "gitlab"
 TOKEN_HEADER = "X-Gitlab-Token"  # noqa: S105 - a header name, not a credential
 EVENT_HEADER = "X-Gitlab-Event"
 # Idempotency-Key is stable across GitLab's retries and "Resend request" (17.4+), so it is preferred
@@ -69,12 +67,10 @@ def parse(req: WebhookRequest, signed: bytes | None = None) -> WebhookDelivery:
     `signed` is the raw body, which is the payload: it is read from `req` either way.
     """
     hook = normalised_event(EVENT_HEADER, req.header(EVENT_HEADER))
-    if req.content_type != JSON_CONTENT_TYPE:
-        raise BadRequest(f"unsupported content type {show(req.content_type)}: expected {JSON_CONTENT_TYPE}")
-    data = json_object(req.body)
+    data = json_body(req)
     push = _read_push(hook, data) if hook in PUSH_HOOKS else None
     return WebhookDelivery(
-        provider=PROVIDER,
+        provider=ROUTE,
         event="push" if push is not None else hook,
         delivery_id=_delivery_id(req),
         repo=repository_name(data, required=push is not None, container="project", key="path_with_namespace"),
@@ -96,7 +92,7 @@ def _read_push(hook: str, data: dict[str, Any]) -> PushEvent:
     deleted = after == ZERO_SHA or ("checkout_sha" in data and data["checkout_sha"] is None)
     if not deleted and "checkout_sha" in data:
         after = read_sha(data, "checkout_sha")
-    return PushEvent(ref=ref, before=before, after=after, deleted=deleted, forced=False)
+    return PushEvent((RefChange(ref=ref, before=before, after=after, deleted=deleted, forced=False),))
 
 
 def _delivery_id(req: WebhookRequest) -> str:
@@ -105,3 +101,14 @@ def _delivery_id(req: WebhookRequest) -> str:
         if value and value.strip():
             return delivery_id(header, value)
     return ""
+
+
+PROVIDER = Provider(
+    route=ROUTE,
+    # GitLab accepts `oauth2` for personal, project and OAuth tokens (a deploy token needs its own
+    # user name in the clone URL).
+    kinds=(HostKind("gitlab"),),
+    signed_bytes=signed_bytes,
+    verify=verify,
+    parse=parse,
+)

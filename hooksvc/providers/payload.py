@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -17,7 +19,7 @@ import orjson
 
 from hooksvc import defaults
 from hooksvc.errors import BadRequest
-from hooksvc.providers.base import ZERO_SHA, PushEvent
+from hooksvc.providers.base import ZERO_SHA, PushEvent, RefChange, WebhookDelivery, WebhookRequest
 
 JSON_CONTENT_TYPE = "application/json"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
@@ -53,6 +55,87 @@ def unsupported_content_type(content_type: str) -> str:
     return (
         f"unsupported content type {show(content_type)}: "
         f"expected {JSON_CONTENT_TYPE} or {FORM_CONTENT_TYPE} (a 'payload' field)"
+    )
+
+
+def posted_payload(req: WebhookRequest) -> bytes:
+    """The JSON text of a POST: the body itself, or the `payload` field of a form-encoded body."""
+    if req.content_type == JSON_CONTENT_TYPE:
+        return req.body
+    if req.content_type == FORM_CONTENT_TYPE:
+        return form_payload(req.body).encode("utf-8")
+    raise BadRequest(unsupported_content_type(req.content_type))
+
+
+def json_body(req: WebhookRequest) -> dict[str, Any]:
+    """The JSON object a JSON-only host (GitLab, Bitbucket) sends as the body."""
+    if req.content_type != JSON_CONTENT_TYPE:
+        raise BadRequest(f"unsupported content type {show(req.content_type)}: expected {JSON_CONTENT_TYPE}")
+    return json_object(req.body)
+
+
+@dataclass(frozen=True)
+class BodySignature:
+    """GitHub's scheme, which Bitbucket and hooksvc's own hook share: `<header>: sha256=<hex>`, the
+    HMAC-SHA256 of the request body exactly as sent."""
+
+    header: str
+    prefix: str = "sha256="
+
+    def signed_bytes(self, req: WebhookRequest) -> bytes:
+        """The raw body: what the host signs, also when it is form-encoded."""
+        return req.body
+
+    def sign(self, secret: str, body: bytes) -> str:
+        """The header value a sender puts on `body`."""
+        return self.prefix + hmac_sha256_hex(secret, body)
+
+    def verify(self, req: WebhookRequest, secret: str, signed: bytes | None = None) -> bool:
+        """True when the header is the signature of the raw body under `secret` (constant-time); a
+        missing header or an empty secret never matches."""
+        given = req.header(self.header)
+        if not given or not secret:
+            return False
+        expected = self.sign(secret, signed if signed is not None else req.body)
+        return hmac.compare_digest(header_bytes(given), expected.encode("ascii"))
+
+
+def payload_signatures_match(
+    req: WebhookRequest,
+    headers: tuple[str, ...],
+    secret: str,
+    signed: bytes | None,
+    extract: Callable[[WebhookRequest], bytes],
+) -> bool:
+    """Gitea's and Gogs' scheme: True when every one of `headers` that the host sent is the bare-hex
+    HMAC-SHA256 of the payload text (`signed`, else `extract(req)`) under `secret`.
+
+    Gitea sends the headers empty when the hook has no secret: present is not the same as signed.
+    """
+    given = [value for name in headers if (value := req.header(name))]
+    if not given or not secret:
+        return False
+    if signed is None:
+        try:
+            signed = extract(req)
+        except BadRequest:
+            return False
+    expected = hmac_sha256_hex(secret, signed).encode("ascii")
+    return all(hmac.compare_digest(header_bytes(value), expected) for value in given)
+
+
+def github_shaped_delivery(
+    route: str, event: str, delivery: str, data: dict[str, Any], *, flags: bool
+) -> WebhookDelivery:
+    """The delivery of a host that copies GitHub's payload (Gitea, Forgejo, Gogs): one ref per push,
+    the repository at `repository.full_name`. `flags`: as for `read_push`."""
+    push = read_push(data, flags=flags) if event == "push" else None
+    return WebhookDelivery(
+        provider=route,
+        event=event,
+        delivery_id=delivery,
+        repo=repository_name(data, required=push is not None),
+        push=push,
     )
 
 
@@ -145,7 +228,7 @@ def repository_name(
 
 
 def read_push(data: dict[str, Any], *, flags: bool) -> PushEvent:
-    """The ref update of a GitHub-shaped push payload.
+    """The one ref update of a GitHub-shaped push payload.
 
     `flags`: whether the host sends `deleted`/`forced` (GitHub does, Gitea does not). `after` is the
     commit the ref now points to: for an annotated tag the payload's `after` is the tag object, which
@@ -160,4 +243,4 @@ def read_push(data: dict[str, Any], *, flags: bool) -> PushEvent:
     head = data.get("head_commit")
     if not deleted and ref.startswith("refs/tags/") and isinstance(head, dict) and "id" in head:
         after = read_sha(head, "id", where="push payload head_commit")
-    return PushEvent(ref=ref, before=before, after=after, deleted=deleted, forced=forced)
+    return PushEvent((RefChange(ref=ref, before=before, after=after, deleted=deleted, forced=forced),))

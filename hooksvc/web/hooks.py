@@ -131,9 +131,9 @@ def receive(route: str) -> tuple[Response, int]:
     provider = PROVIDERS.get(route)
     if provider is None:
         raise NotFound(f"no webhook endpoint /hooks/{route} (known: {', '.join(sorted(PROVIDERS))})")
-    if request.method == "GET" and route != "gitea":
-        # Only Gitea/Forgejo deliver with GET (`?payload=`); anything else is not a webhook.
-        raise BadRequest(f"/hooks/{route} accepts POST only")
+    if request.method not in provider.methods:
+        # Each provider names the methods its host delivers with: only Gitea/Forgejo use GET (`?payload=`).
+        raise BadRequest(f"/hooks/{route} accepts {' or '.join(sorted(provider.methods, reverse=True))} only")
     body = read_body_limited(ctx.config.server.max_body_bytes)
     req = WebhookRequest(
         headers=HeaderView(request.headers),
@@ -141,7 +141,7 @@ def receive(route: str) -> tuple[Response, int]:
         query=request.args.to_dict() if request.query_string else {},
         method=request.method,
     )
-    candidates = ctx.apps_for(provider.HOST_KINDS)
+    candidates = ctx.apps_for(provider.kind_names)
     try:
         # Once per request, not once per candidate secret (for Gitea it parses a form body).
         signed = provider.signed_bytes(req)

@@ -126,3 +126,48 @@ PLAIN_GIT_APP = """
     clone_url = "/srv/git/site.git"
     secret_env = "SITE_SECRET"
 """
+
+
+#: `make_config`'s `extra` for one app on each of Bitbucket Cloud (`api`, workspace `acme`), Bitbucket
+#: Data Center (`console`, project `OPS`) and Gogs (`docs`, no status API, so no `api_url`), each
+#: deploying `main`; their secrets are in `MORE_HOSTS_ENV`.
+MORE_HOSTS_APPS = """
+    [hosts.bitbucket]
+    kind = "bitbucket"
+    api_url = "http://127.0.0.1:9/bitbucket"
+    token_env = "GH_TOKEN"
+
+    [hosts.bitbucket-dc]
+    kind = "bitbucket-server"
+    api_url = "http://127.0.0.1:9/bitbucket-server"
+    token_env = "GH_TOKEN"
+
+    [hosts.gogs]
+    kind = "gogs"
+
+    [apps.api]
+    host = "bitbucket"
+    repo = "acme/api"
+    clone_url = "/srv/git/api.git"
+    branch = "main"
+    secret_env = "API_SECRET"
+
+    [apps.console]
+    host = "bitbucket-dc"
+    repo = "OPS/console"
+    clone_url = "/srv/git/console.git"
+    branch = "main"
+    secret_env = "CONSOLE_SECRET"
+
+    [apps.docs]
+    host = "gogs"
+    repo = "acme/docs"
+    clone_url = "/srv/git/docs.git"
+    branch = "main"
+    secret_env = "DOCS_SECRET"
+"""
+MORE_HOSTS_ENV = {
+    "API_SECRET": "api-webhook-secret",
+    "CONSOLE_SECRET": "console-webhook-secret",
+    "DOCS_SECRET": "docs-webhook-secret",
+}

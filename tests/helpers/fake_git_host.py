@@ -5,6 +5,10 @@ One threaded HTTP server on 127.0.0.1 (a random port) serves, by path prefix:
 - `/github/...`  GitHub's `POST {prefix}/repos/{owner}/{repo}/statuses/{sha}`
 - `/gitea/...`   Gitea/Forgejo's `POST {prefix}/api/v1/repos/{owner}/{repo}/statuses/{sha}`
 - `/gitlab/...`  GitLab's `POST {prefix}/api/v4/projects/{id}/statuses/{sha}`
+- `/bitbucket/...` Bitbucket Cloud's
+  `POST {prefix}/2.0/repositories/{workspace}/{repo_slug}/commit/{sha}/statuses/build`
+- `/bitbucket-server/...` Bitbucket Data Center's
+  `POST {prefix}/rest/api/latest/projects/{projectKey}/repos/{slug}/commits/{sha}/builds` (answers 204)
 - `/notify`      a generic webhook receiver that checks `X-Hooksvc-Signature-256`
 - `/slack/...`   a Slack-compatible incoming webhook (the path is the secret)
 
@@ -20,8 +24,9 @@ length limits, answered like the host (201 with the new object and its `id`; Git
 marks the environment's earlier successful, non-production, non-transient deployments inactive).
 
 Every request is checked against the hosts' documented status APIs (GitHub's REST commit statuses,
-Gitea's `/api/v1` and GitLab's `/api/v4`): a bad credential gets 401, any other breach 422, and
-each is recorded in `violations`.
+Gitea's `/api/v1`, GitLab's `/api/v4`, Bitbucket Cloud's commit statuses and Data Center's build
+status API, each with its required fields and states): a bad credential gets 401, any other breach
+422, and each is recorded in `violations`.
 Accepted statuses are recorded per (host kind, sha, context), in arrival order.
 `fail_next` and `hang_next` make the next requests of one route answer an error or hang longer
 than the client's timeout; a hung request is not recorded as accepted (the host never got to it).
@@ -44,6 +49,9 @@ from urllib.parse import unquote
 GITHUB_STATES = frozenset({"error", "failure", "pending", "success"})
 GITEA_STATES = frozenset({"pending", "success", "error", "failure", "warning"})
 GITLAB_STATES = frozenset({"pending", "running", "success", "failed", "canceled", "skipped"})
+#: Bitbucket Cloud (api-group-commit-statuses) and Data Center (updating-build-status-for-commits).
+BITBUCKET_STATES = frozenset({"INPROGRESS", "SUCCESSFUL", "FAILED", "STOPPED"})
+BITBUCKET_SERVER_STATES = frozenset({"INPROGRESS", "SUCCESSFUL", "FAILED", "CANCELLED", "UNKNOWN"})
 GITHUB_DESCRIPTION_LIMIT = 140
 GITLAB_FIELD_LIMIT = 255
 GITHUB_DEPLOYMENT_STATES = frozenset({"error", "failure", "inactive", "in_progress", "queued", "pending", "success"})
@@ -53,6 +61,11 @@ _SHA = r"(?P<sha>[0-9a-f]{40}|[0-9a-f]{64})"
 _GITHUB_PATH = re.compile(rf"^/github(?:/[^?]*)?/repos/(?P<owner>[^/?]+)/(?P<repo>[^/?]+)/statuses/{_SHA}$")
 _GITEA_PATH = re.compile(rf"^/gitea(?:/[^?]*)?/api/v1/repos/(?P<owner>[^/?]+)/(?P<repo>[^/?]+)/statuses/{_SHA}$")
 _GITLAB_PATH = re.compile(rf"^/gitlab(?:/[^?]*)?/api/v4/projects/(?P<id>[^/?]+)/statuses/{_SHA}$")
+_BITBUCKET_PATH = re.compile(
+    rf"^/bitbucket(?:/[^?]*)?/2\.0/repositories/(?P<owner>[^/?]+)/(?P<repo>[^/?]+)/commit/{_SHA}/statuses/build/?$")
+_BITBUCKET_SERVER_PATH = re.compile(
+    rf"^/bitbucket-server(?:/[^?]*)?/rest/api/latest/projects/(?P<owner>[^/?]+)/repos/(?P<repo>[^/?]+)"
+    rf"/commits/{_SHA}/builds$")
 _GITHUB_DEPLOYMENTS = re.compile(
     r"^/github(?:/[^?]*)?/repos/(?P<owner>[^/?]+)/(?P<repo>[^/?]+)/deployments(?:/(?P<id>[^/?]+)/statuses)?$")
 _GITLAB_DEPLOYMENTS = re.compile(
@@ -137,7 +150,7 @@ class FakeGitHost:
         slack_path: str = "/slack/T000/B000/slack-secret-path",
         hang_seconds: float = 1.0,
     ) -> None:
-        self.tokens = tokens  # host kind ("github", "gitea", "gitlab") -> the token it accepts
+        self.tokens = tokens  # host kind ("github", "gitea", "bitbucket", ...) -> the token it accepts
         self.notify_secret = notify_secret
         self.slack_path = slack_path
         self.hang_seconds = hang_seconds
@@ -300,6 +313,33 @@ class FakeGitHost:
         name = self._check_text(body, "name", None) or self._check_text(body, "context", None) or "default"
         return AcceptedStatus("gitlab", unquote(project), m["sha"], name, body["state"], description,
                               self._check_target_url(body, GITLAB_FIELD_LIMIT), ref, headers)
+
+    def _bitbucket(self, m: re.Match[str], headers: dict[str, str], raw: bytes) -> AcceptedStatus:
+        return self._bitbucket_build("bitbucket", m, headers, raw, BITBUCKET_STATES, "refname",
+                                     {"key", "state", "url", "name", "description", "refname"})
+
+    def _bitbucket_server(self, m: re.Match[str], headers: dict[str, str], raw: bytes) -> AcceptedStatus:
+        return self._bitbucket_build("bitbucket-server", m, headers, raw, BITBUCKET_SERVER_STATES, "ref",
+                                     {"key", "state", "url", "name", "description", "ref", "buildNumber",
+                                      "duration", "lastUpdated", "parent", "testResults"})
+
+    def _bitbucket_build(self, kind: str, m: re.Match[str], headers: dict[str, str], raw: bytes,
+                         states: frozenset[str], ref_key: str, allowed: set[str]) -> AcceptedStatus:
+        """Both Bitbucket APIs: a bearer token; `key`, `state` and `url` required; the host's states only."""
+        if headers.get("authorization") != f"Bearer {self.tokens[kind]}":
+            raise _Breach(401, "Authentication failed")
+        body = self._check_json(headers, raw)
+        self._check_keys(body, allowed)
+        key = self._check_text(body, "key", None, required=True)
+        if body.get("state") not in states:
+            raise _Breach(422, f"state must be one of {sorted(states)}, got {body.get('state')!r}")
+        url = self._check_text(body, "url", None, required=True) or ""
+        if not url.startswith(("http://", "https://")):
+            raise _Breach(422, f"url must be an http(s) URL, got {url!r}")
+        description = self._check_text(body, "description", None) or ""
+        self._check_text(body, "name", None)
+        return AcceptedStatus(kind, f"{m['owner']}/{m['repo']}", m["sha"], key or "", body["state"], description,
+                              url, self._check_text(body, ref_key, None), headers)
 
     def _check_github_headers(self, headers: dict[str, str]) -> None:
         token = self.tokens["github"]
@@ -475,15 +515,22 @@ class FakeGitHost:
             return self._gitlab_deployments(dm, method, headers, raw)
         if method != "POST":
             raise _Breach(405, f"{method} {path}: not an endpoint")
-        checks = {"github": _GITHUB_PATH, "gitea": _GITEA_PATH, "gitlab": _GITLAB_PATH}
+        checks = {"github": (_GITHUB_PATH, self._github), "gitea": (_GITEA_PATH, self._gitea),
+                  "gitlab": (_GITLAB_PATH, self._gitlab), "bitbucket": (_BITBUCKET_PATH, self._bitbucket),
+                  "bitbucket-server": (_BITBUCKET_SERVER_PATH, self._bitbucket_server)}
         if route in checks:
-            m = checks[route].match(path)
+            pattern, check = checks[route]
+            m = pattern.match(path)
             if m is None:
                 raise _Breach(404, f"no such endpoint {path!r}")
-            accepted = getattr(self, f"_{route}")(m, headers, raw)
+            accepted = check(m, headers, raw)
             with self._lock:
                 self._state.accepted.append(accepted)
                 self._state.statuses[(route, accepted.sha, accepted.context)].append(accepted.state)
+            if route == "bitbucket-server":
+                return 204, {}  # Data Center answers a build status with no content
+            if route == "bitbucket":
+                return 201, {"key": accepted.context, "state": accepted.state, "url": accepted.target_url}
             field_name = "state" if route == "github" else "status"
             return 201, {field_name: accepted.state, "context": accepted.context}
         if route == "notify" and path == "/notify":
@@ -506,7 +553,7 @@ class FakeGitHost:
                 pass
 
             def _answer(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
+                data = b"" if status == 204 else json.dumps(body).encode()
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")

@@ -8,7 +8,7 @@ import pytest
 
 from hooksvc.config import AppConfig, Config
 from hooksvc.deployments import NewDeployment, Trigger
-from hooksvc.providers import ZERO_SHA, PushEvent, WebhookDelivery, gitea, github, gitlab
+from hooksvc.providers import ZERO_SHA, PushEvent, RefChange, WebhookDelivery, gitea, github, gitlab
 from hooksvc.routing import RoutingDecision, plan_deployments, select_apps
 from tests.helpers.config import make_config
 from tests.helpers.payloads import (
@@ -44,7 +44,18 @@ def push(repo: str, ref: str, after: str | None = None, before: str | None = Non
     after = ZERO_SHA if deleted else after or commit_sha(1)
     return WebhookDelivery(
         provider="github", event="push", delivery_id=delivery_id, repo=repo,
-        push=PushEvent(ref=ref, before=before or commit_sha(0), after=after, deleted=deleted, forced=forced),
+        push=PushEvent((RefChange(ref=ref, before=before or commit_sha(0), after=after, deleted=deleted,
+                                  forced=forced),)),
+    )
+
+
+def multi_push(repo: str, *changes: tuple[str, str]) -> WebhookDelivery:
+    """A delivery moving several refs at once, as Bitbucket sends them: (ref, after) pairs; a zero
+    `after` deletes the ref."""
+    return WebhookDelivery(
+        provider="bitbucket", event="push", delivery_id="bb-1", repo=repo,
+        push=PushEvent(tuple(RefChange(ref=ref, before=commit_sha(0), after=after, deleted=after == ZERO_SHA,
+                                       forced=False) for ref, after in changes)),
     )
 
 
@@ -165,6 +176,45 @@ class TestPlanDeployments:
         assert [d.app for d in decision.deployments] == ["shop"]
         other = plan_deployments(push("acme/other", "refs/heads/main"), list(config.apps.values()))
         assert other == RoutingDecision(ignored="no app is configured for repository 'acme/other'")
+
+
+class TestSeveralRefChanges:
+    """One push that moves several refs (Bitbucket's `push.changes[]`, Data Center's `changes[]`)."""
+
+    def test_only_the_matching_change_deploys(self, config: Config) -> None:
+        """Of a push to `dev` and `main`, only `main` deploys shop, with main's commit."""
+        delivery = multi_push("acme/shop", ("refs/heads/dev", commit_sha(3)), ("refs/heads/main", commit_sha(4)))
+        decision = plan_deployments(delivery, apps(config, "shop"))
+        assert [(d.app, d.ref, d.sha) for d in decision.deployments] == [("shop", "refs/heads/main", commit_sha(4))]
+
+    def test_each_matching_change_is_a_deployment_in_payload_order(self, config: Config) -> None:
+        """Two tags that both match blog's pattern make two deployments, in the payload's order: intake's
+        coalescing then keeps the last one queued."""
+        delivery = multi_push("acme/blog", ("refs/tags/v1.0.1", commit_sha(5)), ("refs/tags/v1.0.2", commit_sha(6)))
+        decision = plan_deployments(delivery, apps(config, "blog"))
+        assert [(d.ref, d.sha) for d in decision.deployments] == [("refs/tags/v1.0.1", commit_sha(5)),
+                                                                  ("refs/tags/v1.0.2", commit_sha(6))]
+
+    def test_a_deleted_ref_beside_a_pushed_one_is_skipped(self, config: Config) -> None:
+        """A push that deletes `old` and moves `main` deploys main and nothing for the deletion."""
+        delivery = multi_push("acme/shop", ("refs/heads/old", ZERO_SHA), ("refs/heads/main", commit_sha(7)))
+        assert [d.sha for d in plan_deployments(delivery, apps(config, "shop")).deployments] == [commit_sha(7)]
+
+    def test_only_deletions_are_ignored_with_every_ref_named(self, config: Config) -> None:
+        """A push that only deletes refs names them all in the reason it deploys nothing."""
+        delivery = multi_push("acme/shop", ("refs/heads/a", ZERO_SHA), ("refs/heads/main", ZERO_SHA))
+        decision = plan_deployments(delivery, apps(config, "shop"))
+        assert decision == RoutingDecision(ignored="refs refs/heads/a, refs/heads/main were deleted")
+
+    def test_unmatched_changes_are_ignored_with_every_ref_named(self, config: Config) -> None:
+        """When no change matches, the reason names every pushed ref."""
+        delivery = multi_push("acme/shop", ("refs/heads/a", commit_sha(1)), ("refs/tags/b", commit_sha(2)))
+        decision = plan_deployments(delivery, apps(config, "shop"))
+        assert decision.ignored == "refs refs/heads/a, refs/tags/b match no app's branch or tag pattern"
+
+    def test_a_push_of_no_ref_is_ignored(self, config: Config) -> None:
+        """An empty change list deploys nothing and says so."""
+        assert plan_deployments(multi_push("acme/shop"), apps(config, "shop")).ignored == "the push changes no ref"
 
 
 class TestEndToEndWithProviders:

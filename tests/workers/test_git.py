@@ -767,6 +767,17 @@ class TestHttpsToken:
         assert wrong not in log.text
         assert grep_tree(state_dir, [wrong.encode()]) == []
 
+    @pytest.mark.parametrize(("kind", "user"), [("bitbucket", "x-token-auth"), ("gitlab", "oauth2"),
+                                                ("gogs", "oauth2"), ("bitbucket-server", "oauth2")])
+    def test_the_token_goes_with_the_host_kinds_clone_user(
+        self, git_http_server: GitHttpServer, mirror_for: MirrorFor, kind: str, user: str
+    ) -> None:
+        """Without a user name in clone_url, the token is sent with the user name its host kind declares."""
+        origin = git_http_server.origin("private")
+        origin.commit("first", {"a": "1"})
+        mirror_for(origin, clone_token=Secret(HTTP_TOKEN), host_kind=kind).fetch()
+        assert {name for *_, name in git_http_server.requests} == {user}
+
     def test_a_user_name_in_the_url_is_sent_with_the_token(
         self, git_http_server: GitHttpServer, mirror_for: MirrorFor, state_dir: Path
     ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import textwrap
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ from tests.workers.test_outbox_sender import (
     drain,
     queue,
 )
+from workers.host_deployments import DEPLOYMENT_APIS, _by_kind, github, gitlab
 from workers.outbox_sender import OutboxSender
 
 S = DeploymentState
@@ -305,3 +307,14 @@ class TestDelivery:
         assert read_counters(redis)[keys.HOST_DEPLOYMENT_SENT] == {}
         assert_nothing_left(redis)
 
+
+
+class TestDeploymentsRegistry:
+    def test_github_and_gitlab_have_a_deployments_api(self) -> None:
+        """Only GitHub and GitLab declare a deployments API, each from its own module."""
+        assert dict(DEPLOYMENT_APIS) == {"github": github.DEPLOYMENTS, "gitlab": gitlab.DEPLOYMENTS}
+
+    def test_a_deployments_api_for_a_kind_without_an_api_is_refused(self) -> None:
+        """A deployments module naming a kind that has no API (Gogs) is refused by name."""
+        with pytest.raises(ValueError, match="'gogs', which is no host kind with an API"):
+            _by_kind([replace(github.DEPLOYMENTS, kinds=frozenset({"gogs"}))])

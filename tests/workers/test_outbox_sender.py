@@ -29,7 +29,8 @@ S = DeploymentState
 SHA1 = "1111111111111111111111111111111111111111"
 SHA2 = "2222222222222222222222222222222222222222"
 SHA3 = "3333333333333333333333333333333333333333"
-TOKENS = {"github": "ghp-fake-github-token", "gitea": "gitea-fake-token", "gitlab": "glpat-fake-gitlab-token"}
+TOKENS = {"github": "ghp-fake-github-token", "gitea": "gitea-fake-token", "gitlab": "glpat-fake-gitlab-token",
+          "bitbucket": "bb-fake-access-token", "bitbucket-server": "bbdc-fake-http-token"}
 NOTIFY_SECRET = "notify-hmac-secret"
 SLACK_PATH = "/slack/services/T0001/B0001/slack-url-secret"
 #: Short enough that a hung request costs the test a quarter second.
@@ -69,6 +70,7 @@ def reporting_config(tmp_path: Path, base: str, redis_url: str) -> Config:
     deployments on the host (tests/workers/test_host_deployments.py covers those)."""
     env = {
         "GITHUB_TOKEN": TOKENS["github"], "GITEA_TOKEN": TOKENS["gitea"], "GITLAB_TOKEN": TOKENS["gitlab"],
+        "BITBUCKET_TOKEN": TOKENS["bitbucket"], "BITBUCKET_DC_TOKEN": TOKENS["bitbucket-server"],
         "APP_SECRET": "webhook-secret", "NOTIFY_SECRET": NOTIFY_SECRET, "SLACK_URL": base + SLACK_PATH,
         "REDIS_URL": redis_url, "HOOKSVC_API_TOKENS": "operator-token-0",
     }
@@ -79,6 +81,9 @@ def reporting_config(tmp_path: Path, base: str, redis_url: str) -> Config:
         ("forge", "forgejo", "acme/forge", ""),
         ("wiki", "gitlab", "acme/docs/wiki", ""),
         ("quiet", "tokenless", "acme/quiet", ""),
+        ("api", "bitbucket", "acme/api", ""),
+        ("console", "bitbucket-dc", "OPS/console", ""),
+        ("docs", "gogs", "acme/docs", ""),
     ], common='environment = ""')
     text = textwrap.dedent(f"""
         [server]
@@ -110,6 +115,20 @@ def reporting_config(tmp_path: Path, base: str, redis_url: str) -> Config:
         [hosts.tokenless]
         kind = "github"
         api_url = "{base}/github"
+
+        [hosts.bitbucket]
+        kind = "bitbucket"
+        api_url = "{base}/bitbucket"
+        token_env = "BITBUCKET_TOKEN"
+
+        [hosts.bitbucket-dc]
+        kind = "bitbucket-server"
+        api_url = "{base}/bitbucket-server"
+        token_env = "BITBUCKET_DC_TOKEN"
+
+        [hosts.gogs]
+        kind = "gogs"
+        token_env = "GITEA_TOKEN"
     """) + apps
     return parse_config(text, str(tmp_path / "hooksvc.toml"), env)
 
@@ -168,6 +187,8 @@ class TestStatusSequences:
         ("blog", "gitea", "hooksvc/blog", ["pending", "pending", "success"]),
         ("forge", "gitea", "hooksvc/forge", ["pending", "pending", "success"]),
         ("wiki", "gitlab", "hooksvc/wiki", ["pending", "running", "success"]),
+        ("api", "bitbucket", "hooksvc/api", ["INPROGRESS", "INPROGRESS", "SUCCESSFUL"]),
+        ("console", "bitbucket-server", "hooksvc/console", ["INPROGRESS", "INPROGRESS", "SUCCESSFUL"]),
     ])
     def test_success(self, store: DeploymentStore, reporter: OutboxSender, clock: FakeClock,
                      redis: redis_lib.Redis, fake: FakeGitHost, app: str, kind: str, context: str,
@@ -192,6 +213,30 @@ class TestStatusSequences:
         drain(reporter, clock, redis)
         [status] = fake.accepted
         assert (status.repo, status.ref, status.state) == ("acme/docs/wiki", "release/1.0", "pending")
+
+    def test_bitbucket_gets_the_branch_and_a_link(self, store: DeploymentStore, reporter: OutboxSender,
+                                                  clock: FakeClock, redis: redis_lib.Redis, fake: FakeGitHost) -> None:
+        """Bitbucket Cloud's status carries the branch as `refname`, Data Center's the full ref, both the page link."""
+        api = queue(store, "api", SHA1, ref="refs/heads/main")
+        console = queue(store, "console", SHA2, ref="refs/tags/v2")
+        drain(reporter, clock, redis)
+        assert fake.violations == []
+        by_kind = {a.kind: a for a in fake.accepted}
+        assert (by_kind["bitbucket"].repo, by_kind["bitbucket"].ref) == ("acme/api", "main")
+        assert (by_kind["bitbucket-server"].repo, by_kind["bitbucket-server"].ref) == ("OPS/console", "refs/tags/v2")
+        assert by_kind["bitbucket"].target_url == f"{PUBLIC_URL}/deployments/{api.id}"
+        assert by_kind["bitbucket-server"].target_url == f"{PUBLIC_URL}/deployments/{console.id}"
+
+    def test_gogs_has_no_status_api_so_nothing_is_sent(self, store: DeploymentStore, reporter: OutboxSender,
+                                                       clock: FakeClock, redis: redis_lib.Redis,
+                                                       fake: FakeGitHost) -> None:
+        """A Gogs app's deployment sends no status even with a token: Gogs has no commit-status API."""
+        dep = queue(store, "docs", SHA1)
+        store.start(dep.id, previous_sha="")
+        store.finish(dep.id, S.SUCCEEDED, live_sha=SHA1)
+        assert drain(reporter, clock, redis) == 0
+        assert fake.accepted == [] and fake.violations == []
+        assert outbox_backlog(redis) == 0
 
     @pytest.mark.parametrize(("app", "kind", "context", "final"), [
         ("shop", "github", "deploy/shop", "failure"),
@@ -226,16 +271,20 @@ class TestStatusSequences:
         ("shop", "github", "deploy/shop", "error"),
         ("blog", "gitea", "hooksvc/blog", "error"),
         ("wiki", "gitlab", "hooksvc/wiki", "canceled"),
+        ("api", "bitbucket", "hooksvc/api", "STOPPED"),
+        ("console", "bitbucket-server", "hooksvc/console", "CANCELLED"),
     ])
     def test_superseded(self, store: DeploymentStore, reporter: OutboxSender, clock: FakeClock,
                         redis: redis_lib.Redis, fake: FakeGitHost, app: str, kind: str, context: str,
                         final: str) -> None:
-        """A queued deployment replaced by a newer push ends with a final status naming the newer sha."""
+        """A queued deployment replaced by a newer push ends with a final status naming the newer sha
+        (Bitbucket has no pending state: a queued commit is INPROGRESS)."""
         old = queue(store, app, SHA1)
         new = queue(store, app, SHA2)
         drain(reporter, clock, redis)
-        assert fake.statuses(kind, SHA1, context) == ["pending", final]
-        assert fake.statuses(kind, SHA2, context) == ["pending"]
+        pending = "INPROGRESS" if kind.startswith("bitbucket") else "pending"
+        assert fake.statuses(kind, SHA1, context) == [pending, final]
+        assert fake.statuses(kind, SHA2, context) == [pending]
         description = [a for a in fake.accepted if a.sha == SHA1][-1].description
         assert description == f"Not deployed: superseded by {SHA2[:12]} (deployment {new.id})"
         assert old.id != new.id

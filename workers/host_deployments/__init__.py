@@ -16,6 +16,10 @@ two requests leaves the record as it was, and the next one carries on from there
 Which release the host shows active is remembered per app (`keys.host_deployment_active`) rather
 than read from the deployment records: hooksvc's live release changes when a deployment succeeds,
 but the host learns of it only once that success is delivered, and the lane delivers in order.
+
+A module here that declares `DEPLOYMENTS` (a `DeploymentsApi`: its host kinds, its planner, the hint
+for a refused create) speaks one host's deployments API; `DEPLOYMENT_APIS` is found from them, keyed
+by the kind names of `hooksvc.providers.HOST_KINDS`. A host without one gets commit statuses only.
 """
 
 from __future__ import annotations
@@ -24,29 +28,19 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 import redis
 
 from hooksvc import keys
 from hooksvc.config import AppConfig, HostConfig
-from hooksvc.deployments import DeploymentState
+from hooksvc.discovery import declared
 from hooksvc.outbox import OutboxEvent
-from hooksvc.presentation import short_ref
-from workers.host_deployments import github, gitlab
-from workers.http import HttpResponse
-from workers.statuses import HttpRequest
+from hooksvc.providers import HOST_KINDS
+from workers.http import HttpRequest, HttpResponse
 
-#: Host kinds with a deployments API; Gitea and Forgejo get commit statuses only.
-KINDS = frozenset({"github", "gitlab"})
 #: A record outlives every retry of its events; delivered ones are deleted at once.
 RECORD_TTL_SECONDS = 30 * 24 * 3600
-#: Said with a rejected request: the usual cause is a token allowed commit statuses only.
-PERMISSION_HINT = {
-    "github": "if the token may not write deployments, give it the repo_deployment scope (fine-grained: "
-              "Deployments read and write), or set the app's environment = \"\" to record none",
-    "gitlab": "if the token may not create deployments, give it the api scope and at least the Developer "
-              "role, or set the app's environment = \"\" to record none",
-}
 
 
 class Action(StrEnum):
@@ -94,14 +88,23 @@ class Step:
     activates: bool = False
 
 
-def gitlab_ref(app: AppConfig, event: OutboxEvent) -> tuple[str, bool]:
-    """GitLab's `ref` and `tag` for a deployment: its branch or tag, else (a rollback names none)
-    the app's branch, else the sha itself, which GitLab resolves too."""
-    if event.ref:
-        return short_ref(event.ref), event.ref.startswith("refs/tags/")
-    if app.single_branch and app.branch:
-        return app.branch, False
-    return event.sha, False
+class PlanDeployment(Protocol):
+    def __call__(
+        self, host: HostConfig, app: AppConfig, event: OutboxEvent, record: Record, description: str,
+        page_url: Callable[[str], str], where: str, /,
+    ) -> Step | None:
+        """The next request `event` needs on this host, given what the host already has; None when none."""
+
+
+@dataclass(frozen=True)
+class DeploymentsApi:
+    """What one module of `workers.host_deployments` declares as its `DEPLOYMENTS`."""
+
+    #: The host kinds (`[hosts.*] kind`) whose deployments API it speaks.
+    kinds: frozenset[str]
+    plan: PlanDeployment
+    #: Said with a rejected create: the usual cause is a token allowed commit statuses only.
+    permission_hint: str
 
 
 def plan(
@@ -112,56 +115,7 @@ def plan(
     if record.given_up:
         return None
     where = f"in environment {app.environment!r} ({app.repo}@{event.sha[:12]})"
-    if host.kind == "github":
-        return _plan_github(host, app, event, record, description, page_url, where)
-    return _plan_gitlab(host, app, event, record, where)
-
-
-def _plan_github(
-    host: HostConfig, app: AppConfig, event: OutboxEvent, record: Record, description: str,
-    page_url: Callable[[str], str], where: str,
-) -> Step | None:
-    """Create, then this event's status, then (after a success) `inactive` on the replaced release."""
-    if not record.host_id:
-        about = {"app": app.name, "deployment_id": event.deployment_id}
-        if page_url(event.deployment_id):
-            about["url"] = page_url(event.deployment_id)
-        payload = {"hooksvc": about}
-        request = github.build_create_request(host, app.repo, event.sha, app.environment, payload,
-                                              f"hooksvc deployment {event.deployment_id}")
-        return Step(Action.CREATE, request, f"GitHub deployment {where}: create")
-    if record.sent != event.id:
-        state = github.STATE_MAP[event.state]
-        request = github.build_status_request(host, app.repo, record.host_id, state, description,
-                                              page_url(event.deployment_id), app.environment_url)
-        return Step(Action.STATUS, request, f"GitHub deployment {record.host_id} {where}: {state} ({event.state})",
-                    activates=event.state is DeploymentState.SUCCEEDED)
-    if record.replaces:
-        request = github.build_status_request(
-            host, app.repo, record.replaces, github.INACTIVE,
-            f"Replaced by deployment {event.deployment_id} ({event.sha[:12]})",
-            page_url(record.replaces_deployment) if record.replaces_deployment else "", None,
-        )
-        return Step(Action.INACTIVATE, request,
-                    f"GitHub deployment {record.replaces} in environment {app.environment!r}: inactive "
-                    f"(replaced by deployment {event.deployment_id})")
-    return None
-
-
-def _plan_gitlab(host: HostConfig, app: AppConfig, event: OutboxEvent, record: Record, where: str) -> Step | None:
-    """Create with this event's status once there is one GitLab can take; later, update the status."""
-    status = gitlab.STATE_MAP[event.state]
-    if status is None:
-        return None
-    if not record.host_id:
-        ref, tag = gitlab_ref(app, event)
-        request = gitlab.build_create_request(host, app.repo, event.sha, ref, tag, app.environment, status)
-        return Step(Action.CREATE, request, f"GitLab deployment {where}: create {status} ({event.state})",
-                    carries_state=True)
-    if record.sent != event.id:
-        request = gitlab.build_update_request(host, app.repo, record.host_id, status)
-        return Step(Action.STATUS, request, f"GitLab deployment {record.host_id} {where}: {status} ({event.state})")
-    return None
+    return DEPLOYMENT_APIS[host.kind].plan(host, app, event, record, description, page_url, where)
 
 
 def host_id_of(answer: HttpResponse) -> str:
@@ -202,7 +156,8 @@ class HostDeployments:
     ) -> PlannedRequest | None:
         """The next request of `event`; None when there is none (the event is then done, and a final
         event's record is deleted)."""
-        if host.kind not in KINDS or host.token is None or not app.environment:
+        api = DEPLOYMENT_APIS.get(host.kind)
+        if api is None or host.token is None or not app.environment:
             return None
         step = plan(host, app, event, self.record(event.deployment_id), description, page_url)
         if step is None:
@@ -212,7 +167,7 @@ class HostDeployments:
         return PlannedRequest(
             request=step.request,
             what=step.what,
-            hint=PERMISSION_HINT[host.kind] if step.action is Action.CREATE else "",
+            hint=api.permission_hint if step.action is Action.CREATE else "",
             delivered=lambda answer: self._delivered(step, event, answer),
             dropped=lambda rejected: self._dropped(step, event, rejected),
         )
@@ -259,3 +214,20 @@ class HostDeployments:
             self.redis.delete(key)
         elif step.action is Action.CREATE and rejected:
             self._update(event.deployment_id, {"given_up": "1"})
+
+
+def _by_kind(apis: list[DeploymentsApi]) -> dict[str, DeploymentsApi]:
+    """kind -> its deployments API; ValueError when two claim a kind or a kind has no status API."""
+    by_kind: dict[str, DeploymentsApi] = {}
+    for api in apis:
+        for kind in api.kinds:
+            if kind in by_kind:
+                raise ValueError(f"host kind {kind!r} has two deployments APIs")
+            if kind not in HOST_KINDS or not HOST_KINDS[kind].statuses:
+                raise ValueError(f"workers/host_deployments/ speaks to {kind!r}, which is no host kind with an API")
+            by_kind[kind] = api
+    return by_kind
+
+
+#: Host kinds with a deployments API (GitHub, GitLab) -> it; the others get commit statuses only.
+DEPLOYMENT_APIS: Mapping[str, DeploymentsApi] = _by_kind(declared(__name__, __path__, "DEPLOYMENTS", DeploymentsApi))

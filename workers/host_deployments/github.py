@@ -4,12 +4,15 @@ the git host")."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import quote
 
-from hooksvc.config import HostConfig
+from hooksvc.config import AppConfig, HostConfig
 from hooksvc.deployments import DeploymentState
-from workers.statuses import HttpRequest, json_headers, truncate
+from hooksvc.outbox import OutboxEvent
+from workers.host_deployments import Action, DeploymentsApi, Record, Step
+from workers.http import HttpRequest
+from workers.statuses import json_headers, truncate
 from workers.statuses.github import API_VERSION, DESCRIPTION_LIMIT
 
 #: A deployment status for each of our states. A deployment that never changed the environment
@@ -76,3 +79,42 @@ def build_status_request(
         body["environment_url"] = environment_url
     url = f"{_repo_url(host, repo)}/deployments/{host_id}/statuses"
     return HttpRequest(method="POST", url=url, headers=_headers(host), json=body)
+
+
+def plan(
+    host: HostConfig, app: AppConfig, event: OutboxEvent, record: Record, description: str,
+    page_url: Callable[[str], str], where: str,
+) -> Step | None:
+    """Create, then this event's status, then (after a success) `inactive` on the replaced release."""
+    if not record.host_id:
+        about = {"app": app.name, "deployment_id": event.deployment_id}
+        if page_url(event.deployment_id):
+            about["url"] = page_url(event.deployment_id)
+        payload = {"hooksvc": about}
+        request = build_create_request(host, app.repo, event.sha, app.environment, payload,
+                                       f"hooksvc deployment {event.deployment_id}")
+        return Step(Action.CREATE, request, f"GitHub deployment {where}: create")
+    if record.sent != event.id:
+        state = STATE_MAP[event.state]
+        request = build_status_request(host, app.repo, record.host_id, state, description,
+                                       page_url(event.deployment_id), app.environment_url)
+        return Step(Action.STATUS, request, f"GitHub deployment {record.host_id} {where}: {state} ({event.state})",
+                    activates=event.state is DeploymentState.SUCCEEDED)
+    if record.replaces:
+        request = build_status_request(
+            host, app.repo, record.replaces, INACTIVE,
+            f"Replaced by deployment {event.deployment_id} ({event.sha[:12]})",
+            page_url(record.replaces_deployment) if record.replaces_deployment else "", None,
+        )
+        return Step(Action.INACTIVATE, request,
+                    f"GitHub deployment {record.replaces} in environment {app.environment!r}: inactive "
+                    f"(replaced by deployment {event.deployment_id})")
+    return None
+
+
+DEPLOYMENTS = DeploymentsApi(
+    kinds=frozenset({"github"}),
+    plan=plan,
+    permission_hint="if the token may not write deployments, give it the repo_deployment scope (fine-grained: "
+                    "Deployments read and write), or set the app's environment = \"\" to record none",
+)

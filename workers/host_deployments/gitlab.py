@@ -4,9 +4,15 @@ environment, `PUT .../deployments/{deployment_id}` changes its status (docs/cont
 
 from __future__ import annotations
 
-from hooksvc.config import HostConfig
+from collections.abc import Callable
+
+from hooksvc.config import AppConfig, HostConfig
 from hooksvc.deployments import DeploymentState
-from workers.statuses import HttpRequest, api_base, json_headers
+from hooksvc.outbox import OutboxEvent
+from hooksvc.presentation import short_ref
+from workers.host_deployments import Action, DeploymentsApi, Record, Step
+from workers.http import HttpRequest
+from workers.statuses import api_base, json_headers
 from workers.statuses.gitlab import API_PATH, project_id
 
 #: GitLab's API takes `running`, `success`, `failed` and `canceled`; a queued deployment has no
@@ -49,3 +55,43 @@ def build_update_request(host: HostConfig, repo: str, host_id: str, status: str)
     """The request that sets deployment `host_id`'s status."""
     url = f"{_project_url(host, repo)}/deployments/{host_id}"
     return HttpRequest(method="PUT", url=url, headers=_headers(host), json={"status": status})
+
+
+def gitlab_ref(app: AppConfig, event: OutboxEvent) -> tuple[str, bool]:
+    """GitLab's `ref` and `tag` for a deployment: its branch or tag, else (a rollback names none)
+    the app's branch, else the sha itself, which GitLab resolves too."""
+    if event.ref:
+        return short_ref(event.ref), event.ref.startswith("refs/tags/")
+    if app.single_branch and app.branch:
+        return app.branch, False
+    return event.sha, False
+
+
+def plan(
+    host: HostConfig, app: AppConfig, event: OutboxEvent, record: Record, description: str,
+    page_url: Callable[[str], str], where: str,
+) -> Step | None:
+    """Create with this event's status once there is one GitLab can take; later, update the status.
+
+    GitLab's deployment has no description or link: `description` and `page_url` play no part.
+    """
+    status = STATE_MAP[event.state]
+    if status is None:
+        return None
+    if not record.host_id:
+        ref, tag = gitlab_ref(app, event)
+        request = build_create_request(host, app.repo, event.sha, ref, tag, app.environment, status)
+        return Step(Action.CREATE, request, f"GitLab deployment {where}: create {status} ({event.state})",
+                    carries_state=True)
+    if record.sent != event.id:
+        request = build_update_request(host, app.repo, record.host_id, status)
+        return Step(Action.STATUS, request, f"GitLab deployment {record.host_id} {where}: {status} ({event.state})")
+    return None
+
+
+DEPLOYMENTS = DeploymentsApi(
+    kinds=frozenset({"gitlab"}),
+    plan=plan,
+    permission_hint="if the token may not create deployments, give it the api scope and at least the Developer "
+                    "role, or set the app's environment = \"\" to record none",
+)

@@ -1,53 +1,61 @@
-"""Commit-status requests, one module per git host; this package holds what they share.
+"""Commit-status requests, one module per git host; this package holds what they share, and the
+registry of reporters.
 
-Every builder is pure: a `HostConfig`, a commit and a deployment state in, an `HttpRequest` out.
-Sending it (and retrying) is `workers.reporter`'s job.
+Every builder is pure: a `HostConfig` and a `StatusUpdate` in, an `HttpRequest` out. Sending it
+(and retrying) is `workers.outbox_sender`'s job. A module here that sets `REPORTER` reports for the
+host kinds it names; the kinds are those of `hooksvc.providers.HOST_KINDS`, and every kind that
+declares a status API must have a reporter (checked when this package is imported).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from urllib.parse import quote, urlsplit
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import quote
 
+from hooksvc.config import HostConfig
 from hooksvc.deployments import DeploymentState
+from hooksvc.discovery import declared
+from hooksvc.providers import HOST_KINDS
+from workers.http import HttpRequest
 
 #: Cut descriptions end with this one character, so a cut text still fits the host's limit.
 ELLIPSIS = "…"
 #: Sent with every request: GitHub rejects API calls without a User-Agent.
 USER_AGENT = "hooksvc"
-#: Headers whose values are credentials; they never appear in a repr or a log line.
-SECRET_HEADERS = frozenset({"authorization", "private-token"})
 
 
 @dataclass(frozen=True)
-class HttpRequest:
-    """One outgoing HTTP request. Its repr shows neither the path (a Slack URL is a secret) nor credentials."""
+class StatusUpdate:
+    """One commit status to report: which commit, what state, and the words and link shown with it."""
 
-    method: str
-    url: str = field(repr=False)
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
-    json: Mapping[str, object] | None = field(default=None, repr=False)
-
-    def body(self) -> bytes:
-        """The exact bytes sent (compact, key-sorted JSON), so a signature can be computed over them."""
-        return encode_json(self.json) if self.json is not None else b""
-
-    def describe(self) -> str:
-        """`POST https://host` — safe for logs: no path, no query, no credentials."""
-        parts = urlsplit(self.url)
-        host = parts.hostname or "?"
-        port = f":{parts.port}" if parts.port else ""
-        return f"{self.method} {parts.scheme}://{host}{port}"
-
-    def __repr__(self) -> str:
-        return f"HttpRequest({self.describe()}, headers={sorted(self.headers)})"
+    #: The repository as the app's `repo` names it (`owner/name`, GitLab's `group/sub/project`).
+    repo: str
+    sha: str
+    state: DeploymentState
+    #: The status's name on the host (`status_context`): a host keeps one status per commit and name.
+    context: str
+    description: str
+    #: The deployment's page; "" when `[server] public_url` is not set.
+    target_url: str
+    #: The pushed ref (`refs/heads/main`), "" when the deployment names none (a rollback).
+    ref: str = ""
 
 
-def encode_json(value: Mapping[str, object]) -> bytes:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode("utf-8")
+class BuildStatusRequest(Protocol):
+    def __call__(self, host: HostConfig, update: StatusUpdate, /) -> HttpRequest:
+        """The request that sets `update` on the host (ValueError when the host cannot take it)."""
+
+
+@dataclass(frozen=True)
+class StatusReporter:
+    """What one module of `workers.statuses` declares as its `REPORTER`."""
+
+    #: The host kinds (`[hosts.*] kind`) it reports to.
+    kinds: frozenset[str]
+    build: BuildStatusRequest
 
 
 def truncate(text: str, limit: int) -> str:
@@ -115,19 +123,18 @@ FOUR_STATE_MAP = {
 }
 
 
-def four_state_body(
-    state: DeploymentState, context: str, description: str, limit: int, target_url: str
-) -> dict[str, object]:
+def four_state_body(update: StatusUpdate, limit: int) -> dict[str, object]:
     """The JSON body GitHub and Gitea/Forgejo both take: state, context, description and target_url."""
-    if state is DeploymentState.SKIPPED:
+    description = update.description
+    if update.state is DeploymentState.SKIPPED:
         description = mark_skipped(description)
     body: dict[str, object] = {
-        "state": FOUR_STATE_MAP[state],
-        "context": context,
+        "state": FOUR_STATE_MAP[update.state],
+        "context": update.context,
         "description": truncate(description, limit),
     }
-    if target_url:
-        body["target_url"] = target_url
+    if update.target_url:
+        body["target_url"] = update.target_url
     return body
 
 
@@ -141,3 +148,29 @@ def json_headers(credential: tuple[str, str], accept: str = "application/json") 
     """Headers of every status request: the host's credential header plus JSON content negotiation."""
     name, value = credential
     return {name: value, "Accept": accept, "Content-Type": "application/json", "User-Agent": USER_AGENT}
+
+
+def _by_kind(declared_reporters: list[StatusReporter]) -> dict[str, StatusReporter]:
+    """kind -> reporter; ValueError when two reporters claim one kind."""
+    reporters: dict[str, StatusReporter] = {}
+    for reporter in declared_reporters:
+        for kind in reporter.kinds:
+            if kind in reporters:
+                raise ValueError(f"host kind {kind!r} has two status reporters")
+            reporters[kind] = reporter
+    return reporters
+
+
+def unmatched_kinds(reporters: Mapping[str, StatusReporter]) -> list[str]:
+    """Why `reporters` and the host registry disagree: one sentence per kind, none when they agree."""
+    problems = [f"host kind {name!r} declares a status API but has no reporter in workers/statuses/"
+                for name, kind in HOST_KINDS.items() if kind.statuses and name not in reporters]
+    problems += [f"workers/statuses/ reports to {name!r}, which is no host kind with a status API"
+                 for name in reporters if name not in HOST_KINDS or not HOST_KINDS[name].statuses]
+    return problems
+
+
+#: Host kind -> the reporter that builds its commit-status requests.
+REPORTERS: Mapping[str, StatusReporter] = _by_kind(declared(__name__, __path__, "REPORTER", StatusReporter))
+if _problems := unmatched_kinds(REPORTERS):
+    raise ImportError("; ".join(_problems))

@@ -4,33 +4,26 @@ from __future__ import annotations
 
 from hooksvc import defaults
 from hooksvc.config import HostConfig
-from hooksvc.deployments import DeploymentState
-from workers.statuses import HttpRequest, four_state_body, json_headers, repo_statuses_url
+from workers.http import HttpRequest
+from workers.statuses import StatusReporter, StatusUpdate, four_state_body, json_headers, repo_statuses_url
 
 #: The REST API version the request shape follows (GitHub's documented header value).
 API_VERSION = "2022-11-28"
 DESCRIPTION_LIMIT = defaults.GITHUB_DESCRIPTION_LIMIT
 
 
-def build_status_request(
-    host: HostConfig,
-    repo: str,
-    sha: str,
-    state: DeploymentState,
-    context: str,
-    description: str,
-    target_url: str,
-    *,
-    ref: str = "",
-) -> HttpRequest:
-    """The request that sets `context` on commit `sha` of `repo` ('owner/name') to `state`.
+def build_status_request(host: HostConfig, update: StatusUpdate) -> HttpRequest:
+    """The request that sets `update.context` on commit `update.sha` of `update.repo` ('owner/name').
 
-    `ref` is accepted for symmetry with GitLab and ignored: a GitHub status belongs to the sha alone.
+    A GitHub status belongs to the sha alone: the ref plays no part.
     """
     if host.token is None:
         raise ValueError(f"host {host.name!r} has no token: GitHub needs one to post commit statuses")
-    body = four_state_body(state, context, description, DESCRIPTION_LIMIT, target_url)
-    url = repo_statuses_url(host.api_url.rstrip("/"), repo, sha)
+    body = four_state_body(update, DESCRIPTION_LIMIT)
+    url = repo_statuses_url(host.api_url.rstrip("/"), update.repo, update.sha)
     headers = json_headers(("Authorization", f"Bearer {host.token.reveal()}"), accept="application/vnd.github+json")
     headers["X-GitHub-Api-Version"] = API_VERSION
     return HttpRequest(method="POST", url=url, headers=headers, json=body)
+
+
+REPORTER = StatusReporter(kinds=frozenset({"github"}), build=build_status_request)

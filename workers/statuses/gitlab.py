@@ -8,7 +8,8 @@ from hooksvc import defaults
 from hooksvc.config import HostConfig
 from hooksvc.deployments import DeploymentState
 from hooksvc.presentation import short_ref
-from workers.statuses import HttpRequest, api_base, json_headers, truncate
+from workers.http import HttpRequest
+from workers.statuses import StatusReporter, StatusUpdate, api_base, json_headers, truncate
 
 #: GitLab rejects `description`, `target_url` and `ref` longer than this.
 FIELD_LIMIT = defaults.GITLAB_DESCRIPTION_LIMIT
@@ -37,18 +38,8 @@ def project_id(repo: str) -> str:
     return quote(repo, safe="")
 
 
-def build_status_request(
-    host: HostConfig,
-    repo: str,
-    sha: str,
-    state: DeploymentState,
-    context: str,
-    description: str,
-    target_url: str,
-    *,
-    ref: str = "",
-) -> HttpRequest:
-    """The request that sets status `context` (GitLab's `name`) on commit `sha` of project `repo` to `state`.
+def build_status_request(host: HostConfig, update: StatusUpdate) -> HttpRequest:
+    """The request that sets status `update.context` (GitLab's `name`) on commit `update.sha` of project `update.repo`.
 
     `api_url` may be the server root or already end with `/api/v4`. A `target_url` or `ref` over
     GitLab's limit is left out rather than cut: a cut URL or ref would point somewhere else.
@@ -56,15 +47,18 @@ def build_status_request(
     if host.token is None:
         raise ValueError(f"host {host.name!r} has no token: GitLab needs one to post commit statuses")
     body: dict[str, object] = {
-        "state": status_state(state),
-        "name": context,
-        "description": truncate(description, DESCRIPTION_LIMIT),
+        "state": status_state(update.state),
+        "name": update.context,
+        "description": truncate(update.description, DESCRIPTION_LIMIT),
     }
-    if target_url and len(target_url) <= FIELD_LIMIT:
-        body["target_url"] = target_url
-    branch = short_ref(ref)
+    if update.target_url and len(update.target_url) <= FIELD_LIMIT:
+        body["target_url"] = update.target_url
+    branch = short_ref(update.ref)
     if branch and len(branch) <= FIELD_LIMIT:
         body["ref"] = branch
-    url = f"{api_base(host.api_url, API_PATH)}/projects/{project_id(repo)}/statuses/{sha}"
+    url = f"{api_base(host.api_url, API_PATH)}/projects/{project_id(update.repo)}/statuses/{update.sha}"
     headers = json_headers(("PRIVATE-TOKEN", host.token.reveal()))
     return HttpRequest(method="POST", url=url, headers=headers, json=body)
+
+
+REPORTER = StatusReporter(kinds=frozenset({"gitlab"}), build=build_status_request)

@@ -1,7 +1,11 @@
 """Example webhook payloads and requests signed the way each git host signs them.
 
 The JSON files here are trimmed copies of the hosts' documented examples (GitHub: octokit/webhooks
-payload-examples; Gitea: docs/content/usage/webhooks; GitLab: webhook_events.md). The builders sign
+payload-examples; Gitea: docs/content/usage/webhooks; GitLab: webhook_events.md; Bitbucket Cloud:
+the `repo:push` example of support.atlassian.com/bitbucket-cloud/docs/event-payloads, as copied in
+go-playground/webhooks testdata/bitbucket/repo-push.json; Bitbucket Data Center: the
+`repo:refs_changed` example of confluence.atlassian.com/bitbucketserver "Event payload"; Gogs: the
+push example of gogs/gogs docs/advancing/webhooks.mdx). The builders sign
 independently of `hooksvc.providers`, so a test of a verifier checks it against the host's scheme,
 not against itself.
 
@@ -24,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from hooksvc.providers import ZERO_SHA, WebhookRequest
+from hooksvc.providers import ZERO_SHA, RefChange, WebhookDelivery, WebhookRequest
 
 PAYLOAD_DIR = Path(__file__).parent
 
@@ -49,6 +53,13 @@ def load_bytes(name: str) -> bytes:
 def commit_sha(n: int) -> str:
     """A distinct, realistic-looking 40-hex sha for each `n`."""
     return hashlib.sha1(f"commit {n}".encode()).hexdigest()  # noqa: S324 - a fake object id, not security
+
+
+def single_change(delivery: WebhookDelivery) -> RefChange:
+    """The one ref change of a push delivery (every host but Bitbucket sends one per push)."""
+    assert delivery.push is not None, f"{delivery.event!r} delivery carries no push"
+    assert len(delivery.push.changes) == 1, f"expected one ref change, got {delivery.push.changes!r}"
+    return delivery.push.changes[0]
 
 
 def payload_text(payload: Payload) -> bytes:
@@ -300,4 +311,121 @@ def gitlab_push(
         data.update(commits=[], total_commits_count=0)
     elif data["commits"]:
         data["commits"][-1]["id"] = after
+    return data
+
+
+def bitbucket_request(
+    payload: Payload, secret: str | None, event: str = "repo:push", *, delivery_id: str | None = None,
+    data_center: bool = False,
+) -> HookRequest:
+    """A Bitbucket Cloud (or, with `data_center`, Data Center) delivery: JSON, `X-Event-Key`, the
+    request id (Cloud `X-Request-UUID`, Data Center `X-Request-Id`), and with a secret
+    `X-Hub-Signature: sha256=<hex HMAC-SHA256 of the body>` (no header without one, as Bitbucket sends it)."""
+    text = payload_text(payload)
+    headers = {"Content-Type": JSON, "X-Event-Key": event}
+    if data_center:
+        headers |= {"User-Agent": "Atlassian HttpClient 4.0.0 / Bitbucket-8.19.1",
+                    "X-Request-Id": delivery_id or _new_id()}
+    else:
+        headers |= {"User-Agent": "Bitbucket-Webhooks/2.0", "X-Request-UUID": delivery_id or _new_id(),
+                    "X-Hook-UUID": "{1f5b0c3a-8d3e-4c4e-9d55-6a8f3b1c2d4e}", "X-Attempt-Number": "1"}
+    if secret is not None:
+        headers["X-Hub-Signature"] = github_signature(text, secret)
+    return HookRequest(headers=headers, body=text, content_type=JSON)
+
+
+def bitbucket_server_request(
+    payload: Payload, secret: str | None, event: str = "repo:refs_changed", *, delivery_id: str | None = None
+) -> HookRequest:
+    """A Bitbucket Data Center delivery (see `bitbucket_request`)."""
+    return bitbucket_request(payload, secret, event, delivery_id=delivery_id, data_center=True)
+
+
+def gogs_request(
+    payload: Payload, secret: str | None, event: str = "push", *, form: bool = False, delivery_id: str | None = None
+) -> HookRequest:
+    """A Gogs delivery: JSON body or `payload=<json>` form, `X-Gogs-Signature` (bare hex over the JSON
+    text), `X-Gogs-Event`, `X-Gogs-Delivery` and Gogs' copies of GitHub's event headers."""
+    text = payload_text(payload)
+    if form:
+        body, content_type = urlencode({"payload": text.decode("utf-8")}).encode("ascii"), FORM
+    else:
+        body, content_type = text, JSON
+    delivery = delivery_id or _new_id()
+    headers = {
+        "User-Agent": "Go-http-client/1.1",
+        "Content-Type": content_type,
+        "X-Github-Delivery": delivery,
+        "X-Github-Event": event,
+        "X-Gogs-Delivery": delivery,
+        "X-Gogs-Event": event,
+    }
+    if secret is not None:
+        headers["X-Gogs-Signature"] = gitea_signature(text, secret)
+    return HookRequest(headers=headers, body=body, content_type=content_type)
+
+
+def bitbucket_change(ref: str, after: str | None, before: str | None, *, forced: bool = False) -> dict[str, Any]:
+    """One entry of Bitbucket Cloud's `push.changes[]`, shaped like the documented example: `before`
+    None is a new ref (`old` null, `created`), `after` None a deleted one (`new` null, `closed`)."""
+    kind, _, name = ref.removeprefix("refs/").partition("/")
+    template = load("bitbucket_push")["push"]["changes"][0]
+
+    def state(sha: str) -> dict[str, Any]:
+        side = dict(template["new"])
+        side.update(type={"heads": "branch", "tags": "tag"}[kind], name=name,
+                    target={**side["target"], "hash": sha})
+        return side
+
+    change = dict(template)
+    change.update(new=state(after) if after else None, old=state(before) if before else None,
+                  created=before is None, closed=after is None, forced=forced)
+    if after:
+        change["commits"] = [{**template["commits"][0], "hash": after}]
+    else:
+        change["commits"] = []
+    return change
+
+
+def bitbucket_push(repo: str = "acme/api", *changes: dict[str, Any]) -> dict[str, Any]:
+    """Bitbucket Cloud's documented `repo:push` example moved to `repo` with `changes` (by default one
+    push of `main` from commit 0 to commit 1; see `bitbucket_change`)."""
+    data = load("bitbucket_push")
+    workspace, _, name = repo.partition("/")
+    data["repository"].update(full_name=repo, name=name)
+    data["push"]["changes"] = list(changes) or [bitbucket_change("refs/heads/main", commit_sha(1), commit_sha(0))]
+    return data
+
+
+def bitbucket_server_push(
+    repo: str = "OPS/console", ref: str = "refs/heads/main", after: str | None = None, before: str | None = None,
+    *more: dict[str, Any],
+) -> dict[str, Any]:
+    """Bitbucket Data Center's documented `repo:refs_changed` example moved to `repo` ('PROJECT/slug')
+    and `ref`; `before` ZERO_SHA adds the ref, `after` ZERO_SHA deletes it; `more` are further changes."""
+    after = after or commit_sha(1)
+    before = before or commit_sha(0)
+    data = load("bitbucket_server_refs_changed")
+    key, _, slug = repo.partition("/")
+    data["repository"].update(slug=slug, name=slug)
+    data["repository"]["project"]["key"] = key
+    kind = "ADD" if before == ZERO_SHA else "DELETE" if after == ZERO_SHA else "UPDATE"
+    display = ref.removeprefix("refs/heads/").removeprefix("refs/tags/")
+    change = {"ref": {"id": ref, "displayId": display, "type": "TAG" if ref.startswith("refs/tags/") else "BRANCH"},
+              "refId": ref, "fromHash": before, "toHash": after, "type": kind}
+    data["changes"] = [change, *more]
+    return data
+
+
+def gogs_push(
+    repo: str = "acme/docs", ref: str = "refs/heads/main", after: str | None = None, before: str | None = None,
+) -> dict[str, Any]:
+    """Gogs' documented push example moved to `repo`/`ref`."""
+    after = after or commit_sha(1)
+    data = load("gogs_push")
+    owner, _, name = repo.partition("/")
+    data["repository"].update(full_name=repo, name=name)
+    data["repository"]["owner"].update(login=owner, username=owner)
+    data.update(ref=ref, before=before or commit_sha(0), after=after)
+    data["commits"][0]["id"] = after
     return data

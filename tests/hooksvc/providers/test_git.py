@@ -21,7 +21,7 @@ from hooksvc.providers import ZERO_SHA, WebhookRequest, git
 from hooksvc.store import DeploymentStore
 from hooksvc.web import create_app
 from tests.helpers.config import PLAIN_GIT_APP, make_config
-from tests.helpers.payloads import commit_sha, github_signature
+from tests.helpers.payloads import commit_sha, github_signature, single_change
 
 SECRET = "site-hook-secret"
 
@@ -68,7 +68,7 @@ class TestGitPayload:
         data = body(forced=True)
         parsed = git.parse(WebhookRequest(headers={"content-type": "application/json"}, body=data, query={}))
         assert parsed.event == "push" and parsed.repo == "site"
-        assert parsed.push is not None and parsed.push.after == commit_sha(2) and parsed.push.forced
+        assert single_change(parsed).after == commit_sha(2) and single_change(parsed).forced
         assert parsed.delivery_id == json.loads(data)["delivery"]
 
     def test_a_body_without_the_new_sha_is_a_bad_request(self) -> None:

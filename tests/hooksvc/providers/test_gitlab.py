@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from hooksvc.errors import BadRequest
 from hooksvc.providers import ZERO_SHA, WebhookRequest, gitlab
-from tests.helpers.payloads import HookRequest, commit_sha, gitlab_push, gitlab_request, load, load_bytes
+from tests.helpers.payloads import HookRequest, commit_sha, gitlab_push, gitlab_request, load, load_bytes, single_change
 
 TOKEN = "wiki-webhook-secret"
 
@@ -81,8 +81,7 @@ class TestGitlabParse:
         assert delivery.event == "push"
         assert delivery.delivery_id == "idem-1"
         assert delivery.repo == "mike/diaspora"
-        push = delivery.push
-        assert push is not None
+        push = single_change(delivery)
         assert push.ref == "refs/heads/master"
         assert push.before == "95790bf891e76fee5e1747ab589903a6a1f80f22"
         assert push.after == "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
@@ -93,37 +92,35 @@ class TestGitlabParse:
         delivery = gitlab.parse(gitlab_request(load("gitlab_tag_push"), TOKEN).to_request())
         assert delivery.event == "push"
         assert delivery.repo == "jsmith/example"
-        assert delivery.push is not None
-        assert delivery.push.ref == "refs/tags/v1.0.0"
-        assert delivery.push.after == "82b3d5ae55f7080f1e6022629cdb57bfae7cccc7"
-        assert delivery.push.before == ZERO_SHA
+        assert single_change(delivery).ref == "refs/tags/v1.0.0"
+        assert single_change(delivery).after == "82b3d5ae55f7080f1e6022629cdb57bfae7cccc7"
+        assert single_change(delivery).before == ZERO_SHA
 
     def test_branch_deletion(self) -> None:
         """A push with zero `after` and null `checkout_sha` is a deletion."""
         delivery = gitlab.parse(gitlab_request(load("gitlab_push_delete"), TOKEN).to_request())
-        assert delivery.push is not None
-        assert delivery.push.deleted and delivery.push.ref == "refs/heads/feature"
+        assert single_change(delivery).deleted and single_change(delivery).ref == "refs/heads/feature"
 
     def test_null_checkout_sha_is_a_deletion(self) -> None:
         """A null `checkout_sha` means there is nothing to check out, even with a non-zero `after`."""
         payload = gitlab_push()
         payload["checkout_sha"] = None
         delivery = gitlab.parse(gitlab_request(payload, TOKEN).to_request())
-        assert delivery.push is not None and delivery.push.deleted
+        assert single_change(delivery).deleted
 
     def test_annotated_tag_reports_the_checkout_sha(self) -> None:
         """For an annotated tag `after` is the tag object; `checkout_sha` is the commit to deploy."""
         payload = gitlab_push(ref="refs/tags/v3.0.0", after=commit_sha(11))
         payload["checkout_sha"] = commit_sha(12)
         delivery = gitlab.parse(gitlab_request(payload, TOKEN).to_request())
-        assert delivery.push is not None and delivery.push.after == commit_sha(12)
+        assert single_change(delivery).after == commit_sha(12)
 
     def test_missing_checkout_sha_falls_back_to_after(self) -> None:
         """Without `checkout_sha` (older payloads) `after` is the commit."""
         payload = gitlab_push(after=commit_sha(13))
         del payload["checkout_sha"]
         delivery = gitlab.parse(gitlab_request(payload, TOKEN).to_request())
-        assert delivery.push is not None and delivery.push.after == commit_sha(13)
+        assert single_change(delivery).after == commit_sha(13)
 
     def test_event_uuid_is_the_delivery_id_without_idempotency_key(self) -> None:
         """GitLab before 17.4 sends no `Idempotency-Key`; the event UUID identifies the delivery."""

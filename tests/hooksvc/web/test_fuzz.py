@@ -20,8 +20,13 @@ from hypothesis import strategies as st
 
 from hooksvc import keys
 from hooksvc.web import create_app
-from tests.helpers.config import make_config
+from tests.helpers.config import MORE_HOSTS_APPS, MORE_HOSTS_ENV, make_config
 from tests.helpers.payloads import (
+    bitbucket_change,
+    bitbucket_push,
+    bitbucket_request,
+    bitbucket_server_push,
+    bitbucket_server_request,
     commit_sha,
     gitea_push,
     gitea_request,
@@ -29,6 +34,8 @@ from tests.helpers.payloads import (
     github_request,
     gitlab_push,
     gitlab_request,
+    gogs_push,
+    gogs_request,
 )
 
 #: Inputs tried per property; the closing note of the security work reports the totals.
@@ -38,7 +45,8 @@ SHOP, BLOG, WIKI = "shop-webhook-secret", "blog-webhook-secret", "wiki-webhook-s
 
 METHODS = st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
 PATHS = st.sampled_from([
-    "/hooks/github", "/hooks/gitea", "/hooks/gitlab", "/hooks/bitbucket", "/hooks/",
+    "/hooks/github", "/hooks/gitea", "/hooks/gitlab", "/hooks/bitbucket", "/hooks/bitbucket-server", "/hooks/gogs",
+    "/hooks/sourcehut", "/hooks/",
     "/api/apps", "/api/apps/shop/deploy", "/api/apps/shop/rollback", "/api/apps/nope/deploy",
     "/api/deployments", "/api/deployments/1", "/api/deployments/next", "/api/deployments/1/cancel",
     "/api/deployments/-1/cancel", "/api/deployments/1/log", "/api/deployments/x%00y", "/healthz",
@@ -56,6 +64,7 @@ HEADER_NAMES = st.sampled_from([
     "X-GitHub-Event", "X-GitHub-Delivery", "X-Hub-Signature-256", "X-Gitea-Event", "X-Gitea-Signature",
     "X-Forgejo-Signature", "X-Gitea-Delivery", "X-Gitlab-Event", "X-Gitlab-Token", "X-Gitlab-Event-UUID",
     "Authorization", "Content-Encoding", "Transfer-Encoding", "Origin", "Cookie",
+    "X-Event-Key", "X-Hub-Signature", "X-Request-UUID", "X-Request-Id", "X-Gogs-Event", "X-Gogs-Signature",
 ])
 BODIES = st.one_of(
     st.binary(max_size=4096),
@@ -73,8 +82,9 @@ QUERIES = st.one_of(st.just(""), st.text(st.characters(min_codepoint=33, max_cod
 
 @pytest.fixture
 def fuzz_app(tmp_path: Path, redis: redis_lib.Redis) -> Flask:
-    """The web app for `make_config`'s three apps, with the production store listeners."""
-    return create_app(make_config(tmp_path), connection=redis)
+    """The web app for `make_config`'s three apps and one on each host of `MORE_HOSTS_APPS`, with the
+    production store listeners."""
+    return create_app(make_config(tmp_path, MORE_HOSTS_APPS, env=MORE_HOSTS_ENV), connection=redis)
 
 
 @pytest.fixture
@@ -116,12 +126,23 @@ class TestRandomRequests:
 
 
 def _signed(host: str, n: int) -> tuple[str, dict[str, object]]:
-    """A valid signed push for one of the three hosts, as client.open keyword arguments."""
+    """A valid signed push for one of the hosts, as client.open keyword arguments."""
     if host == "github":
         return "/hooks/github", github_request(github_push(after=commit_sha(n)), SHOP).client_kwargs()
     if host == "gitea":
         tag = gitea_push(ref="refs/tags/v1.0", after=commit_sha(n))
         return "/hooks/gitea", gitea_request(tag, BLOG).client_kwargs()
+    if host == "bitbucket":
+        change = bitbucket_change("refs/heads/main", commit_sha(n), commit_sha(0))
+        return "/hooks/bitbucket", bitbucket_request(bitbucket_push("acme/api", change),
+                                                     MORE_HOSTS_ENV["API_SECRET"]).client_kwargs()
+    if host == "bitbucket-server":
+        push = bitbucket_server_push("OPS/console", "refs/heads/main", commit_sha(n))
+        hook = bitbucket_server_request(push, MORE_HOSTS_ENV["CONSOLE_SECRET"])
+        return "/hooks/bitbucket-server", hook.client_kwargs()
+    if host == "gogs":
+        push = gogs_push("acme/docs", after=commit_sha(n))
+        return "/hooks/gogs", gogs_request(push, MORE_HOSTS_ENV["DOCS_SECRET"]).client_kwargs()
     return "/hooks/gitlab", gitlab_request(gitlab_push(ref="refs/heads/release/1", after=commit_sha(n)),
                                            WIKI).client_kwargs()
 
@@ -129,13 +150,15 @@ def _signed(host: str, n: int) -> tuple[str, dict[str, object]]:
 @pytest.mark.usefixtures("no_tracebacks")
 class TestTamperedSignedPushes:
     @FUZZ_SETTINGS
-    @given(host=st.sampled_from(["github", "gitea", "gitlab"]), n=st.integers(1, 10**6),
+    @given(host=st.sampled_from(["github", "gitea", "gitlab", "bitbucket", "bitbucket-server", "gogs"]),
+           n=st.integers(1, 10**6),
            cut=st.integers(0, 10**6), flip=st.integers(0, 10**6), mode=st.sampled_from(["truncate", "flip", "extend"]))
     def test_a_changed_body_under_a_valid_signature_or_token_never_deploys_twice(
         self, fuzz_app: Flask, redis: redis_lib.Redis, host: str, n: int, cut: int, flip: int, mode: str,
     ) -> None:
-        """A signed push whose body was truncated, bit-flipped or extended is refused with a 4xx (GitHub and
-        Gitea sign the body); GitLab's token is no signature, so its altered push may still be accepted."""
+        """A signed push whose body was truncated, bit-flipped or extended is refused with a 4xx (GitHub,
+        Gitea, Bitbucket and Gogs sign the body); GitLab's token is no signature, so its altered push may
+        still be accepted."""
         redis.flushdb()  # one fixture serves every example
         path, kwargs = _signed(host, n)
         body = bytes(kwargs["data"])  # type: ignore[call-overload]

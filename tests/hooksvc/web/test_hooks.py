@@ -16,7 +16,7 @@ from werkzeug.test import EnvironBuilder
 
 from hooksvc import defaults
 from hooksvc.connection import connect
-from hooksvc.providers import ZERO_SHA, gitea, github
+from hooksvc.providers import ZERO_SHA
 from hooksvc.providers import payload as payload_module
 from hooksvc.store import DeploymentStore
 from hooksvc.web import create_app
@@ -221,7 +221,7 @@ class TestRejected:
 
     def test_unknown_route_is_404_json(self, client: FlaskClient) -> None:
         """An unknown webhook route answers a JSON 404."""
-        resp = client.post("/hooks/bitbucket", data=b"{}")
+        resp = client.post("/hooks/sourcehut", data=b"{}")
         assert resp.status_code == 404 and "error" in resp.json
 
 
@@ -417,7 +417,7 @@ class TestHostileInput:
             self, tmp_path: Path, redis: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
         """A 4.8 MB unsigned `a=&a=&...` body, with eleven Gitea apps to check, is refused without parsing it."""
         client = app_with_more_apps(tmp_path, redis, "gitea", 10).test_client()
-        form_reads = counting(monkeypatch, gitea, "form_payload")
+        form_reads = counting(monkeypatch, payload_module, "form_payload")
         parses = counting(monkeypatch, payload_module, "parse_qs")
         body = b"a=&" * 1_600_000
         assert len(body) < defaults.MAX_BODY_BYTES
@@ -431,7 +431,7 @@ class TestHostileInput:
             self, tmp_path: Path, redis: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch, secret: str) -> None:
         """A form-encoded Gitea delivery's payload is extracted once per request, not once per app's secret."""
         client = app_with_more_apps(tmp_path, redis, "gitea", 10).test_client()
-        form_reads = counting(monkeypatch, gitea, "form_payload")
+        form_reads = counting(monkeypatch, payload_module, "form_payload")
         resp = client.open("/hooks/gitea", **gitea_request(gitea_push(), secret, form=True).client_kwargs())
         assert resp.status_code == (202 if secret == BLOG else 401)
         assert len(form_reads) == 1
@@ -440,7 +440,7 @@ class TestHostileInput:
             self, tmp_path: Path, redis: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
         """A bad signature is checked against each app once, whether its repository is configured or not."""
         client = app_with_more_apps(tmp_path, redis, "github", 4).test_client()
-        macs = counting(monkeypatch, github, "hmac_sha256_hex")
+        macs = counting(monkeypatch, payload_module, "hmac_sha256_hex")
         known = client.open("/hooks/github", **github_request(github_push(repo="acme/shop"), "forged").client_kwargs())
         known_macs = len(macs)
         unknown = client.open("/hooks/github", **github_request(github_push(repo="evil/x"), "forged").client_kwargs())

@@ -14,12 +14,15 @@ from hooksvc.config import HostConfig, NotifyConfig, Secret
 from hooksvc.deployments import DeploymentState
 from hooksvc.outbox import OutboxEvent, is_full_sha
 from workers import notify, outbox_sender
+from workers.http import HttpRequest, encode_json
 from workers.statuses import (
     ELLIPSIS,
-    HttpRequest,
+    REPORTERS,
+    StatusUpdate,
     api_base,
+    bitbucket,
+    bitbucket_server,
     describe_state,
-    encode_json,
     gitea,
     github,
     gitlab,
@@ -36,14 +39,23 @@ GITHUB_HOST = HostConfig(name="gh", kind="github", api_url="https://api.github.c
 GHES_HOST = HostConfig(name="ghes", kind="github", api_url="https://ghe.example.com/api/v3", token=Secret(TOKEN))
 GITEA_HOST = HostConfig(name="tea", kind="gitea", api_url="https://gitea.example.com", token=Secret(TOKEN))
 GITLAB_HOST = HostConfig(name="lab", kind="gitlab", api_url="https://gitlab.example.com", token=Secret(TOKEN))
+BITBUCKET_HOST = HostConfig(name="bb", kind="bitbucket", api_url="https://api.bitbucket.org", token=Secret(TOKEN))
+BITBUCKET_DC_HOST = HostConfig(name="bbdc", kind="bitbucket-server", api_url="https://git.example.com/bitbucket",
+                               token=Secret(TOKEN))
 
 S = DeploymentState
 
 
 def build(module: object, host: HostConfig, state: DeploymentState, description: str = "d", **kw: str) -> HttpRequest:
     builder = module.build_status_request  # type: ignore[attr-defined]
-    request: HttpRequest = builder(host, "acme/shop", SHA, state, "deploy/shop", description, TARGET, **kw)
+    request: HttpRequest = builder(host, update(state, description, **kw))
     return request
+
+
+def update(state: DeploymentState, description: str = "d", *, repo: str = "acme/shop", context: str = "deploy/shop",
+           target_url: str = TARGET, ref: str = "") -> StatusUpdate:
+    return StatusUpdate(repo=repo, sha=SHA, state=state, context=context, description=description,
+                        target_url=target_url, ref=ref)
 
 
 def body(request: HttpRequest) -> dict[str, object]:
@@ -83,7 +95,7 @@ class TestStateMapping:
 
     def test_forgejo_uses_the_gitea_builder(self) -> None:
         """Forgejo speaks Gitea's status API."""
-        assert outbox_sender.BUILDERS["forgejo"] is gitea.build_status_request
+        assert REPORTERS["forgejo"].build is gitea.build_status_request
 
 
 class TestGithubRequest:
@@ -116,13 +128,13 @@ class TestGithubRequest:
 
     def test_no_target_url_without_public_url(self) -> None:
         """Without a public URL no target_url is sent rather than a relative one."""
-        req = github.build_status_request(GITHUB_HOST, "acme/shop", SHA, S.QUEUED, "c", "d", "")
+        req = github.build_status_request(GITHUB_HOST, update(S.QUEUED, target_url=""))
         assert "target_url" not in body(req)
 
     def test_a_host_without_token_is_refused_without_leaking(self) -> None:
         """Building for a host without a token fails with a message naming the host."""
         with pytest.raises(ValueError, match="'gh' has no token"):
-            github.build_status_request(HostConfig("gh", "github", "https://x"), "a/b", SHA, S.QUEUED, "c", "d", "")
+            github.build_status_request(HostConfig("gh", "github", "https://x"), update(S.QUEUED))
 
 
 class TestGiteaRequest:
@@ -147,9 +159,8 @@ class TestGiteaRequest:
 class TestGitlabRequest:
     def test_endpoint_auth_and_body(self) -> None:
         """POST /api/v4/projects/{url-encoded path}/statuses/{sha} with PRIVATE-TOKEN and `name`."""
-        req = gitlab.build_status_request(
-            GITLAB_HOST, "acme/docs/wiki", SHA, S.RUNNING, "deploy/wiki", "running", TARGET, ref="refs/heads/main",
-        )
+        wiki = update(S.RUNNING, "running", repo="acme/docs/wiki", context="deploy/wiki", ref="refs/heads/main")
+        req = gitlab.build_status_request(GITLAB_HOST, wiki)
         assert req.url == f"https://gitlab.example.com/api/v4/projects/acme%2Fdocs%2Fwiki/statuses/{SHA}"
         assert req.headers["PRIVATE-TOKEN"] == TOKEN
         assert "Authorization" not in req.headers
@@ -163,7 +174,7 @@ class TestGitlabRequest:
     def test_overlong_target_url_is_left_out(self) -> None:
         """A target_url over 255 characters is omitted: a cut URL would point elsewhere."""
         long_url = "https://deploy.example.com/" + "a" * 300
-        req = gitlab.build_status_request(GITLAB_HOST, "a/b", SHA, S.QUEUED, "c", "d", long_url)
+        req = gitlab.build_status_request(GITLAB_HOST, update(S.QUEUED, target_url=long_url))
         assert "target_url" not in body(req)
 
     def test_description_is_cut_to_255(self) -> None:
@@ -171,6 +182,71 @@ class TestGitlabRequest:
         description = str(body(build(gitlab, GITLAB_HOST, S.FAILED, "z" * 256))["description"])
         assert len(description) == 255
         assert description.endswith(ELLIPSIS)
+
+
+class TestBitbucketRequest:
+    """Bitbucket Cloud's build statuses (developer.atlassian.com/cloud/bitbucket/rest/api-group-commit-statuses)."""
+
+    def test_endpoint_auth_and_body(self) -> None:
+        """POST /2.0/repositories/{workspace}/{repo_slug}/commit/{sha}/statuses/build with a bearer token;
+        the context is the status `key` (a later status of the key replaces it) and its `name`."""
+        req = build(bitbucket, BITBUCKET_HOST, S.RUNNING, "Deployment 7 running", ref="refs/heads/main")
+        assert req.method == "POST"
+        assert req.url == f"https://api.bitbucket.org/2.0/repositories/acme/shop/commit/{SHA}/statuses/build"
+        assert req.headers["Authorization"] == f"Bearer {TOKEN}"
+        assert body(req) == {"key": "deploy/shop", "state": "INPROGRESS", "name": "deploy/shop",
+                             "description": "Deployment 7 running", "url": TARGET, "refname": "main"}
+
+    @pytest.mark.parametrize(
+        ("state", "cloud", "dc"),
+        [(S.QUEUED, "INPROGRESS", "INPROGRESS"), (S.RUNNING, "INPROGRESS", "INPROGRESS"),
+         (S.SUCCEEDED, "SUCCESSFUL", "SUCCESSFUL"), (S.FAILED, "FAILED", "FAILED"), (S.ERROR, "FAILED", "FAILED"),
+         (S.SKIPPED, "SUCCESSFUL", "SUCCESSFUL"), (S.SUPERSEDED, "STOPPED", "CANCELLED"),
+         (S.CANCELLED, "STOPPED", "CANCELLED")],
+    )
+    def test_every_state_maps_to_a_documented_bitbucket_state(self, state: DeploymentState, cloud: str,
+                                                               dc: str) -> None:
+        """Cloud takes INPROGRESS/SUCCESSFUL/FAILED/STOPPED, Data Center CANCELLED where Cloud says STOPPED."""
+        assert body(build(bitbucket, BITBUCKET_HOST, state))["state"] == cloud
+        assert body(build(bitbucket_server, BITBUCKET_DC_HOST, state))["state"] == dc
+
+    def test_skipped_is_successful_and_says_so(self) -> None:
+        """Bitbucket has no skipped state: a skip is SUCCESSFUL with a description that says skipped."""
+        assert body(build(bitbucket, BITBUCKET_HOST, S.SKIPPED, "no change"))["description"] == "Skipped: no change"
+
+    def test_without_public_url_no_status_is_built(self) -> None:
+        """Bitbucket requires a link: without public_url the builder refuses, naming the setting."""
+        for module, host in ((bitbucket, BITBUCKET_HOST), (bitbucket_server, BITBUCKET_DC_HOST)):
+            with pytest.raises(ValueError, match=r"\[server\] public_url"):
+                module.build_status_request(host, update(S.QUEUED, target_url=""))
+
+    def test_a_host_without_token_is_refused(self) -> None:
+        """A Bitbucket host without a token cannot post statuses, and the message names the host."""
+        with pytest.raises(ValueError, match="'bb' has no token"):
+            bitbucket.build_status_request(HostConfig("bb", "bitbucket", "https://x"), update(S.QUEUED))
+
+    def test_description_is_cut_to_255(self) -> None:
+        """Bitbucket documents no limit; descriptions are cut to 255 characters as for Gitea."""
+        assert len(str(body(build(bitbucket, BITBUCKET_HOST, S.FAILED, "b" * 999))["description"])) == 255
+
+
+class TestBitbucketServerRequest:
+    """Bitbucket Data Center's build status API
+    (developer.atlassian.com/server/bitbucket/how-tos/updating-build-status-for-commits)."""
+
+    def test_endpoint_auth_and_body(self) -> None:
+        """POST {api_url}/rest/api/latest/projects/{key}/repos/{slug}/commits/{sha}/builds with the full ref."""
+        req = bitbucket_server.build_status_request(
+            BITBUCKET_DC_HOST, update(S.SUCCEEDED, "Deployment 7 succeeded", repo="OPS/console", ref="refs/tags/v2"))
+        assert req.url == ("https://git.example.com/bitbucket/rest/api/latest/projects/OPS/repos/console"
+                           f"/commits/{SHA}/builds")
+        assert req.headers["Authorization"] == f"Bearer {TOKEN}"
+        assert body(req) == {"key": "deploy/shop", "state": "SUCCESSFUL", "name": "deploy/shop",
+                             "description": "Deployment 7 succeeded", "url": TARGET, "ref": "refs/tags/v2"}
+
+    def test_a_rollback_names_no_ref(self) -> None:
+        """A deployment without a ref (a rollback) sends no `ref` field."""
+        assert "ref" not in body(build(bitbucket_server, BITBUCKET_DC_HOST, S.QUEUED))
 
 
 class TestDescriptions:
@@ -242,7 +318,8 @@ class TestRequestSecrecy:
         assert "x9" not in text
         assert "hooks.slack.com" in text
 
-    @pytest.mark.parametrize(("module", "host"), [(github, GITHUB_HOST), (gitea, GITEA_HOST), (gitlab, GITLAB_HOST)])
+    @pytest.mark.parametrize(("module", "host"), [(github, GITHUB_HOST), (gitea, GITEA_HOST), (gitlab, GITLAB_HOST),
+                                                  (bitbucket, BITBUCKET_HOST), (bitbucket_server, BITBUCKET_DC_HOST)])
     def test_repr_of_a_status_request_hides_the_token(self, module: object, host: HostConfig) -> None:
         """No builder's request shows its token when printed."""
         assert TOKEN not in repr(build(module, host, S.QUEUED))
