@@ -7,6 +7,8 @@ Lines are redacted by whoever writes them: this module stores what it is given.
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable, Iterator
 
 import redis
@@ -14,9 +16,26 @@ from redis.client import Pipeline
 
 from hooksvc import defaults, keys
 from hooksvc.connection import call
+from hooksvc.errors import BadRequest
 
 #: Where a step writes its progress: one line at a time, already redacted.
 LogFn = Callable[[str], None]
+
+_CURSOR = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+#: Each half of a Redis stream id is an unsigned 64-bit number.
+_CURSOR_PART_MAX = 2**64 - 1
+
+
+def parse_cursor(text: str) -> str:
+    """`text` when it is a log cursor (a Redis stream id, `1700000000000-0`), else BadRequest.
+
+    Redis refuses an id whose halves do not fit in 64 bits: checked here, so such a cursor is the
+    client's mistake (400), not a server error.
+    """
+    match = _CURSOR.match(text)
+    if match is None or any(int(part) > _CURSOR_PART_MAX for part in match.groups()):
+        raise BadRequest(f"'after' must be a log cursor like 1700000000000-0, got {text[:60]!r}")
+    return text
 
 
 class DeploymentLogs:
@@ -45,8 +64,13 @@ class DeploymentLogs:
         cursor = entries[-1][0].decode() if entries else after
         return lines, cursor
 
-    def follow(self, deployment_id: str, finished: Callable[[], bool], poll_ms: int = 1000) -> Iterator[str]:
-        """Every line, then new ones as they come, until `finished()` (then the last lines too)."""
+    def follow(self, deployment_id: str, finished: Callable[[], bool], poll_ms: int = 1000,
+               max_seconds: float | None = None) -> Iterator[str]:
+        """Every line, then new ones as they come, until `finished()` (then the last lines too).
+
+        `max_seconds`: stop following after this long even when not finished (the caller says so).
+        """
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
         cursor = "0-0"
         while True:
             lines, cursor = self.read(deployment_id, cursor)
@@ -54,6 +78,8 @@ class DeploymentLogs:
             if finished():
                 lines, cursor = self.read(deployment_id, cursor)
                 yield from lines
+                return
+            if deadline is not None and time.monotonic() >= deadline:
                 return
             lines, cursor = self.read(deployment_id, cursor, block_ms=poll_ms)
             yield from lines

@@ -63,7 +63,7 @@ def serve(config: Config, *, bind: str | None, processes: int, threads: int, acc
             self.cfg.set("post_worker_init", lambda worker: Runtime(config).start())
 
         def load(self) -> Any:
-            return create_app(config)
+            return create_app(config, threads=threads)
 
     Server().run()
     return 0
