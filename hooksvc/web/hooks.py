@@ -15,6 +15,7 @@ from hooksvc import counters, routing
 from hooksvc.config import AppConfig
 from hooksvc.errors import BadRequest, BodyTooLarge, NotFound, Unauthorized
 from hooksvc.providers import PROVIDERS, Provider, WebhookDelivery, WebhookRequest
+from hooksvc.providers.payload import FORM_CONTENT_TYPE
 from hooksvc.redact import loggable
 from hooksvc.web.context import context
 
@@ -180,7 +181,19 @@ def _verify(
     repository (an organisation's ping) or does not parse, the other candidates are tried. Either
     way a bad signature costs one check per candidate, for a configured repository as for an
     unknown one: the time of a 401 does not tell which repositories are configured.
+
+    A form-encoded body is parsed only once a secret verifies it: decoding its `payload` field is
+    work an unsigned sender must not get for free (for GitHub, which signs the body as sent, an
+    unsigned form is then refused without being decoded at all).
     """
+    if req.content_type == FORM_CONTENT_TYPE:
+        verified = [a for a in candidates if provider.verify(req, a.secret.reveal(), signed)]
+        if not verified:
+            return BadRequest("form body not parsed: no secret verifies it"), []
+        try:
+            return provider.parse(req, signed), verified
+        except BadRequest as exc:
+            return exc, verified
     try:
         parsed: WebhookDelivery | BadRequest = provider.parse(req, signed)
     except BadRequest as exc:
