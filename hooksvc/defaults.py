@@ -115,6 +115,14 @@ WEB_MAX_HEADER_BYTES = 64 * 1024
 #: A request body over this waits for the application in a temporary file instead of memory: push
 #: payloads are mostly smaller, and memory held by half-sent bodies stays at most connections × this.
 WEB_BODY_MEMORY_BYTES = 64 * 1024
+#: Bytes of request bodies one web process lets wait in temporary files at once (bodies over
+#: WEB_BODY_MEMORY_BYTES, counted at their declared size until whole): six 5 MiB pushes arriving at
+#: the same moment fit, and forty half-sent bodies no longer spool 200 MiB to disk. Beyond it: 503.
+WEB_SPOOL_BYTES = 32 * 1024 * 1024
+#: Such bodies one client address may have arriving at once per web process.
+WEB_SPOOLING_PER_CLIENT = 2
+#: `Retry-After` of a body refused for want of spool room: about a read timeout, when room is back.
+WEB_SPOOL_RETRY_AFTER_SECONDS = 10
 
 # -- long requests, logins and sessions (hooksvc/web) ----------------------------------------------
 
