@@ -21,6 +21,9 @@ from hooksvc.errors import BadRequest
 #: Where a step writes its progress: one line at a time, already redacted.
 LogFn = Callable[[str], None]
 
+#: The longest one blocking read of a log stream waits: well under the Redis client's socket timeout.
+BLOCK_STEP_MS = min(1000, int(defaults.REDIS_SOCKET_TIMEOUT_SECONDS * 1000) // 2)
+
 _CURSOR = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 #: Each half of a Redis stream id is an unsigned 64-bit number.
 _CURSOR_PART_MAX = 2**64 - 1
@@ -64,11 +67,29 @@ class DeploymentLogs:
         cursor = entries[-1][0].decode() if entries else after
         return lines, cursor
 
+    def wait_for_lines(self, deployment_id: str, after: str, wait_ms: int,
+                       abandoned: Callable[[], bool] = lambda: False) -> tuple[list[str], str]:
+        """Like `read`, but waits up to `wait_ms` for lines after `after` when there are none yet
+        (and stops waiting once `abandoned()`: the reader went away).
+
+        Each blocking read lasts at most BLOCK_STEP_MS: one longer than the client's socket timeout
+        (REDIS_SOCKET_TIMEOUT_SECONDS) would end in a timeout error instead of an empty answer.
+        """
+        deadline = time.monotonic() + wait_ms / 1000
+        while True:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0 or abandoned():
+                return [], after
+            lines, cursor = self.read(deployment_id, after, block_ms=min(BLOCK_STEP_MS, remaining_ms))
+            if lines:
+                return lines, cursor
+
     def follow(self, deployment_id: str, finished: Callable[[], bool], poll_ms: int = 1000,
-               max_seconds: float | None = None) -> Iterator[str]:
+               max_seconds: float | None = None, abandoned: Callable[[], bool] = lambda: False) -> Iterator[str]:
         """Every line, then new ones as they come, until `finished()` (then the last lines too).
 
         `max_seconds`: stop following after this long even when not finished (the caller says so).
+        `abandoned`: stop as soon as it says the reader went away (checked once per poll).
         """
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         cursor = "0-0"
@@ -79,7 +100,7 @@ class DeploymentLogs:
                 lines, cursor = self.read(deployment_id, cursor)
                 yield from lines
                 return
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and time.monotonic() >= deadline or abandoned():
                 return
             lines, cursor = self.read(deployment_id, cursor, block_ms=poll_ms)
             yield from lines

@@ -292,10 +292,12 @@ class DeploymentStore:
                 return dep
         return None
 
-    def follow_log(self, deployment_id: str, poll_ms: int = 1000, max_seconds: float | None = None) -> Iterator[str]:
-        """The deployment's log, line by line as it is written, until the deployment is final
-        (or for at most `max_seconds`)."""
-        return self.logs.follow(deployment_id, lambda: self.get(deployment_id).state.is_final, poll_ms, max_seconds)
+    def follow_log(self, deployment_id: str, poll_ms: int = 1000, max_seconds: float | None = None,
+                   abandoned: Callable[[], bool] = lambda: False) -> Iterator[str]:
+        """The deployment's log, line by line as it is written, until the deployment is final (or for at
+        most `max_seconds`, or until `abandoned()`: see `DeploymentLogs.follow`)."""
+        return self.logs.follow(deployment_id, lambda: self.get(deployment_id).state.is_final, poll_ms, max_seconds,
+                                abandoned)
 
     def ping(self) -> None:
         call(self.redis.ping)

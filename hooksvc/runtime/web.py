@@ -101,6 +101,9 @@ class WaitressWorker(Worker):  # type: ignore[misc]  # gunicorn ships no type hi
             # Bodies over this wait in a temporary file; `_SpoolBudget` bounds those files.
             inbuf_overflow=defaults.WEB_BODY_MEMORY_BYTES,
             cleanup_interval=1,
+            # Keep reading a connection while its request runs, so a followed log notices (through
+            # `waitress.client_disconnected`) that its reader left, and gives its thread back.
+            channel_request_lookahead=1,
             asyncore_use_poll=True,  # select() cannot watch more than 1024 sockets
             asyncore_loop_timeout=LOOP_SECONDS,
             clear_untrusted_proxy_headers=False,  # hooksvc reads no X-Forwarded-* header

@@ -14,7 +14,7 @@ from hooksvc.deployments import DeploymentState
 from hooksvc.errors import BadRequest, HooksvcError, NotFound
 from hooksvc.operations import app_overview, queue_manual, queue_rollback
 from hooksvc.web.auth import require_operator
-from hooksvc.web.context import claim_stream_slot, context
+from hooksvc.web.context import claim_stream_slot, client_gone, context
 
 bp = Blueprint("api", __name__)
 
@@ -123,12 +123,18 @@ def deployment_log(deployment_id: str) -> Response:
     # The stream holds a request thread while it lasts: it takes one of the process's few stream
     # slots, and lasts at most STREAM_MAX_SECONDS (then says so: the client asks again).
     release = claim_stream_slot(context())
+    abandoned = client_gone()
     try:
 
         def generate() -> Iterator[str]:
-            for line in store.follow_log(deployment_id, max_seconds=defaults.STREAM_MAX_SECONDS):
-                yield f"{line}\n"
-            if not store.get(deployment_id).state.is_final:
+            try:
+                for line in store.follow_log(deployment_id, max_seconds=defaults.STREAM_MAX_SECONDS,
+                                             abandoned=abandoned):
+                    yield f"{line}\n"
+                final = store.get(deployment_id).state.is_final
+            except NotFound:
+                return  # deleted while followed (retention trimmed it): nothing more to follow
+            if not final:
                 yield (f"[hooksvc stopped following after {defaults.STREAM_MAX_SECONDS:.0f} s; the deployment "
                        "goes on: request the log again to follow it further]\n")
 

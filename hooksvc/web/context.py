@@ -58,3 +58,10 @@ def claim_stream_slot(ctx: WebContext) -> Callable[[], None]:
     count only against the process's total; anonymous readers against their address's share too.
     """
     return ctx.stream_slots.acquire(client_address(), limit_client=not g.get("operator", False))
+
+
+def client_gone() -> Callable[[], bool]:
+    """What tells whether this request's client has closed its connection (waitress notices it while
+    the request runs: see hooksvc.runtime.web); other servers cannot tell, and it says False there."""
+    check: Callable[[], bool] = request.environ.get("waitress.client_disconnected", lambda: False)
+    return check

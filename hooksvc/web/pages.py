@@ -31,7 +31,7 @@ from hooksvc.redact import loggable
 from hooksvc.release_steps import steps_from_log
 from hooksvc.sessions import credential_fingerprint
 from hooksvc.web.auth import SESSION_COOKIE, check_token, current_session, presented_token, require_operator
-from hooksvc.web.context import claim_stream_slot, client_address, context
+from hooksvc.web.context import claim_stream_slot, client_address, client_gone, context
 
 log = logging.getLogger("hooksvc.pages")
 bp = Blueprint("pages", __name__)
@@ -233,7 +233,7 @@ def deployment_log(deployment_id: str) -> tuple[Response, int]:
         # The wait holds a request thread: it takes one of the process's few stream slots.
         release = claim_stream_slot(ctx)
         try:
-            lines, cursor = store.logs.read(deployment_id, after, block_ms=LOG_POLL_WAIT_MS)
+            lines, cursor = store.logs.wait_for_lines(deployment_id, after, LOG_POLL_WAIT_MS, client_gone())
         finally:
             release()
     else:
