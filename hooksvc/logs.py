@@ -24,7 +24,8 @@ LogFn = Callable[[str], None]
 #: The longest one blocking read of a log stream waits: well under the Redis client's socket timeout.
 BLOCK_STEP_MS = min(1000, int(defaults.REDIS_SOCKET_TIMEOUT_SECONDS * 1000) // 2)
 
-_CURSOR = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+# ASCII digits only (`\d` takes any script's), and the whole text (`$` allows a trailing newline).
+_CURSOR = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 #: Each half of a Redis stream id is an unsigned 64-bit number.
 _CURSOR_PART_MAX = 2**64 - 1
 
@@ -35,7 +36,7 @@ def parse_cursor(text: str) -> str:
     Redis refuses an id whose halves do not fit in 64 bits: checked here, so such a cursor is the
     client's mistake (400), not a server error.
     """
-    match = _CURSOR.match(text)
+    match = _CURSOR.fullmatch(text)
     if match is None or any(int(part) > _CURSOR_PART_MAX for part in match.groups()):
         raise BadRequest(f"'after' must be a log cursor like 1700000000000-0, got {text[:60]!r}")
     return text

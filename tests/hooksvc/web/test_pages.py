@@ -32,6 +32,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from hooksvc import defaults
 from hooksvc.config import Config
 from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
 from hooksvc.presentation import format_ago
@@ -193,6 +194,35 @@ class TestLoginForm:
         resp = client.post("/logout")
         assert resp.status_code == 302 and resp.location == "/login"
         assert client.get("/").status_code == 302
+
+    def test_a_changed_token_ends_the_sessions_it_opened(self, tmp_path: Path, redis: redis_lib.Redis) -> None:
+        """A server whose tokens no longer include the one that logged in opens nothing with that session."""
+        client = create_app(make_config(tmp_path), connection=redis, listeners=[]).test_client()
+        login(client)
+        assert client.get("/").status_code == 200
+        changed = create_app(make_config(tmp_path, env={"HOOKSVC_API_TOKENS": "new-token-9"}), connection=redis,
+                             listeners=[])
+        cookie = client.get_cookie("hooksvc_session")
+        assert cookie is not None
+        other = changed.test_client()
+        other.set_cookie("hooksvc_session", cookie.value)
+        assert other.get("/").status_code == 302
+
+    def test_a_cookie_set_before_login_never_becomes_a_session(self, client: FlaskClient) -> None:
+        """Logging in issues a new id: one planted in the browser beforehand (fixation) opens nothing."""
+        client.set_cookie("hooksvc_session", "planted-by-someone-else")
+        resp = login(client)
+        assert "planted-by-someone-else" not in resp.headers["Set-Cookie"]
+        assert client.get("/").status_code == 200
+
+    def test_wrong_tokens_are_throttled_on_the_form(self, client: FlaskClient) -> None:
+        """After its allowance of wrong tokens an address gets 429 with Retry-After, even for the right one."""
+        for n in range(defaults.LOGIN_FAILURES_PER_ADDRESS):
+            assert login(client, token=f"typo-{n}").status_code == 401
+        resp = login(client)
+        assert resp.status_code == 429 and int(resp.headers["Retry-After"]) > 0
+        assert "Too many wrong tokens" in resp.get_data(as_text=True)
+        assert "Set-Cookie" not in resp.headers
 
     def test_cookie_is_secure_behind_https(self, tmp_path: Path, redis: redis_lib.Redis) -> None:
         """When public_url is https, the session cookie is marked Secure."""
@@ -389,6 +419,8 @@ class TestLogEndpoint:
     def test_bad_cursor_and_unknown_id(self, client: FlaskClient) -> None:
         """A malformed cursor is a 400 and an unknown deployment a 404, both JSON."""
         assert client.get("/deployments/1/log.json?after=abc", headers=BEARER).status_code == 400
+        resp = client.get("/deployments/1/log.json?after=99999999999999999999-0", headers=BEARER)
+        assert resp.status_code == 400 and "'after' must be a log cursor" in resp.json["error"]
         resp = client.get("/deployments/999/log.json", headers=BEARER)
         assert resp.status_code == 404 and resp.json == {"error": "no deployment '999'"}
 
