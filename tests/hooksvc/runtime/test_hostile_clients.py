@@ -211,7 +211,7 @@ class TestLongRequests:
         time.sleep(2)
 
     def test_100_followers_never_delay_webhooks_or_healthz(
-        self, public: ServeProcess, store: DeploymentStore, record_property: pytest.RecordProperty,
+        self, public: ServeProcess, store: DeploymentStore,
     ) -> None:
         """With 100 anonymous readers following a log from 100 addresses, signed pushes get 202 and
         /healthz 200 at once, and no more streams are served than the processes' stream slots."""
@@ -236,7 +236,6 @@ class TestLongRequests:
         result = followers.result
         summary = {name: (round(statistics.median(times), 3), round(quantile_90(times), 3), round(max(times), 3))
                    for name, times in (("push", pushes), ("healthz", health))}
-        record_property("seconds_median_p90_max", summary)
         print(f"\n{FOLLOWERS} followers, {len(pushes)} pushes and /healthz (median, p90, max seconds): {summary}; "
               f"{result['served']} long requests served, at most {result['most_streams_open']} streams at once, "
               f"refusals {result['refusals']}")
@@ -317,7 +316,7 @@ class TestUnsignedBodies:
         return (server.worker_cpu_seconds() - before) / self.REQUESTS
 
     def test_unsigned_5_mib_form_costs_no_more_than_json_to_refuse(
-        self, public: ServeProcess, redis: redis_lib.Redis, record_property: pytest.RecordProperty,
+        self, public: ServeProcess, redis: redis_lib.Redis,
     ) -> None:
         """A 5 MiB form body of escapes with a forged signature is refused (401) at about a JSON body's CPU cost,
         for GitHub (verified as sent, never decoded) and Gitea (decoded to verify, in C)."""
@@ -331,7 +330,6 @@ class TestUnsignedBodies:
             json_headers = {**forged.headers, "Content-Type": "application/json"}
             results[route] = (self.cpu_per_refusal(public, f"/hooks/{route}", json_body, json_headers),
                               self.cpu_per_refusal(public, f"/hooks/{route}", form, form_headers))
-        record_property("cpu_seconds_json_form", results)
         print(f"\nCPU per refused 5 MiB body (JSON, form): {results}")
         for route, (json_cpu, form_cpu) in results.items():
             # A CPU tick is 10 ms; the old decoding cost 600 ms and more per request.
