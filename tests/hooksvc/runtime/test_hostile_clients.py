@@ -244,7 +244,8 @@ class TestLongRequests:
             # git host's timeout (as shipped, a push waited 30 s).
             assert quantile_90(times) < ANSWER_SECONDS, f"{name}: {summary}"
             assert max(times) < HOST_TIMEOUT_SECONDS, f"{name}: {summary}"
-        assert 1 <= result["most_streams_open"] <= defaults.WEB_PROCESSES * slots_for(defaults.WEB_THREADS)
+        assert result["served"] >= 1
+        assert result["most_streams_open"] <= defaults.WEB_PROCESSES * slots_for(defaults.WEB_THREADS)
         assert result["refusals"].get(503, 0) > FOLLOWERS, result["refusals"]
         assert result["errors"] == []
         assert result["retry_after"] == {str(defaults.STREAM_RETRY_AFTER_SECONDS)}
