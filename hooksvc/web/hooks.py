@@ -169,6 +169,10 @@ def receive(route: str) -> tuple[Response, int]:
     return Response(answer_json, status=202, content_type="application/json"), 202
 
 
+#: What `_verify` has for a form body that no secret verifies: it was never parsed (never raised).
+_FORM_NOT_PARSED = BadRequest("form body not parsed: no secret verifies it")
+
+
 def _verify(
     provider: Provider, req: WebhookRequest, signed: bytes, candidates: Sequence[AppConfig]
 ) -> tuple[WebhookDelivery | BadRequest, list[AppConfig]]:
@@ -189,7 +193,7 @@ def _verify(
     if req.content_type == FORM_CONTENT_TYPE:
         verified = [a for a in candidates if provider.verify(req, a.secret.reveal(), signed)]
         if not verified:
-            return BadRequest("form body not parsed: no secret verifies it"), []
+            return _FORM_NOT_PARSED, []
         try:
             return provider.parse(req, signed), verified
         except BadRequest as exc:
@@ -214,7 +218,8 @@ def _why_unverified(route: str, parsed: WebhookDelivery | BadRequest, candidates
     if not candidates:
         return f"{route}: no app is configured for this kind of git host"
     if isinstance(parsed, BadRequest):
-        return f"{route}: signature does not verify against any app's secret (body unparsable)"
+        detail = "form body not parsed" if parsed is _FORM_NOT_PARSED else "body unparsable"
+        return f"{route}: signature does not verify against any app's secret ({detail})"
     repo = parsed.repo
     if not any(a.repo.lower() == repo.lower() for a in candidates):
         return f"{route}: no app for repository '{loggable(repo)}'"

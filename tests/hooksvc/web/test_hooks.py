@@ -402,6 +402,17 @@ class TestHostileInput:
         assert resp.status_code == 401
         assert len(form_reads) <= 1 and parses == []
 
+    def test_unsigned_github_form_is_refused_without_being_decoded(
+            self, client: FlaskClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        """GitHub signs a form body as sent: one whose signature is wrong is refused before its payload is decoded."""
+        decoded = counting(monkeypatch, payload_module, "decode_form_value")
+        caplog.set_level(logging.WARNING, logger="hooksvc.web")
+        resp = client.open("/hooks/github", **github_request(github_push(), "forged", form=True).client_kwargs())
+        assert resp.status_code == 401 and decoded == []
+        assert "(form body not parsed)" in caplog.text
+        signed = client.open("/hooks/github", **github_request(github_push(), SHOP, form=True).client_kwargs())
+        assert signed.status_code == 202 and decoded != []
+
     @pytest.mark.parametrize("secret", ["forged", BLOG])
     def test_form_payload_is_read_once_however_many_apps_there_are(
             self, tmp_path: Path, redis: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch, secret: str) -> None:
