@@ -141,3 +141,37 @@ WEB_MAX_HEADER_BYTES = 64 * 1024
 #: A request body over this waits for the application in a temporary file instead of memory: push
 #: payloads are mostly smaller, and memory held by half-sent bodies stays at most connections × this.
 WEB_BODY_MEMORY_BYTES = 64 * 1024
+#: Bytes of request bodies one web process lets wait in temporary files at once (bodies over
+#: WEB_BODY_MEMORY_BYTES, counted at their declared size until whole): six 5 MiB pushes arriving at
+#: the same moment fit, and forty half-sent bodies no longer spool 200 MiB to disk. Beyond it: 503.
+WEB_SPOOL_BYTES = 32 * 1024 * 1024
+#: Such bodies one client address may have arriving at once per web process.
+WEB_SPOOLING_PER_CLIENT = 2
+#: `Retry-After` of a body refused for want of spool room: about a read timeout, when room is back.
+WEB_SPOOL_RETRY_AFTER_SECONDS = 10
+
+# -- long requests, logins and sessions (hooksvc/web) ----------------------------------------------
+
+#: Followed logs (`log?follow=1`) and log long-polls (`log.json?wait=1`) may hold at most this share of
+#: a web process's request threads at once: each holds a thread while it lasts, and the rest must stay
+#: free for webhooks and /healthz however many readers come. Beyond it they get a 503 with Retry-After.
+STREAM_THREAD_SHARE = 0.5
+#: Long requests one client address may hold at once per web process, unless it presents an operator's
+#: credentials: one anonymous reader (`public_read`) cannot take every slot. Beyond it: 429.
+STREAMS_PER_CLIENT = 2
+#: A followed log ends after this long even while its deployment goes on (a last line says so): a
+#: stream whose reader went away is noticed only when a line is written, and must not hold its thread
+#: for a deployment that waits hours in the queue.
+STREAM_MAX_SECONDS = 300.0
+#: `Retry-After` of a refused long request: about one long-poll, when a slot is likely free again.
+STREAM_RETRY_AFTER_SECONDS = 5
+#: Failed token checks (login form, basic auth, bearer) from one client address within the window
+#: before that address gets 429 for the rest of it: a person mistypes a few times, a guesser thousands.
+LOGIN_FAILURES_PER_ADDRESS = 10
+#: Failed checks of one presented token, from any address, within the window: the same guess tried
+#: from many addresses stops as soon.
+LOGIN_FAILURES_PER_TOKEN = 10
+#: The window counts from the first failure; after it the counts start again.
+LOGIN_FAILURE_WINDOW_SECONDS = 600
+#: A login lasts a working day; logging out, or a changed API token, ends it earlier.
+SESSION_LIFETIME_SECONDS = 12 * 3600

@@ -53,6 +53,26 @@ class BodyTooLarge(HooksvcError):
     status_code = 413
 
 
+class RetryLater(HooksvcError):
+    """The request is refused for now; `retry_after` (whole seconds) goes out as `Retry-After`."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        self.retry_after = max(1, retry_after)
+        super().__init__(message)
+
+
+class TooManyRequests(RetryLater):
+    """This client (an address, a token) has had its share: too many failed logins or open streams."""
+
+    status_code = 429
+
+
+class ServerBusy(RetryLater):
+    """Every slot this web process keeps for long requests (followed logs, long-polls) is taken."""
+
+    status_code = 503
+
+
 class RedisUnavailable(HooksvcError):
     """Redis cannot be reached; nothing was written and the sender may retry."""
 

@@ -148,3 +148,29 @@ NOTIFY_DROPPED = f"{METRICS_PREFIX}:notify_dropped"
 HOST_DEPLOYMENT_SENT = f"{METRICS_PREFIX}:host_deployment_sent"
 HOST_DEPLOYMENT_FAILURES = f"{METRICS_PREFIX}:host_deployment_failures"
 HOST_DEPLOYMENT_DROPPED = f"{METRICS_PREFIX}:host_deployment_dropped"
+
+
+# -- operator sessions and the login throttle -------------------------------------------------------
+
+#: `SESSION_PREFIX + sha256(session id)` is a logged-in browser's session (HASH, see
+#: `hooksvc.sessions.OperatorSession`); it expires with the session. The key holds a hash of the id
+#: the cookie carries, so reading Redis hands out no live session.
+SESSION_PREFIX = f"{PREFIX}:session:"
+#: `LOGIN_FAILURES_PREFIX + "address:" + address` and `+ "token:" + sha256(token)`: failed token
+#: checks in the current window (STRING counter, expiring with the window).
+LOGIN_FAILURES_PREFIX = f"{PREFIX}:login:failures:"
+
+
+def session(id_digest: str) -> str:
+    """A session record, by the sha256 of the id in its cookie (HASH)."""
+    return SESSION_PREFIX + id_digest
+
+
+def login_failures_address(address: str) -> str:
+    """Failed token checks from one client address (STRING counter with the window's expiry)."""
+    return f"{LOGIN_FAILURES_PREFIX}address:{address}"
+
+
+def login_failures_token(token_digest: str) -> str:
+    """Failed checks of one presented token, by its sha256 (STRING counter with the window's expiry)."""
+    return f"{LOGIN_FAILURES_PREFIX}token:{token_digest}"

@@ -292,9 +292,12 @@ class DeploymentStore:
                 return dep
         return None
 
-    def follow_log(self, deployment_id: str, poll_ms: int = 1000) -> Iterator[str]:
-        """The deployment's log, line by line as it is written, until the deployment is final."""
-        return self.logs.follow(deployment_id, lambda: self.get(deployment_id).state.is_final, poll_ms)
+    def follow_log(self, deployment_id: str, poll_ms: int = 1000, max_seconds: float | None = None,
+                   abandoned: Callable[[], bool] = lambda: False) -> Iterator[str]:
+        """The deployment's log, line by line as it is written, until the deployment is final (or for at
+        most `max_seconds`, or until `abandoned()`: see `DeploymentLogs.follow`)."""
+        return self.logs.follow(deployment_id, lambda: self.get(deployment_id).state.is_final, poll_ms, max_seconds,
+                                abandoned)
 
     def ping(self) -> None:
         call(self.redis.ping)

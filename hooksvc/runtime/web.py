@@ -6,15 +6,22 @@ thread) reads every request whole, headers and body, without blocking, and only 
 one of `threads` application threads. A client that sends slowly or not at all therefore costs a
 socket and a buffer, never a thread, and the event loop closes its connection once its request
 has not arrived whole within the read timeout (`defaults.WEB_READ_TIMEOUT_SECONDS`).
+
+A body bigger than waitress's in-memory buffer waits in a temporary file until it is whole: those
+files are bounded per process, in bytes and per client address (`_SpoolBudget`), so half-sent bodies
+cannot fill the disk; a body beyond the bound gets a 503 with Retry-After as soon as its headers are in.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import logging
 import os
 import resource
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -24,9 +31,10 @@ from gunicorn.workers.base import Worker
 from waitress import wasyncore  # type: ignore[import-untyped]  # waitress ships no type hints
 from waitress.adjustments import Adjustments  # type: ignore[import-untyped]
 from waitress.channel import HTTPChannel  # type: ignore[import-untyped]
+from waitress.parser import HTTPRequestParser  # type: ignore[import-untyped]
 from waitress.server import TcpWSGIServer  # type: ignore[import-untyped]
 from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask  # type: ignore[import-untyped]
-from waitress.utilities import RequestEntityTooLarge  # type: ignore[import-untyped]
+from waitress.utilities import Error, RequestEntityTooLarge  # type: ignore[import-untyped]
 
 from hooksvc import defaults
 from hooksvc.config import Config
@@ -68,7 +76,7 @@ def serve(config: Config, *, bind: str | None, processes: int, threads: int, acc
             self.cfg.set("post_worker_init", lambda worker: Runtime(config).start())
 
         def load(self) -> Any:
-            return create_app(config)
+            return create_app(config, threads=threads)
 
     try:
         Server().run()  # the arbiter, and in its forks each web process, end with sys.exit
@@ -98,8 +106,12 @@ class WaitressWorker(Worker):  # type: ignore[misc]  # gunicorn ships no type hi
             max_request_header_size=defaults.WEB_MAX_HEADER_BYTES,
             # One byte over the limit: waitress refuses a body of *at least* max_request_body_size.
             max_request_body_size=self.max_body_bytes + 1,
+            # Bodies over this wait in a temporary file; `_SpoolBudget` bounds those files.
             inbuf_overflow=defaults.WEB_BODY_MEMORY_BYTES,
             cleanup_interval=1,
+            # Keep reading a connection while its request runs, so a followed log notices (through
+            # `waitress.client_disconnected`) that its reader left, and gives its thread back.
+            channel_request_lookahead=1,
             asyncore_use_poll=True,  # select() cannot watch more than 1024 sockets
             asyncore_loop_timeout=LOOP_SECONDS,
             clear_untrusted_proxy_headers=False,  # hooksvc reads no X-Forwarded-* header
@@ -113,11 +125,14 @@ class WaitressWorker(Worker):  # type: ignore[misc]  # gunicorn ships no type hi
         dispatcher = ThreadedTaskDispatcher()
         dispatcher.set_thread_count(adj.threads)
         _SignalWake(self.PIPE[0], socket_map)  # a stop signal ends the loop's wait at once
+        # Room for two bodies of the largest size at least, whatever max_body_bytes is.
+        spool_bytes = max(defaults.WEB_SPOOL_BYTES, 2 * adj.max_request_body_size)
+        spool_budget = _SpoolBudget(spool_bytes, defaults.WEB_SPOOLING_PER_CLIENT)
         servers = [
             _Server(app, map=socket_map, _sock=listener.sock, dispatcher=dispatcher, adj=adj, bind_socket=False,
                     sockinfo=(listener.sock.family, listener.sock.type, listener.sock.proto,
                               listener.sock.getsockname()),
-                    read_timeout=self.read_timeout_seconds)
+                    read_timeout=self.read_timeout_seconds, spool_budget=spool_budget)
             for listener in self.sockets
         ]
         try:
@@ -195,6 +210,86 @@ def _error_task(channel: Any, request: Any) -> Any:
     return ErrorTask(channel, request)
 
 
+class _SpoolBudget:
+    """Bytes of request bodies a web process lets wait in temporary files, in total and per client.
+
+    A body is counted at its declared length (the most it can spool; a chunked one at the body
+    limit) from the moment its headers are in until it is whole or its connection closes.
+    """
+
+    def __init__(self, total_bytes: int, per_client: int) -> None:
+        self.total_bytes = total_bytes
+        self.per_client = per_client
+        self._lock = threading.Lock()
+        self.reserved = 0
+        self._by_client: dict[str, int] = {}
+
+    def reserve(self, client: str, size: int) -> bool:
+        with self._lock:
+            if self._by_client.get(client, 0) >= self.per_client or self.reserved + size > self.total_bytes:
+                return False
+            self.reserved += size
+            self._by_client[client] = self._by_client.get(client, 0) + 1
+            return True
+
+    def release(self, client: str, size: int) -> None:
+        with self._lock:
+            self.reserved -= size
+            left = self._by_client.get(client, 0) - 1
+            if left > 0:
+                self._by_client[client] = left
+            else:
+                self._by_client.pop(client, None)
+
+
+class _SpoolFull(Error):  # type: ignore[misc]
+    """The answer to a body that would spool beyond the budget: JSON 503 with Retry-After."""
+
+    code = 503
+    reason = "Service Unavailable"
+
+    def to_response(self, ident: Any = None) -> tuple[str, list[tuple[str, str]], bytes]:
+        body = json.dumps({"error": self.body}).encode()
+        headers = [("Content-Type", "application/json"), ("Retry-After", str(defaults.WEB_SPOOL_RETRY_AFTER_SECONDS))]
+        return f"{self.code} {self.reason}", headers, body
+
+
+class _Parser(HTTPRequestParser):  # type: ignore[misc]
+    """waitress's request parser, which asks the spool budget before a big body's first byte is read."""
+
+    def __init__(self, adj: Any, *, budget: _SpoolBudget, client: str) -> None:
+        super().__init__(adj)
+        self.budget = budget
+        self.client = client
+        #: Bytes this request holds in the budget (0: none, or already given back).
+        self.spool_reserved = 0
+
+    def parse_header(self, header_plus: bytes) -> None:
+        super().parse_header(header_plus)
+        if self.body_rcv is None:
+            return
+        size = self.content_length if not self.chunked else self.adj.max_request_body_size
+        if size <= self.adj.inbuf_overflow or size >= self.adj.max_request_body_size and not self.chunked:
+            return  # kept in memory, or refused as too large before it is read
+        if self.budget.reserve(self.client, size):
+            self.spool_reserved = size
+            return
+        self.error = _SpoolFull(
+            "too many large request bodies are arriving at once (from this address, or in all): retry later")
+        self.completed = True
+
+    def received(self, data: bytes) -> int:
+        consumed: int = super().received(data)
+        if self.completed:
+            self.release_spool()  # whole (or refused): what waits now is a request, not a half-sent body
+        return consumed
+
+    def release_spool(self) -> None:
+        if self.spool_reserved:
+            self.budget.release(self.client, self.spool_reserved)
+            self.spool_reserved = 0
+
+
 class _Channel(HTTPChannel):  # type: ignore[misc]
     """One client connection; remembers since when it has been waiting for the client."""
 
@@ -204,6 +299,13 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
         super().__init__(server, sock, addr, adj, map)
         #: When the connection opened or last answered: its next request must be whole by `read_timeout` later.
         self.waiting_since = time.monotonic()
+        client = addr[0] if isinstance(addr, tuple) else str(addr)
+        self.parser_class = functools.partial(_Parser, budget=server.spool_budget, client=client)
+
+    def del_channel(self, map: Any = None) -> None:
+        if self.request is not None:
+            self.request.release_spool()  # closed while its body was still arriving
+        super().del_channel(map)
 
     def service(self) -> None:
         super().service()
@@ -215,8 +317,9 @@ class _Server(TcpWSGIServer):  # type: ignore[misc]
 
     channel_class = _Channel
 
-    def __init__(self, *args: Any, read_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, read_timeout: float, spool_budget: _SpoolBudget, **kwargs: Any) -> None:
         self.read_timeout = read_timeout
+        self.spool_budget = spool_budget
         super().__init__(*args, **kwargs)
 
     def maintenance(self, now: float) -> None:

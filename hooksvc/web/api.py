@@ -6,14 +6,15 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, stream_with_context
+from flask import Blueprint, Response, g, jsonify, request, stream_with_context
 
+from hooksvc import defaults
 from hooksvc.config import AppConfig
 from hooksvc.deployments import DeploymentState
 from hooksvc.errors import BadRequest, HooksvcError, NotFound
 from hooksvc.operations import app_overview, queue_manual, queue_rollback
 from hooksvc.web.auth import require_operator
-from hooksvc.web.context import context
+from hooksvc.web.context import claim_stream_slot, client_gone, context
 
 bp = Blueprint("api", __name__)
 
@@ -33,7 +34,7 @@ def authenticate() -> None:
     """
     if request.endpoint == "api.healthz":
         return
-    require_operator(context().config, read_only=request.method == "GET")
+    g.operator = require_operator(context(), read_only=request.method == "GET")
     if request.method != "GET" and request.get_data() and not request.is_json:
         raise BadRequest(f"the body must be JSON (Content-Type: application/json), got {request.mimetype!r}")
 
@@ -119,11 +120,30 @@ def deployment_log(deployment_id: str) -> Response:
         lines, _ = store.logs.read(deployment_id)
         return Response("".join(f"{line}\n" for line in lines), mimetype="text/plain")
 
-    def generate() -> Iterator[str]:
-        for line in store.follow_log(deployment_id):
-            yield f"{line}\n"
+    # The stream holds a request thread while it lasts: it takes one of the process's few stream
+    # slots, and lasts at most STREAM_MAX_SECONDS (then says so: the client asks again).
+    release = claim_stream_slot(context())
+    abandoned = client_gone()
+    try:
 
-    return Response(stream_with_context(generate()), mimetype="text/plain")
+        def generate() -> Iterator[str]:
+            try:
+                for line in store.follow_log(deployment_id, max_seconds=defaults.STREAM_MAX_SECONDS,
+                                             abandoned=abandoned):
+                    yield f"{line}\n"
+                final = store.get(deployment_id).state.is_final
+            except NotFound:
+                return  # deleted while followed (retention trimmed it): nothing more to follow
+            if not final:
+                yield (f"[hooksvc stopped following after {defaults.STREAM_MAX_SECONDS:.0f} s; the deployment "
+                       "goes on: request the log again to follow it further]\n")
+
+        response = Response(stream_with_context(generate()), mimetype="text/plain")
+    except BaseException:
+        release()
+        raise
+    response.call_on_close(release)
+    return response
 
 
 @bp.get("/healthz")

@@ -1,17 +1,24 @@
-"""Operator authentication: bearer tokens for the API; basic auth or a session cookie for pages."""
+"""Operator authentication: bearer tokens for the API; basic auth or a session cookie for pages.
+
+Every token check goes through the login throttle (failures counted per address and per token in
+Redis), and a session is a record in Redis that the cookie names by a random id.
+"""
 
 from __future__ import annotations
 
 import base64
 import hmac
 
-from flask import request, session
+from flask import g, request
 
 from hooksvc.config import Config
-from hooksvc.errors import Unauthorized
+from hooksvc.errors import TooManyRequests, Unauthorized
 from hooksvc.redact import loggable
+from hooksvc.sessions import OperatorSession
+from hooksvc.web.context import WebContext, client_address
 
-SESSION_FLAG = "hooksvc_operator"
+#: The login form's cookie: a random session id, nothing else.
+SESSION_COOKIE = "hooksvc_session"
 
 
 def token_is_valid(config: Config, presented: str) -> bool:
@@ -22,6 +29,37 @@ def token_is_valid(config: Config, presented: str) -> bool:
     for token in config.server.api_tokens:
         matched |= hmac.compare_digest(token.reveal().encode(), presented.encode())
     return matched
+
+
+def check_token(ctx: WebContext, token: str) -> None:
+    """Pass when `token` is an operator's; TooManyRequests while its address or the token is
+    throttled (checked first, so a throttled guesser learns nothing), else Unauthorized."""
+    address = client_address()
+    wait = ctx.login_throttle.wait_seconds(address, token)
+    if wait:
+        raise TooManyRequests(f"too many wrong tokens from this address or for this token: retry in {wait} s", wait)
+    if not token_is_valid(ctx.config, token):
+        ctx.login_throttle.record_failure(address, token)
+        raise Unauthorized("bad token")
+
+
+def current_session(ctx: WebContext) -> OperatorSession | None:
+    """The live session the request's cookie names, if any (looked up once per request).
+
+    A session opened with a token that is no longer configured is over; without any token
+    configured no session is valid.
+    """
+    if "hooksvc_session" in g:
+        found: OperatorSession | None = g.hooksvc_session
+        return found
+    found = None
+    session_id = request.cookies.get(SESSION_COOKIE, "")
+    if session_id and ctx.credentials:
+        found = ctx.sessions.get(session_id)
+        if found is not None and found.credential not in ctx.credentials:
+            found = None
+    g.hooksvc_session = found
+    return found
 
 
 def presented_token() -> str:
@@ -44,21 +82,28 @@ def _authorization() -> tuple[str, str]:
     return scheme.lower(), value
 
 
-def require_operator(config: Config, read_only: bool, *, browser: bool = False) -> None:
-    """Raise Unauthorized unless the request may go on (read-only requests pass with `public_read`).
+def require_operator(ctx: WebContext, read_only: bool, *, browser: bool = False) -> bool:
+    """Whether the request carries an operator's credentials; raise Unauthorized when it must and does not.
 
+    Read-only requests pass without credentials under `public_read` (the answer is then False: an
+    anonymous reader), but credentials they carry are still checked, throttle included.
     `browser`: the request is for an HTML page, which basic auth and the login's session cookie open
     too. Everywhere else (the API) only a bearer token counts: a browser adds basic auth and cookies
     to a request by itself, also to one another web site makes it send, but never a bearer token.
     """
-    if read_only and config.server.public_read:
-        return
-    # No token configured means no one can have logged in: no cookie opens anything then.
-    if browser and config.server.api_tokens and session.get(SESSION_FLAG):
-        return
+    public = read_only and ctx.config.server.public_read
+    if browser and request.cookies.get(SESSION_COOKIE) and current_session(ctx) is not None:
+        return True
     scheme, _ = _authorization()
-    if not browser and scheme not in ("bearer", ""):
-        raise Unauthorized(f"'{loggable(scheme)}' authorization: the API takes a bearer token only")
     token = presented_token()
-    if not token_is_valid(config, token):
-        raise Unauthorized("missing bearer token" if not token else "bad token")
+    try:
+        if not browser and scheme not in ("bearer", ""):
+            raise Unauthorized(f"'{loggable(scheme)}' authorization: the API takes a bearer token only")
+        if not token:
+            raise Unauthorized("missing bearer token")
+        check_token(ctx, token)
+    except Unauthorized:
+        if public:
+            return False
+        raise
+    return True

@@ -1,22 +1,36 @@
-"""What every view needs, kept on the app (never global): the config and the store."""
+"""What every view needs, kept on the app (never global): the config, the store and the guards."""
 
 from __future__ import annotations
 
-from flask import current_app
+from collections.abc import Callable
 
+from flask import current_app, g, request
+
+from hooksvc import defaults
 from hooksvc.config import AppConfig, Config
+from hooksvc.login_throttle import LoginThrottle
+from hooksvc.sessions import SessionStore, credential_fingerprint
 from hooksvc.store import DeploymentStore
+from hooksvc.web.stream_slots import StreamSlots
 
 #: Key under `app.extensions` holding the app's `WebContext`.
 EXTENSION = "hooksvc"
 
 
 class WebContext:
-    """What every view needs: the config and the store. One per app, never global."""
+    """What every view needs: the config, the store, sessions, the login throttle and the stream slots.
 
-    def __init__(self, config: Config, store: DeploymentStore) -> None:
+    One per app (so one per web process), never global.
+    """
+
+    def __init__(self, config: Config, store: DeploymentStore, stream_slots: StreamSlots) -> None:
         self.config = config
         self.store = store
+        self.sessions = SessionStore(store.redis, defaults.SESSION_LIFETIME_SECONDS)
+        self.login_throttle = LoginThrottle(store.redis)
+        self.stream_slots = stream_slots
+        #: Fingerprints of the configured tokens: a session opened with any other token is over.
+        self.credentials = frozenset(credential_fingerprint(t.reveal()) for t in config.server.api_tokens)
         self._apps_for: dict[frozenset[str], list[AppConfig]] = {}
 
     def apps_for(self, host_kinds: frozenset[str]) -> list[AppConfig]:
@@ -30,3 +44,24 @@ class WebContext:
 def context() -> WebContext:
     ctx: WebContext = current_app.extensions[EXTENSION]
     return ctx
+
+
+def client_address() -> str:
+    """The peer's address as the server sees it (hooksvc reads no X-Forwarded-* header)."""
+    return request.remote_addr or "unknown"
+
+
+def claim_stream_slot(ctx: WebContext) -> Callable[[], None]:
+    """A slot for this long request (see `StreamSlots.acquire`), and what gives it back.
+
+    Requests the blueprint's authentication found to carry an operator's credentials (`g.operator`)
+    count only against the process's total; anonymous readers against their address's share too.
+    """
+    return ctx.stream_slots.acquire(client_address(), limit_client=not g.get("operator", False))
+
+
+def client_gone() -> Callable[[], bool]:
+    """What tells whether this request's client has closed its connection (waitress notices it while
+    the request runs: see hooksvc.runtime.web); other servers cannot tell, and it says False there."""
+    check: Callable[[], bool] = request.environ.get("waitress.client_disconnected", lambda: False)
+    return check

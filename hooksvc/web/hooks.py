@@ -15,6 +15,7 @@ from hooksvc import counters, routing
 from hooksvc.config import AppConfig
 from hooksvc.errors import BadRequest, BodyTooLarge, NotFound, Unauthorized
 from hooksvc.providers import PROVIDERS, Provider, WebhookDelivery, WebhookRequest
+from hooksvc.providers.payload import FORM_CONTENT_TYPE
 from hooksvc.redact import loggable
 from hooksvc.web.context import context
 
@@ -182,6 +183,10 @@ def receive(route: str) -> tuple[Response, int]:
     return Response(answer_json, status=202, content_type="application/json"), 202
 
 
+#: What `_verify` has for a form body that no secret verifies: it was never parsed (never raised).
+_FORM_NOT_PARSED = BadRequest("form body not parsed: no secret verifies it")
+
+
 def _verify(
     provider: Provider, req: WebhookRequest, signed: bytes, candidates: Sequence[AppConfig]
 ) -> tuple[WebhookDelivery | BadRequest, list[AppConfig]]:
@@ -194,7 +199,19 @@ def _verify(
     repository (an organisation's ping) or does not parse, the other candidates are tried. Either
     way a bad signature costs one check per candidate, for a configured repository as for an
     unknown one: the time of a 401 does not tell which repositories are configured.
+
+    A form-encoded body is parsed only once a secret verifies it: decoding its `payload` field is
+    work an unsigned sender must not get for free (for GitHub, which signs the body as sent, an
+    unsigned form is then refused without being decoded at all).
     """
+    if req.content_type == FORM_CONTENT_TYPE:
+        verified = [a for a in candidates if provider.verify(req, a.secret.reveal(), signed)]
+        if not verified:
+            return _FORM_NOT_PARSED, []
+        try:
+            return provider.parse(req, signed), verified
+        except BadRequest as exc:
+            return exc, verified
     try:
         parsed: WebhookDelivery | BadRequest = provider.parse(req, signed)
     except BadRequest as exc:
@@ -215,7 +232,8 @@ def _why_unverified(route: str, parsed: WebhookDelivery | BadRequest, candidates
     if not candidates:
         return f"{route}: no app is configured for this kind of git host"
     if isinstance(parsed, BadRequest):
-        return f"{route}: signature does not verify against any app's secret (body unparsable)"
+        detail = "form body not parsed" if parsed is _FORM_NOT_PARSED else "body unparsable"
+        return f"{route}: signature does not verify against any app's secret ({detail})"
     repo = parsed.repo
     if not any(a.repo.lower() == repo.lower() for a in candidates):
         return f"{route}: no app for repository '{loggable(repo)}'"

@@ -5,31 +5,33 @@ page shows the log so far without JavaScript; a small script (static/follow.js) 
 it through `/deployments/<id>/log.json`, which long-polls the log stream in Redis.
 
 Authentication is the API's token, presented as `Authorization: Bearer`, as the password of
-HTTP basic auth, or once through the login form, which sets a signed session cookie
-(SameSite=Lax, HttpOnly; login and logout are POST-only and check the Origin header).
+HTTP basic auth, or once through the login form, which starts a session kept in Redis and sets a
+cookie holding only its random id (SameSite=Lax, HttpOnly; login and logout are POST-only and check
+the Origin header; logout deletes the session). Every token check is throttled (hooksvc.login_throttle).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, jsonify, redirect, render_template, request, session, url_for
-from flask.blueprints import BlueprintSetupState
+from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
+from hooksvc import defaults
 from hooksvc.deployments import Deployment, DeploymentState, iso_time
-from hooksvc.errors import HooksvcError, NotFound, Unauthorized
+from hooksvc.errors import HooksvcError, NotFound, RetryLater, TooManyRequests, Unauthorized
+from hooksvc.logs import parse_cursor
 from hooksvc.operations import app_overview
 from hooksvc.presentation import format_ago, short_ref
 from hooksvc.redact import loggable
 from hooksvc.release_steps import steps_from_log
-from hooksvc.web.auth import SESSION_FLAG, presented_token, require_operator, token_is_valid
-from hooksvc.web.context import EXTENSION, WebContext, context
+from hooksvc.sessions import credential_fingerprint
+from hooksvc.web.auth import SESSION_COOKIE, check_token, current_session, presented_token, require_operator
+from hooksvc.web.context import claim_stream_slot, client_address, client_gone, context
 
 log = logging.getLogger("hooksvc.pages")
 bp = Blueprint("pages", __name__)
@@ -38,36 +40,28 @@ bp = Blueprint("pages", __name__)
 DASHBOARD_DEPLOYMENTS = 25
 #: Last deployments shown per app card: enough to see whether the app is flapping.
 RECENT_PER_APP = 5
-#: How long one log.json request waits for new lines: short enough to hold a gthread web thread
-#: only briefly, long enough that a followed log costs a request every few seconds, not a stream.
+#: How long one log.json request waits for new lines: short enough to hold a request thread (and a
+#: stream slot, see stream_slots) only briefly, long enough that a followed log costs a request every
+#: few seconds, not a stream.
 LOG_POLL_WAIT_MS = 5000
 #: Without JavaScript, a page showing queued or running work reloads itself this often.
 NOSCRIPT_REFRESH_SECONDS = 5
-#: A login lasts a working day; a changed API token ends every session earlier (see session_key).
-SESSION_LIFETIME = timedelta(hours=12)
 #: A login form holds a token and a path: a bigger body is refused unread, since parsing a few MB
 #: of form fields costs seconds of CPU and the form is open to anyone.
 LOGIN_FORM_MAX_BYTES = 16 * 1024
 #: Endpoints reachable without a token (the login form itself, and leaving).
 PUBLIC_ENDPOINTS = frozenset({"pages.login", "pages.logout"})
 
-#: A Redis stream id, the cursor of log.json.
-_CURSOR = re.compile(r"\d{1,20}-\d{1,20}")
 
-
-@bp.record_once
-def _configure_session_cookie(state: BlueprintSetupState) -> None:
-    """Harden the session cookie the login form sets; only the pages use Flask's session."""
-    web: WebContext = state.app.extensions[EXTENSION]
-    state.app.config.update(
-        SESSION_COOKIE_NAME="hooksvc_session",
-        SESSION_COOKIE_HTTPONLY=True,
+def _set_session_cookie(response: BaseResponse, session_id: str) -> None:
+    """The login's cookie: the session id only, hardened."""
+    response.set_cookie(
+        SESSION_COOKIE, session_id, max_age=defaults.SESSION_LIFETIME_SECONDS, path="/", httponly=True,
         # Lax: the cookie rides along on top-level links (a commit status link from the git
         # host works) but not on cross-site POSTs or fetches.
-        SESSION_COOKIE_SAMESITE="Lax",
+        samesite="Lax",
         # Behind TLS (as public_url says) the cookie must never travel over plain HTTP.
-        SESSION_COOKIE_SECURE=web.config.server.public_url.startswith("https://"),
-        PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
+        secure=context().config.server.public_url.startswith("https://"),
     )
 
 
@@ -97,7 +91,12 @@ def authenticate() -> BaseResponse | tuple[Response, int] | None:
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
     try:
-        require_operator(context().config, read_only=True, browser=True)
+        g.operator = require_operator(context(), read_only=True, browser=True)
+    except TooManyRequests as exc:
+        if request.endpoint == "pages.deployment_log":
+            return _json_error(exc)
+        body = render_template("error.html", status=429, message=str(exc))
+        return Response(body, 429, {"Retry-After": str(exc.retry_after)})
     except Unauthorized as exc:
         log.info("page %s refused: %s", loggable(request.path), exc.reason)
         if request.endpoint == "pages.deployment_log":
@@ -138,7 +137,7 @@ def _same_origin_post() -> bool:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> BaseResponse | tuple[str, int]:
+def login() -> BaseResponse | tuple[str, int] | tuple[str, int, dict[str, str]]:
     if request.method == "POST" and (request.content_length is None or request.content_length > LOGIN_FORM_MAX_BYTES):
         return render_template("login.html", next="/", error="That form was too large."), 413
     target = safe_next(request.values.get("next"))
@@ -147,22 +146,37 @@ def login() -> BaseResponse | tuple[str, int]:
     if not _same_origin_post():
         log.warning("login refused: cross-site POST from origin '%s'", loggable(request.headers.get("Origin")))
         return render_template("login.html", next=target, error="Please log in from this page."), 403
-    if not token_is_valid(context().config, request.form.get("token", "").strip()):
-        log.warning("login refused from %s: bad token", request.remote_addr)
+    ctx = context()
+    token = request.form.get("token", "").strip()
+    try:
+        check_token(ctx, token)
+    except TooManyRequests as exc:
+        log.warning("login refused from %s: throttled", client_address())
+        error = f"Too many wrong tokens. Try again in {exc.retry_after} seconds."
+        return render_template("login.html", next=target, error=error), 429, {"Retry-After": str(exc.retry_after)}
+    except Unauthorized:
+        log.warning("login refused from %s: bad token", client_address())
         return render_template("login.html", next=target, error="That token was not accepted."), 401
-    session.clear()
-    session[SESSION_FLAG] = True
-    session.permanent = True
-    log.info("operator logged in from %s", request.remote_addr)
-    return redirect(target)
+    old = request.cookies.get(SESSION_COOKIE)
+    if old:
+        ctx.sessions.revoke(old)  # a session id set before login (fixation) never becomes a live one
+    session_id = ctx.sessions.create(credential=credential_fingerprint(token), address=client_address())
+    log.info("operator logged in from %s", client_address())
+    response = redirect(target)
+    _set_session_cookie(response, session_id)
+    return response
 
 
 @bp.post("/logout")
 def logout() -> BaseResponse | tuple[str, int]:
     if not _same_origin_post():
         return render_template("error.html", status=403, message="Cross-site request refused."), 403
-    session.clear()
-    return redirect(url_for("pages.login"))
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if session_id:
+        context().sessions.revoke(session_id)
+    response = redirect(url_for("pages.login"))
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="Lax")
+    return response
 
 
 # -- pages ---------------------------------------------------------------------------------------
@@ -210,13 +224,20 @@ def deployment_log(deployment_id: str) -> tuple[Response, int]:
     With `wait=1` and a deployment still going, waits up to LOG_POLL_WAIT_MS for new lines. The
     state is read before the log, so the answer that says `final` carries the last lines too.
     """
-    store = context().store
-    after = request.args.get("after", "0-0")
-    if not _CURSOR.fullmatch(after):
-        return jsonify(error=f"'after' must be a log cursor like 1700000000000-0, got {after!r}"), 400
+    ctx = context()
+    store = ctx.store
+    after = parse_cursor(request.args.get("after", "0-0"))
     dep = store.get(deployment_id)
     wait = request.args.get("wait") in ("1", "true") and not dep.state.is_final
-    lines, cursor = store.logs.read(deployment_id, after, block_ms=LOG_POLL_WAIT_MS if wait else None)
+    if wait:
+        # The wait holds a request thread: it takes one of the process's few stream slots.
+        release = claim_stream_slot(ctx)
+        try:
+            lines, cursor = store.logs.wait_for_lines(deployment_id, after, LOG_POLL_WAIT_MS, client_gone())
+        finally:
+            release()
+    else:
+        lines, cursor = store.logs.read(deployment_id, after)
     if wait and lines:
         # Lines that came in the same instant as the woken-up read.
         more, cursor = store.logs.read(deployment_id, cursor)
@@ -238,11 +259,18 @@ def deployment_log(deployment_id: str) -> tuple[Response, int]:
 def page_error(exc: HooksvcError) -> tuple[Response | str, int]:
     """Errors of the pages as HTML (the log endpoint answers JSON like the API)."""
     if request.endpoint == "pages.deployment_log":
-        return jsonify(error=str(exc)), exc.status_code
-    if exc.status_code >= 500:
+        return _json_error(exc)
+    if exc.status_code >= 500 and not isinstance(exc, RetryLater):
         log.error("%s for %s %s: %s", exc.status_code, loggable(request.method), loggable(request.path), exc)
     message = str(exc) if isinstance(exc, NotFound) else _public_message(exc)
     return render_template("error.html", status=exc.status_code, message=message), exc.status_code
+
+
+def _json_error(exc: HooksvcError) -> tuple[Response, int]:
+    response = jsonify(error=str(exc))
+    if isinstance(exc, RetryLater):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response, exc.status_code
 
 
 def _public_message(exc: HooksvcError) -> str:
@@ -290,7 +318,7 @@ def template_helpers() -> dict[str, Any]:
         "format_ago": format_ago,
         "iso_time": iso_time,
         "short_ref": short_ref,
-        "logged_in": bool(session.get(SESSION_FLAG)),
+        "logged_in": current_session(context()) is not None,
         "final_states": [s.value for s in DeploymentState if s.is_final],
         "noscript_refresh": NOSCRIPT_REFRESH_SECONDS,
     }

@@ -90,10 +90,10 @@ def make_config(tmp_path: Path, extra: str = "", env: dict[str, str] | None = No
 
 
 def write_config(tmp_path: Path, redis_url: str | None, port: int = 8080, job_timeout: str = "30m",
-                 server: str = "") -> Path:
+                 server: str = "", extra: str = "") -> Path:
     """A config file for hooksvc processes a test starts: one GitHub app `shop` (secret from
     `$SHOP_SECRET`), `state_dir` under `tmp_path`; no `[redis]` table when `redis_url` is None.
-    `server` adds lines to `[server]`."""
+    `server` adds lines to `[server]`, `extra` more tables."""
     redis_table = f'[redis]\nurl = "{redis_url}"\n' if redis_url else ""
     path = tmp_path / "hooksvc.toml"
     path.write_text(textwrap.dedent(f"""
@@ -111,7 +111,7 @@ def write_config(tmp_path: Path, redis_url: str | None, port: int = 8080, job_ti
         repo = "acme/shop"
         clone_url = "{tmp_path / 'origin.git'}"
         secret_env = "SHOP_SECRET"
-    """) + redis_table)
+    """) + textwrap.dedent(extra) + redis_table)
     return path
 
 

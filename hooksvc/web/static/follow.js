@@ -8,6 +8,7 @@
   var cursor = log.dataset.cursor;
   var status = document.getElementById("follow-status");
   var RETRY_MS = 3000;
+  var retryMs = RETRY_MS;
 
   function atBottom(el) { return el.scrollHeight - el.scrollTop - el.clientHeight < 40; }
   function setText(id, text) { var el = document.getElementById(id); if (el) { el.textContent = text || "\u2014"; } }
@@ -36,6 +37,11 @@
     fetch(url + query, { credentials: "same-origin", headers: { "Accept": "application/json" } })
       .then(function (resp) {
         if (resp.status === 401) { window.location.reload(); throw new Error("logged out"); }
+        if (resp.status === 429 || resp.status === 503) {
+          // The server follows only so many logs at once: wait as long as it asks, then go on.
+          var seconds = parseInt(resp.headers.get("Retry-After"), 10);
+          retryMs = seconds > 0 ? seconds * 1000 : RETRY_MS;
+        }
         if (!resp.ok) { throw new Error("HTTP " + resp.status); }
         return resp.json();
       })
@@ -53,7 +59,8 @@
       .catch(function (err) {
         if (String(err.message) === "logged out") { return; }
         status.textContent = "reconnecting\u2026";
-        setTimeout(poll, RETRY_MS);
+        setTimeout(poll, retryMs);
+        retryMs = RETRY_MS;
       });
   }
   poll();

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import selectors
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,9 +22,10 @@ import redis as redis_lib
 from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
 from hooksvc.store import DeploymentStore
 from tests.helpers.config import TEST_REDIS_URL, write_config
-from tests.helpers.docker import get_text, wait_for
+from tests.helpers.docker import get_text
 from tests.helpers.payloads import commit_sha, github_push, github_request, payload_text
 from tests.helpers.redis_server import free_port
+from tests.helpers.serve import serve_process
 
 SECRET = "shop-webhook-secret"
 TOKEN = "serve-test-token"
@@ -49,27 +46,9 @@ def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     tmp_path = tmp_path_factory.mktemp("serve")
     port = free_port()
     config = write_config(tmp_path, TEST_REDIS_URL, port=port, server=f"max_body_bytes = {MAX_BODY_BYTES}")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOOKSVC_", "REDIS_"))}
-    env.update(SHOP_SECRET=SECRET, HOOKSVC_API_TOKENS=TOKEN)
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hooksvc.cli", "--config", str(config), "serve", "--bind", f"127.0.0.1:{port}",
-             "--read-timeout", str(READ_TIMEOUT_SECONDS)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        if not wait_for(lambda: get_text(f"http://127.0.0.1:{port}/healthz")[0] == 200, 30):
-            pytest.fail(f"hooksvc serve did not answer /healthz:\n{log.read_text(errors='replace')[-3000:]}")
+    with serve_process(config, port, {"SHOP_SECRET": SECRET, "HOOKSVC_API_TOKENS": TOKEN},
+                       "--read-timeout", str(READ_TIMEOUT_SECONDS)):
         yield port
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    assert "Traceback" not in log.read_text(errors="replace"), log.read_text(errors="replace")[-3000:]
 
 
 def stalled_clients(port: int) -> list[socket.socket]:

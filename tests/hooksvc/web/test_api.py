@@ -9,9 +9,11 @@ import pytest
 import redis as redis_lib
 from flask.testing import FlaskClient
 
+from hooksvc import defaults
 from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
 from hooksvc.store import DeploymentStore
 from hooksvc.web import create_app
+from hooksvc.web.context import EXTENSION, WebContext
 from tests.helpers.config import make_config
 
 AUTH = {"Authorization": "Bearer operator-token-1"}
@@ -210,3 +212,38 @@ class TestDeploymentsAndApps:
         assert resp.mimetype == "text/plain" and "finished: succeeded" in resp.text
         followed = client.get(f"/api/deployments/{dep_id}/log?follow=1", headers=AUTH)
         assert followed.text.splitlines()[-1] == "extra line"
+
+    def test_followed_log_of_an_unfinished_deployment_ends_at_its_time_limit(
+        self, client: FlaskClient, store: DeploymentStore, monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A followed log stops after STREAM_MAX_SECONDS with a last line telling the reader to ask again,
+        and gives its stream slot back."""
+        monkeypatch.setattr(defaults, "STREAM_MAX_SECONDS", 0.5)
+        dep_id = client.post("/api/apps/shop/deploy", headers=AUTH).json["id"]
+        followed = client.get(f"/api/deployments/{dep_id}/log?follow=1", headers=AUTH)
+        last = followed.text.splitlines()[-1]
+        assert last.startswith("[hooksvc stopped following after ") and "request the log again" in last
+        followed.close()
+        assert context_of(client).stream_slots.in_use == 0
+
+    def test_followers_beyond_the_slots_get_503_with_retry_after(
+        self, tmp_path: Path, redis: redis_lib.Redis, store: DeploymentStore,
+    ) -> None:
+        """With every stream slot taken, the next followed log is a JSON 503 with Retry-After, at once."""
+        app = create_app(make_config(tmp_path), connection=redis, listeners=[], threads=2)
+        client = app.test_client()
+        dep_id = client.post("/api/apps/shop/deploy", headers=AUTH).json["id"]
+        release = context_of(client).stream_slots.acquire("10.0.0.9", limit_client=False)  # the one slot
+        try:
+            refused = client.get(f"/api/deployments/{dep_id}/log?follow=1", headers=AUTH)
+        finally:
+            release()
+        assert refused.status_code == 503
+        assert refused.headers["Retry-After"] == str(defaults.STREAM_RETRY_AFTER_SECONDS)
+        assert "retry later" in refused.json["error"]
+        assert context_of(client).stream_slots.in_use == 0
+
+
+def context_of(client: FlaskClient) -> WebContext:
+    context: WebContext = client.application.extensions[EXTENSION]
+    return context

@@ -418,13 +418,24 @@ class TestHostileInput:
         """A 4.8 MB unsigned `a=&a=&...` body, with eleven Gitea apps to check, is refused without parsing it."""
         client = app_with_more_apps(tmp_path, redis, "gitea", 10).test_client()
         form_reads = counting(monkeypatch, payload_module, "form_payload")
-        parses = counting(monkeypatch, payload_module, "parse_qs")
+        parses = counting(monkeypatch, payload_module, "decode_form_value")
         body = b"a=&" * 1_600_000
         assert len(body) < defaults.MAX_BODY_BYTES
         hook = gitea_request(gitea_push(), "forged").with_header("Content-Type", "application/x-www-form-urlencoded")
         resp = client.open("/hooks/gitea", **hook.with_body(body).client_kwargs())
         assert resp.status_code == 401
         assert len(form_reads) <= 1 and parses == []
+
+    def test_unsigned_github_form_is_refused_without_being_decoded(
+            self, client: FlaskClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        """GitHub signs a form body as sent: one whose signature is wrong is refused before its payload is decoded."""
+        decoded = counting(monkeypatch, payload_module, "decode_form_value")
+        caplog.set_level(logging.WARNING, logger="hooksvc.web")
+        resp = client.open("/hooks/github", **github_request(github_push(), "forged", form=True).client_kwargs())
+        assert resp.status_code == 401 and decoded == []
+        assert "(form body not parsed)" in caplog.text
+        signed = client.open("/hooks/github", **github_request(github_push(), SHOP, form=True).client_kwargs())
+        assert signed.status_code == 202 and decoded != []
 
     @pytest.mark.parametrize("secret", ["forged", BLOG])
     def test_form_payload_is_read_once_however_many_apps_there_are(

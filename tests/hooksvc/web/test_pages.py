@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import select
@@ -28,18 +27,19 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import redis as redis_lib
 from flask import Flask
-from flask.sessions import SecureCookieSessionInterface
 from flask.testing import FlaskClient
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from hooksvc import defaults
 from hooksvc.config import Config
 from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
 from hooksvc.presentation import format_ago
 from hooksvc.release_steps import ReleaseStep, finished_line, started_line
+from hooksvc.sessions import SessionStore, credential_fingerprint
 from hooksvc.store import DeploymentStore
-from hooksvc.web import create_app, session_key
+from hooksvc.web import create_app
 from hooksvc.web.pages import format_duration, safe_next
 from tests.helpers.config import make_config
 from tests.helpers.redis_server import RedisServer
@@ -195,6 +195,35 @@ class TestLoginForm:
         assert resp.status_code == 302 and resp.location == "/login"
         assert client.get("/").status_code == 302
 
+    def test_a_changed_token_ends_the_sessions_it_opened(self, tmp_path: Path, redis: redis_lib.Redis) -> None:
+        """A server whose tokens no longer include the one that logged in opens nothing with that session."""
+        client = create_app(make_config(tmp_path), connection=redis, listeners=[]).test_client()
+        login(client)
+        assert client.get("/").status_code == 200
+        changed = create_app(make_config(tmp_path, env={"HOOKSVC_API_TOKENS": "new-token-9"}), connection=redis,
+                             listeners=[])
+        cookie = client.get_cookie("hooksvc_session")
+        assert cookie is not None
+        other = changed.test_client()
+        other.set_cookie("hooksvc_session", cookie.value)
+        assert other.get("/").status_code == 302
+
+    def test_a_cookie_set_before_login_never_becomes_a_session(self, client: FlaskClient) -> None:
+        """Logging in issues a new id: one planted in the browser beforehand (fixation) opens nothing."""
+        client.set_cookie("hooksvc_session", "planted-by-someone-else")
+        resp = login(client)
+        assert "planted-by-someone-else" not in resp.headers["Set-Cookie"]
+        assert client.get("/").status_code == 200
+
+    def test_wrong_tokens_are_throttled_on_the_form(self, client: FlaskClient) -> None:
+        """After its allowance of wrong tokens an address gets 429 with Retry-After, even for the right one."""
+        for n in range(defaults.LOGIN_FAILURES_PER_ADDRESS):
+            assert login(client, token=f"typo-{n}").status_code == 401
+        resp = login(client)
+        assert resp.status_code == 429 and int(resp.headers["Retry-After"]) > 0
+        assert "Too many wrong tokens" in resp.get_data(as_text=True)
+        assert "Set-Cookie" not in resp.headers
+
     def test_cookie_is_secure_behind_https(self, tmp_path: Path, redis: redis_lib.Redis) -> None:
         """When public_url is https, the session cookie is marked Secure."""
         config = make_config(tmp_path)
@@ -212,25 +241,17 @@ class TestWithoutTokens:
         assert config.server.api_tokens == ()
         return create_app(config, connection=redis, listeners=[])
 
-    def test_cookie_forged_with_the_public_key_opens_nothing(self, tokenless: Flask, store: DeploymentStore) -> None:
-        """A session cookie signed with the key once derived from the public "no-tokens" string is refused."""
+    def test_a_session_record_opens_nothing_without_tokens(
+        self, tokenless: Flask, store: DeploymentStore, redis: redis_lib.Redis,
+    ) -> None:
+        """Even a session record in Redis (left from when a token was configured) opens no page."""
         dep_id = run(store, push("shop", SHA_A), DeploymentState.SUCCEEDED)
-        forger = Flask("forger")
-        forger.secret_key = hashlib.sha256(b"hooksvc-session\nno-tokens").digest()
-        serializer = SecureCookieSessionInterface().get_signing_serializer(forger)
-        assert serializer is not None
+        session_id = SessionStore(redis, 60).create(credential=credential_fingerprint(""), address="127.0.0.1")
         client = tokenless.test_client()
-        client.set_cookie("hooksvc_session", serializer.dumps({"hooksvc_operator": True}))
+        client.set_cookie("hooksvc_session", session_id)
         assert client.get("/").status_code == 302
         assert client.get(f"/deployments/{dep_id}").status_code == 302
         assert client.get(f"/deployments/{dep_id}/log.json").status_code == 401
-
-    def test_session_key_is_not_derived_from_anything_public(self, tmp_path: Path) -> None:
-        """Without tokens each app gets a random session key, so no two processes (or attackers) share it."""
-        config = make_config(tmp_path, env={"HOOKSVC_API_TOKENS": ""})
-        assert session_key(config) != session_key(config)
-        with_tokens = make_config(tmp_path)
-        assert session_key(with_tokens) == session_key(with_tokens)
 
 
 class TestDashboard:
@@ -398,6 +419,8 @@ class TestLogEndpoint:
     def test_bad_cursor_and_unknown_id(self, client: FlaskClient) -> None:
         """A malformed cursor is a 400 and an unknown deployment a 404, both JSON."""
         assert client.get("/deployments/1/log.json?after=abc", headers=BEARER).status_code == 400
+        resp = client.get("/deployments/1/log.json?after=99999999999999999999-0", headers=BEARER)
+        assert resp.status_code == 400 and "'after' must be a log cursor" in resp.json["error"]
         resp = client.get("/deployments/999/log.json", headers=BEARER)
         assert resp.status_code == 404 and resp.json == {"error": "no deployment '999'"}
 

@@ -1,0 +1,38 @@
+"""Operator sessions in Redis: a random id in the cookie, a record that expires, revocation."""
+
+from __future__ import annotations
+
+import hashlib
+
+import redis as redis_lib
+
+from hooksvc import keys
+from hooksvc.sessions import SessionStore, credential_fingerprint
+
+
+class TestSessionStore:
+    def test_a_session_round_trips_and_expires_with_its_lifetime(self, redis: redis_lib.Redis) -> None:
+        """A new session reads back with who, how and from where it logged in; its record expires."""
+        store = SessionStore(redis, lifetime_seconds=120)
+        session_id = store.create(credential=credential_fingerprint("tok"), address="10.0.0.1", operator="alice")
+        found = store.get(session_id)
+        assert found is not None
+        assert (found.operator, found.credential, found.address) == ("alice", credential_fingerprint("tok"), "10.0.0.1")
+        key = keys.session(hashlib.sha256(session_id.encode()).hexdigest())
+        assert 110 < redis.ttl(key) <= 120
+
+    def test_revoked_unknown_and_malformed_ids_find_nothing(self, redis: redis_lib.Redis) -> None:
+        """After revoke the id finds nothing; nor does an id never issued, an empty one, or a huge one."""
+        store = SessionStore(redis, lifetime_seconds=120)
+        session_id = store.create(credential="c", address="10.0.0.1")
+        store.revoke(session_id)
+        assert store.get(session_id) is None
+        assert store.get("never-issued") is None and store.get("") is None and store.get("x" * 10_000) is None
+
+    def test_ids_are_random_and_redis_holds_only_their_hash(self, redis: redis_lib.Redis) -> None:
+        """Two sessions of one token get unrelated ids, and no key in Redis contains an id."""
+        store = SessionStore(redis, lifetime_seconds=120)
+        ids = {store.create(credential=credential_fingerprint("tok"), address="a") for _ in range(2)}
+        assert len(ids) == 2
+        names = b" ".join(redis.keys("*")).decode()
+        assert not any(session_id in names for session_id in ids)
