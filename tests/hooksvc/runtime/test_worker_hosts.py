@@ -109,7 +109,7 @@ def test_a_push_deploys_and_its_status_reaches_the_host(
     statuses (Gogs, which has no status API, gets no request at all)."""
     origin: GitOrigin = make_git_origin("web")
     sha = origin.commit("release v1", sample_app_files(tmp_path, "v1"))
-    env = {**os.environ, "WEB_SECRET": SECRET, "HOST_TOKEN": TOKEN, "HOOKSVC_API_TOKENS": "op"}
+    env = {**os.environ, "WEB_SECRET": SECRET, "HOST_TOKEN": TOKEN, "HOOKSVC_API_TOKENS": "operator-token-000001"}
     env.pop("REDIS_URL", None)
     with FakeGitHost(tokens={host.kind: TOKEN}) as fake:
         path = tmp_path / "hooksvc.toml"
