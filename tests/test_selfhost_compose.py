@@ -27,6 +27,7 @@ from typing import Any
 import docker
 import pytest
 import yaml
+from docker.models.containers import Container
 
 from tests.helpers.docker import HealthyProxy, LoadLoop, get_text, remove_project, wait_for
 from tests.helpers.fake_git_host import FakeGitHost
@@ -186,7 +187,7 @@ class SelfHost:
     def up(self) -> None:
         self.stack.compose("up", "--detach", "--no-build", "--wait", "--wait-timeout", "150")
 
-    def live_container(self) -> Any:
+    def live_container(self) -> Container:
         """The sample app's one healthy container."""
         found = self.client.containers.list(filters={"label": [f"com.docker.compose.project={self.app}"],
                                                      "health": "healthy"})

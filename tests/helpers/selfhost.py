@@ -266,19 +266,20 @@ class SelfHostedCompose:
 
     def compose(self, *args: str, timeout: float = UP_TIMEOUT_SECONDS, check: bool = True
                 ) -> subprocess.CompletedProcess[str]:
-        argv = ["docker", "compose", "--project-name", self.project, "--project-directory", str(self.workdir),
-                "--file", str(COMPOSE_FILE), "--file", str(self.workdir / "compose.override.yml"), *args]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(self._argv(*args), capture_output=True, text=True, timeout=timeout, check=False)
         if check and result.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} failed (exit {result.returncode}):\n{result.stderr[-3000:]}\n"
                                f"{self.logs()}")
         return result
 
+    def _argv(self, *args: str) -> list[str]:
+        return ["docker", "compose", "--project-name", self.project, "--project-directory", str(self.workdir),
+                "--file", str(COMPOSE_FILE), "--file", str(self.workdir / "compose.override.yml"), *args]
+
     def logs(self) -> str:
-        argv = ["docker", "compose", "--project-name", self.project, "--project-directory", str(self.workdir),
-                "--file", str(COMPOSE_FILE), "--file", str(self.workdir / "compose.override.yml"),
-                "logs", "--no-color", "--tail", "60"]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        """The last lines of every service's log, for failure messages."""
+        result = subprocess.run(self._argv("logs", "--no-color", "--tail", "60"), capture_output=True, text=True,
+                                timeout=60, check=False)
         return result.stdout[-6000:] + result.stderr[-1000:]
 
     def gateway(self, client: docker.DockerClient) -> str:
