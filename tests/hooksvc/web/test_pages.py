@@ -200,8 +200,8 @@ class TestLoginForm:
         client = create_app(make_config(tmp_path), connection=redis, listeners=[]).test_client()
         login(client)
         assert client.get("/").status_code == 200
-        changed = create_app(make_config(tmp_path, env={"HOOKSVC_API_TOKENS": "new-operator-token-9"}), connection=redis,
-                             listeners=[])
+        changed_config = make_config(tmp_path, env={"HOOKSVC_API_TOKENS": "new-operator-token-9"})
+        changed = create_app(changed_config, connection=redis, listeners=[])
         cookie = client.get_cookie("hooksvc_session")
         assert cookie is not None
         other = changed.test_client()
