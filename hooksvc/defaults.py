@@ -1,5 +1,7 @@
 """Every default of hooksvc, named, each with the reason for its value."""
 
+from hooksvc.strategies import strategy_names
+
 #: Loopback by default: exposing the server is a decision the operator makes explicitly.
 LISTEN = "127.0.0.1:8080"
 #: Git hosts send at most 25 MB (GitHub); pushes are far smaller, and 5 MiB bounds memory per request.
@@ -33,8 +35,10 @@ START_GRACE_SECONDS = 5.0
 DRAIN_SECONDS = 3.0
 #: Grace period for stopping old containers when the service sets no stop_grace_period (Docker's default).
 STOP_GRACE_SECONDS = 10.0
-STRATEGY = "rolling"
-STRATEGIES = ("rolling", "recreate", "swarm")
+#: The strategy an app without `strategy` gets: the first of the registry (hooksvc/strategies.py).
+STRATEGY = strategy_names()[0]
+#: Every strategy an app may name, from the registry.
+STRATEGIES = strategy_names()
 HOST_KINDS = ("github", "gitea", "forgejo", "gitlab", "git")
 #: A plain git server (a bare repository's post-receive hook): no API, no commit statuses.
 PLAIN_GIT_KIND = "git"
