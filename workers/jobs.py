@@ -27,7 +27,7 @@ from hooksvc.disk_usage import record_disk_usage
 from hooksvc.errors import DeployError, EngineUnavailable, GitError, PostDeployFailed, RedisUnavailable
 from hooksvc.logs import LogFn
 from hooksvc.redact import redact
-from hooksvc.running import compose_services, record_services, stack_services
+from hooksvc.running import record_services
 from hooksvc.store import DeploymentStore, open_store
 from workers.git import GitMirror, touches
 from workers.images import prune_and_measure
@@ -223,7 +223,7 @@ class Deployer:
             return DeploymentState.ERROR, f"internal error: {type(exc).__name__}: {exc}"
 
     def _run(self) -> tuple[DeploymentState, str]:
-        from workers.rollout import roll_out
+        from workers.strategies import Release, strategy_for
 
         app, dep, secrets = self.app, self.dep, self.config.secrets()
         self.step(f"deployment {dep.id}: {dep.trigger} of {app.name} ({dep.sha or dep.ref}), worker pid {os.getpid()}")
@@ -244,17 +244,11 @@ class Deployer:
             return DeploymentState.SKIPPED, skip
         self.step(f"checking out {sha}")
         release = mirror.checkout_release(sha)
-        self.step(f"rolling out ({app.strategy})")
-        if app.strategy == "swarm":
-            from workers.swarm import SwarmRelease, deploy_stack
-
-            rollback = dep.trigger is Trigger.ROLLBACK
-            stack = deploy_stack(app, release, SwarmRelease(sha, dep.id, reuse_images=rollback), log=self.log)
-            services = stack_services(stack.images)
-        else:
-            rollout = roll_out(app, release, log=self.log, state_dir=self.config.worker.state_dir,
-                               shared=self.store.redis)
-            services = compose_services(rollout.live)
+        strategy = strategy_for(app)
+        self.step(f"rolling out ({strategy.name})")
+        checkout = Release(app, release, sha, dep.id, self.log, self.config.worker.state_dir, shared=self.store.redis)
+        deploy = strategy.roll_back if dep.trigger is Trigger.ROLLBACK else strategy.roll_out
+        services = deploy(checkout)
         wait_out_redis(lambda: record_services(self.store.redis, app.name, dep.id, services, time.time()),
                        f"deployment {dep.id}: recording what its services run")
         removed = mirror.prune_releases(self.config.worker.keep_releases, protect={sha, self.live_sha} - {""})

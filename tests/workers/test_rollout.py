@@ -25,7 +25,9 @@ from tests.helpers.docker import (
 )
 from workers.compose import ComposeProject, detect_compose
 from workers.docker_engine import DockerEngine
-from workers.rollout import RolloutResult, load_record, record_path, roll_out
+from workers.rollout.context import RolloutResult
+from workers.rollout.live_record import load_record, record_path
+from workers.strategies import compose_rollout
 
 pytestmark = pytest.mark.docker
 
@@ -61,7 +63,7 @@ class Deployer:
 
     def deploy(self, release_dir: Path) -> RolloutResult:
         self.lines.append(f"==== deploy {release_dir.name}")
-        return roll_out(self.app, release_dir, log=self.lines.append, state_dir=self.root / "state")
+        return compose_rollout(self.app, release_dir, log=self.lines.append, state_dir=self.root / "state")
 
     def log_text(self) -> str:
         return "\n".join(self.lines)
@@ -156,12 +158,12 @@ class TestRollingReleases:
         app = make_app(compose_project)
         lines: list[str] = []
         release = write_sample_app(tmp_path / "v1", "v1")
-        roll_out(app, release, log=lines.append, state_dir=tmp_path / "machine-a", shared=redis)
+        compose_rollout(app, release, log=lines.append, state_dir=tmp_path / "machine-a", shared=redis)
         recorded = service_ids(docker_client, compose_project, "web")
         compose = ComposeProject(detect_compose(), compose_project, release, ("docker-compose.yml",))
         compose.check(compose.scale_beside_argv("web", 2), log=lines.append, timeout=120, what="scale")
 
-        result = roll_out(app, write_sample_app(tmp_path / "v2", "v2"), log=lines.append,
+        result = compose_rollout(app, write_sample_app(tmp_path / "v2", "v2"), log=lines.append,
                           state_dir=tmp_path / "machine-b", shared=redis)
         assert len(result.leftovers_removed) == 1 and not set(result.leftovers_removed) & recorded, lines
         web = service_ids(docker_client, compose_project, "web")
