@@ -82,7 +82,7 @@ STRANDED_QUEUED_SECONDS = 120.0
 GITHUB_DESCRIPTION_LIMIT = 140
 GITLAB_DESCRIPTION_LIMIT = 255
 #: Notifications, and pending statuses that a newer status waits behind, are retried this long
-#: (final statuses longer: see workers/reporter.py).
+#: (final statuses longer: see workers/outbox_sender.py).
 REPORT_RETRY_SECONDS = 600.0
 #: First backoff step of status and notification retries; doubled each time, with jitter.
 REPORT_BACKOFF_SECONDS = 1.0

@@ -38,7 +38,7 @@ bp = Blueprint("pages", __name__)
 DASHBOARD_DEPLOYMENTS = 25
 #: Last deployments shown per app card: enough to see whether the app is flapping.
 RECENT_PER_APP = 5
-#: How long one log.json request waits for new lines: short enough to hold a gthread web thread
+#: How long one log.json request waits for new lines: short enough to hold a waitress request thread
 #: only briefly, long enough that a followed log costs a request every few seconds, not a stream.
 LOG_POLL_WAIT_MS = 5000
 #: Without JavaScript, a page showing queued or running work reloads itself this often.

@@ -1,7 +1,7 @@
 """Commit-status requests, one module per git host; this package holds what they share.
 
 Every builder is pure: a `HostConfig`, a commit and a deployment state in, an `HttpRequest` out.
-Sending it (and retrying) is `workers.reporter`'s job.
+Sending it (and retrying) is `workers.outbox_sender`'s job.
 """
 
 from __future__ import annotations
