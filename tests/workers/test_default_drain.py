@@ -33,7 +33,7 @@ def test_an_unlabelled_service_pauses_before_its_old_container_stops(
 
     stamps: list[tuple[float, str]] = []
     compose_rollout(app, write_sample_app(tmp_path / "v2", "v2", labels=False),
-             log=lambda line: stamps.append((time.monotonic(), line)), state_dir=tmp_path)
+                    log=lambda line: stamps.append((time.monotonic(), line)), state_dir=tmp_path)
     text = "\n".join(line for _, line in stamps)
     healthy_at = next(t for t, line in stamps if "new containers healthy; retiring 1 old" in line)
     stopping_at = next(t for t, line in stamps if f"stopping {old.name}" in line)

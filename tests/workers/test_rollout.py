@@ -26,7 +26,7 @@ from tests.helpers.docker import (
 from workers.compose import ComposeProject, detect_compose
 from workers.docker_engine import DockerEngine
 from workers.rollout.context import RolloutResult
-from workers.rollout.live_record import load_record, record_path
+from workers.rollout.live_record import LiveRecord, record_path
 from workers.strategies import compose_rollout
 
 pytestmark = pytest.mark.docker
@@ -115,7 +115,7 @@ class TestRollingReleases:
         assert "last health probe" in str(unhealthy.value)
         assert "intentional build failure" in str(broken.value)
         assert len(service_ids(docker_client, compose_project, "web")) == 1
-        live = load_record(record_path(deployer.root / "state", compose_project), compose_project)
+        live = LiveRecord(record_path(deployer.root / "state", compose_project), compose_project).load(compose_project)
         assert live == {"web": service_ids(docker_client, compose_project, "web")}
 
     def test_redeploying_the_same_release_touches_nothing(
@@ -164,11 +164,11 @@ class TestRollingReleases:
         compose.check(compose.scale_beside_argv("web", 2), log=lines.append, timeout=120, what="scale")
 
         result = compose_rollout(app, write_sample_app(tmp_path / "v2", "v2"), log=lines.append,
-                          state_dir=tmp_path / "machine-b", shared=redis)
+                                 state_dir=tmp_path / "machine-b", shared=redis)
         assert len(result.leftovers_removed) == 1 and not set(result.leftovers_removed) & recorded, lines
         web = service_ids(docker_client, compose_project, "web")
         assert len(web) == 1 and not web & recorded
-        assert load_record(record_path(tmp_path / "machine-b", app.name), compose_project) == {"web": web}
+        assert LiveRecord(record_path(tmp_path / "machine-b", app.name), app.name).load(compose_project) == {"web": web}
 
 
 class TestRecreateFallback:

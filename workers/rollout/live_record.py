@@ -32,12 +32,6 @@ def record_path(state_dir: Path, app: str) -> Path:
     return state_dir / STATE_SUBDIR / f"{app}.json"
 
 
-def load_record(path: Path, project: str) -> dict[str, set[str]] | None:
-    """Live container ids per service from the last rollout, or None when there is no usable record."""
-    found = _parse_record(_read_text(path), project)
-    return found[1] if found else None
-
-
 def save_record(path: Path, app: str, project: str, live: Mapping[str, Iterable[str]]) -> str:
     """Write the record atomically (a worker killed mid-write must not leave half a file); returns it."""
     path.parent.mkdir(parents=True, exist_ok=True)
