@@ -196,14 +196,13 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     rows = [["APP", "LIVE", "STATE", "LAST DEPLOYMENT", "QUEUED"]]
     for name in names:
         o = app_overview(store, _app(config, name))
-        last = o["last_deployment"]
+        dep = o.last_deployment
         last_text = "-"
-        if last:
-            dep = store.get(last["id"])
+        if dep:
             last_text = f"#{dep.id} {dep.trigger} {dep.sha[:12] or dep.ref} {format_ago(dep.created_at) or '-'}"
         rows.append([
-            name, (o["live_sha"] or "-")[:12], o["state"] or "-", last_text,
-            f"#{o['queued_deployment']}" if o["queued_deployment"] else "-",
+            name, (o.live_sha or "-")[:12], o.state or "-", last_text,
+            f"#{o.queued_deployment}" if o.queued_deployment else "-",
         ])
     print(_table(rows))
     _print_disk_usage(store, names)
