@@ -11,13 +11,13 @@ from hooksvc.logs import LogFn
 from workers.compose import ComposeProject
 from workers.docker_engine import DockerEngine
 from workers.rollout.live_record import LiveRecord
-from workers.rollout.planner import Action
+from workers.rollout.planner import ServiceAction
 
 
 @dataclass(frozen=True)
 class ServiceOutcome:
     service: str
-    action: Action
+    action: ServiceAction
     reason: str
     started: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()

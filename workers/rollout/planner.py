@@ -39,7 +39,9 @@ class ContainerInfo:
         return self.state == "running"
 
 
-class Action(StrEnum):
+class ServiceAction(StrEnum):
+    """What a rollout does to one service (a host deployment's next request is another thing)."""
+
     UNCHANGED = "unchanged"
     START = "start"
     ROLLING = "rolling"
@@ -49,7 +51,7 @@ class Action(StrEnum):
 @dataclass(frozen=True)
 class ServicePlan:
     service: str
-    action: Action
+    action: ServiceAction
     reason: str
     #: Ids of the containers the service has now (the "old" ones of a rolling update).
     old: tuple[str, ...] = ()
@@ -103,34 +105,34 @@ def _plan_service(name: str, config: Mapping[str, Any], config_hash: str, image_
                   current: list[ContainerInfo], compose_major: int) -> ServicePlan:
     old = tuple(c.id for c in current)
     if not current:
-        return ServicePlan(name, Action.START, "new service: no container yet")
+        return ServicePlan(name, ServiceAction.START, "new service: no container yet")
     changes = _changes(config_hash, image_id, current, compose_major)
     running = sum(1 for c in current if c.running)
     if not changes:
         if running == 0:
-            return ServicePlan(name, Action.RECREATE, "unchanged, but no container is running", old)
-        return ServicePlan(name, Action.UNCHANGED, "config hash and image unchanged", old)
+            return ServicePlan(name, ServiceAction.RECREATE, "unchanged, but no container is running", old)
+        return ServicePlan(name, ServiceAction.UNCHANGED, "config hash and image unchanged", old)
     changed = "; ".join(changes)
     replicas = desired_replicas(config, running)
     override = service_labels(config).get(STRATEGY_LABEL, "").strip().lower()
     blockers = reasons_not_to_run_twice(config)
     if override == "recreate":
-        return ServicePlan(name, Action.RECREATE, f"{changed}; label {STRATEGY_LABEL}=recreate", old, replicas)
+        return ServicePlan(name, ServiceAction.RECREATE, f"{changed}; label {STRATEGY_LABEL}=recreate", old, replicas)
     if override == "rolling":
         why = f"; overrides: {', '.join(blockers)}" if blockers else ""
-        return ServicePlan(name, Action.ROLLING, f"{changed}; label {STRATEGY_LABEL}=rolling{why}", old,
+        return ServicePlan(name, ServiceAction.ROLLING, f"{changed}; label {STRATEGY_LABEL}=rolling{why}", old,
                            replicas)
     if override:
         raise DeployError(f"service {name}: label {STRATEGY_LABEL} must be 'rolling' or 'recreate', "
                           f"got {override!r}")
     if blockers:
         kind = "cannot" if len(blockers) > sum("named volume" in b for b in blockers) else "must not"
-        return ServicePlan(name, Action.RECREATE,
+        return ServicePlan(name, ServiceAction.RECREATE,
                            f"{changed}; {kind} run twice: {', '.join(blockers)}", old, replicas)
     if running == 0:
         # Nothing serves, so there is nothing to keep up: a plain recreate is the honest action.
-        return ServicePlan(name, Action.RECREATE, f"{changed}; no container is running", old, replicas)
-    return ServicePlan(name, Action.ROLLING, changed, old, replicas)
+        return ServicePlan(name, ServiceAction.RECREATE, f"{changed}; no container is running", old, replicas)
+    return ServicePlan(name, ServiceAction.ROLLING, changed, old, replicas)
 
 
 def _changes(config_hash: str, image_id: str | None, current: list[ContainerInfo],

@@ -10,7 +10,7 @@ from workers.compose import UP_TIMEOUT_SECONDS
 from workers.rollout.context import Rollout, RolloutResult, ServiceOutcome
 from workers.rollout.gate import wait_until_healthy
 from workers.rollout.model import dependency_order
-from workers.rollout.planner import Action
+from workers.rollout.planner import ServiceAction
 from workers.strategies.base import ComposeStrategy
 
 
@@ -30,7 +30,7 @@ class Recreate(ComposeStrategy):
             ids = [c.id for c in rollout.engine.containers(rollout.project, service)]
             wait_until_healthy(rollout, service, ids, allow_completed=True)
             started = tuple(i for i in ids if i not in before)
-            outcomes.append(ServiceOutcome(service, Action.RECREATE, "strategy recreate", started))
+            outcomes.append(ServiceOutcome(service, ServiceAction.RECREATE, "strategy recreate", started))
         return rollout.result(outcomes)
 
     def remove_leftovers(self, rollout: Rollout) -> list[str]:

@@ -22,7 +22,7 @@ from workers.rollout.context import Rollout, RolloutResult, ServiceOutcome
 from workers.rollout.drain import drain_and_remove
 from workers.rollout.gate import wait_until_healthy
 from workers.rollout.outage import engine_lost
-from workers.rollout.planner import Action, ContainerInfo, ServicePlan, plan_rollout
+from workers.rollout.planner import ContainerInfo, ServiceAction, ServicePlan, plan_rollout
 from workers.strategies.base import ComposeStrategy
 
 
@@ -113,11 +113,11 @@ class Rolling(ComposeStrategy):
 
 def _phase_a(rollout: Rollout, step: ServicePlan, beside: dict[str, list[str]]) -> ServiceOutcome:
     name = step.service
-    if step.action is Action.UNCHANGED:
+    if step.action is ServiceAction.UNCHANGED:
         rollout.log(f"{name}: unchanged ({step.reason})")
         return ServiceOutcome(name, step.action, step.reason)
-    if step.action in (Action.START, Action.RECREATE):
-        verb = "starting" if step.action is Action.START else "recreating"
+    if step.action in (ServiceAction.START, ServiceAction.RECREATE):
+        verb = "starting" if step.action is ServiceAction.START else "recreating"
         rollout.log(f"{name}: {verb} ({step.reason})")
         rollout.compose.check(rollout.compose.up_service_argv(name), log=rollout.log,
                               timeout=UP_TIMEOUT_SECONDS, what=f"compose up {name}")
