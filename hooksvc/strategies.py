@@ -13,11 +13,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class StrategyInfo:
-    """What the core knows of one strategy: its name, what it does, and what it needs."""
+    """What the core knows of one strategy: its name and what it needs."""
 
     name: str
-    #: One line for the docs and error messages.
-    summary: str
     #: It deploys a Swarm stack: its engine must be a Swarm manager.
     needs_swarm_manager: bool = False
     #: It can push release images to the app's `registry` (the only strategy that may set one).
@@ -26,10 +24,12 @@ class StrategyInfo:
 
 #: Every strategy, the default first. Adding one: an entry here, a module in workers/strategies/.
 STRATEGIES: tuple[StrategyInfo, ...] = (
-    StrategyInfo("rolling", "new containers beside the old, health gate, drain, then the old ones stop"),
-    StrategyInfo("recreate", "compose replaces every changed container in place (brief downtime accepted)"),
-    StrategyInfo("swarm", "a Docker Swarm stack, rolled out and rolled back by Swarm",
-                 needs_swarm_manager=True, pushes_to_registry=True),
+    #: New containers beside the old, health gate, drain, then the old ones stop.
+    StrategyInfo("rolling"),
+    #: Compose replaces every changed container in place (brief downtime accepted).
+    StrategyInfo("recreate"),
+    #: A Docker Swarm stack, rolled out and rolled back by Swarm.
+    StrategyInfo("swarm", needs_swarm_manager=True, pushes_to_registry=True),
 )
 
 

@@ -243,12 +243,12 @@ class Deployer:
             self.log(f"skipped: {skip}")
             return DeploymentState.SKIPPED, skip
         self.step(f"checking out {sha}")
-        release = mirror.checkout_release(sha)
+        release = Release(app, mirror.checkout_release(sha), sha, dep.id, self.log, self.config.worker.state_dir,
+                          shared=self.store.redis)
         strategy = strategy_for(app)
         self.step(f"rolling out ({strategy.name})")
-        checkout = Release(app, release, sha, dep.id, self.log, self.config.worker.state_dir, shared=self.store.redis)
         deploy = strategy.roll_back if dep.trigger is Trigger.ROLLBACK else strategy.roll_out
-        services = deploy(checkout)
+        services = deploy(release)
         wait_out_redis(lambda: record_services(self.store.redis, app.name, dep.id, services, time.time()),
                        f"deployment {dep.id}: recording what its services run")
         removed = mirror.prune_releases(self.config.worker.keep_releases, protect={sha, self.live_sha} - {""})
