@@ -16,6 +16,8 @@ from workers.rollout.planner import ServiceAction
 
 @dataclass(frozen=True)
 class ServiceOutcome:
+    """What the rollout did to one service: the containers it started and removed."""
+
     service: str
     action: ServiceAction
     reason: str
@@ -25,6 +27,8 @@ class ServiceOutcome:
 
 @dataclass(frozen=True)
 class RolloutResult:
+    """What a compose rollout did, service by service, and which containers serve after it."""
+
     app: str
     project: str
     strategy: str
@@ -40,6 +44,8 @@ class RolloutResult:
 
 @dataclass
 class Rollout:
+    """What one rollout works with (compose project, engine, log, live record) and how far it got."""
+
     app: AppConfig
     project: str
     compose: ComposeProject
