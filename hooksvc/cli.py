@@ -20,9 +20,9 @@ from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.disk_usage import format_bytes, read_disk_usage
 from hooksvc.errors import ConfigError, HooksvcError
 from hooksvc.jobqueue import workers_alive
+from hooksvc.live_services import read_services
 from hooksvc.operations import app_overview, queue_manual, queue_rollback
 from hooksvc.presentation import format_ago
-from hooksvc.running import read_services
 from hooksvc.store import DeploymentStore, open_store
 
 log = logging.getLogger("hooksvc")

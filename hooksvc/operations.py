@@ -8,7 +8,7 @@ from typing import Any
 from hooksvc.config import AppConfig
 from hooksvc.deployments import Deployment, NewDeployment, Trigger
 from hooksvc.errors import BadRequest, Conflict
-from hooksvc.running import RunningRecord, read_services
+from hooksvc.live_services import LiveServices, read_services
 from hooksvc.store import DeploymentStore
 
 
@@ -52,7 +52,7 @@ class AppOverview:
     last_deployment: Deployment | None
     queued_deployment: str | None
     #: What the app's services run since its last deployment that went live (None: not recorded yet).
-    services: RunningRecord | None
+    services: LiveServices | None
 
     def to_json(self) -> dict[str, Any]:
         """The API's document of the overview."""

@@ -25,9 +25,9 @@ from hooksvc.connection import connect, redis_url
 from hooksvc.deployments import Deployment, DeploymentState, Trigger
 from hooksvc.disk_usage import record_disk_usage
 from hooksvc.errors import DeployError, EngineUnavailable, GitError, PostDeployFailed, RedisUnavailable
+from hooksvc.live_services import record_services
 from hooksvc.logs import LogFn
 from hooksvc.redact import redact
-from hooksvc.running import record_services
 from hooksvc.store import DeploymentStore, open_store
 from workers.git import GitMirror, touches
 from workers.images import prune_and_measure

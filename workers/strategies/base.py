@@ -11,8 +11,8 @@ from typing import Protocol
 import redis
 
 from hooksvc.config import AppConfig
+from hooksvc.live_services import ServiceRecord, compose_services
 from hooksvc.logs import LogFn
-from hooksvc.running import ServiceRecord, compose_services
 from workers.rollout.conductor import roll_out
 from workers.rollout.context import Rollout, RolloutResult
 

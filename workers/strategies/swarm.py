@@ -43,9 +43,9 @@ import yaml
 from hooksvc import defaults
 from hooksvc.config import AppConfig
 from hooksvc.errors import DeployError, HealthCheckFailed
+from hooksvc.live_services import ServiceRecord, stack_services
 from hooksvc.logs import LogFn
 from hooksvc.release_steps import POST_DEPLOY, PRE_DEPLOY
-from hooksvc.running import ServiceRecord, stack_services
 from workers import process
 from workers.compose import UP_TIMEOUT_SECONDS, ComposeProject, detect_compose, failure_message
 from workers.process import DOCKER_ENV

@@ -14,14 +14,14 @@ import redis as redis_lib
 from flask.testing import FlaskClient
 
 from hooksvc.config import Config
-from hooksvc.operations import app_overview
-from hooksvc.running import (
+from hooksvc.live_services import (
     ServiceRecord,
     compose_services,
     read_services,
     record_services,
     stack_services,
 )
+from hooksvc.operations import app_overview
 from hooksvc.store import DeploymentStore
 from tests.helpers.config import write_config
 
