@@ -22,7 +22,7 @@ from hooksvc.release_steps import POST_DEPLOY, PRE_DEPLOY
 from workers.compose import ComposeProject, detect_compose
 from workers.docker_engine import DockerEngine
 from workers.images import release_id, tag_release_images
-from workers.release_steps import ReleaseSteps
+from workers.release_step_runner import ComposeReleaseSteps
 from workers.rollout.context import Rollout, RolloutResult
 from workers.rollout.live_record import LiveRecord, record_path
 from workers.rollout.outage import engine_lost, recover_from_engine_outage
@@ -66,7 +66,7 @@ def roll_out(strategy: ComposeSteps, app: AppConfig, release_dir: Path, *, log: 
     rollout = Rollout(app, project, compose, engine, log, LiveRecord(record_path(state_dir, app.name), app.name,
                                                                      shared))
     try:
-        steps = ReleaseSteps(app, log, compose=compose, engine=engine)
+        steps = ComposeReleaseSteps(app, log, compose=compose, engine=engine)
         model: Future[dict[str, Any]] = Future()
         if steps.configured:
             # A step naming an unknown service is refused before the build moves any image tag.

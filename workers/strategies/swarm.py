@@ -49,7 +49,7 @@ from hooksvc.release_steps import POST_DEPLOY, PRE_DEPLOY
 from workers import process
 from workers.compose import UP_TIMEOUT_SECONDS, ComposeProject, detect_compose, failure_message
 from workers.process import DOCKER_ENV
-from workers.release_steps import StepRunner
+from workers.release_step_runner import StepRunner
 from workers.stack_file import RELEASE_TAG, StackPlan, plan_stack, release_tag
 from workers.strategies.base import Release
 from workers.swarm_engine import ServiceState, SwarmEngine, TaskState
