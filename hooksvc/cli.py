@@ -164,7 +164,7 @@ def cmd_git_hook_post_receive(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from hooksvc.connection import connect
-    from hooksvc.runtime.git_hook import post_receive
+    from hooksvc.runtime.post_receive import post_receive
 
     def say(line: str) -> None:
         print(f"hooksvc: {line}", flush=True)

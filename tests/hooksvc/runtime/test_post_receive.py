@@ -16,7 +16,7 @@ import pytest
 import redis as redis_lib
 
 from hooksvc import githook
-from hooksvc.runtime.git_hook import post_receive
+from hooksvc.runtime.post_receive import post_receive
 from tests.helpers.config import TEST_REDIS_URL
 from tests.helpers.docker import wait_for
 from tests.helpers.git import git, git_env
