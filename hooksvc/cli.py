@@ -142,7 +142,7 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
 def cmd_git_hook_install(config: Config, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hooksvc.githook import HookSettings, install
+    from hooksvc.bare_repo_hook import HookSettings, install
 
     app = _app(config, args.app)
     if app.host_kind != defaults.PLAIN_GIT_KIND:

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from hooksvc import quickstart_state
+from hooksvc.bare_repo_hook import HookSettings, install
 from hooksvc.config import load_config
 from hooksvc.deployments import DeploymentState
 from hooksvc.errors import HooksvcError
-from hooksvc.githook import HookSettings, install
 from hooksvc.operations import queue_manual
 from hooksvc.runtime.supervise import Child, Supervisor
 from hooksvc.store import open_store

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from hooksvc import githook
+from hooksvc import bare_repo_hook
 from hooksvc.runtime.post_receive import post_receive
 from tests.helpers.config import TEST_REDIS_URL
 from tests.helpers.docker import wait_for
@@ -144,7 +144,7 @@ def test_a_push_shows_its_deployment_and_a_push_made_while_hooksvc_is_down_is_se
     hook.rename(hook.with_name("off"))  # this push's hook is run by hand below, with short retries
     git("push", "--quiet", "origin", "main", cwd=server.clone)
     hook.with_name("off").rename(hook)
-    monkeypatch.setattr(githook, "SEND_RETRY_SECONDS", (0.2,))
+    monkeypatch.setattr(bare_repo_hook, "SEND_RETRY_SECONDS", (0.2,))
     said: list[str] = []
     outcome = post_receive(server.bare / "hooksvc", f"{'0' * 40} {second} refs/heads/main\n", said.append)
     assert outcome.failed and outcome.queued == []
