@@ -49,7 +49,7 @@ from tests.helpers.docker import (  # noqa: E402
 )
 from tests.helpers.nginx import NginxProxy  # noqa: E402
 from workers.compose import COMPOSE_VARIANT_ENV  # noqa: E402
-from workers.rollout import roll_out  # noqa: E402
+from workers.strategies import compose_rollout  # noqa: E402
 
 PROXY_REFRESH_SECONDS = 1.0
 
@@ -66,7 +66,7 @@ def series(client: docker.DockerClient, root: Path, pause: float, deploys: int, 
 
     def deploy(version: str) -> float:
         release = write_sample_app(root / project / version, version, labels=False, graceful_stop=True)
-        return roll_out(app, release, log=lines.append, state_dir=root / project / "state").seconds
+        return compose_rollout(app, release, log=lines.append, state_dir=root / project / "state").seconds
 
     try:
         deploy("v0")

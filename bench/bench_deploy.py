@@ -473,7 +473,7 @@ class HooksvcSide:
         marks: list[tuple[str, float | None]] = [
             ("webhook → 202", answered),
             ("queue → deployment start", dep.started_at),
-            # The horse imports workers.rollout (docker SDK, yaml) before its first step line.
+            # The horse imports workers.strategies (the rollout, docker SDK, yaml) before its first step line.
             ("imports, setup in the horse", line_at(lambda s: s.startswith("==> fetching"))),
             ("git fetch, ref checks", line_at(lambda s: s.startswith("==> checking out"))),
             ("release checkout", line_at(lambda s: s.startswith("==> rolling out"))),

@@ -20,9 +20,9 @@ from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.disk_usage import format_bytes, read_disk_usage
 from hooksvc.errors import ConfigError, HooksvcError
 from hooksvc.jobqueue import workers_alive
+from hooksvc.live_services import read_services
 from hooksvc.operations import app_overview, queue_manual, queue_rollback
 from hooksvc.presentation import format_ago
-from hooksvc.running import read_services
 from hooksvc.store import DeploymentStore, open_store
 
 log = logging.getLogger("hooksvc")
@@ -143,7 +143,7 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
 def cmd_git_hook_install(config: Config, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hooksvc.githook import HookSettings, install
+    from hooksvc.bare_repo_hook import HookSettings, install
 
     app = _app(config, args.app)
     if app.host_kind != defaults.PLAIN_GIT_KIND:
@@ -165,7 +165,7 @@ def cmd_git_hook_post_receive(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from hooksvc.connection import connect
-    from hooksvc.runtime.git_hook import post_receive
+    from hooksvc.runtime.post_receive import post_receive
 
     def say(line: str) -> None:
         print(f"hooksvc: {line}", flush=True)
@@ -197,14 +197,13 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     rows = [["APP", "LIVE", "STATE", "LAST DEPLOYMENT", "QUEUED"]]
     for name in names:
         o = app_overview(store, _app(config, name))
-        last = o["last_deployment"]
+        dep = o.last_deployment
         last_text = "-"
-        if last:
-            dep = store.get(last["id"])
+        if dep:
             last_text = f"#{dep.id} {dep.trigger} {dep.sha[:12] or dep.ref} {format_ago(dep.created_at) or '-'}"
         rows.append([
-            name, (o["live_sha"] or "-")[:12], o["state"] or "-", last_text,
-            f"#{o['queued_deployment']}" if o["queued_deployment"] else "-",
+            name, (o.live_sha or "-")[:12], o.state or "-", last_text,
+            f"#{o.queued_deployment}" if o.queued_deployment else "-",
         ])
     print(_table(rows))
     _print_disk_usage(store, names)

@@ -23,6 +23,7 @@ from hooksvc import defaults
 from hooksvc.errors import ConfigError
 from hooksvc.providers import HOST_KINDS
 from hooksvc.release_steps import PHASES, ReleaseStep, read_release_steps
+from hooksvc.strategies import STRATEGIES, strategy_info
 
 
 class Secret:
@@ -454,9 +455,10 @@ def _read_registry(r: _Reader, t: Mapping[str, Any], prefix: str, strategy: str)
     if match is None or not 0 < int(match.group(1)) < 65536:
         r.problem(f"{prefix}.registry", f"expected HOST:PORT of a registry, such as 'registry.example.com:5000' "
                                         f"(no scheme, path or credentials), got {registry!r}")
-    elif strategy != "swarm":
-        r.problem(f"{prefix}.registry", f"only strategy 'swarm' pushes images to a registry; "
-                                        f"remove it or set strategy = 'swarm' (got strategy {strategy!r})")
+    elif strategy not in defaults.STRATEGIES or not strategy_info(strategy).pushes_to_registry:
+        pushing = " or ".join(repr(s.name) for s in STRATEGIES if s.pushes_to_registry)
+        r.problem(f"{prefix}.registry", f"only strategy {pushing} pushes images to a registry; "
+                                        f"remove it or set strategy = {pushing} (got strategy {strategy!r})")
     return registry
 
 

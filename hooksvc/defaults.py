@@ -1,5 +1,7 @@
 """Every default of hooksvc, named, each with the reason for its value."""
 
+from hooksvc.strategies import strategy_names
+
 #: Loopback by default: exposing the server is a decision the operator makes explicitly.
 LISTEN = "127.0.0.1:8080"
 #: Git hosts send at most 25 MB (GitHub); pushes are far smaller, and 5 MiB bounds memory per request.
@@ -42,8 +44,10 @@ STOP_GRACE_SECONDS = 10.0
 #: `hooksvc.drain_seconds` label, its `stop_grace_period`): the app's deploy lock is held meanwhile,
 #: and the job timeout must still cover the build and the health gate.
 MAX_RETIRE_WAIT_SECONDS = 600.0
-STRATEGY = "rolling"
-STRATEGIES = ("rolling", "recreate", "swarm")
+#: The strategy an app without `strategy` gets: the first of the registry (hooksvc/strategies.py).
+STRATEGY = strategy_names()[0]
+#: Every strategy an app may name, from the registry.
+STRATEGIES = strategy_names()
 #: A plain git server (a bare repository's post-receive hook): no API, no commit statuses.
 PLAIN_GIT_KIND = "git"
 
@@ -92,7 +96,7 @@ STRANDED_QUEUED_SECONDS = 120.0
 GITHUB_DESCRIPTION_LIMIT = 140
 GITLAB_DESCRIPTION_LIMIT = 255
 #: Notifications, and pending statuses that a newer status waits behind, are retried this long
-#: (final statuses longer: see workers/reporter.py).
+#: (final statuses longer: see workers/outbox_sender.py).
 REPORT_RETRY_SECONDS = 600.0
 #: First backoff step of status and notification retries; doubled each time, with jitter.
 REPORT_BACKOFF_SECONDS = 1.0

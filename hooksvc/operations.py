@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from hooksvc.config import AppConfig
 from hooksvc.deployments import Deployment, NewDeployment, Trigger
 from hooksvc.errors import BadRequest, Conflict
-from hooksvc.running import read_services
+from hooksvc.live_services import LiveServices, read_services
 from hooksvc.store import DeploymentStore
 
 
@@ -35,29 +36,57 @@ def _submit_one(store: DeploymentStore, new: NewDeployment) -> Deployment:
     return store.intake.submit([new]).deployments[0]
 
 
-def app_overview(store: DeploymentStore, app: AppConfig) -> dict[str, Any]:
-    """An app's live release, its newest deployment and the queued one, as the API and pages show it."""
+@dataclass(frozen=True)
+class AppOverview:
+    """An app's live release, its newest deployment and the queued one, as the API, pages and `status` show it."""
+
+    name: str
+    repo: str
+    #: The branch or ref pattern it deploys.
+    ref: str
+    strategy: str
+    live_sha: str | None
+    live_deployment: str | None
+    #: The newest deployment's state (None: never deployed).
+    state: str | None
+    last_deployment: Deployment | None
+    queued_deployment: str | None
+    #: What the app's services run since its last deployment that went live (None: not recorded yet).
+    services: LiveServices | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The API's document of the overview."""
+        services = self.services
+        return {
+            "name": self.name,
+            "repo": self.repo,
+            "ref": self.ref,
+            "strategy": self.strategy,
+            "live_sha": self.live_sha,
+            "live_deployment": self.live_deployment,
+            "state": self.state,
+            "last_deployment": self.last_deployment.to_json() if self.last_deployment else None,
+            "queued_deployment": self.queued_deployment,
+            "services": None if services is None else {
+                "deployment_id": services.deployment_id, "recorded_at": services.recorded_at,
+                "services": [{"name": s.name, "runs": s.runs} for s in services.services]},
+        }
+
+
+def app_overview(store: DeploymentStore, app: AppConfig) -> AppOverview:
+    """An app's live release, its newest deployment and the queued one, read from the store."""
     live = store.live(app.name)
     recent = store.recent(app=app.name, limit=1)
     last = recent[0] if recent else None
-    return {
-        "name": app.name,
-        "repo": app.repo,
-        "ref": app.ref_pattern,
-        "strategy": app.strategy,
-        "live_sha": live.sha if live else None,
-        "live_deployment": live.deployment_id if live else None,
-        "state": str(last.state) if last else None,
-        "last_deployment": last.to_json() if last else None,
-        "queued_deployment": store.queued_id(app.name),
-        "services": _services(store, app.name),
-    }
-
-
-def _services(store: DeploymentStore, app: str) -> dict[str, Any] | None:
-    """What the app's services run since its last deployment that went live (None: not recorded yet)."""
-    running = read_services(store.redis, app)
-    if running is None:
-        return None
-    return {"deployment_id": running.deployment_id, "recorded_at": running.recorded_at,
-            "services": [{"name": s.name, "runs": s.runs} for s in running.services]}
+    return AppOverview(
+        name=app.name,
+        repo=app.repo,
+        ref=app.ref_pattern,
+        strategy=app.strategy,
+        live_sha=live.sha if live else None,
+        live_deployment=live.deployment_id if live else None,
+        state=str(last.state) if last else None,
+        last_deployment=last,
+        queued_deployment=store.queued_id(app.name),
+        services=read_services(store.redis, app.name),
+    )

@@ -1,6 +1,6 @@
 """Release steps (`pre_deploy`, `post_deploy`): their configuration, and the log lines that record them.
 
-The worker runs the steps (workers/release_steps.py) and writes one line when a step starts and one
+The worker runs the steps (workers/release_step_runner.py) and writes one line when a step starts and one
 when it ends; the deployment page reads what ran back from those lines (`steps_from_log`), so the
 record of a deployment's steps is its log, which is redacted, kept and trimmed like any log. A
 step's own output is indented in the log, so it can never be taken for one of these lines.

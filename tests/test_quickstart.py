@@ -25,7 +25,7 @@ import docker
 import docker.errors
 import pytest
 
-from hooksvc.quickstart import Quickstart
+from hooksvc.quickstart_state import Quickstart
 from tests.helpers.docker import BASE_IMAGE, LoadLoop, get_text, remove_project, wait_for
 from tests.helpers.git import git, git_env
 

@@ -10,6 +10,7 @@ from hooksvc.config import Config
 from hooksvc.connection import connect, redis_url
 from hooksvc.errors import HooksvcError
 from hooksvc.redact import redact
+from hooksvc.strategies import strategy_info
 from workers.compose import detect_compose
 
 #: Seconds each reachability probe may take.
@@ -26,7 +27,7 @@ def check_services(config: Config) -> Iterator[tuple[str, str | None]]:
     except Exception as exc:  # noqa: BLE001 - any failure is reported, none is fatal to the check
         yield f"redis {redact(url, [])}", str(exc)
     yield "git", None if shutil.which("git") else "git is not on PATH"
-    swarm_hosts = {a.docker_host or "" for a in config.apps.values() if a.strategy == "swarm"}
+    swarm_hosts = {a.docker_host or "" for a in config.apps.values() if strategy_info(a.strategy).needs_swarm_manager}
     for docker_host in sorted({a.docker_host or "" for a in config.apps.values()}) or [""]:
         yield f"docker {docker_host or '(local)'}", _docker_problem(docker_host or None, docker_host in swarm_hosts)
     try:

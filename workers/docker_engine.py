@@ -18,6 +18,8 @@ import docker.errors
 import docker.utils
 import requests
 
+from workers.rollout.planner import ContainerInfo
+
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
@@ -37,26 +39,6 @@ PROBE_TIMEOUT_SECONDS = 5.0
 ENGINE_POLL_SECONDS = 0.5
 
 _NANOSECONDS = 1_000_000_000
-
-
-@dataclass(frozen=True)
-class ContainerInfo:
-    """What planning needs to know about one container of a compose project."""
-
-    id: str
-    name: str
-    service: str
-    #: created | running | paused | restarting | removing | exited | dead
-    state: str
-    config_hash: str
-    image_id: str
-    compose_version: str = ""
-    number: int = 0
-    labels: Mapping[str, str] = field(default_factory=dict, compare=False)
-
-    @property
-    def running(self) -> bool:
-        return self.state == "running"
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ def release_id(release_dir: Path) -> str:
     return _TAG_UNSAFE.sub("_", release_dir.name)[:64]
 
 
-def release_tag(service: str, release: str) -> str:
+def service_release_tag(service: str, release: str) -> str:
     """`<service>-<release>`; the release is what follows the last `-`."""
     return f"{service[:128 - len(release) - 1]}-{release}"
 
@@ -57,7 +57,7 @@ def tag_release_images(compose: ComposeProject, engine: DockerEngine, services: 
         if image is None:
             continue
         try:
-            engine.tag(image, f"{repository}:{release_tag(service, release)}")
+            engine.tag(image, f"{repository}:{service_release_tag(service, release)}")
         except Exception as exc:  # noqa: BLE001 - a missing release tag costs disk later, never the deployment
             log(f"{service}: could not tag its image for release {release}: {exc}")
 

@@ -26,9 +26,9 @@ from hooksvc.connection import connect, redis_url
 from hooksvc.deployments import Deployment, DeploymentState, Trigger
 from hooksvc.disk_usage import record_disk_usage
 from hooksvc.errors import DeployError, EngineUnavailable, GitError, PostDeployFailed, RedisUnavailable
+from hooksvc.live_services import record_services
 from hooksvc.logs import LogFn
 from hooksvc.redact import redact
-from hooksvc.running import compose_services, record_services, stack_services
 from hooksvc.store import DeploymentStore, open_store
 from workers.compose import ComposeProject, detect_compose
 from workers.compose_confinement import check_compose_model, check_compose_sources
@@ -245,7 +245,7 @@ class Deployer:
             return DeploymentState.ERROR, f"internal error: {type(exc).__name__}: {exc}"
 
     def _run(self) -> tuple[DeploymentState, str]:
-        from workers.rollout import roll_out
+        from workers.strategies import Release, strategy_for
 
         app, dep, secrets = self.app, self.dep, self.config.secrets()
         self.step(f"deployment {dep.id}: {dep.trigger} of {app.name} ({dep.sha or dep.ref}), worker pid {os.getpid()}")
@@ -266,20 +266,15 @@ class Deployer:
             self.log(f"skipped: {skip}")
             return DeploymentState.SKIPPED, skip
         self.step(f"checking out {sha}")
-        release = mirror.checkout_release(sha)
+        checkout = mirror.checkout_release(sha)
         self.step("checking what compose reads and the services' rollout settings")
-        model = self._check_release(release)
-        self.step(f"rolling out ({app.strategy})")
-        if app.strategy == "swarm":
-            from workers.swarm import SwarmRelease, deploy_stack
-
-            rollback = dep.trigger is Trigger.ROLLBACK
-            stack = deploy_stack(app, release, SwarmRelease(sha, dep.id, reuse_images=rollback), log=self.log)
-            services = stack_services(stack.images)
-        else:
-            rollout = roll_out(app, release, log=self.log, state_dir=self.config.worker.state_dir,
-                               shared=self.store.redis, resolved=model)
-            services = compose_services(rollout.live)
+        model = self._check_release(checkout)
+        release = Release(app, checkout, sha, dep.id, self.log, self.config.worker.state_dir,
+                          shared=self.store.redis, resolved=model)
+        strategy = strategy_for(app)
+        self.step(f"rolling out ({strategy.name})")
+        deploy = strategy.roll_back if dep.trigger is Trigger.ROLLBACK else strategy.roll_out
+        services = deploy(release)
         wait_out_redis(lambda: record_services(self.store.redis, app.name, dep.id, services, time.time()),
                        f"deployment {dep.id}: recording what its services run")
         removed = mirror.prune_releases(self.config.worker.keep_releases, protect={sha, self.live_sha} - {""})

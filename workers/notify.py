@@ -1,6 +1,6 @@
 """Notifications of finished deployments: a signed generic JSON webhook and a Slack incoming webhook.
 
-The builders are pure; `workers.reporter` delivers them (retried, in its own thread).
+The builders are pure; `workers.outbox_sender` delivers them (retried, in its own thread).
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ from typing import Any
 
 from hooksvc import defaults
 from hooksvc.errors import DeployError
-from workers.rollout import DRAIN_SECONDS_LABEL, STRATEGY_LABEL, parse_go_duration, service_labels
+from workers.rollout.model import DRAIN_SECONDS_LABEL, parse_go_duration, service_labels
+from workers.rollout.planner import STRATEGY_LABEL
 
 #: What `hooksvc.strategy` may say.
 STRATEGY_VALUES = ("rolling", "recreate")

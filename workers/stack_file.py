@@ -27,7 +27,7 @@ from typing import Any
 
 from hooksvc.errors import DeployError
 from workers.docker_engine import split_image_name
-from workers.rollout import named_volumes, parse_go_duration
+from workers.rollout.model import named_volumes, parse_go_duration
 
 #: The stack file format the generated file declares: read by Docker's CLI since 19.03.
 STACK_FILE_VERSION = "3.8"

@@ -2,7 +2,7 @@
 and pushing release images to a registry.
 
 Services and tasks are read as typed snapshots (`ServiceState`, `TaskState`) that the swarm strategy
-decides on; what they mean is documented at `workers/swarm.py`.
+decides on; what they mean is documented at `workers/strategies/swarm.py`.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from typing import Any
 
 from hooksvc.errors import DeployError
 from hooksvc.release_steps import ReleaseStep
-from workers.release_steps import StepEnd, StepRunner, dependency_closure
+from workers.release_step_runner import StepEnd, StepRunner, dependency_closure
 from workers.stack_file import StackPlan
 from workers.swarm_engine import SwarmEngine, TaskState
 

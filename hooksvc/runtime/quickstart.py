@@ -1,4 +1,4 @@
-"""`hooksvc run` without a configuration: the quickstart (see `hooksvc.quickstart` for its state).
+"""`hooksvc run` without a configuration: the quickstart (see `hooksvc.quickstart_state` for its state).
 
 It prepares the state folder and the example repository, then runs the ordinary `hooksvc run`
 supervisor on the quickstart's config with one more child, the demo proxy (`workers.demo_proxy`). Once
@@ -18,11 +18,11 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO, NoReturn
 
-from hooksvc import quickstart
+from hooksvc import quickstart_state
+from hooksvc.bare_repo_hook import HookSettings, install
 from hooksvc.config import load_config
 from hooksvc.deployments import DeploymentState
 from hooksvc.errors import HooksvcError
-from hooksvc.githook import HookSettings, install
 from hooksvc.operations import queue_manual
 from hooksvc.runtime.base import leave
 from hooksvc.runtime.supervise import Child, Supervisor
@@ -45,20 +45,20 @@ def run_quickstart(args: argparse.Namespace) -> NoReturn:
         raise HooksvcError("the quickstart chooses its own ports (kept in .hooksvc-quickstart/ports.json): "
                            "--bind needs a configuration (--config PATH or $HOOKSVC_CONFIG)")
     try:
-        qs = quickstart.prepare(Path.cwd())
+        qs = quickstart_state.prepare(Path.cwd())
         if not qs.repository.exists():
-            create_bare_repository(qs.repository, quickstart.EXAMPLE_FILES, quickstart.BRANCH,
+            create_bare_repository(qs.repository, quickstart_state.EXAMPLE_FILES, quickstart_state.BRANCH,
                                    "The example app: busybox httpd serving www/")
     except OSError as exc:
-        raise HooksvcError(f"cannot prepare the quickstart's folder {quickstart.STATE_DIR_NAME}/ in {Path.cwd()}: "
-                           f"{exc.strerror or exc}") from None
+        raise HooksvcError(f"cannot prepare the quickstart's folder {quickstart_state.STATE_DIR_NAME}/ in "
+                           f"{Path.cwd()}: {exc.strerror or exc}") from None
     config = load_config(str(qs.config_path), env={})
     say(f"hooksvc quickstart: no configuration given, so running the demo in {qs.folder} "
         f"(its config.toml; logs in {qs.log_path.name})")
     supervisor = Supervisor(config, workers=args.workers, bind=None)
     supervisor.children.append(Child("demo-proxy", [
-        sys.executable, "-m", "workers.demo_proxy", str(qs.app_port), qs.project, quickstart.SERVICE,
-        str(quickstart.SERVICE_PORT),
+        sys.executable, "-m", "workers.demo_proxy", str(qs.app_port), qs.project, quickstart_state.SERVICE,
+        str(quickstart_state.SERVICE_PORT),
     ]))
     output = qs.log_path.open("ab")
     logging.getLogger().handlers[:] = [_BytesLog(output)]
@@ -89,15 +89,15 @@ class _BytesLog(logging.Handler):
             pass
 
 
-def _started(qs: quickstart.Quickstart, supervisor: Supervisor) -> bool:
+def _started(qs: quickstart_state.Quickstart, supervisor: Supervisor) -> bool:
     """Once the children run: hook, first deployment, the four lines. A failure stops the quickstart (False)."""
     try:
         _wait_for_web(qs)
         config = load_config(str(qs.config_path), env={})
-        app = config.apps[quickstart.APP_NAME]
+        app = config.apps[quickstart_state.APP_NAME]
         install(qs.repository, HookSettings.for_app(config, app, qs.dashboard_url, wait=True),
                 app.secret.reveal(), sys.executable)
-        if not serving(qs.project, quickstart.SERVICE, quickstart.SERVICE_PORT):
+        if not serving(qs.project, quickstart_state.SERVICE, quickstart_state.SERVICE_PORT):
             say("hooksvc quickstart: deploying the example app (the first build takes a few seconds)")
             store = open_store(config)
             deployment = queue_manual(store, app, "", "")
@@ -123,7 +123,7 @@ def _started(qs: quickstart.Quickstart, supervisor: Supervisor) -> bool:
     return False
 
 
-def _wait_for_app(qs: quickstart.Quickstart) -> None:
+def _wait_for_app(qs: quickstart_state.Quickstart) -> None:
     """The `app:` line promises a page: wait until the demo proxy serves the example (it finds the
     container within a second of its start); past the bound, say so and print the lines anyway."""
     deadline = time.monotonic() + WEB_START_SECONDS
@@ -139,7 +139,7 @@ def _wait_for_app(qs: quickstart.Quickstart) -> None:
           file=sys.stderr, flush=True)
 
 
-def _wait_for_web(qs: quickstart.Quickstart) -> None:
+def _wait_for_web(qs: quickstart_state.Quickstart) -> None:
     deadline = time.monotonic() + WEB_START_SECONDS
     while True:
         try:

@@ -14,7 +14,7 @@ from rq.utils import now
 
 # Imported here, in the worker, on purpose: every job runs in a fork of this process, which then
 # inherits the job's modules instead of importing them again (~0.1 s per deployment, measured).
-import workers.rollout  # noqa: F401
+import workers.strategies  # noqa: F401
 from hooksvc import defaults
 from hooksvc.config import Config
 from hooksvc.connection import connect, redis_url

@@ -88,7 +88,7 @@ def cancel(deployment_id: str) -> Response:
 @bp.get("/api/apps")
 def apps() -> Response:
     ctx = context()
-    return jsonify(apps=[app_overview(ctx.store, a) for a in ctx.config.apps.values()])
+    return jsonify(apps=[app_overview(ctx.store, a).to_json() for a in ctx.config.apps.values()])
 
 
 @bp.get("/api/deployments")

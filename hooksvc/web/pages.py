@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,7 +26,7 @@ from hooksvc import defaults
 from hooksvc.deployments import Deployment, DeploymentState, iso_time
 from hooksvc.errors import HooksvcError, NotFound, RetryLater, TooManyRequests, Unauthorized
 from hooksvc.logs import parse_cursor
-from hooksvc.operations import app_overview
+from hooksvc.operations import AppOverview, app_overview
 from hooksvc.presentation import format_ago, short_ref
 from hooksvc.redact import loggable
 from hooksvc.release_steps import steps_from_log
@@ -182,17 +183,26 @@ def logout() -> BaseResponse | tuple[str, int]:
 # -- pages ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class AppCard:
+    """One app on the dashboard: its overview, its last deployments, and what it is doing now."""
+
+    overview: AppOverview
+    recent: list[Deployment]
+    #: A running deployment's state outranks a newer queued one's; else the newest deployment's.
+    current_state: str | None
+
+
 @bp.get("/")
 def dashboard() -> str:
     ctx = context()
     apps = []
     for app in sorted(ctx.config.apps.values(), key=lambda a: a.name):
         overview = app_overview(ctx.store, app)
-        overview["recent"] = recent = ctx.store.recent(app=app.name, limit=RECENT_PER_APP)
+        recent = ctx.store.recent(app=app.name, limit=RECENT_PER_APP)
         # What the app is doing now: a running deployment outranks a newer queued one behind it.
         running = [d for d in recent if d.state is DeploymentState.RUNNING]
-        overview["current_state"] = str(running[0].state) if running else overview["state"]
-        apps.append(overview)
+        apps.append(AppCard(overview, recent, str(running[0].state) if running else overview.state))
     newest = ctx.store.recent(limit=DASHBOARD_DEPLOYMENTS)
     busy = any(not d.state.is_final for d in newest)
     return render_template("dashboard.html", apps=apps, deployments=newest, busy=busy)

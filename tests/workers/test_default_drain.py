@@ -13,7 +13,7 @@ from hooksvc import defaults
 from hooksvc.config import AppConfig, Secret
 from tests.helpers.docker import write_sample_app
 from workers.docker_engine import DockerEngine
-from workers.rollout import roll_out
+from workers.strategies import compose_rollout
 
 pytestmark = pytest.mark.docker
 
@@ -28,12 +28,12 @@ def test_an_unlabelled_service_pauses_before_its_old_container_stops(
                     secret=Secret("unused"), project=compose_project, health_timeout=30.0, start_grace=1.0)
     lines: list[str] = []
     engine = DockerEngine(docker_client)
-    roll_out(app, write_sample_app(tmp_path / "v1", "v1", labels=False), log=lines.append, state_dir=tmp_path)
+    compose_rollout(app, write_sample_app(tmp_path / "v1", "v1", labels=False), log=lines.append, state_dir=tmp_path)
     (old,) = engine.containers(compose_project, "web")
 
     stamps: list[tuple[float, str]] = []
-    roll_out(app, write_sample_app(tmp_path / "v2", "v2", labels=False),
-             log=lambda line: stamps.append((time.monotonic(), line)), state_dir=tmp_path)
+    compose_rollout(app, write_sample_app(tmp_path / "v2", "v2", labels=False),
+                    log=lambda line: stamps.append((time.monotonic(), line)), state_dir=tmp_path)
     text = "\n".join(line for _, line in stamps)
     healthy_at = next(t for t, line in stamps if "new containers healthy; retiring 1 old" in line)
     stopping_at = next(t for t, line in stamps if f"stopping {old.name}" in line)

@@ -12,7 +12,7 @@ from hooksvc.errors import HealthCheckFailed
 from tests.helpers.docker import write_sample_app
 from workers.compose import ComposeProject, detect_compose
 from workers.docker_engine import DockerEngine, split_image_name
-from workers.rollout import roll_out
+from workers.strategies import compose_rollout
 
 pytestmark = pytest.mark.docker
 
@@ -41,7 +41,7 @@ def test_a_failed_release_puts_the_tags_back_and_the_next_one_deploys(
     def deploy(version: str, **kwargs: bool) -> Path:
         release = write_sample_app(tmp_path / "releases" / version, version, **kwargs)
         lines.append(f"==== {version}")
-        roll_out(app, release, log=lines.append, state_dir=tmp_path / "state")
+        compose_rollout(app, release, log=lines.append, state_dir=tmp_path / "state")
         return release
 
     v1 = deploy("v1")

@@ -287,7 +287,7 @@ class TestStatusSequences:
         assert fake.statuses(kind, SHA2, context) == [pending]
         description = [a for a in fake.accepted if a.sha == SHA1][-1].description
         assert description == f"Not deployed: superseded by {SHA2[:12]} (deployment {new.id})"
-        assert old.id != new.id
+        assert store.get(old.id).state is DeploymentState.SUPERSEDED
 
     @pytest.mark.parametrize(("app", "kind", "context", "final"), [
         ("shop", "github", "deploy/shop", "error"),

@@ -31,7 +31,7 @@ from workers.process import (
     run,
     scrub_environ,
 )
-from workers.rollout import roll_out
+from workers.strategies import compose_rollout
 
 #: What a worker's environment typically holds besides what commands need, name -> value.
 WORKER_SECRETS = {
@@ -149,7 +149,7 @@ class TestComposeSubstitution:
                         clone_url="/nonexistent", secret=Secret("unused"), project=compose_project,
                         health_timeout=40.0, start_grace=1.0)
         lines: list[str] = []
-        roll_out(app, release, log=lines.append, state_dir=tmp_path / "state")
+        compose_rollout(app, release, log=lines.append, state_dir=tmp_path / "state")
         containers = docker_client.containers.list(filters={"label": f"com.docker.compose.project={compose_project}"})
         assert len(containers) == 1, "\n".join(lines)
         env = dict(entry.split("=", 1) for entry in containers[0].attrs["Config"]["Env"])

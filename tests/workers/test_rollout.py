@@ -25,7 +25,9 @@ from tests.helpers.docker import (
 )
 from workers.compose import ComposeProject, detect_compose
 from workers.docker_engine import DockerEngine
-from workers.rollout import RolloutResult, load_record, record_path, roll_out
+from workers.rollout.context import RolloutResult
+from workers.rollout.live_record import LiveRecord, record_path
+from workers.strategies import compose_rollout
 
 pytestmark = pytest.mark.docker
 
@@ -61,7 +63,7 @@ class Deployer:
 
     def deploy(self, release_dir: Path) -> RolloutResult:
         self.lines.append(f"==== deploy {release_dir.name}")
-        return roll_out(self.app, release_dir, log=self.lines.append, state_dir=self.root / "state")
+        return compose_rollout(self.app, release_dir, log=self.lines.append, state_dir=self.root / "state")
 
     def log_text(self) -> str:
         return "\n".join(self.lines)
@@ -113,7 +115,7 @@ class TestRollingReleases:
         assert "last health probe" in str(unhealthy.value)
         assert "intentional build failure" in str(broken.value)
         assert len(service_ids(docker_client, compose_project, "web")) == 1
-        live = load_record(record_path(deployer.root / "state", compose_project), compose_project)
+        live = LiveRecord(record_path(deployer.root / "state", compose_project), compose_project).load(compose_project)
         assert live == {"web": service_ids(docker_client, compose_project, "web")}
 
     def test_redeploying_the_same_release_touches_nothing(
@@ -156,17 +158,17 @@ class TestRollingReleases:
         app = make_app(compose_project)
         lines: list[str] = []
         release = write_sample_app(tmp_path / "v1", "v1")
-        roll_out(app, release, log=lines.append, state_dir=tmp_path / "machine-a", shared=redis)
+        compose_rollout(app, release, log=lines.append, state_dir=tmp_path / "machine-a", shared=redis)
         recorded = service_ids(docker_client, compose_project, "web")
         compose = ComposeProject(detect_compose(), compose_project, release, ("docker-compose.yml",))
         compose.check(compose.scale_beside_argv("web", 2), log=lines.append, timeout=120, what="scale")
 
-        result = roll_out(app, write_sample_app(tmp_path / "v2", "v2"), log=lines.append,
-                          state_dir=tmp_path / "machine-b", shared=redis)
+        result = compose_rollout(app, write_sample_app(tmp_path / "v2", "v2"), log=lines.append,
+                                 state_dir=tmp_path / "machine-b", shared=redis)
         assert len(result.leftovers_removed) == 1 and not set(result.leftovers_removed) & recorded, lines
         web = service_ids(docker_client, compose_project, "web")
         assert len(web) == 1 and not web & recorded
-        assert load_record(record_path(tmp_path / "machine-b", app.name), compose_project) == {"web": web}
+        assert LiveRecord(record_path(tmp_path / "machine-b", app.name), app.name).load(compose_project) == {"web": web}
 
 
 class TestRecreateFallback:

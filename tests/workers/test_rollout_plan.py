@@ -13,18 +13,11 @@ from hypothesis import strategies as st
 
 from hooksvc.config import AppConfig, Secret
 from hooksvc.errors import DeployError
-from workers.docker_engine import ContainerInfo, unhealthy_within
-from workers.rollout import (
-    dependency_order,
-    fixed_host_ports,
-    load_record,
-    named_volumes,
-    parse_go_duration,
-    plan_rollout,
-    record_path,
-    roll_out,
-    save_record,
-)
+from workers.docker_engine import unhealthy_within
+from workers.rollout.live_record import LiveRecord, record_path, save_record
+from workers.rollout.model import dependency_order, fixed_host_ports, named_volumes, parse_go_duration
+from workers.rollout.planner import ContainerInfo, plan_rollout
+from workers.strategies import compose_rollout
 
 HASH_A, HASH_B = "a" * 64, "b" * 64
 IMAGE_A, IMAGE_B = "sha256:" + "1" * 64, "sha256:" + "2" * 64
@@ -206,18 +199,18 @@ class TestRecord:
         """The live-container record is written atomically and read back per service."""
         path = record_path(tmp_path, "shop")
         save_record(path, "shop", "shop", {"web": ["b", "a"], "db": ["d"]})
-        assert load_record(path, "shop") == {"web": {"a", "b"}, "db": {"d"}}
+        assert LiveRecord(path, "shop").load("shop") == {"web": {"a", "b"}, "db": {"d"}}
         assert json.loads(path.read_text())["containers"]["web"] == ["a", "b"]
         assert [p.name for p in path.parent.iterdir()] == ["shop.json"]
 
     def test_unusable_records_are_ignored(self, tmp_path: Path) -> None:
         """A missing, corrupt or other-project record counts as no record (so nothing is removed)."""
         path = record_path(tmp_path, "shop")
-        assert load_record(path, "shop") is None
+        assert LiveRecord(path, "shop").load("shop") is None
         save_record(path, "shop", "shop-old", {"web": ["a"]})
-        assert load_record(path, "shop") is None
+        assert LiveRecord(path, "shop").load("shop") is None
         path.write_text("{not json")
-        assert load_record(path, "shop") is None
+        assert LiveRecord(path, "shop").load("shop") is None
 
 
 class TestStrategies:
@@ -226,10 +219,10 @@ class TestStrategies:
         self, tmp_path: Path, strategy: str, message: str,
     ) -> None:
         """Strategies the config refuses raise DeployError before any command runs, should an AppConfig be
-        built by hand (swarm is deployed by workers/swarm.py, never by roll_out)."""
+        built by hand (swarm is deployed by workers/strategies/swarm.py, never by compose_rollout)."""
         app = AppConfig(name="shop", host="github", host_kind="github", repo="acme/shop", clone_url="x",
                         secret=Secret("s"), project="shop", strategy=strategy)
         lines: list[str] = []
         with pytest.raises(DeployError, match=message):
-            roll_out(app, tmp_path, log=lines.append, state_dir=tmp_path)
+            compose_rollout(app, tmp_path, log=lines.append, state_dir=tmp_path)
         assert lines == []

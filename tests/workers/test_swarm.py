@@ -15,8 +15,8 @@ import redis as redis_lib
 
 from hooksvc.config import Config
 from hooksvc.deployments import Deployment, DeploymentState, NewDeployment, Trigger
+from hooksvc.live_services import read_services
 from hooksvc.operations import queue_rollback
-from hooksvc.running import read_services
 from hooksvc.store import DeploymentStore, open_store
 from tests.fixtures.swarm import stack_name_for
 from tests.helpers.config import TEST_REDIS_URL, make_config

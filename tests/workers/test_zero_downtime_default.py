@@ -19,7 +19,7 @@ import pytest
 from hooksvc.config import AppConfig, Secret
 from tests.helpers.docker import LoadLoop, get_text, wait_for, write_sample_app
 from tests.helpers.nginx import NginxProxy
-from workers.rollout import roll_out
+from workers.strategies import compose_rollout
 
 pytestmark = pytest.mark.docker
 
@@ -42,7 +42,7 @@ def test_ten_unlabelled_rolling_deploys_behind_nginx_lose_no_request(
         release = write_sample_app(tmp_path / "releases" / version, version, labels=False, graceful_stop=True)
         assert "hooksvc." not in (release / "docker-compose.yml").read_text()
         lines.append(f"==== {version}")
-        result = roll_out(app, release, log=lines.append, state_dir=tmp_path / "state")
+        result = compose_rollout(app, release, log=lines.append, state_dir=tmp_path / "state")
         assert [s.service for s in result.services] == ["web"], "\n".join(lines)
 
     deploy("v0")

@@ -14,9 +14,9 @@ from flask.testing import FlaskClient
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hooksvc.bare_repo_hook import RefUpdate, push_body
 from hooksvc.config import parse_config
 from hooksvc.errors import BadRequest
-from hooksvc.githook import RefUpdate, push_body
 from hooksvc.providers import ZERO_SHA, WebhookRequest, git
 from hooksvc.store import DeploymentStore
 from hooksvc.web import create_app

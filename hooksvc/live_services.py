@@ -26,7 +26,7 @@ class ServiceRecord:
 
 
 @dataclass(frozen=True)
-class RunningRecord:
+class LiveServices:
     deployment_id: str
     recorded_at: float
     services: tuple[ServiceRecord, ...]
@@ -50,12 +50,12 @@ def record_services(connection: redis.Redis, app: str, deployment_id: str, servi
     call(connection.set, keys.app_services(app), json.dumps(document))
 
 
-def read_services(connection: redis.Redis, app: str) -> RunningRecord | None:
+def read_services(connection: redis.Redis, app: str) -> LiveServices | None:
     raw = call(connection.get, keys.app_services(app))
     if not raw:
         return None
     document = json.loads(raw)
-    return RunningRecord(
+    return LiveServices(
         deployment_id=str(document["deployment_id"]), recorded_at=float(document["recorded_at"]),
         services=tuple(ServiceRecord(str(s["name"]), str(s["runs"])) for s in document["services"]),
     )

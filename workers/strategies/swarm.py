@@ -43,13 +43,15 @@ import yaml
 from hooksvc import defaults
 from hooksvc.config import AppConfig
 from hooksvc.errors import DeployError, HealthCheckFailed
+from hooksvc.live_services import ServiceRecord, stack_services
 from hooksvc.logs import LogFn
 from hooksvc.release_steps import POST_DEPLOY, PRE_DEPLOY
 from workers import process
 from workers.compose import UP_TIMEOUT_SECONDS, ComposeProject, detect_compose, failure_message
 from workers.process import DOCKER_ENV
-from workers.release_steps import StepRunner
+from workers.release_step_runner import StepRunner
 from workers.stack_file import RELEASE_TAG, StackPlan, plan_stack, release_tag
+from workers.strategies.base import Release
 from workers.swarm_engine import ServiceState, SwarmEngine, TaskState
 from workers.swarm_steps import SwarmReleaseSteps
 
@@ -395,3 +397,21 @@ class _Convergence:
         if not result.ok:
             self.log(f"{name}: could not roll back: {failure_message('docker service rollback', result)}")
 
+
+
+class Swarm:
+    """The release as a Swarm stack; a rollback runs the images the commit's earlier deployment built."""
+
+    name = "swarm"
+
+    def roll_out(self, release: Release) -> list[ServiceRecord]:
+        return self._deploy(release, reuse_images=False)
+
+    def roll_back(self, release: Release) -> list[ServiceRecord]:
+        return self._deploy(release, reuse_images=True)
+
+    def _deploy(self, release: Release, *, reuse_images: bool) -> list[ServiceRecord]:
+        stack = deploy_stack(release.app, release.directory,
+                             SwarmRelease(release.sha, release.deployment_id, reuse_images=reuse_images),
+                             log=release.log)
+        return stack_services(stack.images)

@@ -1,7 +1,7 @@
 """Running an app's release steps (`pre_deploy`, `post_deploy`) in one-off containers of the new release.
 
 `StepRunner` is what every strategy shares: the phases, the log lines the deployment page reads
-back, and the errors; `ReleaseSteps` runs the steps of the compose strategies (`rolling`,
+back, and the errors; `ComposeReleaseSteps` runs the steps of the compose strategies (`rolling`,
 `recreate`), and `workers.swarm_steps.SwarmReleaseSteps` those of strategy `swarm`.
 
 For the compose strategies each step is `compose run --rm --no-deps -T --name NAME SERVICE argv...`
@@ -126,7 +126,7 @@ class StepRunner:
 
 
 @dataclass
-class ReleaseSteps(StepRunner):
+class ComposeReleaseSteps(StepRunner):
     """The release steps of one deployment of `app`, run through the release's compose project."""
 
     compose: ComposeProject

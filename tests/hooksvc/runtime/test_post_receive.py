@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from hooksvc import githook
-from hooksvc.runtime.git_hook import post_receive
+from hooksvc import bare_repo_hook
+from hooksvc.runtime.post_receive import post_receive
 from tests.helpers.config import TEST_REDIS_URL
 from tests.helpers.docker import wait_for
 from tests.helpers.git import git, git_env
@@ -144,7 +144,7 @@ def test_a_push_shows_its_deployment_and_a_push_made_while_hooksvc_is_down_is_se
     hook.rename(hook.with_name("off"))  # this push's hook is run by hand below, with short retries
     git("push", "--quiet", "origin", "main", cwd=server.clone)
     hook.with_name("off").rename(hook)
-    monkeypatch.setattr(githook, "SEND_RETRY_SECONDS", (0.2,))
+    monkeypatch.setattr(bare_repo_hook, "SEND_RETRY_SECONDS", (0.2,))
     said: list[str] = []
     outcome = post_receive(server.bare / "hooksvc", f"{'0' * 40} {second} refs/heads/main\n", said.append)
     assert outcome.failed and outcome.queued == []
@@ -203,7 +203,7 @@ def plant_link_as_hooks_folder(repo: Path, outside: Path) -> Path:
 
 
 def plant_link_as_hook(repo: Path, outside: Path) -> Path:
-    outside.write_text(f"{githook.HOOK_MARK}\nprecious\n")
+    outside.write_text(f"{bare_repo_hook.HOOK_MARK}\nprecious\n")
     (repo / "hooks" / "post-receive").symlink_to(outside)
     return repo / "hooks" / "post-receive"
 
@@ -272,6 +272,6 @@ class TestInstallAgainstPlantedPaths:
         assert result.returncode == 0, result.stderr
         assert outside.read_text() == "root:precious\n" and stat.S_IMODE(outside.stat().st_mode) == 0o600
         hook = repo / "hooks" / "post-receive"
-        assert not hook.is_symlink() and githook.HOOK_MARK in hook.read_text()
+        assert not hook.is_symlink() and bare_repo_hook.HOOK_MARK in hook.read_text()
         assert stat.S_IMODE((repo / "hooksvc").stat().st_mode) == 0o700
         assert (repo / "hooksvc" / "secret").read_text().strip() == SECRET

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hooksvc.githook import (
+from hooksvc.bare_repo_hook import (
     Answer,
     HookSettings,
     RefUpdate,

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import redis as redis_lib
 from flask.testing import FlaskClient
 
-from hooksvc.running import (
+from hooksvc.config import Config
+from hooksvc.live_services import (
     ServiceRecord,
     compose_services,
     read_services,
     record_services,
     stack_services,
 )
+from hooksvc.operations import app_overview
+from hooksvc.store import DeploymentStore
 from tests.helpers.config import write_config
 
 BEARER = {"Authorization": "Bearer operator-token-1"}
@@ -60,3 +65,18 @@ def test_status_of_an_app_lists_them(tmp_path: Path, redis: redis_lib.Redis, red
     assert "services since deployment 7" in result.stdout
     rows = [line.split() for line in result.stdout.splitlines()]
     assert ["db", "1", "container(s):", "d" * 12] in rows and ["web", "1", "container(s):", "c" * 12] in rows
+
+
+def test_the_overview_is_a_frozen_record_with_the_services(config: Config, store: DeploymentStore,
+                                                          redis: redis_lib.Redis) -> None:
+    """`app_overview` hands each layer a typed record it cannot edit; the API's document carries the services."""
+    record_services(redis, "shop", "5", compose_services({"web": ["e" * 64]}), 300.0)
+    shop = config.app("shop")
+    assert shop is not None
+    overview = app_overview(store, shop)
+    assert overview.services is not None and overview.services.deployment_id == "5"
+    assert (overview.last_deployment, overview.state, overview.queued_deployment) == (None, None, None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        overview.state = "running"  # type: ignore[misc]
+    web = {"name": "web", "runs": f"1 container(s): {'e' * 12}"}
+    assert overview.to_json()["services"] == {"deployment_id": "5", "recorded_at": 300.0, "services": [web]}
