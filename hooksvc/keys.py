@@ -121,6 +121,12 @@ def host_deployment(deployment_id: str) -> str:
     return f"{OUTBOX_PREFIX}:host_deployment:{deployment_id}"
 
 
+def check_run(deployment_id: str) -> str:
+    """The GitHub check run reporting a deployment (HASH: the host's check-run id, the last event it
+    got; see `workers.check_runs`)."""
+    return f"{OUTBOX_PREFIX}:check_run:{deployment_id}"
+
+
 def host_deployment_active(app: str) -> str:
     """The app's deployment the git host shows active (HASH: deployment_id, host_id): the one the
     next successful release marks `inactive`."""
@@ -148,6 +154,10 @@ NOTIFY_DROPPED = f"{METRICS_PREFIX}:notify_dropped"
 HOST_DEPLOYMENT_SENT = f"{METRICS_PREFIX}:host_deployment_sent"
 HOST_DEPLOYMENT_FAILURES = f"{METRICS_PREFIX}:host_deployment_failures"
 HOST_DEPLOYMENT_DROPPED = f"{METRICS_PREFIX}:host_deployment_dropped"
+#: By host kind (github): check-run requests (create, update) delivered, failed attempts, given up.
+CHECK_RUN_SENT = f"{METRICS_PREFIX}:check_run_sent"
+CHECK_RUN_FAILURES = f"{METRICS_PREFIX}:check_run_failures"
+CHECK_RUN_DROPPED = f"{METRICS_PREFIX}:check_run_dropped"
 
 
 # -- operator sessions and the login throttle -------------------------------------------------------

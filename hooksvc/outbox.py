@@ -8,7 +8,9 @@ Layout in Redis (key names in `hooksvc.keys`):
 - lane      a LIST of JSON events, oldest first. One lane per commit and app for statuses
             (`status:<app>:<sha>`: every status of that commit, in the order they happened,
             across redeploys), one per app for deployments recorded on the git host
-            (`host_deployment:<app>`), one per deployment and target for notifications
+            (`host_deployment:<app>`), one per deployment for its GitHub check run
+            (`check_run:<id>`: created by its first event, updated by the next), one per deployment
+            and target for notifications
             (`notify:<id>:webhook`, `notify:<id>:slack`), so a slow Slack never holds a status back.
 - due       a ZSET lane → when its head may next be tried (epoch seconds; 0 = now).
 - lock      a short lease per lane (SET NX PX with a random token): one sender per lane at a time.
@@ -38,6 +40,9 @@ SLACK = "slack"
 NOTIFY_KINDS = (WEBHOOK, SLACK)
 #: A deployment recorded on the git host (GitHub Deployments, GitLab deployments).
 HOST_DEPLOYMENT = "host_deployment"
+#: A deployment reported as a GitHub check run (hosts with GitHub App credentials only; the sender
+#: drops the others, since this listener has no config to tell them apart).
+CHECK_RUN = "check_run"
 
 #: A commit status needs the full object id; a manual deployment's sha stays empty (or is what the
 #: operator typed) until the worker resolves it, so its early statuses are not sent.
@@ -106,6 +111,11 @@ def host_deployment_lane(app: str) -> str:
     return f"host_deployment:{app}"
 
 
+def check_run_lane(deployment_id: str) -> str:
+    """One lane per deployment: its check run is created by the first event and updated by the next."""
+    return f"check_run:{deployment_id}"
+
+
 def notify_lane(deployment_id: str, kind: str) -> str:
     return f"notify:{deployment_id}:{kind}"
 
@@ -130,6 +140,7 @@ def write_events(pipe: Pipeline, deployment: Deployment) -> None:
     if is_full_sha(deployment.sha):
         append(pipe, status_lane(deployment.app, deployment.sha), OutboxEvent.from_deployment(STATUS, deployment))
         append(pipe, host_deployment_lane(deployment.app), OutboxEvent.from_deployment(HOST_DEPLOYMENT, deployment))
+        append(pipe, check_run_lane(deployment.id), OutboxEvent.from_deployment(CHECK_RUN, deployment))
     if deployment.state.is_final:
         for kind in NOTIFY_KINDS:
             append(pipe, notify_lane(deployment.id, kind), OutboxEvent.from_deployment(kind, deployment))

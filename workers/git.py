@@ -16,11 +16,12 @@ Networked commands (fetch, submodule clones) run through `workers.process.run` s
 reaches the deployment log line by line, redacted; read-only questions to the mirror use GitPython,
 which keeps stdout apart from warnings on stderr.
 
-Credentials never touch the disk or an argv: an HTTPS token becomes an `http.<host>.extraHeader`
-passed through `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n` environment variables, and an
-SSH deploy key becomes `GIT_SSH_COMMAND`. Those variables reach this app's git commands only: git runs
-with the allow-listed environment of `workers.process` (plus git's transport settings and proxies),
-never with the worker's whole environment and its other secrets.
+Credentials never touch the disk or an argv: an HTTPS token (the app's own, or its GitHub App's
+installation token, which the caller puts in `clone_token`: see `workers.host_auth`) becomes an
+`http.<host>.extraHeader` passed through `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n`
+environment variables, and an SSH deploy key becomes `GIT_SSH_COMMAND`. Those variables reach this
+app's git commands only: git runs with the allow-listed environment of `workers.process` (plus git's
+transport settings and proxies), never with the worker's whole environment and its other secrets.
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ _FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _BAD_REF = re.compile(r"(^-)|(\.\.)|(@\{)|[\x00-\x20\x7f~^:?*\[\\]|(^/)|(/$)|(\.lock\Z)|(^@\Z)")
 #: What git commands take from the worker's environment besides `workers.process.BASE_ENV`.
 GIT_INHERITED_ENV = GIT_ENV | PROXY_ENV
+
+
+#: How a fetch's error starts when the origin refused the credentials it was given.
+CREDENTIALS_REFUSED = "The origin rejected the app's credentials"
+
+
+class CredentialsRefused(GitError):
+    """The origin refused the app's credentials (a GitHub App's installation token may be renewed)."""
 
 
 def _is_local_url(url: str) -> bool:
@@ -323,14 +332,19 @@ class GitMirror:
         ]
         result = self._run(argv)
         if not result.ok:
-            raise self._fail(f"cannot fetch app {self.app.name!r} from {self._url}", result, self._fetch_hint(result))
+            hint = self._fetch_hint(result)
+            failure = self._fail(f"cannot fetch app {self.app.name!r} from {self._url}", result, hint)
+            if hint.startswith(CREDENTIALS_REFUSED):
+                raise CredentialsRefused(str(failure))
+            raise failure
 
     def _fetch_hint(self, result: ProcessResult) -> str:
         output = "\n".join(result.tail).lower()
         has_credentials = self.app.clone_token is not None or self.app.ssh_key_file is not None
         if any(s in output for s in ("terminal prompts disabled", "authentication failed", " 401", " 403")):
             if has_credentials:
-                return "The origin rejected the app's credentials: check that the token or deploy key may read it"
+                return (f"{CREDENTIALS_REFUSED}: check that the token, deploy key or GitHub App installation "
+                        "may read it")
             return "The origin wants credentials: set the app's token_env/token_file (HTTPS) or ssh_key_file (SSH)"
         if "permission denied (publickey" in output or "host key verification failed" in output:
             return "SSH refused: check ssh_key_file and that its public key is a deploy key of the repository"

@@ -39,7 +39,7 @@ import jwt
 
 from hooksvc import defaults
 from hooksvc.config import AppConfig, GitHubAppConfig, HostConfig, Secret
-from hooksvc.errors import HooksvcError
+from hooksvc.errors import DeployError
 from workers import http
 from workers.http import HttpRequest, HttpResponse
 
@@ -48,8 +48,9 @@ API_VERSION = "2022-11-28"
 USER_AGENT = "hooksvc"
 
 
-class HostAuthError(HooksvcError):
-    """No credential could be had for a host: the message says what GitHub answered and what to check."""
+class HostAuthError(DeployError):
+    """No credential could be had for a host: the message says what GitHub answered and what to check.
+    A deployment that cannot fetch for want of one fails with it."""
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,10 @@ from hooksvc.live_services import record_services
 from hooksvc.logs import LogFn
 from hooksvc.redact import redact
 from hooksvc.store import DeploymentStore, open_store
+from workers import host_auth
 from workers.compose import ComposeProject, detect_compose
 from workers.compose_confinement import check_compose_model, check_compose_sources
-from workers.git import GitMirror, touches
+from workers.git import CredentialsRefused, GitMirror, touches
 from workers.images import prune_and_measure
 from workers.locks import AppLock
 
@@ -244,15 +245,34 @@ class Deployer:
                 self.log(line)
             return DeploymentState.ERROR, f"internal error: {type(exc).__name__}: {exc}"
 
+    def _fetched_mirror(self, secrets: list[str]) -> GitMirror:
+        """The app's mirror, fetched. A GitHub App host's HTTPS origin is read with an installation
+        token; one the origin refuses (revoked, lapsed in flight) is renewed and the fetch tried once more."""
+        host = self.config.hosts.get(self.app.host)
+        origins = {a.name: a.clone_url for a in self.config.apps.values()}
+
+        def fetched() -> GitMirror:
+            app = host_auth.with_clone_token(self.app, host)
+            mirror = GitMirror(app, self.config.worker.state_dir, self.log, secrets, other_origins=origins)
+            mirror.fetch()
+            return mirror
+
+        if host is None or host.app is None or self.app.clone_token is not None:
+            return fetched()
+        try:
+            return fetched()
+        except CredentialsRefused:
+            self.log("the origin refused the installation token: renewing it and fetching again")
+            host_auth.refused(host, self.app.repo)
+            return fetched()
+
     def _run(self) -> tuple[DeploymentState, str]:
         from workers.strategies import Release, strategy_for
 
         app, dep, secrets = self.app, self.dep, self.config.secrets()
         self.step(f"deployment {dep.id}: {dep.trigger} of {app.name} ({dep.sha or dep.ref}), worker pid {os.getpid()}")
-        mirror = GitMirror(app, self.config.worker.state_dir, self.log, secrets,
-                           other_origins={a.name: a.clone_url for a in self.config.apps.values()})
         self.step(f"fetching {redact(app.clone_url, secrets)}")
-        mirror.fetch()
+        mirror = self._fetched_mirror(secrets)
         sha = mirror.resolve(dep.sha or dep.ref)
         if sha != dep.sha:
             self.log(f"{dep.sha or dep.ref} resolves to {sha}")

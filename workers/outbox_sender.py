@@ -18,6 +18,12 @@ Retry policy, per lane head:
   `FINAL_STATUS_RETRY_SECONDS`, so a host that is down for hours still ends with the right status;
 - a notification is retried for `REPORT_RETRY_SECONDS`: after that it is news no longer.
 
+Requests to a host with GitHub App credentials carry an installation token (`workers.host_auth`);
+one answered 401 (the token expired or was revoked) is sent once more with a renewed token, and no
+token to be had (GitHub unreachable, the App not installed) is retried like a transport error.
+With App credentials each deployment is also a check run (`workers.check_runs`), following the
+commit-status rules.
+
 A deployment recorded on the git host (`workers.host_deployments`) follows the commit-status rules;
 one of its events may take several requests (create, status, `inactive` of the replaced release),
 each built once the one before it was delivered, so a retry never repeats a delivered step.
@@ -36,12 +42,15 @@ from dataclasses import dataclass
 import redis
 
 from hooksvc import defaults, keys
-from hooksvc.config import AppConfig, Config
+from hooksvc.config import AppConfig, Config, HostConfig
 from hooksvc.errors import RedisUnavailable
 from hooksvc.logs import DeploymentLogs
-from hooksvc.outbox import HOST_DEPLOYMENT, SLACK, STATUS, WEBHOOK, OutboxEvent
+from hooksvc.outbox import CHECK_RUN, HOST_DEPLOYMENT, SLACK, STATUS, WEBHOOK, OutboxEvent
 from hooksvc.redact import redact
-from workers import http, notify
+from hooksvc.store import DeploymentStore
+from workers import host_auth, http, notify
+from workers.check_runs import CheckRunReport, CheckRuns, summary_text
+from workers.host_auth import HostAuthError
 from workers.host_deployments import HostDeployments
 from workers.http import HttpRequest
 from workers.locks import Lease
@@ -90,7 +99,8 @@ class Attempt:
 class OutboxRequest:
     """An event made concrete: the request, the metric label, and the words for the log."""
 
-    request: HttpRequest
+    #: None when no request could be made (see `unavailable`).
+    request: HttpRequest | None
     label: str
     what: str
     sent_key: str
@@ -103,6 +113,11 @@ class OutboxRequest:
     dropped: Callable[[bool], None] | None = None
     #: Added to the log line of a refused request: what the operator may have to fix.
     hint: str = ""
+    #: The GitHub App host and repository whose installation token the request carries: a 401 is
+    #: then answered by renewing the token and sending the event once more.
+    app_auth: tuple[HostConfig, str] | None = None
+    #: Why no request could be made (no installation token to be had): retried like a transport error.
+    unavailable: str = ""
 
 
 def classify(status: int) -> Attempt:
@@ -144,6 +159,7 @@ class OutboxSender:
         self.secrets = config.secrets()
         self._ack = connection.register_script(_ACK)
         self.host_deployments = HostDeployments(connection)
+        self.check_runs = CheckRuns(connection)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -206,7 +222,13 @@ class OutboxSender:
             if delivery is None:
                 self._ack(keys=[key, keys.OUTBOX_DUE, keys.outbox_retry(lane)], args=[raw, lane])
                 continue
-            attempt, answer = self._attempt(delivery.request)
+            attempt, answer = self._attempt(delivery)
+            if answer is not None and answer.status == 401 and delivery.app_auth is not None:
+                # An installation token can lapse or be revoked while cached: renew it, send once more.
+                host_auth.refused(*delivery.app_auth)
+                self._log(event, f"{delivery.what}: HTTP 401 with the installation token; renewing it, sending again")
+                delivery = self._prepare(event) or delivery
+                attempt, answer = self._attempt(delivery)
             if attempt.ok and delivery.delivered is not None and answer is not None:
                 try:
                     delivery.delivered(answer)
@@ -258,7 +280,7 @@ class OutboxSender:
         return True
 
     def _retry_bound(self, event: OutboxEvent, waiting_behind: bool) -> tuple[float, str]:
-        if event.kind not in (STATUS, HOST_DEPLOYMENT):
+        if event.kind not in (STATUS, HOST_DEPLOYMENT, CHECK_RUN):
             return defaults.REPORT_RETRY_SECONDS, "notifications are retried that long"
         if not event.state.is_final and waiting_behind:
             if event.kind == HOST_DEPLOYMENT:
@@ -283,13 +305,27 @@ class OutboxSender:
         if app is None:
             log.info("outbox sender: app %r is no longer configured; event dropped", event.app)
             return None
+        try:
+            return self._prepare_for(event, app)
+        except HostAuthError as exc:
+            host = self.config.hosts[app.host]
+            counters = {STATUS: (keys.STATUS_SENT, keys.STATUS_FAILURES, keys.STATUS_DROPPED),
+                        HOST_DEPLOYMENT: (keys.HOST_DEPLOYMENT_SENT, keys.HOST_DEPLOYMENT_FAILURES,
+                                          keys.HOST_DEPLOYMENT_DROPPED),
+                        CHECK_RUN: (keys.CHECK_RUN_SENT, keys.CHECK_RUN_FAILURES, keys.CHECK_RUN_DROPPED)}
+            sent, failures, dropped = counters.get(event.kind, counters[STATUS])
+            return OutboxRequest(None, host.kind, f"{event.kind} on {host.kind} {app.repo}@{event.sha[:12]}", sent,
+                                 failures, dropped, unavailable=f"no installation token: {exc}")
+
+    def _prepare_for(self, event: OutboxEvent, app: AppConfig) -> OutboxRequest | None:
         url = self._deployment_url(event.deployment_id)
         try:
             if event.kind == STATUS:
-                host = self.config.hosts.get(app.host)
-                reporter = REPORTERS.get(host.kind) if host is not None else None
-                if host is None or host.token is None or reporter is None:
+                configured = self.config.hosts.get(app.host)
+                reporter = REPORTERS.get(configured.kind) if configured is not None else None
+                if configured is None or not configured.has_credentials or reporter is None:
                     return None  # no token (the operator's choice) or no status API: no statuses
+                host = host_auth.with_token(configured, app.repo)
                 description = redact(describe_state(event.deployment_id, event.state, event.error), self.secrets)
                 update = StatusUpdate(repo=app.repo, sha=event.sha, state=event.state, context=app.status_context,
                                       description=description, target_url=url, ref=event.ref)
@@ -297,9 +333,11 @@ class OutboxSender:
                 state = str((request.json or {}).get("state"))
                 what = f"commit status {state} ({event.state}) on {host.kind} {app.repo}@{event.sha[:12]}"
                 return OutboxRequest(request, host.kind, what, keys.STATUS_SENT, keys.STATUS_FAILURES,
-                                     keys.STATUS_DROPPED)
+                                     keys.STATUS_DROPPED, app_auth=_app_auth(configured, app))
             if event.kind == HOST_DEPLOYMENT:
                 return self._prepare_host_deployment(event, app)
+            if event.kind == CHECK_RUN:
+                return self._prepare_check_run(event, app, url)
             if event.kind == WEBHOOK and app.notify.webhook_url is not None:
                 request = notify.build_webhook_request(app.notify, event, url)
                 return OutboxRequest(request, WEBHOOK, "notification webhook", keys.NOTIFY_SENT,
@@ -313,20 +351,47 @@ class OutboxSender:
         return None
 
     def _prepare_host_deployment(self, event: OutboxEvent, app: AppConfig) -> OutboxRequest | None:
-        host = self.config.hosts.get(app.host)
-        if host is None:
+        configured = self.config.hosts.get(app.host)
+        if configured is None or not configured.has_credentials:
             return None
+        host = host_auth.with_token(configured, app.repo)
         description = redact(describe_state(event.deployment_id, event.state, event.error), self.secrets)
         planned = self.host_deployments.prepare(event, app, host, description, self._deployment_url)
         if planned is None:
             return None
         return OutboxRequest(planned.request, host.kind, planned.what, keys.HOST_DEPLOYMENT_SENT,
                              keys.HOST_DEPLOYMENT_FAILURES, keys.HOST_DEPLOYMENT_DROPPED,
-                             delivered=planned.delivered, dropped=planned.dropped, hint=planned.hint)
+                             delivered=planned.delivered, dropped=planned.dropped, hint=planned.hint,
+                             app_auth=_app_auth(configured, app))
 
-    def _attempt(self, request: HttpRequest) -> tuple[Attempt, http.HttpResponse | None]:
+    def _prepare_check_run(self, event: OutboxEvent, app: AppConfig, url: str) -> OutboxRequest | None:
+        """The check run's next request: only hosts with GitHub App credentials (GitHub lets only an
+        App write check runs)."""
+        configured = self.config.hosts.get(app.host)
+        if configured is None or configured.app is None:
+            return None
+        outcome = redact(describe_state(event.deployment_id, event.state, event.error), self.secrets)
+        deployment = DeploymentStore.load(self.redis, event.deployment_id)
+        report = CheckRunReport(
+            repo=app.repo, sha=event.sha, name=app.status_context, state=event.state,
+            deployment_id=event.deployment_id, title=outcome.splitlines()[0] if outcome else str(event.state),
+            summary=summary_text(app, event, deployment, outcome) + (f"\n\n[Deployment page]({url})" if url else ""),
+            details_url=url,
+        )
+        step = self.check_runs.prepare(host_auth.with_token(configured, app.repo), report, event)
+        if step is None:
+            return None
+        return OutboxRequest(step.request, configured.kind, step.what, keys.CHECK_RUN_SENT, keys.CHECK_RUN_FAILURES,
+                             keys.CHECK_RUN_DROPPED, delivered=step.delivered,
+                             dropped=lambda _rejected: self.check_runs.dropped(event),
+                             hint="if the App may not write checks, give it the Checks: read and write permission",
+                             app_auth=_app_auth(configured, app))
+
+    def _attempt(self, delivery: OutboxRequest) -> tuple[Attempt, http.HttpResponse | None]:
+        if delivery.request is None:
+            return Attempt(ok=False, retryable=True, detail=delivery.unavailable), None
         try:
-            answer = http.send(request, timeout=self.http_timeout)
+            answer = http.send(delivery.request, timeout=self.http_timeout)
         except http.HttpTransportError as exc:
             return Attempt(ok=False, retryable=True, detail=str(exc)), None
         attempt = classify(answer.status)
@@ -344,3 +409,8 @@ class OutboxSender:
         self.logs.append(event.deployment_id, f"report: {clean}")
         log.log(logging.WARNING if warning else logging.INFO, "deployment %s: %s", event.deployment_id, clean)
 
+
+
+def _app_auth(host: HostConfig, app: AppConfig) -> tuple[HostConfig, str] | None:
+    """(host, repository) when requests for `app` carry a GitHub App installation token."""
+    return (host, app.repo) if host.app is not None else None

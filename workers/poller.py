@@ -18,6 +18,7 @@ from hooksvc.config import AppConfig, Config
 from hooksvc.deployments import Deployment, NewDeployment, Trigger
 from hooksvc.errors import HooksvcError
 from hooksvc.store import DeploymentStore
+from workers import host_auth
 from workers.git import GitMirror
 from workers.locks import AppLock
 
@@ -45,7 +46,8 @@ class BranchPoller:
         if not lock.try_acquire():
             return None
         try:
-            mirror = GitMirror(app, self.config.worker.state_dir, lambda line: log.debug("%s", line),
+            credentialed = host_auth.with_clone_token(app, self.config.hosts.get(app.host))
+            mirror = GitMirror(credentialed, self.config.worker.state_dir, lambda line: log.debug("%s", line),
                                self.config.secrets())
             mirror.fetch()
             head = mirror.resolve(app.ref_pattern)

@@ -51,6 +51,11 @@ _OUTBOX_COUNTERS = (
      keys.HOST_DEPLOYMENT_FAILURES, "host_kind"),
     ("hooksvc_host_deployment_requests_dropped", "Deployment API requests given up on.",
      keys.HOST_DEPLOYMENT_DROPPED, "host_kind"),
+    ("hooksvc_check_run_requests", "Check-run requests (create, update) delivered to the git host.",
+     keys.CHECK_RUN_SENT, "host_kind"),
+    ("hooksvc_check_run_request_failures", "Failed check-run attempts (retried or not).",
+     keys.CHECK_RUN_FAILURES, "host_kind"),
+    ("hooksvc_check_run_requests_dropped", "Check-run requests given up on.", keys.CHECK_RUN_DROPPED, "host_kind"),
 )
 
 

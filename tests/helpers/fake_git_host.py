@@ -28,6 +28,15 @@ Gitea's `/api/v1`, GitLab's `/api/v4`, Bitbucket Cloud's commit statuses and Dat
 status API, each with its required fields and states): a bad credential gets 401, any other breach
 422, and each is recorded in `violations`.
 Accepted statuses are recorded per (host kind, sha, context), in arrival order.
+
+With a `FakeGitHubApp`, the GitHub routes stand in for a GitHub App installation instead of a
+personal token: `POST {prefix}/app/installations/{id}/access_tokens` and
+`GET {prefix}/repos/{owner}/{repo}/installation` take a JWT, checked like GitHub does (RS256 signature
+against the App's public key, `iss` the App id, `iat` not in the future, `exp` in the future and at
+most 10 minutes after `iat`); the first hands out installation tokens that expire after
+`token_seconds`, and every other GitHub route then accepts only an unexpired one (401 otherwise;
+`expire_app_tokens` makes the tokens handed out so far lapse at once). Check runs
+(`POST .../check-runs`, `PATCH .../check-runs/{id}`) need an installation token, as on GitHub.
 `fail_next` and `hang_next` make the next requests of one route answer an error or hang longer
 than the client's timeout; a hung request is not recorded as accepted (the host never got to it).
 """
@@ -38,13 +47,19 @@ import hashlib
 import hmac
 import json
 import re
+import secrets
 import threading
+import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import unquote
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 GITHUB_STATES = frozenset({"error", "failure", "pending", "success"})
 GITEA_STATES = frozenset({"pending", "success", "error", "failure", "warning"})
@@ -70,6 +85,60 @@ _GITHUB_DEPLOYMENTS = re.compile(
     r"^/github(?:/[^?]*)?/repos/(?P<owner>[^/?]+)/(?P<repo>[^/?]+)/deployments(?:/(?P<id>[^/?]+)/statuses)?$")
 _GITLAB_DEPLOYMENTS = re.compile(
     r"^/gitlab(?:/[^?]*)?/api/v4/projects/(?P<project>[^/?]+)/deployments(?:/(?P<id>[^/?]+))?$")
+
+
+_GITHUB_APP_TOKENS = re.compile(r"^/github(?:/[^?]*)?/app/installations/(?P<id>[^/?]+)/access_tokens$")
+_GITHUB_INSTALLATION = re.compile(r"^/github(?:/[^?]*)?/repos/(?P<owner>[^/?]+)/(?P<repo>[^/?]+)/installation$")
+_GITHUB_CHECK_RUNS = re.compile(
+    r"^/github(?:/[^?]*)?/repos/(?P<owner>[^/?]+)/(?P<repo>[^/?]+)/check-runs(?:/(?P<id>[^/?]+))?$")
+CHECK_RUN_STATUSES = frozenset({"queued", "in_progress", "completed", "waiting", "requested", "pending"})
+CHECK_RUN_CONCLUSIONS = frozenset({"action_required", "cancelled", "failure", "neutral", "success", "skipped",
+                                   "stale", "timed_out"})
+#: GitHub refuses a JWT whose `exp` is more than 10 minutes after its `iat`.
+JWT_MAX_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class FakeGitHubApp:
+    """The App the fake GitHub stands in for: its id, its public key, and where it is installed."""
+
+    app_id: int
+    public_key: RSAPublicKey
+    installation_id: int
+    #: Repositories (`owner/name`) the installation covers.
+    repos: frozenset[str]
+    #: How long a handed-out installation token lives (GitHub: one hour).
+    token_seconds: float = 3600.0
+
+
+@dataclass
+class CheckRun:
+    """A check run as the fake GitHub keeps it: what created it and every update since."""
+
+    id: int
+    repo: str
+    head_sha: str
+    name: str
+    created: dict[str, Any]
+    updates: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        for body in reversed([self.created, *self.updates]):
+            if "status" in body:
+                return str(body["status"])
+        return "queued"
+
+    @property
+    def conclusion(self) -> str | None:
+        for body in reversed([self.created, *self.updates]):
+            if "conclusion" in body:
+                return str(body["conclusion"])
+        return None
+
+    @property
+    def latest(self) -> dict[str, Any]:
+        return self.updates[-1] if self.updates else self.created
 
 
 @dataclass
@@ -138,6 +207,11 @@ class _State:
     faults: dict[str, deque[_Fault]] = field(default_factory=lambda: defaultdict(deque))
     faults_served: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     deployments: list[HostDeployment] = field(default_factory=list)
+    #: Installation token -> when it expires (epoch seconds); JWT claims verified, in order.
+    app_tokens: dict[str, float] = field(default_factory=dict)
+    jwt_claims: list[dict[str, Any]] = field(default_factory=list)
+    refused_tokens: int = 0
+    check_runs: list[CheckRun] = field(default_factory=list)
 
 
 class FakeGitHost:
@@ -149,8 +223,10 @@ class FakeGitHost:
         notify_secret: str = "",
         slack_path: str = "/slack/T000/B000/slack-secret-path",
         hang_seconds: float = 1.0,
+        github_app: FakeGitHubApp | None = None,
     ) -> None:
         self.tokens = tokens  # host kind ("github", "gitea", "bitbucket", ...) -> the token it accepts
+        self.github_app = github_app
         self.notify_secret = notify_secret
         self.slack_path = slack_path
         self.hang_seconds = hang_seconds
@@ -224,6 +300,39 @@ class FakeGitHost:
             return [HostDeployment(d.kind, d.id, d.repo, d.sha, d.ref, d.environment, dict(d.created),
                                    list(d.statuses), list(d.updates))
                     for d in self._state.deployments if d.kind == kind]
+
+    def expire_app_tokens(self) -> None:
+        """Every installation token handed out so far lapses now (hooksvc's cache does not know)."""
+        with self._lock:
+            self._state.app_tokens = dict.fromkeys(self._state.app_tokens, 0.0)
+
+    def accepts_installation_token(self, token: str) -> bool:
+        """True for an installation token this fake handed out and that has not expired."""
+        with self._lock:
+            return self._state.app_tokens.get(token, 0.0) > time.time()
+
+    @property
+    def issued_tokens(self) -> list[str]:
+        with self._lock:
+            return list(self._state.app_tokens)
+
+    @property
+    def jwt_claims(self) -> list[dict[str, Any]]:
+        """The claims of every App JWT the fake verified, in order."""
+        with self._lock:
+            return [dict(c) for c in self._state.jwt_claims]
+
+    @property
+    def refused_tokens(self) -> int:
+        """How many requests came with an expired or unknown installation token."""
+        with self._lock:
+            return self._state.refused_tokens
+
+    def check_runs(self) -> list[CheckRun]:
+        """The check runs created, oldest first (copies)."""
+        with self._lock:
+            return [CheckRun(c.id, c.repo, c.head_sha, c.name, dict(c.created), list(c.updates))
+                    for c in self._state.check_runs]
 
     def faults_served(self, route: str) -> int:
         with self._lock:
@@ -342,9 +451,16 @@ class FakeGitHost:
                               url, self._check_text(body, ref_key, None), headers)
 
     def _check_github_headers(self, headers: dict[str, str]) -> None:
-        token = self.tokens["github"]
-        if headers.get("authorization") not in (f"Bearer {token}", f"token {token}"):
-            raise _Breach(401, "Bad credentials")
+        if self.github_app is not None:
+            auth = headers.get("authorization", "")
+            if not auth.startswith("Bearer ") or not self.accepts_installation_token(auth[len("Bearer "):]):
+                with self._lock:
+                    self._state.refused_tokens += 1
+                raise _Breach(401, "Bad credentials")
+        else:
+            token = self.tokens["github"]
+            if headers.get("authorization") not in (f"Bearer {token}", f"token {token}"):
+                raise _Breach(401, "Bad credentials")
         if headers.get("accept") != "application/vnd.github+json":
             raise _Breach(422, f"Accept must be application/vnd.github+json, got {headers.get('accept')!r}")
         if not headers.get("user-agent"):
@@ -447,6 +563,104 @@ class FakeGitHost:
                      "payload": body.get("payload", {}), "environment": deployment.environment,
                      "description": body.get("description")}
 
+    def _check_app_jwt(self, headers: dict[str, str]) -> FakeGitHubApp:
+        """The request authenticates as the App: a JWT GitHub would take, or 401 saying why not."""
+        app = self.github_app
+        if app is None:
+            raise _Breach(404, "Not Found: no GitHub App here")
+        if headers.get("accept") != "application/vnd.github+json" or not headers.get("user-agent"):
+            raise _Breach(422, "Accept application/vnd.github+json and a User-Agent are required")
+        auth = headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
+            raise _Breach(401, "A JSON web token could not be decoded")
+        try:
+            claims = jwt.decode(auth[len("Bearer "):], app.public_key, algorithms=["RS256"],
+                                options={"require": ["iat", "exp", "iss"], "verify_iat": False})
+        except jwt.ExpiredSignatureError:
+            raise _Breach(401, "'Expiration time' claim ('exp') must be a numeric value representing the future "
+                               "time at which the assertion expires") from None
+        except jwt.InvalidTokenError as exc:
+            raise _Breach(401, f"A JSON web token could not be decoded: {type(exc).__name__}") from None
+        now = time.time()
+        if claims["iat"] > now + 1:
+            raise _Breach(401, "'Issued at' claim ('iat') must be an Integer representing the time that the "
+                               "assertion was issued")
+        if claims["exp"] - claims["iat"] > JWT_MAX_SECONDS:
+            raise _Breach(401, "'Expiration time' claim ('exp') is too far in the future")
+        if str(claims["iss"]) != str(app.app_id):
+            raise _Breach(401, "'Issuer' claim ('iss') must be an Integer")
+        with self._lock:
+            self._state.jwt_claims.append(claims)
+        return app
+
+    def _github_app(self, path: str, method: str, headers: dict[str, str]) -> tuple[int, dict[str, Any]] | None:
+        """The App's own endpoints (installation lookup, access tokens); None for another path."""
+        if (m := _GITHUB_INSTALLATION.match(path)) and method == "GET":
+            app = self._check_app_jwt(headers)
+            if f"{m['owner']}/{m['repo']}" not in app.repos:
+                raise _Breach(404, "Not Found")
+            return 200, {"id": app.installation_id, "app_id": app.app_id, "target_type": "Organization"}
+        if (m := _GITHUB_APP_TOKENS.match(path)) and method == "POST":
+            app = self._check_app_jwt(headers)
+            if m["id"] != str(app.installation_id):
+                raise _Breach(404, "Not Found")
+            token = "ghs_" + secrets.token_urlsafe(27)
+            expires = time.time() + app.token_seconds
+            with self._lock:
+                self._state.app_tokens[token] = expires
+            return 201, {"token": token, "expires_at": datetime.fromtimestamp(expires, UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"), "permissions": {"checks": "write", "contents": "read",
+                                                       "deployments": "write", "statuses": "write",
+                                                       "metadata": "read"}, "repository_selection": "selected"}
+        return None
+
+    def _github_check_runs(self, m: re.Match[str], method: str, headers: dict[str, str],
+                           raw: bytes) -> tuple[int, dict[str, Any]]:
+        """Checks API: only an App's installation token may write check runs."""
+        if self.github_app is None:
+            raise _Breach(403, "You must authenticate via a GitHub App.")
+        self._check_github_headers(headers)
+        repo = f"{m['owner']}/{m['repo']}"
+        body = self._check_json(headers, raw)
+        allowed = {"name", "head_sha", "details_url", "external_id", "status", "started_at", "conclusion",
+                   "completed_at", "output", "actions"}
+        self._check_keys(body, allowed)
+        status = body.get("status")
+        if status is not None and status not in CHECK_RUN_STATUSES:
+            raise _Breach(422, f"status must be one of {sorted(CHECK_RUN_STATUSES)}, got {status!r}")
+        conclusion = body.get("conclusion")
+        if conclusion is not None and conclusion not in CHECK_RUN_CONCLUSIONS:
+            raise _Breach(422, f"conclusion must be one of {sorted(CHECK_RUN_CONCLUSIONS)}, got {conclusion!r}")
+        if status == "completed" and conclusion is None:
+            raise _Breach(422, "conclusion is required when status is completed")
+        self._check_url(body, "details_url")
+        self._check_text(body, "external_id", None)
+        output = self._check_type(body, "output", dict)
+        if output is not None:
+            self._check_keys(output, {"title", "summary", "text", "annotations", "images"})
+            self._check_text(output, "title", 255, required=True)
+            self._check_text(output, "summary", 65535, required=True)
+        if method == "POST" and m["id"] is None:
+            name = self._check_text(body, "name", None, required=True) or ""
+            sha = self._check_text(body, "head_sha", None, required=True) or ""
+            if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha):
+                raise _Breach(422, f"head_sha is not a commit: {sha!r}")
+            with self._lock:
+                run = CheckRun(len(self._state.check_runs) + 3001, repo, sha, name, body)
+                self._state.check_runs.append(run)
+            return 201, {"id": run.id, "head_sha": sha, "name": name, "status": run.status,
+                         "conclusion": run.conclusion, "external_id": body.get("external_id")}
+        if method == "PATCH" and m["id"] is not None:
+            with self._lock:
+                found = [c for c in self._state.check_runs if str(c.id) == m["id"] and c.repo == repo]
+                if not found:
+                    raise _Breach(404, "Not Found")
+                found[0].updates.append(body)
+                run = found[0]
+            return 200, {"id": run.id, "head_sha": run.head_sha, "name": run.name, "status": run.status,
+                         "conclusion": run.conclusion}
+        raise _Breach(404, f"no such endpoint: {method}")
+
     def _gitlab_deployments(self, m: re.Match[str], method: str, headers: dict[str, str],
                             raw: bytes) -> tuple[int, dict[str, Any]]:
         self._check_gitlab_token(headers)
@@ -509,6 +723,10 @@ class FakeGitHost:
                 method: str = "POST") -> tuple[int, dict[str, Any]]:
         """Check one request and record it; returns the status code and JSON answer."""
         route = path.split("/", 2)[1] if path.count("/") >= 1 else ""
+        if route == "github" and (answer := self._github_app(path, method, headers)) is not None:
+            return answer
+        if route == "github" and (cm := _GITHUB_CHECK_RUNS.match(path)):
+            return self._github_check_runs(cm, method, headers, raw)
         if route == "github" and (dm := _GITHUB_DEPLOYMENTS.match(path)):
             return self._github_deployments(dm, method, headers, raw)
         if route == "gitlab" and (dm := _GITLAB_DEPLOYMENTS.match(path)):
@@ -566,6 +784,9 @@ class FakeGitHost:
             def do_PUT(self) -> None:  # noqa: N802 - the name http.server dispatches to
                 self.do_POST("PUT")
 
+            def do_PATCH(self) -> None:  # noqa: N802 - the name http.server dispatches to
+                self.do_POST("PATCH")
+
             def do_POST(self, method: str = "POST") -> None:  # noqa: N802 - the name http.server dispatches to
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {k.lower(): v for k, v in self.headers.items()}
@@ -590,6 +811,9 @@ class FakeGitHost:
                 self._answer(status, body)
 
             def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
+                if fake.github_app is not None and _GITHUB_INSTALLATION.match(self.path):
+                    self.do_POST("GET")
+                    return
                 with fake._lock:
                     fake._state.violations.append(f"GET {self.path}: status APIs are POST")
                 self._answer(405, {"message": "method not allowed"})

@@ -19,7 +19,7 @@ import os
 import subprocess
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -226,6 +226,8 @@ class _GitHttpHandler(BaseHTTPRequestHandler):
             user, _, password = base64.b64decode(header[6:].strip()).decode().partition(":")
         except ValueError:
             return False, ""
+        if self.server.accepts is not None:
+            return self.server.accepts(password), user
         return password == self.server.token, user
 
     def _body(self) -> bytes:
@@ -244,7 +246,7 @@ class _GitHttpHandler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         ok, user = self._authorized()
         self.server.requests.append((self.command, parts.path, ok, user))
-        if self.server.token is not None and not ok:
+        if (self.server.token is not None or self.server.accepts is not None) and not ok:
             body = b"authentication required\n"
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="git"')
@@ -291,10 +293,11 @@ class _GitHttpHandler(BaseHTTPRequestHandler):
 class _GitHttpd(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, root: Path, token: str | None) -> None:
+    def __init__(self, root: Path, token: str | None, accepts: Callable[[str], bool] | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _GitHttpHandler)
         self.root = root
         self.token = token
+        self.accepts = accepts
         #: (method, path, authorized, user name) of every request, for assertions.
         self.requests: list[tuple[str, str, bool, str]] = []
 
@@ -303,14 +306,16 @@ class GitHttpServer:
     """`git http-backend` on 127.0.0.1 serving the bare repositories under `root`.
 
     With a `token`, every request needs HTTP basic auth with that token as the password (any user
-    name); without one the repositories are public.
+    name); with `accepts`, a password it says yes to (installation tokens that change); without
+    either the repositories are public.
     """
 
-    def __init__(self, root: Path, token: str | None = HTTP_TOKEN) -> None:
+    def __init__(self, root: Path, token: str | None = HTTP_TOKEN,
+                 accepts: Callable[[str], bool] | None = None) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.token = token
-        self._httpd = _GitHttpd(root, token)
+        self._httpd = _GitHttpd(root, token, accepts)
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="git-http", daemon=True)
         host, port = self._httpd.server_address[:2]
         self.url = f"http://{host!s}:{port}"

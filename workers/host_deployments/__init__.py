@@ -157,7 +157,7 @@ class HostDeployments:
         """The next request of `event`; None when there is none (the event is then done, and a final
         event's record is deleted)."""
         api = DEPLOYMENT_APIS.get(host.kind)
-        if api is None or host.token is None or not app.environment:
+        if api is None or not host.has_credentials or not app.environment:
             return None
         step = plan(host, app, event, self.record(event.deployment_id), description, page_url)
         if step is None:
