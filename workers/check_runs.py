@@ -15,10 +15,8 @@ The builders here are pure; `CheckRuns` holds the Redis side.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import quote
 
 import redis
 
@@ -26,9 +24,9 @@ from hooksvc import keys
 from hooksvc.config import AppConfig, HostConfig
 from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.outbox import OutboxEvent
-from workers.http import HttpRequest, HttpResponse
-from workers.statuses import json_headers, truncate
-from workers.statuses.github import API_VERSION
+from workers.http import HttpRequest, HttpResponse, id_in_answer
+from workers.statuses import truncate
+from workers.statuses.github import github_headers, github_repo_url
 
 #: GitHub's limits: a title of 255 characters; a summary of 65535 (kept far shorter here).
 TITLE_LIMIT = 255
@@ -78,17 +76,8 @@ def summary_text(app: AppConfig, event: OutboxEvent, deployment: Deployment | No
     return truncate(text, SUMMARY_LIMIT)
 
 
-def _repo_url(host: HostConfig, repo: str) -> str:
-    owner, name = repo.split("/", 1)
-    return f"{host.api_url.rstrip('/')}/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
-
-
 def _headers(host: HostConfig) -> dict[str, str]:
-    if host.token is None:
-        raise ValueError(f"host {host.name!r} has no installation token: check runs need GitHub App credentials")
-    headers = json_headers(("Authorization", f"Bearer {host.token.reveal()}"), accept="application/vnd.github+json")
-    headers["X-GitHub-Api-Version"] = API_VERSION
-    return headers
+    return github_headers(host, "write check runs (with GitHub App credentials)")
 
 
 def _body(report: CheckRunReport) -> dict[str, object]:
@@ -107,25 +96,18 @@ def _body(report: CheckRunReport) -> dict[str, object]:
 def build_create_request(host: HostConfig, report: CheckRunReport) -> HttpRequest:
     """`POST /repos/{owner}/{repo}/check-runs`: the run, named like the status context, on `report.sha`."""
     body = {"name": report.name, "head_sha": report.sha, "external_id": report.deployment_id, **_body(report)}
-    return HttpRequest("POST", f"{_repo_url(host, report.repo)}/check-runs", headers=_headers(host), json=body)
+    return HttpRequest("POST", f"{github_repo_url(host, report.repo)}/check-runs", headers=_headers(host), json=body)
 
 
 def build_update_request(host: HostConfig, report: CheckRunReport, check_run_id: str) -> HttpRequest:
     """`PATCH /repos/{owner}/{repo}/check-runs/{id}`: the run's new status (and conclusion when final)."""
-    url = f"{_repo_url(host, report.repo)}/check-runs/{check_run_id}"
+    url = f"{github_repo_url(host, report.repo)}/check-runs/{check_run_id}"
     return HttpRequest("PATCH", url, headers=_headers(host), json=_body(report))
 
 
 def check_run_id_of(answer: HttpResponse) -> str:
     """The id in a create's answer; ValueError when there is none."""
-    try:
-        body = json.loads(answer.body)
-    except ValueError:
-        raise ValueError("the answer is not JSON, so it holds no check-run id") from None
-    value = body.get("id") if isinstance(body, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
-        raise ValueError(f"the answer holds no check-run id (id: {value!r})")
-    return str(value)
+    return id_in_answer(answer, "check-run")
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,19 @@ class HttpResponse:
         return " ".join(self.body[:limit].decode("utf-8", "replace").split())
 
 
+def id_in_answer(answer: HttpResponse, what: str) -> str:
+    """The numeric `id` of the object a create answered with (`what`: "deployment", "check-run");
+    ValueError when there is none."""
+    try:
+        body = json.loads(answer.body)
+    except ValueError:
+        raise ValueError(f"the answer is not JSON, so it holds no {what} id") from None
+    value = body.get("id") if isinstance(body, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
+        raise ValueError(f"the answer holds no {what} id (id: {value!r})")
+    return str(value)
+
+
 class HttpTransportError(Exception):
     """No HTTP answer: connection refused, DNS failure, TLS error, timeout. Always worth retrying."""
 

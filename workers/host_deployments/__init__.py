@@ -24,7 +24,6 @@ by the kind names of `hooksvc.providers.HOST_KINDS`. A host without one gets com
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -37,7 +36,7 @@ from hooksvc.config import AppConfig, HostConfig
 from hooksvc.discovery import declared
 from hooksvc.outbox import OutboxEvent
 from hooksvc.providers import HOST_KINDS
-from workers.http import HttpRequest, HttpResponse
+from workers.http import HttpRequest, HttpResponse, id_in_answer
 
 #: A record outlives every retry of its events; delivered ones are deleted at once.
 RECORD_TTL_SECONDS = 30 * 24 * 3600
@@ -120,14 +119,7 @@ def plan(
 
 def host_id_of(answer: HttpResponse) -> str:
     """The deployment id in a create's answer; ValueError when there is none."""
-    try:
-        body = json.loads(answer.body)
-    except ValueError:
-        raise ValueError("the answer is not JSON, so it holds no deployment id") from None
-    value = body.get("id") if isinstance(body, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
-        raise ValueError(f"the answer holds no deployment id (id: {value!r})")
-    return str(value)
+    return id_in_answer(answer, "deployment")
 
 
 @dataclass(frozen=True)

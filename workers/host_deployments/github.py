@@ -5,15 +5,14 @@ the git host")."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from urllib.parse import quote
 
 from hooksvc.config import AppConfig, HostConfig
 from hooksvc.deployments import DeploymentState
 from hooksvc.outbox import OutboxEvent
 from workers.host_deployments import Action, DeploymentsApi, Record, Step
 from workers.http import HttpRequest
-from workers.statuses import json_headers, truncate
-from workers.statuses.github import API_VERSION, DESCRIPTION_LIMIT
+from workers.statuses import truncate
+from workers.statuses.github import DESCRIPTION_LIMIT, github_headers, github_repo_url
 
 #: A deployment status for each of our states. A deployment that never changed the environment
 #: (superseded or cancelled before it ran, skipped as stale or unchanged) is `inactive`: GitHub's
@@ -32,17 +31,8 @@ STATE_MAP = {
 INACTIVE = "inactive"
 
 
-def _repo_url(host: HostConfig, repo: str) -> str:
-    owner, name = repo.split("/", 1)
-    return f"{host.api_url.rstrip('/')}/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
-
-
 def _headers(host: HostConfig) -> dict[str, str]:
-    if host.token is None:
-        raise ValueError(f"host {host.name!r} has no token: GitHub needs one to record deployments")
-    headers = json_headers(("Authorization", f"Bearer {host.token.reveal()}"), accept="application/vnd.github+json")
-    headers["X-GitHub-Api-Version"] = API_VERSION
-    return headers
+    return github_headers(host, "record deployments")
 
 
 def build_create_request(
@@ -62,7 +52,8 @@ def build_create_request(
         "payload": payload,
         "description": truncate(description, DESCRIPTION_LIMIT),
     }
-    return HttpRequest(method="POST", url=f"{_repo_url(host, repo)}/deployments", headers=_headers(host), json=body)
+    url = f"{github_repo_url(host, repo)}/deployments"
+    return HttpRequest(method="POST", url=url, headers=_headers(host), json=body)
 
 
 def build_status_request(
@@ -77,7 +68,7 @@ def build_status_request(
         body["log_url"] = log_url
     if environment_url:
         body["environment_url"] = environment_url
-    url = f"{_repo_url(host, repo)}/deployments/{host_id}/statuses"
+    url = f"{github_repo_url(host, repo)}/deployments/{host_id}/statuses"
     return HttpRequest(method="POST", url=url, headers=_headers(host), json=body)
 
 
