@@ -172,6 +172,11 @@ class HostCredentials:
             if installation is not None:
                 self._tokens.pop(self._token_key(host, host.app, installation), None)
 
+    def issued(self) -> list[str]:
+        """The installation tokens this process holds, for redaction of its log lines."""
+        with self._guard:
+            return [t.token.reveal() for t in self._tokens.values()]
+
     def _repo_key(self, host: HostConfig, app: GitHubAppConfig, repo: str) -> tuple[str, int, str]:
         return host.api_url.rstrip("/"), app.app_id, repo.lower()
 
@@ -237,6 +242,11 @@ def authorization(host: HostConfig, repo: str) -> str | None:
 def refused(host: HostConfig, repo: str) -> None:
     """Tell the cache that `host` answered 401 for `repo`: the next `authorization` renews the token."""
     CREDENTIALS.refused(host, repo)
+
+
+def issued_tokens() -> list[str]:
+    """The installation tokens this process holds: log lines are redacted of them too."""
+    return CREDENTIALS.issued()
 
 
 def with_token(host: HostConfig, repo: str) -> HostConfig:

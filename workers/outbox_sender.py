@@ -404,8 +404,8 @@ class OutboxSender:
         return f"{base}/deployments/{deployment_id}" if base else ""
 
     def _log(self, event: OutboxEvent, line: str, *, warning: bool = False) -> None:
-        """To the deployment's log and the process log, redacted."""
-        clean = redact(line, self.secrets)
+        """To the deployment's log and the process log, redacted (of installation tokens too)."""
+        clean = redact(line, [*self.secrets, *host_auth.issued_tokens()])
         self.logs.append(event.deployment_id, f"report: {clean}")
         log.log(logging.WARNING if warning else logging.INFO, "deployment %s: %s", event.deployment_id, clean)
 

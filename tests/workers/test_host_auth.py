@@ -144,6 +144,11 @@ class TestInstallationTokens:
         assert got == ["Bearer ghs_token2"] * 8
         assert github.issued == 2
 
+    def test_issued_tokens_are_known_for_redaction(self, credentials: HostCredentials) -> None:
+        """The tokens the process holds are listed, so log lines can be redacted of them."""
+        credentials.authorization(APP_HOST, "o/r")
+        assert credentials.issued() == ["ghs_token1"]
+
     def test_not_installed_says_what_to_do(self, clock: list[float]) -> None:
         """A repository the App is not installed on gives an error naming it and the fix."""
         creds = HostCredentials(send=lambda r: HttpResponse(404, b'{"message":"Not Found"}'), clock=lambda: clock[0])
