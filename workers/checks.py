@@ -1,4 +1,5 @@
-"""`hooksvc check-config`: are Redis, Docker, compose and git reachable with this configuration?"""
+"""`hooksvc check-config`: are Redis, Docker, compose and git reachable with this configuration, and
+does GitHub hand each GitHub App host an installation token for its apps' repositories?"""
 
 from __future__ import annotations
 
@@ -34,6 +35,26 @@ def check_services(config: Config) -> Iterator[tuple[str, str | None]]:
         yield "compose", None if detect_compose() else "neither `docker compose` nor `docker-compose` found"
     except (HooksvcError, OSError, subprocess.SubprocessError) as exc:
         yield "compose", str(exc)
+    yield from _github_app_problems(config)
+
+
+def _github_app_problems(config: Config) -> Iterator[tuple[str, str | None]]:
+    """One installation token per repository of each GitHub App host's apps: it proves the App id,
+    the key, the installation and the clock at once (and is kept by nobody: the process ends)."""
+    from workers.host_auth import HostAuthError, HostCredentials
+
+    credentials = HostCredentials()
+    for host in config.hosts.values():
+        if host.app is None:
+            continue
+        for repo in sorted({a.repo for a in config.apps.values() if a.host == host.name}):
+            what = f"GitHub App {host.app.app_id} on {repo}"
+            try:
+                credentials.token(host, repo)
+            except HostAuthError as exc:
+                yield what, str(exc)
+            else:
+                yield what, None
 
 
 def _docker_problem(docker_host: str | None, swarm: bool) -> str | None:
