@@ -26,6 +26,7 @@ the cached token is dropped so the next `authorization` renews it (retry once).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -36,6 +37,8 @@ from datetime import datetime
 from urllib.parse import quote
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from hooksvc import defaults
 from hooksvc.config import AppConfig, GitHubAppConfig, HostConfig, Secret
@@ -61,11 +64,20 @@ class InstallationToken:
     expires_at: float
 
 
+@functools.lru_cache(maxsize=8)
+def _signing_key(pem: Secret) -> RSAPrivateKey:
+    """The parsed key, once per process: loading a PEM checks the RSA key, about 0.1 s of CPU each time."""
+    key = load_pem_private_key(pem.reveal().encode("ascii"), password=None)
+    if not isinstance(key, RSAPrivateKey):  # config checked it; a changed file is read at the next start
+        raise HostAuthError("the GitHub App's private key is not an RSA key")
+    return key
+
+
 def app_jwt(app: GitHubAppConfig, now: float) -> str:
     """The JWT that authenticates as the App: RS256, `iss` the App id, `iat` backdated, `exp` < 10 min."""
     issued = int(now) - defaults.GITHUB_APP_JWT_BACKDATE_SECONDS
     claims = {"iat": issued, "exp": int(now) + defaults.GITHUB_APP_JWT_LIFETIME_SECONDS, "iss": str(app.app_id)}
-    return jwt.encode(claims, app.private_key.reveal(), algorithm="RS256")
+    return jwt.encode(claims, _signing_key(app.private_key), algorithm="RS256")
 
 
 def _headers(bearer: str, *, json_body: bool = False) -> dict[str, str]:
