@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hooksvc import keys
 from hooksvc.config import AppConfig, Config, parse_config
@@ -31,10 +33,11 @@ store = test_outbox_sender.store
 clock = test_outbox_sender.clock
 
 
-def app_config(tmp_path: Path, base: str, redis_url: str, host_keys: str = "") -> Config:
-    """shop on a GitHub host authenticated as an App (installation found per repository); solo on a
-    GitHub host with a personal token, for comparison."""
-    key = write_app_key(tmp_path)
+def app_config(tmp_path: Path, base: str, redis_url: str, host_keys: str = "", key: Path | None = None) -> Config:
+    """shop (and stranger, on a repository the App is not installed on) on a GitHub host authenticated
+    as an App (installation found per repository unless `host_keys` sets it; `key` the App's own
+    unless given); gh-token a GitHub host with a personal token, for comparison."""
+    key = key or write_app_key(tmp_path)
     text = textwrap.dedent(f"""
         [server]
         public_url = "{PUBLIC_URL}"
@@ -146,6 +149,25 @@ class TestInstallationToken:
         assert "the GitHub App is not installed on acme/elsewhere" in log
         assert "retrying" in log
         assert fake.accepted == []
+
+
+    def test_a_jwt_signed_with_another_key_is_refused(self, tmp_path: Path, store: DeploymentStore,
+                                                      clock: FakeClock, redis: redis_lib.Redis, redis_url: str,
+                                                      fake: FakeGitHost) -> None:
+        """The stand-in checks the signature: a key that is not the App's gets no token, and the log says
+        what to check without quoting the key."""
+        other = tmp_path / "other.pem"
+        other.write_bytes(rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+        config = app_config(tmp_path, fake.url, redis_url, f"installation_id = {INSTALLATION_ID}", key=other)
+        sender = OutboxSender(config, redis, sleep=clock.sleep, clock=clock, rng=lambda: 0.5,
+                              http_timeout=CLIENT_TIMEOUT)
+        dep_id = queue(store, "shop", SHA1).id
+        sender.run_once()
+        log = "\n".join(store.logs.read(dep_id)[0])
+        assert f"GitHub refused an installation token for installation {INSTALLATION_ID}: HTTP 401" in log
+        assert fake.issued_tokens == [] and fake.accepted == []
+        assert "PRIVATE KEY" not in log
 
 
 class TestCheckRuns:
