@@ -21,6 +21,7 @@ from urllib.parse import unquote
 
 from hooksvc import defaults
 from hooksvc.errors import ConfigError
+from hooksvc.operators import API_TOKEN_ROLE, Operator, Role, api_token_name, parse_role
 from hooksvc.providers import HOST_KINDS
 from hooksvc.release_steps import PHASES, ReleaseStep, read_release_steps
 from hooksvc.strategies import STRATEGIES, strategy_info
@@ -150,6 +151,15 @@ class AppConfig:
 
 
 @dataclass(frozen=True)
+class OperatorConfig:
+    """`[operators.NAME]`: a person (or a machine) with a token of their own and a role."""
+
+    name: str
+    role: Role
+    token: Secret
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     server: ServerConfig
@@ -157,9 +167,18 @@ class Config:
     worker: WorkerConfig
     hosts: Mapping[str, HostConfig]
     apps: Mapping[str, AppConfig]
+    operators: Mapping[str, OperatorConfig] = field(default_factory=dict)
 
     def app(self, name: str) -> AppConfig | None:
         return self.apps.get(name)
+
+    def credentials(self) -> list[tuple[Operator, str]]:
+        """Every operator that logs in with a token, and its token: `[operators.*]`, then each of
+        `server.api_tokens` as an admin named token-1, token-2, …."""
+        found = [(Operator(o.name, o.role), o.token.reveal()) for o in self.operators.values()]
+        found += [(Operator(api_token_name(n), API_TOKEN_ROLE), t.reveal())
+                  for n, t in enumerate(self.server.api_tokens, 1)]
+        return found
 
     def weak_secrets(self) -> list[str]:
         """Warnings for chosen secrets shorter than MIN_SECRET_CHARACTERS (webhook and notification
@@ -177,6 +196,7 @@ class Config:
     def secrets(self) -> list[str]:
         """Every secret value this config holds, for redaction of logs."""
         found: list[Secret | None] = list(self.server.api_tokens)
+        found += [o.token for o in self.operators.values()]
         found += [h.token for h in self.hosts.values()]
         for app in self.apps.values():
             found += [app.secret, app.clone_token, app.notify.webhook_secret, app.notify.slack_url]
@@ -587,7 +607,7 @@ def parse_config(text: str, path: str, env: Mapping[str, str]) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
     r = _Reader(path, problems, env)
-    r.unknown_keys(data, "", {"server", "redis", "worker", "hosts", "apps"})
+    r.unknown_keys(data, "", {"server", "redis", "worker", "hosts", "apps", "operators"})
     server = _read_server(r, data)
     redis = _read_redis(r, data)
     worker = _read_worker(r, data)
@@ -605,9 +625,48 @@ def parse_config(text: str, path: str, env: Mapping[str, str]) -> Config:
         if other != name:
             r.problem(f"apps.{name}.project", f"compose project {app.project!r} is already used by app {other!r}")
         apps[name] = app
+    operators = _read_operators(r, data, server)
     if problems:
         raise ConfigError(problems)
-    return Config(path=path, server=server, redis=redis, worker=worker, hosts=hosts, apps=apps)
+    return Config(path=path, server=server, redis=redis, worker=worker, hosts=hosts, apps=apps, operators=operators)
+
+
+_OPERATOR_KEYS = {"token_env", "token_file", "role"}
+_OPERATOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+
+def _read_operators(r: _Reader, data: Mapping[str, Any], server: ServerConfig) -> dict[str, OperatorConfig]:
+    operators: dict[str, OperatorConfig] = {}
+    reserved = {api_token_name(n) for n in range(1, len(server.api_tokens) + 1)}
+    tokens: dict[str, str] = {t.reveal(): "server.api_tokens" for t in server.api_tokens}
+    for name, t in r.table(data, "operators").items():
+        prefix = f"operators.{name}"
+        if not isinstance(t, dict):
+            r.problem(prefix, f"expected a table, got {type(t).__name__}")
+            continue
+        r.unknown_keys(t, prefix, _OPERATOR_KEYS)
+        if not _OPERATOR_NAME.fullmatch(name):
+            r.problem(prefix, "an operator name is 1-64 letters, digits and . _ @ - (starting with a letter or digit)")
+        elif name in reserved:
+            r.problem(prefix, f"{name!r} is the name of a server.api_tokens token: choose another name")
+        try:
+            role = parse_role(t.get("role"))
+        except ValueError as exc:
+            r.problem(f"{prefix}.role", f"required: {exc}" if "role" not in t else str(exc))
+            role = Role.VIEWER
+        token = r.secret(t, prefix, "token", required=True)
+        if token is None:
+            continue
+        if len(token.reveal()) < defaults.MIN_SECRET_CHARACTERS:
+            r.problem(f"{prefix}.token_env" if "token_env" in t else f"{prefix}.token_file",
+                      f"the token has {len(token.reveal())} characters: a bearer token needs at least "
+                      f"{defaults.MIN_SECRET_CHARACTERS} (make one with `openssl rand -hex 16`)")
+        other = tokens.setdefault(token.reveal(), prefix)
+        if other != prefix:
+            # The token alone says who is asking: two holders of one token could not be told apart.
+            r.problem(prefix, f"its token is also {other}'s: every operator needs a token of their own")
+        operators[name] = OperatorConfig(name=name, role=role, token=token)
+    return operators
 
 
 def resolve_config_path(path: str | None, env: Mapping[str, str]) -> str:
