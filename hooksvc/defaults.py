@@ -189,3 +189,6 @@ AUDIT_TEXT_MAX_CHARS = 300
 AUDIT_LIST_LIMIT = 50
 #: The most entries one audit listing returns.
 AUDIT_LIST_MAX = 1000
+#: Environment variables naming the operator the command line acts as, and holding its token (`--as`).
+CLI_OPERATOR_ENV = "HOOKSVC_OPERATOR"
+CLI_TOKEN_ENV = "HOOKSVC_TOKEN"  # noqa: S105 - the name of a variable, not a token
