@@ -51,12 +51,42 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class OidcConfig:
+    """`[server.oidc]`: single sign-on through an OpenID Connect provider (SPEC §11)."""
+
+    issuer: str
+    client_id: str
+    client_secret: Secret
+    #: role -> claims that grant it: `group:NAME` (in the groups claim), `user:NAME`, `email:ADDRESS`, `*`.
+    roles: Mapping[Role, tuple[str, ...]]
+    scopes: str = defaults.OIDC_SCOPES
+    #: The claim whose value names the operator (falls back to `sub`).
+    name_claim: str = defaults.OIDC_NAME_CLAIM
+    groups_claim: str = defaults.OIDC_GROUPS_CLAIM
+
+    def role_for(self, claims: Mapping[str, Any]) -> Role | None:
+        """The highest role whose patterns match the ID token's claims; None when none does."""
+        groups = claims.get(self.groups_claim) or []
+        held = {"*"} | {f"group:{g}" for g in (groups if isinstance(groups, list) else [groups]) if isinstance(g, str)}
+        for claim, kind in ((self.name_claim, "user"), ("preferred_username", "user"), ("email", "email")):
+            if isinstance(claims.get(claim), str):
+                held.add(f"{kind}:{claims[claim]}")
+        if "email" in claims and claims.get("email_verified") is False:
+            held.discard(f"email:{claims['email']}")  # an unverified address proves nothing
+        for role in sorted(Role, key=lambda r: r.rank, reverse=True):
+            if held & set(self.roles.get(role, ())):
+                return role
+        return None
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     listen: str = defaults.LISTEN
     public_url: str = ""
     max_body_bytes: int = defaults.MAX_BODY_BYTES
     api_tokens: tuple[Secret, ...] = ()
     public_read: bool = False
+    oidc: OidcConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +226,7 @@ class Config:
     def secrets(self) -> list[str]:
         """Every secret value this config holds, for redaction of logs."""
         found: list[Secret | None] = list(self.server.api_tokens)
+        found += [self.server.oidc.client_secret] if self.server.oidc else []
         found += [o.token for o in self.operators.values()]
         found += [h.token for h in self.hosts.values()]
         for app in self.apps.values():
@@ -352,7 +383,51 @@ class _Reader:
         return None
 
 
-_SERVER_KEYS = {"listen", "public_url", "max_body_bytes", "api_tokens_env", "api_tokens_file", "public_read"}
+_SERVER_KEYS = {"listen", "public_url", "max_body_bytes", "api_tokens_env", "api_tokens_file", "public_read", "oidc"}
+_OIDC_KEYS = {"issuer", "client_id", "client_secret_env", "client_secret_file", "roles", "scopes", "name_claim",
+              "groups_claim"}
+_ROLE_PATTERN = re.compile(r"\*|(group|user|email):.+")
+
+
+def _read_oidc(r: _Reader, server: Mapping[str, Any], public_url: str) -> OidcConfig | None:
+    if "oidc" not in server:
+        return None
+    t = r.table(server, "server.oidc")
+    r.unknown_keys(t, "server.oidc", _OIDC_KEYS)
+    issuer = r.get(t, "server.oidc", "issuer", str, "").rstrip("/")
+    if not issuer.startswith(("https://", "http://")):
+        r.problem("server.oidc.issuer", f"required: the provider's issuer URL (https://…), got {issuer!r}")
+    client_id = r.get(t, "server.oidc", "client_id", str, "")
+    if not client_id:
+        r.problem("server.oidc.client_id", "required: the client id the provider gave hooksvc")
+    if not public_url:
+        r.problem("server.oidc", "needs server.public_url: the provider sends browsers back to "
+                                 "PUBLIC_URL/login/oidc/callback")
+    secret = r.secret(t, "server.oidc", "client_secret", required=True)
+    roles: dict[Role, tuple[str, ...]] = {}
+    raw_roles = r.get(t, "server.oidc", "roles", dict, {})
+    if not raw_roles:
+        r.problem("server.oidc.roles", 'required: which claims grant which role, e.g. { deployer = ["group:dev"] }')
+    for name, patterns in raw_roles.items():
+        key = f"server.oidc.roles.{name}"
+        try:
+            role = parse_role(name)
+        except ValueError as exc:
+            r.problem(key, str(exc))
+            continue
+        valid = isinstance(patterns, list) and all(isinstance(p, str) and _ROLE_PATTERN.fullmatch(p) for p in patterns)
+        if not valid:
+            r.problem(key, f'expected a list of "group:NAME", "user:NAME", "email:ADDRESS" or "*", got {patterns!r}')
+            continue
+        roles[role] = tuple(patterns)
+    if secret is None or not issuer or not client_id:
+        return None
+    return OidcConfig(
+        issuer=issuer, client_id=client_id, client_secret=secret, roles=roles,
+        scopes=r.get(t, "server.oidc", "scopes", str, defaults.OIDC_SCOPES),
+        name_claim=r.get(t, "server.oidc", "name_claim", str, defaults.OIDC_NAME_CLAIM),
+        groups_claim=r.get(t, "server.oidc", "groups_claim", str, defaults.OIDC_GROUPS_CLAIM),
+    )
 _WORKER_KEYS = {"state_dir", "keep_releases", "job_timeout", "keep_deployments"}
 _HOST_KEYS = {"kind", "api_url", "token_env", "token_file"}
 _APP_KEYS = {
@@ -401,6 +476,7 @@ def _read_server(r: _Reader, data: Mapping[str, Any]) -> ServerConfig:
         max_body_bytes=max_body,
         api_tokens=tokens,
         public_read=r.get(t, "server", "public_read", bool, False),
+        oidc=_read_oidc(r, t, public_url),
     )
 
 

@@ -192,3 +192,17 @@ AUDIT_LIST_MAX = 1000
 #: Environment variables naming the operator the command line acts as, and holding its token (`--as`).
 CLI_OPERATOR_ENV = "HOOKSVC_OPERATOR"
 CLI_TOKEN_ENV = "HOOKSVC_TOKEN"  # noqa: S105 - the name of a variable, not a token
+#: What hooksvc asks an OpenID Connect provider for: the ID token, a name, an address, the groups.
+OIDC_SCOPES = "openid profile email groups"
+#: The ID token claim that names an operator who logs in through single sign-on (else `sub`).
+OIDC_NAME_CLAIM = "preferred_username"
+#: The claim listing the groups `group:NAME` in `[server.oidc] roles` matches (Gitea, GitLab, Keycloak).
+OIDC_GROUPS_CLAIM = "groups"
+#: A single sign-on must come back within this long after it started (its state and nonce expire).
+OIDC_LOGIN_SECONDS = 600
+#: Requests to the provider (discovery, keys, token) give up after this long: a login, not a deploy, waits.
+OIDC_HTTP_TIMEOUT_SECONDS = 10.0
+#: The provider's discovery document and keys are fetched again after this long (keys rotate).
+OIDC_METADATA_SECONDS = 3600
+#: Leeway for the ID token's exp/iat against this machine's clock.
+OIDC_CLOCK_LEEWAY_SECONDS = 60

@@ -180,3 +180,9 @@ def login_failures_token(token_digest: str) -> str:
 
 #: Who did what, newest last (a STREAM capped at `defaults.AUDIT_KEEP_ENTRIES`; see `hooksvc.audit`).
 AUDIT = f"{PREFIX}:audit"
+
+
+def oidc_login(state_digest: str) -> str:
+    """A single sign-on under way, by the sha256 of its `state` (HASH: nonce, code_verifier, next), read
+    once when the provider sends the browser back, and expiring after `defaults.OIDC_LOGIN_SECONDS`."""
+    return f"{PREFIX}:oidc:login:{state_digest}"

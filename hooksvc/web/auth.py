@@ -9,18 +9,44 @@ refused for their credentials (401) or their role (403) are written to the audit
 from __future__ import annotations
 
 import base64
+from urllib.parse import urlsplit
 
 from flask import g, request
+from werkzeug.wrappers import Response as BaseResponse
 
-from hooksvc import audit
+from hooksvc import audit, defaults
 from hooksvc.errors import Forbidden, TooManyRequests, Unauthorized
-from hooksvc.operators import Operator, Role, find_by_token, require
+from hooksvc.operators import Operator, Role, find_by_token, parse_role, require
 from hooksvc.redact import loggable
 from hooksvc.sessions import OperatorSession
-from hooksvc.web.context import WebContext, client_address, user_agent
+from hooksvc.web.context import WebContext, client_address, context, user_agent
 
 #: The login form's cookie: a random session id, nothing else.
 SESSION_COOKIE = "hooksvc_session"
+
+
+def safe_next(target: str | None) -> str:
+    """`target` when it is a path on this site, else `/`: the login form must not redirect elsewhere."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    if "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return target
+
+
+def set_session_cookie(response: BaseResponse, session_id: str) -> None:
+    """The login's cookie: the session id only, hardened."""
+    response.set_cookie(
+        SESSION_COOKIE, session_id, max_age=defaults.SESSION_LIFETIME_SECONDS, path="/", httponly=True,
+        # Lax: the cookie rides along on top-level links (a commit status link from the git
+        # host works) but not on cross-site POSTs or fetches.
+        samesite="Lax",
+        # Behind TLS (as public_url says) the cookie must never travel over plain HTTP.
+        secure=context().config.server.public_url.startswith("https://"),
+    )
 
 
 def check_token(ctx: WebContext, token: str) -> Operator:
@@ -50,7 +76,12 @@ def current_session(ctx: WebContext) -> tuple[OperatorSession, Operator] | None:
     session_id = request.cookies.get(SESSION_COOKIE, "")
     if session_id:
         session = ctx.sessions.get(session_id)
-        operator = ctx.credentials.get(session.credential) if session is not None else None
+        operator = None
+        if session is not None and ctx.oidc_credential and session.credential == ctx.oidc_credential:
+            # Single sign-on: the provider vouched for the name and the claims gave the role at login.
+            operator = Operator(session.operator, parse_role(session.role))
+        elif session is not None:
+            operator = ctx.credentials.get(session.credential)
         if session is not None and operator is not None and operator.name == session.operator:
             found = (session, operator)
     g.hooksvc_session = found

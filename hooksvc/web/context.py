@@ -12,6 +12,7 @@ from hooksvc.login_throttle import LoginThrottle
 from hooksvc.operators import Operator
 from hooksvc.sessions import SessionStore, credential_fingerprint
 from hooksvc.store import DeploymentStore
+from hooksvc.web.oidc_provider import OidcProvider, oidc_credential
 from hooksvc.web.stream_slots import StreamSlots
 
 #: Key under `app.extensions` holding the app's `WebContext`.
@@ -34,6 +35,9 @@ class WebContext:
         self.tokens = config.credentials()
         #: The operator of each configured token's fingerprint: a session opened with any other token is over.
         self.credentials: dict[str, Operator] = {credential_fingerprint(t): o for o, t in self.tokens}
+        #: The single sign-on provider, and the credential its sessions record ("" without one).
+        self.oidc = OidcProvider(config.server.oidc) if config.server.oidc else None
+        self.oidc_credential = oidc_credential(config.server.oidc) if config.server.oidc else ""
         self._apps_for: dict[frozenset[str], list[AppConfig]] = {}
 
     def apps_for(self, host_kinds: frozenset[str]) -> list[AppConfig]:

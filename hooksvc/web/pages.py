@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from hooksvc import audit, defaults
+from hooksvc import audit
 from hooksvc.deployments import Deployment, DeploymentState, iso_time
 from hooksvc.errors import HooksvcError, NotFound, RetryLater, TooManyRequests, Unauthorized
 from hooksvc.logs import parse_cursor
@@ -40,6 +40,8 @@ from hooksvc.web.auth import (
     current_session,
     presented_token,
     require_operator,
+    safe_next,
+    set_session_cookie,
 )
 from hooksvc.web.context import claim_stream_slot, client_address, client_gone, context
 
@@ -65,31 +67,7 @@ AUDIT_PAGE_ENTRIES = 200
 PUBLIC_ENDPOINTS = frozenset({"pages.login", "pages.logout"})
 
 
-def _set_session_cookie(response: BaseResponse, session_id: str) -> None:
-    """The login's cookie: the session id only, hardened."""
-    response.set_cookie(
-        SESSION_COOKIE, session_id, max_age=defaults.SESSION_LIFETIME_SECONDS, path="/", httponly=True,
-        # Lax: the cookie rides along on top-level links (a commit status link from the git
-        # host works) but not on cross-site POSTs or fetches.
-        samesite="Lax",
-        # Behind TLS (as public_url says) the cookie must never travel over plain HTTP.
-        secure=context().config.server.public_url.startswith("https://"),
-    )
-
-
 # -- authentication ----------------------------------------------------------------------------
-
-
-def safe_next(target: str | None) -> str:
-    """`target` when it is a path on this site, else `/`: the login form must not redirect elsewhere."""
-    if not target or not target.startswith("/") or target.startswith("//"):
-        return "/"
-    if "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
-        return "/"
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc:
-        return "/"
-    return target
 
 
 def _here() -> str:
@@ -179,7 +157,7 @@ def login() -> BaseResponse | tuple[str, int] | tuple[str, int, dict[str, str]]:
     audit_request(ctx, audit.LOGIN, audit.OK, operator)
     log.info("operator %s logged in from %s", operator.name, client_address())
     response = redirect(target)
-    _set_session_cookie(response, session_id)
+    set_session_cookie(response, session_id)
     return response
 
 
@@ -241,7 +219,7 @@ def audit_page() -> str:
     app = request.args.get("app") or None
     operator = request.args.get("operator") or None
     entries = audit.recent(ctx.store.redis, app=app, operator=operator, limit=AUDIT_PAGE_ENTRIES)
-    return render_template("audit.html", entries=entries, app=app or "", operator=operator or "",
+    return render_template("audit.html", entries=entries, app_filter=app or "", operator_filter=operator or "",
                            apps=sorted(ctx.config.apps), operators=sorted({o.name for o, _ in ctx.tokens}))
 
 
@@ -357,6 +335,7 @@ def template_helpers() -> dict[str, Any]:
         "short_ref": short_ref,
         "logged_in": current_session(context()) is not None,
         "operator": g.get("operator"),
+        "oidc": context().oidc is not None,
         "can_audit": g.get("operator") is not None and g.operator.role.allows(Role.DEPLOYER),
         "final_states": [s.value for s in DeploymentState if s.is_final],
         "noscript_refresh": NOSCRIPT_REFRESH_SECONDS,
