@@ -63,9 +63,11 @@ class TestValidConfig:
             "HOOKSVC_API_TOKENS": "example-api-token-1", "GITHUB_TOKEN": "g", "GITEA_TOKEN": "g", "GITLAB_TOKEN": "g",
             "SHOP_WEBHOOK_SECRET": "s", "BLOG_WEBHOOK_SECRET": "s", "WIKI_WEBHOOK_SECRET": "s",
             "NOTIFY_SECRET": "n", "SLACK_WEBHOOK_URL": "https://hooks.slack.invalid/x",
+            "ALICE_TOKEN": "example-alice-token-1",
         }
         config = parse_config(text, "config.example.toml", env)
         assert set(config.apps) == {"shop", "blog", "wiki"}
+        assert config.operators["alice"].role.value == "deployer"
         assert config.apps["shop"].compose_files == ("docker-compose.yml", "docker-compose.prod.yml")
 
     def test_secret_from_file(self, tmp_path: Path) -> None:
