@@ -13,7 +13,7 @@ import os
 import posixpath
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -326,6 +326,15 @@ class _Reader:
             return {}
         return value
 
+    def named_tables(self, data: Mapping[str, Any], key: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """Each `[key.NAME]` table: its name, its key (`key.NAME`) and its contents; a NAME that is not a
+        table is a problem and skipped."""
+        for name, t in self.table(data, key).items():
+            if not isinstance(t, dict):
+                self.problem(f"{key}.{name}", f"expected a table, got {type(t).__name__}")
+                continue
+            yield name, f"{key}.{name}", t
+
     def unknown_keys(self, data: Mapping[str, Any], prefix: str, known: set[str]) -> None:
         for key in sorted(set(data) - known):
             name = f"{prefix}.{key}" if prefix else key
@@ -509,11 +518,7 @@ def _read_worker(r: _Reader, data: Mapping[str, Any]) -> WorkerConfig:
 
 def _read_hosts(r: _Reader, data: Mapping[str, Any], public_url: str) -> dict[str, HostConfig]:
     hosts: dict[str, HostConfig] = {}
-    for name, t in r.table(data, "hosts").items():
-        prefix = f"hosts.{name}"
-        if not isinstance(t, dict):
-            r.problem(prefix, f"expected a table, got {type(t).__name__}")
-            continue
+    for name, prefix, t in r.named_tables(data, "hosts"):
         r.unknown_keys(t, prefix, _HOST_KEYS)
         kind = r.get(t, prefix, "kind", str, "")
         known = HOST_KINDS.get(kind)
@@ -690,10 +695,7 @@ def parse_config(text: str, path: str, env: Mapping[str, str]) -> Config:
     hosts = _read_hosts(r, data, server.public_url)
     apps: dict[str, AppConfig] = {}
     projects: dict[tuple[str | None, str], str] = {}
-    for name, t in r.table(data, "apps").items():
-        if not isinstance(t, dict):
-            r.problem(f"apps.{name}", f"expected a table, got {type(t).__name__}")
-            continue
+    for name, _, t in r.named_tables(data, "apps"):
         app = _read_app(r, name, t, hosts)
         if app is None:
             continue
@@ -715,11 +717,7 @@ def _read_operators(r: _Reader, data: Mapping[str, Any], server: ServerConfig) -
     operators: dict[str, OperatorConfig] = {}
     reserved = {api_token_name(n) for n in range(1, len(server.api_tokens) + 1)}
     tokens: dict[str, str] = {t.reveal(): "server.api_tokens" for t in server.api_tokens}
-    for name, t in r.table(data, "operators").items():
-        prefix = f"operators.{name}"
-        if not isinstance(t, dict):
-            r.problem(prefix, f"expected a table, got {type(t).__name__}")
-            continue
+    for name, prefix, t in r.named_tables(data, "operators"):
         r.unknown_keys(t, prefix, _OPERATOR_KEYS)
         if not _OPERATOR_NAME.fullmatch(name):
             r.problem(prefix, "an operator name is 1-64 letters, digits and . _ @ - (starting with a letter or digit)")

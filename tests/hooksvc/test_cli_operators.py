@@ -13,24 +13,15 @@ import redis as redis_lib
 from hooksvc import audit
 from hooksvc.cli import main
 from hooksvc.store import DeploymentStore
-from tests.helpers.config import TEST_REDIS_URL, write_config
+from tests.helpers.config import DAN_TOKEN, OPERATOR_ENV, OPERATORS, TEST_REDIS_URL, VERA_TOKEN, write_config
 
-VERA = "vera-viewer-token-0001"
-DAN = "dan-deployer-token-0002"
-OPERATORS = """
-[operators.vera]
-token_env = "VERA_TOKEN"
-role = "viewer"
-[operators.dan]
-token_env = "DAN_TOKEN"
-role = "deployer"
-"""
+VERA, DAN = VERA_TOKEN, DAN_TOKEN
 SHA = "c" * 40
 
 
 @pytest.fixture
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis: redis_lib.Redis) -> str:
-    for name, value in {"SHOP_SECRET": "s", "VERA_TOKEN": VERA, "DAN_TOKEN": DAN}.items():
+    for name, value in {"SHOP_SECRET": "s", **OPERATOR_ENV}.items():
         monkeypatch.setenv(name, value)
     for name in ("HOOKSVC_OPERATOR", "HOOKSVC_TOKEN", "REDIS_URL", "SUDO_USER"):
         monkeypatch.delenv(name, raising=False)

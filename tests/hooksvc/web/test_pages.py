@@ -42,7 +42,7 @@ from hooksvc.sessions import SessionStore, credential_fingerprint
 from hooksvc.store import DeploymentStore
 from hooksvc.web import create_app
 from hooksvc.web.pages import format_duration, safe_next
-from tests.helpers.config import make_config
+from tests.helpers.config import DAN_TOKEN, OPERATOR_ENV, OPERATORS, make_config
 from tests.helpers.redis_server import RedisServer
 
 TOKEN = "operator-token-1"
@@ -748,12 +748,11 @@ class TestInBrowser:
 class TestAuditInBrowser:
     """The audit trail's page in a real browser, as a deployer who logged in with their own token."""
 
-    DAN = "dan-deployer-token-0002"
+    DAN = DAN_TOKEN
 
     @pytest.fixture
     def team_live(self, tmp_path: Path, redis: redis_lib.Redis) -> Iterator[LiveServer]:
-        extra = '[operators.dan]\ntoken_env = "DAN_TOKEN"\nrole = "deployer"\n'
-        yield from serve(make_config(tmp_path, extra, env={"DAN_TOKEN": self.DAN}), redis)
+        yield from serve(make_config(tmp_path, OPERATORS, env=OPERATOR_ENV), redis)
 
     def test_a_deployer_reads_and_filters_the_trail(self, tab: Tab, team_live: LiveServer,
                                                     store: DeploymentStore) -> None:

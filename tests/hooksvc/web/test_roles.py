@@ -15,20 +15,11 @@ from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
 from hooksvc.sessions import SessionStore, credential_fingerprint
 from hooksvc.store import DeploymentStore
 from hooksvc.web import create_app
-from tests.helpers.config import make_config
+from tests.helpers.config import DAN_TOKEN, OPERATOR_ENV, OPERATORS, VERA_TOKEN, make_config
 
-TOKENS = {"viewer": "vera-viewer-token-0001", "deployer": "dan-deployer-token-0002", "admin": "operator-token-1"}
+TOKENS = {"viewer": VERA_TOKEN, "deployer": DAN_TOKEN, "admin": "operator-token-1"}
 NAMES = {"viewer": "vera", "deployer": "dan", "admin": "token-1"}
 SHA_A, SHA_B = "a" * 40, "b" * 40
-OPERATORS = """
-[operators.vera]
-token_env = "VERA_TOKEN"
-role = "viewer"
-
-[operators.dan]
-token_env = "DAN_TOKEN"
-role = "deployer"
-"""
 UA = {"User-Agent": "roles-test/1.0"}
 
 
@@ -39,7 +30,7 @@ def bearer(role: str) -> dict[str, str]:
 @pytest.fixture
 def team(tmp_path: Path, redis: redis_lib.Redis) -> Flask:
     """An app whose config has a viewer (vera), a deployer (dan) and the api_tokens admins."""
-    config = make_config(tmp_path, OPERATORS, env={"VERA_TOKEN": TOKENS["viewer"], "DAN_TOKEN": TOKENS["deployer"]})
+    config = make_config(tmp_path, OPERATORS, env=OPERATOR_ENV)
     return create_app(config, connection=redis, listeners=[])
 
 
