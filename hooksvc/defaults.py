@@ -206,3 +206,6 @@ OIDC_HTTP_TIMEOUT_SECONDS = 10.0
 OIDC_METADATA_SECONDS = 3600
 #: Leeway for the ID token's exp/iat against this machine's clock.
 OIDC_CLOCK_LEEWAY_SECONDS = 60
+#: Single sign-ons one address may start within `OIDC_LOGIN_SECONDS` (then 429): a person needs a few;
+#: the cap bounds what an anonymous client can make Redis hold.
+OIDC_STARTS_PER_ADDRESS = 20

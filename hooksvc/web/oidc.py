@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
-from flask import Blueprint, Response, redirect, render_template, request
+from flask import Blueprint, Response, g, redirect, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from hooksvc import audit, defaults, keys
@@ -58,9 +58,10 @@ def no_store(response: Response) -> Response:
 @bp.errorhandler(LoginFailed)
 def login_failed(exc: LoginFailed) -> tuple[str, int]:
     log.warning("single sign-on refused from %s: %s", client_address(), exc.reason)
-    if exc.status != 404:
-        audit_request(context(), audit.LOGIN, audit.FAILED if exc.status < 500 else audit.REFUSED, None,
-                      reason=f"single sign-on: {exc.reason}")
+    # Audited once a sign-on this server started came back: before that the request names no one,
+    # and anyone could flood the trail with made-up callbacks.
+    if g.get("oidc_login_taken"):
+        audit_request(context(), audit.LOGIN, audit.FAILED, None, reason=f"single sign-on: {exc.reason}")
     return render_template("login.html", next="/", error=exc.message, oidc=context().oidc is not None), exc.status
 
 
@@ -69,6 +70,7 @@ def start() -> BaseResponse:
     """Remember a new state, nonce and PKCE verifier, and send the browser to the provider."""
     provider = _provider()
     metadata = provider.metadata()
+    _count_start()
     state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
     key = keys.oidc_login(hashlib.sha256(state.encode()).hexdigest())
     pipe = context().store.redis.pipeline()
@@ -86,6 +88,18 @@ def start() -> BaseResponse:
                         httponly=True, samesite="Lax",
                         secure=context().config.server.public_url.startswith("https://"))
     return response
+
+
+def _count_start() -> None:
+    """Count a sign-on started from this address; 429 beyond `OIDC_STARTS_PER_ADDRESS` in the window."""
+    key = keys.oidc_starts(client_address())
+    pipe = context().store.redis.pipeline()
+    pipe.incr(key)
+    pipe.expire(key, defaults.OIDC_LOGIN_SECONDS, nx=True)
+    started, _ = call(pipe.execute)
+    if int(started) > defaults.OIDC_STARTS_PER_ADDRESS:
+        raise LoginFailed(429, "Too many sign-ons started from this address. Try again in a few minutes.",
+                          "too many sign-ons started from this address")
 
 
 def _take_login(state: str) -> dict[str, str]:
@@ -130,6 +144,7 @@ def callback() -> BaseResponse:
     """Finish the sign-on the provider sends the browser back from, and start the operator's session."""
     provider = _provider()
     login = _take_login(request.args.get("state", ""))
+    g.oidc_login_taken = True
     if request.args.get("error"):
         raise LoginFailed(401, "The single sign-on provider did not log you in.",
                           f"provider answered {escape_controls(request.args['error'])[:100]}")

@@ -141,8 +141,8 @@ def login() -> BaseResponse | tuple[str, int] | tuple[str, int, dict[str, str]]:
     try:
         operator = check_token(ctx, token)
     except TooManyRequests as exc:
+        # Not audited: the wrong tokens that led here were, and a flood of these must not push them out.
         log.warning("login refused from %s: throttled", client_address())
-        audit_request(ctx, audit.LOGIN, audit.REFUSED, None, reason="too many wrong tokens")
         error = f"Too many wrong tokens. Try again in {exc.retry_after} seconds."
         return render_template("login.html", next=target, error=error), 429, {"Retry-After": str(exc.retry_after)}
     except Unauthorized:

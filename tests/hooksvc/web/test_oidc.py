@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from joserfc.jwk import RSAKey
 
-from hooksvc import audit
+from hooksvc import audit, defaults, keys
 from hooksvc.config import OidcConfig, Secret
 from hooksvc.errors import ConfigError
 from hooksvc.operators import Role
@@ -155,6 +155,15 @@ class TestRefusals:
         victim = sso.test_client()
         answer = victim.get(f"{parts.path}?{parts.query}")
         assert answer.status_code == 400 and victim.get_cookie("hooksvc_session") is None
+        assert audit.recent(browser.application.extensions["hooksvc"].store.redis) == []  # names no one
+
+    def test_starts_from_one_address_are_capped(
+        self, browser: FlaskClient, redis: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """An anonymous client cannot make Redis keep sign-on records without bound: past the cap, 429."""
+        monkeypatch.setattr(defaults, "OIDC_STARTS_PER_ADDRESS", 3)
+        assert [browser.get("/login/oidc").status_code for _ in range(4)] == [302, 302, 302, 429]
+        assert len(redis.keys(keys.oidc_login("*"))) == 3
 
     def test_a_provider_that_is_down_is_a_clear_502(self, tmp_path: Path, redis: redis_lib.Redis) -> None:
         """An unreachable issuer gives a page saying so, not a traceback."""
