@@ -1,20 +1,29 @@
 """The `hooksvc` command line: argument parsing, and the operator commands on the core.
 
 The long-running commands (`serve`, `worker`, `run`, `check-config`) hand over to
-`hooksvc.runtime`; `deploy`, `rollback`, `logs` and `status` read and write the store directly.
+`hooksvc.runtime`; `deploy`, `rollback`, `logs`, `status` and `audit` read and write the store directly.
+
+Who runs an operator command: whoever can run it reads the config's secrets and Redis directly,
+so the command line cannot keep anyone below a role; it acts as the local admin, named after the
+login user (`local:root`), and says so in the audit trail. `--as NAME` (or `$HOOKSVC_OPERATOR`)
+with that operator's token in `$HOOKSVC_TOKEN` acts as that operator instead, within its role: a
+shared account then still records who did what.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
-from hooksvc import defaults, redact
+from hooksvc import audit, defaults, redact
 from hooksvc.config import AppConfig, Config, load_config, resolve_config_path
 from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.disk_usage import format_bytes, read_disk_usage
@@ -22,6 +31,7 @@ from hooksvc.errors import ConfigError, HooksvcError
 from hooksvc.jobqueue import workers_alive
 from hooksvc.live_services import read_services
 from hooksvc.operations import app_overview, queue_manual, queue_rollback
+from hooksvc.operators import Operator, Role, find_by_token, require
 from hooksvc.presentation import format_ago
 from hooksvc.store import DeploymentStore, open_store
 
@@ -115,15 +125,91 @@ def _app(config: Config, name: str) -> AppConfig:
     return app
 
 
+# -- who runs the command ------------------------------------------------------------------------
+
+#: The audit trail's `address` of what the command line did.
+CLI_ADDRESS = "local"
+#: The audit trail's `user_agent` of what the command line did.
+CLI_AGENT = "hooksvc command line"
+
+
+def local_admin() -> Operator:
+    """Who runs the command line without `--as`: the machine's login user, as an admin."""
+    user = os.environ.get("SUDO_USER") or getpass.getuser()
+    return Operator(f"local:{user}", Role.ADMIN)
+
+
+def command_operator(config: Config, name: str | None, env: dict[str, str] | None = None) -> Operator:
+    """The operator a command runs as: `name` (from --as or $HOOKSVC_OPERATOR) proven by its token in
+    $HOOKSVC_TOKEN, or the local admin when no name is given."""
+    environ = os.environ if env is None else env
+    name = name or environ.get(defaults.CLI_OPERATOR_ENV) or None
+    if name is None:
+        return local_admin()
+    token = environ.get(defaults.CLI_TOKEN_ENV, "")
+    if not token:
+        raise HooksvcError(f"acting as {name!r} needs that operator's token in ${defaults.CLI_TOKEN_ENV}")
+    operator = find_by_token(config.credentials(), token)
+    if operator is None or operator.name != name:
+        raise HooksvcError(f"${defaults.CLI_TOKEN_ENV} is not the token of operator {name!r} in {config.path}")
+    return operator
+
+
+def _audited(store: DeploymentStore, args: argparse.Namespace, action: str, what: str,
+             act: Callable[[str], Deployment]) -> Deployment:
+    """Check the command's operator against the deployer role, run `act`, and audit how it ended."""
+    operator: Operator = args.operator
+    entry = audit.AuditEntry(action=action, result=audit.OK, operator=operator.name, app=args.app,
+                             address=CLI_ADDRESS, user_agent=CLI_AGENT)
+    try:
+        require(operator, Role.DEPLOYER, what)
+        dep = act(operator.name)
+    except HooksvcError as exc:
+        refused = exc.status_code == 403
+        audit.record(store.redis, replace(entry, result=audit.REFUSED if refused else audit.FAILED, reason=str(exc)))
+        raise
+    audit.record(store.redis, replace(entry, sha=dep.sha or None, deployment=dep.id))
+    return dep
+
+
 def cmd_deploy(config: Config, args: argparse.Namespace) -> int:
     app = _app(config, args.app)
     store = open_store(config)
-    return _queued(config, store, queue_manual(store, app, args.sha or "", app.full_ref(args.ref or "")), args.wait)
+    dep = _audited(store, args, audit.DEPLOY, f"deploying {app.name}",
+                   lambda who: queue_manual(store, app, args.sha or "", app.full_ref(args.ref or ""), who))
+    return _queued(config, store, dep, args.wait)
 
 
 def cmd_rollback(config: Config, args: argparse.Namespace) -> int:
+    app = _app(config, args.app)
     store = open_store(config)
-    return _queued(config, store, queue_rollback(store, _app(config, args.app), args.to or ""), args.wait)
+    dep = _audited(store, args, audit.ROLLBACK, f"rolling back {app.name}",
+                   lambda who: queue_rollback(store, app, args.to or "", who))
+    return _queued(config, store, dep, args.wait)
+
+
+def cmd_audit(config: Config, args: argparse.Namespace) -> int:
+    require(args.operator, Role.DEPLOYER, "reading the audit trail")
+    if args.app:
+        _app(config, args.app)
+    if not 1 <= args.limit <= defaults.AUDIT_LIST_MAX:
+        raise HooksvcError(f"--limit must be from 1 to {defaults.AUDIT_LIST_MAX}, got {args.limit}")
+    entries = audit.recent(open_store(config).redis, app=args.app, operator=args.operator_filter, limit=args.limit)
+    if args.json:
+        for entry in entries:
+            print(json.dumps(entry.to_json(), sort_keys=True))
+        return 0
+    if not entries:
+        print("no audit entries" + (" for this filter" if args.app or args.operator_filter else ""))
+        return 0
+    rows = [["WHEN", "OPERATOR", "ACTION", "APP", "SHA", "DEPLOYMENT", "RESULT", "FROM", "REASON"]]
+    for e in entries:
+        when = datetime.fromtimestamp(e.at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        rows.append([when, e.operator or "-", e.action, e.app or "-", (e.sha or "-")[:12],
+                     f"#{e.deployment}" if e.deployment else "-", e.result, redact.terminal_safe(e.address),
+                     redact.terminal_safe(e.reason[:80])])
+    print(_table(rows))
+    return 0
 
 
 def cmd_logs(config: Config, args: argparse.Namespace) -> int:
@@ -267,6 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     # Every command takes --config after its name too; SUPPRESS keeps it from overwriting the global one.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS, help=f"config file (default: ${defaults.CONFIG_ENV})")
+    parser.add_argument("--as", dest="as_operator", metavar="NAME",
+                        help=f"act as this operator, proven by its token in ${defaults.CLI_TOKEN_ENV} "
+                             f"(default: ${defaults.CLI_OPERATOR_ENV}, else the local admin)")
+    common.add_argument("--as", dest="as_operator", metavar="NAME", default=argparse.SUPPRESS,
+                        help=f"act as this operator, proven by its token in ${defaults.CLI_TOKEN_ENV}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", parents=[common], help="the production HTTP server (gunicorn + waitress)")
@@ -311,6 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("--follow", "-f", action="store_true")
     p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("audit", parents=[common], help="who did what: the audit trail, newest first")
+    p.add_argument("--app", help="only this app's entries")
+    p.add_argument("--operator", dest="operator_filter", metavar="NAME", help="only this operator's entries")
+    p.add_argument("--limit", type=int, default=defaults.AUDIT_LIST_LIMIT, help="entries to show")
+    p.add_argument("--json", action="store_true", help="one JSON object per line (the API's shape)")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("check-config", parents=[common], help="validate the config; check Redis, Docker and git")
     p.set_defaults(func=cmd_check_config)
@@ -359,6 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_USAGE
     try:
+        args.operator = command_operator(config, args.as_operator)
         result: int = args.func(config, args)
         return result
     except HooksvcError as exc:

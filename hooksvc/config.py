@@ -13,7 +13,7 @@ import os
 import posixpath
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from urllib.parse import unquote
 
 from hooksvc import defaults
 from hooksvc.errors import ConfigError
+from hooksvc.operators import API_TOKEN_ROLE, Operator, Role, api_token_name, parse_role
 from hooksvc.providers import HOST_KINDS
 from hooksvc.release_steps import PHASES, ReleaseStep, read_release_steps
 from hooksvc.strategies import STRATEGIES, strategy_info
@@ -50,12 +51,42 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class OidcConfig:
+    """`[server.oidc]`: single sign-on through an OpenID Connect provider (SPEC §11)."""
+
+    issuer: str
+    client_id: str
+    client_secret: Secret
+    #: role -> claims that grant it: `group:NAME` (in the groups claim), `user:NAME`, `email:ADDRESS`, `*`.
+    roles: Mapping[Role, tuple[str, ...]]
+    scopes: str = defaults.OIDC_SCOPES
+    #: The claim whose value names the operator (falls back to `sub`).
+    name_claim: str = defaults.OIDC_NAME_CLAIM
+    groups_claim: str = defaults.OIDC_GROUPS_CLAIM
+
+    def role_for(self, claims: Mapping[str, Any]) -> Role | None:
+        """The highest role whose patterns match the ID token's claims; None when none does."""
+        groups = claims.get(self.groups_claim) or []
+        held = {"*"} | {f"group:{g}" for g in (groups if isinstance(groups, list) else [groups]) if isinstance(g, str)}
+        for claim, kind in ((self.name_claim, "user"), ("preferred_username", "user"), ("email", "email")):
+            if isinstance(claims.get(claim), str):
+                held.add(f"{kind}:{claims[claim]}")
+        if "email" in claims and claims.get("email_verified") is False:
+            held.discard(f"email:{claims['email']}")  # an unverified address proves nothing
+        for role in sorted(Role, key=lambda r: r.rank, reverse=True):
+            if held & set(self.roles.get(role, ())):
+                return role
+        return None
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     listen: str = defaults.LISTEN
     public_url: str = ""
     max_body_bytes: int = defaults.MAX_BODY_BYTES
     api_tokens: tuple[Secret, ...] = ()
     public_read: bool = False
+    oidc: OidcConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +200,15 @@ class AppConfig:
 
 
 @dataclass(frozen=True)
+class OperatorConfig:
+    """`[operators.NAME]`: a person (or a machine) with a token of their own and a role."""
+
+    name: str
+    role: Role
+    token: Secret
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     server: ServerConfig
@@ -176,9 +216,18 @@ class Config:
     worker: WorkerConfig
     hosts: Mapping[str, HostConfig]
     apps: Mapping[str, AppConfig]
+    operators: Mapping[str, OperatorConfig] = field(default_factory=dict)
 
     def app(self, name: str) -> AppConfig | None:
         return self.apps.get(name)
+
+    def credentials(self) -> list[tuple[Operator, str]]:
+        """Every operator that logs in with a token, and its token: `[operators.*]`, then each of
+        `server.api_tokens` as an admin named token-1, token-2, …."""
+        found = [(Operator(o.name, o.role), o.token.reveal()) for o in self.operators.values()]
+        found += [(Operator(api_token_name(n), API_TOKEN_ROLE), t.reveal())
+                  for n, t in enumerate(self.server.api_tokens, 1)]
+        return found
 
     def weak_secrets(self) -> list[str]:
         """Warnings for chosen secrets shorter than MIN_SECRET_CHARACTERS (webhook and notification
@@ -196,6 +245,8 @@ class Config:
     def secrets(self) -> list[str]:
         """Every secret value this config holds, for redaction of logs."""
         found: list[Secret | None] = list(self.server.api_tokens)
+        found += [self.server.oidc.client_secret] if self.server.oidc else []
+        found += [o.token for o in self.operators.values()]
         found += [h.token for h in self.hosts.values()]
         found += [h.app.private_key for h in self.hosts.values() if h.app is not None]
         for app in self.apps.values():
@@ -295,6 +346,15 @@ class _Reader:
             return {}
         return value
 
+    def named_tables(self, data: Mapping[str, Any], key: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """Each `[key.NAME]` table: its name, its key (`key.NAME`) and its contents; a NAME that is not a
+        table is a problem and skipped."""
+        for name, t in self.table(data, key).items():
+            if not isinstance(t, dict):
+                self.problem(f"{key}.{name}", f"expected a table, got {type(t).__name__}")
+                continue
+            yield name, f"{key}.{name}", t
+
     def unknown_keys(self, data: Mapping[str, Any], prefix: str, known: set[str]) -> None:
         for key in sorted(set(data) - known):
             name = f"{prefix}.{key}" if prefix else key
@@ -352,7 +412,51 @@ class _Reader:
         return None
 
 
-_SERVER_KEYS = {"listen", "public_url", "max_body_bytes", "api_tokens_env", "api_tokens_file", "public_read"}
+_SERVER_KEYS = {"listen", "public_url", "max_body_bytes", "api_tokens_env", "api_tokens_file", "public_read", "oidc"}
+_OIDC_KEYS = {"issuer", "client_id", "client_secret_env", "client_secret_file", "roles", "scopes", "name_claim",
+              "groups_claim"}
+_ROLE_PATTERN = re.compile(r"\*|(group|user|email):.+")
+
+
+def _read_oidc(r: _Reader, server: Mapping[str, Any], public_url: str) -> OidcConfig | None:
+    if "oidc" not in server:
+        return None
+    t = r.table(server, "server.oidc")
+    r.unknown_keys(t, "server.oidc", _OIDC_KEYS)
+    issuer = r.get(t, "server.oidc", "issuer", str, "").rstrip("/")
+    if not issuer.startswith(("https://", "http://")):
+        r.problem("server.oidc.issuer", f"required: the provider's issuer URL (https://…), got {issuer!r}")
+    client_id = r.get(t, "server.oidc", "client_id", str, "")
+    if not client_id:
+        r.problem("server.oidc.client_id", "required: the client id the provider gave hooksvc")
+    if not public_url:
+        r.problem("server.oidc", "needs server.public_url: the provider sends browsers back to "
+                                 "PUBLIC_URL/login/oidc/callback")
+    secret = r.secret(t, "server.oidc", "client_secret", required=True)
+    roles: dict[Role, tuple[str, ...]] = {}
+    raw_roles = r.get(t, "server.oidc", "roles", dict, {})
+    if not raw_roles:
+        r.problem("server.oidc.roles", 'required: which claims grant which role, e.g. { deployer = ["group:dev"] }')
+    for name, patterns in raw_roles.items():
+        key = f"server.oidc.roles.{name}"
+        try:
+            role = parse_role(name)
+        except ValueError as exc:
+            r.problem(key, str(exc))
+            continue
+        valid = isinstance(patterns, list) and all(isinstance(p, str) and _ROLE_PATTERN.fullmatch(p) for p in patterns)
+        if not valid:
+            r.problem(key, f'expected a list of "group:NAME", "user:NAME", "email:ADDRESS" or "*", got {patterns!r}')
+            continue
+        roles[role] = tuple(patterns)
+    if secret is None or not issuer or not client_id:
+        return None
+    return OidcConfig(
+        issuer=issuer, client_id=client_id, client_secret=secret, roles=roles,
+        scopes=r.get(t, "server.oidc", "scopes", str, defaults.OIDC_SCOPES),
+        name_claim=r.get(t, "server.oidc", "name_claim", str, defaults.OIDC_NAME_CLAIM),
+        groups_claim=r.get(t, "server.oidc", "groups_claim", str, defaults.OIDC_GROUPS_CLAIM),
+    )
 _WORKER_KEYS = {"state_dir", "keep_releases", "job_timeout", "keep_deployments"}
 _HOST_KEYS = {"kind", "api_url", "token_env", "token_file", *defaults.GITHUB_APP_KEYS}
 _APP_KEYS = {
@@ -401,6 +505,7 @@ def _read_server(r: _Reader, data: Mapping[str, Any]) -> ServerConfig:
         max_body_bytes=max_body,
         api_tokens=tokens,
         public_read=r.get(t, "server", "public_read", bool, False),
+        oidc=_read_oidc(r, t, public_url),
     )
 
 
@@ -433,11 +538,7 @@ def _read_worker(r: _Reader, data: Mapping[str, Any]) -> WorkerConfig:
 
 def _read_hosts(r: _Reader, data: Mapping[str, Any], public_url: str) -> dict[str, HostConfig]:
     hosts: dict[str, HostConfig] = {}
-    for name, t in r.table(data, "hosts").items():
-        prefix = f"hosts.{name}"
-        if not isinstance(t, dict):
-            r.problem(prefix, f"expected a table, got {type(t).__name__}")
-            continue
+    for name, prefix, t in r.named_tables(data, "hosts"):
         r.unknown_keys(t, prefix, _HOST_KEYS)
         kind = r.get(t, prefix, "kind", str, "")
         known = HOST_KINDS.get(kind)
@@ -665,17 +766,14 @@ def parse_config(text: str, path: str, env: Mapping[str, str]) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
     r = _Reader(path, problems, env)
-    r.unknown_keys(data, "", {"server", "redis", "worker", "hosts", "apps"})
+    r.unknown_keys(data, "", {"server", "redis", "worker", "hosts", "apps", "operators"})
     server = _read_server(r, data)
     redis = _read_redis(r, data)
     worker = _read_worker(r, data)
     hosts = _read_hosts(r, data, server.public_url)
     apps: dict[str, AppConfig] = {}
     projects: dict[tuple[str | None, str], str] = {}
-    for name, t in r.table(data, "apps").items():
-        if not isinstance(t, dict):
-            r.problem(f"apps.{name}", f"expected a table, got {type(t).__name__}")
-            continue
+    for name, _, t in r.named_tables(data, "apps"):
         app = _read_app(r, name, t, hosts)
         if app is None:
             continue
@@ -683,9 +781,44 @@ def parse_config(text: str, path: str, env: Mapping[str, str]) -> Config:
         if other != name:
             r.problem(f"apps.{name}.project", f"compose project {app.project!r} is already used by app {other!r}")
         apps[name] = app
+    operators = _read_operators(r, data, server)
     if problems:
         raise ConfigError(problems)
-    return Config(path=path, server=server, redis=redis, worker=worker, hosts=hosts, apps=apps)
+    return Config(path=path, server=server, redis=redis, worker=worker, hosts=hosts, apps=apps, operators=operators)
+
+
+_OPERATOR_KEYS = {"token_env", "token_file", "role"}
+_OPERATOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+
+def _read_operators(r: _Reader, data: Mapping[str, Any], server: ServerConfig) -> dict[str, OperatorConfig]:
+    operators: dict[str, OperatorConfig] = {}
+    reserved = {api_token_name(n) for n in range(1, len(server.api_tokens) + 1)}
+    tokens: dict[str, str] = {t.reveal(): "server.api_tokens" for t in server.api_tokens}
+    for name, prefix, t in r.named_tables(data, "operators"):
+        r.unknown_keys(t, prefix, _OPERATOR_KEYS)
+        if not _OPERATOR_NAME.fullmatch(name):
+            r.problem(prefix, "an operator name is 1-64 letters, digits and . _ @ - (starting with a letter or digit)")
+        elif name in reserved:
+            r.problem(prefix, f"{name!r} is the name of a server.api_tokens token: choose another name")
+        try:
+            role = parse_role(t.get("role"))
+        except ValueError as exc:
+            r.problem(f"{prefix}.role", f"required: {exc}" if "role" not in t else str(exc))
+            role = Role.VIEWER
+        token = r.secret(t, prefix, "token", required=True)
+        if token is None:
+            continue
+        if len(token.reveal()) < defaults.MIN_SECRET_CHARACTERS:
+            r.problem(f"{prefix}.token_env" if "token_env" in t else f"{prefix}.token_file",
+                      f"the token has {len(token.reveal())} characters: a bearer token needs at least "
+                      f"{defaults.MIN_SECRET_CHARACTERS} (make one with `openssl rand -hex 16`)")
+        other = tokens.setdefault(token.reveal(), prefix)
+        if other != prefix:
+            # The token alone says who is asking: two holders of one token could not be told apart.
+            r.problem(prefix, f"its token is also {other}'s: every operator needs a token of their own")
+        operators[name] = OperatorConfig(name=name, role=role, token=token)
+    return operators
 
 
 def resolve_config_path(path: str | None, env: Mapping[str, str]) -> str:

@@ -190,3 +190,33 @@ LOGIN_FAILURES_PER_TOKEN = 10
 LOGIN_FAILURE_WINDOW_SECONDS = 600
 #: A login lasts a working day; logging out, or a changed API token, ends it earlier.
 SESSION_LIFETIME_SECONDS = 12 * 3600
+#: Audit entries kept (all apps together), oldest dropped first: like `keep_deployments`, Redis stays
+#: flat; 10 000 entries are months of a team's deploys, logins and refusals.
+AUDIT_KEEP_ENTRIES = 10_000
+#: An audit entry's free-text fields (user agent, reason) are cut to this many characters: enough to
+#: read, never a way to fill Redis.
+AUDIT_TEXT_MAX_CHARS = 300
+#: Entries `GET /api/audit`, `/audit` and `hooksvc audit` list when no limit is asked for.
+AUDIT_LIST_LIMIT = 50
+#: The most entries one audit listing returns.
+AUDIT_LIST_MAX = 1000
+#: Environment variables naming the operator the command line acts as, and holding its token (`--as`).
+CLI_OPERATOR_ENV = "HOOKSVC_OPERATOR"
+CLI_TOKEN_ENV = "HOOKSVC_TOKEN"  # noqa: S105 - the name of a variable, not a token
+#: What hooksvc asks an OpenID Connect provider for: the ID token, a name, an address, the groups.
+OIDC_SCOPES = "openid profile email groups"
+#: The ID token claim that names an operator who logs in through single sign-on (else `sub`).
+OIDC_NAME_CLAIM = "preferred_username"
+#: The claim listing the groups `group:NAME` in `[server.oidc] roles` matches (Gitea, GitLab, Keycloak).
+OIDC_GROUPS_CLAIM = "groups"
+#: A single sign-on must come back within this long after it started (its state and nonce expire).
+OIDC_LOGIN_SECONDS = 600
+#: Requests to the provider (discovery, keys, token) give up after this long: a login, not a deploy, waits.
+OIDC_HTTP_TIMEOUT_SECONDS = 10.0
+#: The provider's discovery document and keys are fetched again after this long (keys rotate).
+OIDC_METADATA_SECONDS = 3600
+#: Leeway for the ID token's exp/iat against this machine's clock.
+OIDC_CLOCK_LEEWAY_SECONDS = 60
+#: Single sign-ons one address may start within `OIDC_LOGIN_SECONDS` (then 429): a person needs a few;
+#: the cap bounds what an anonymous client can make Redis hold.
+OIDC_STARTS_PER_ADDRESS = 20

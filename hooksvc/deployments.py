@@ -48,6 +48,8 @@ class NewDeployment:
     #: The ref's previous sha as the push announced it ("" when unknown): lets the worker tell a
     #: force-push from hosts that send no `forced` flag (Gitea, GitLab).
     before: str = ""
+    #: The operator who asked for it (a manual deploy or a rollback); "" for a push.
+    operator: str = ""
 
     def record_fields(self) -> tuple[str, ...]:
         """Field/value pairs of its queued record, flat, leaving out empty values and what the store
@@ -60,6 +62,8 @@ class NewDeployment:
             fields += ("delivery_id", self.delivery_id)
         if self.before:
             fields += ("before", self.before)
+        if self.operator:
+            fields += ("operator", self.operator)
         return fields
 
 
@@ -79,6 +83,8 @@ class Deployment:
     finished_at: float | None = None
     previous_sha: str = ""
     error: str = ""
+    #: Who asked for it; "" for a push.
+    operator: str = ""
 
     @classmethod
     def create(cls, deployment_id: str, new: NewDeployment, now: float | None = None) -> Deployment:
@@ -93,6 +99,7 @@ class Deployment:
             delivery_id=new.delivery_id,
             forced=new.forced,
             before=new.before,
+            operator=new.operator,
         )
 
     def to_fields(self) -> dict[str, str]:
@@ -125,6 +132,7 @@ class Deployment:
             finished_at=opt_float("finished_at"),
             previous_sha=fields.get("previous_sha", ""),
             error=fields.get("error", ""),
+            operator=fields.get("operator", ""),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -142,6 +150,7 @@ class Deployment:
             "finished_at": iso_time(self.finished_at),
             "previous_sha": self.previous_sha or None,
             "error": self.error or None,
+            "operator": self.operator or None,
         }
 
     def summary(self) -> dict[str, str]:

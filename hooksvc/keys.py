@@ -184,3 +184,21 @@ def login_failures_address(address: str) -> str:
 def login_failures_token(token_digest: str) -> str:
     """Failed checks of one presented token, by its sha256 (STRING counter with the window's expiry)."""
     return f"{LOGIN_FAILURES_PREFIX}token:{token_digest}"
+
+
+# -- the audit trail --------------------------------------------------------------------------------
+
+#: Who did what, newest last (a STREAM capped at `defaults.AUDIT_KEEP_ENTRIES`; see `hooksvc.audit`).
+AUDIT = f"{PREFIX}:audit"
+
+
+def oidc_login(state_digest: str) -> str:
+    """A single sign-on under way, by the sha256 of its `state` (HASH: nonce, code_verifier, next), read
+    once when the provider sends the browser back, and expiring after `defaults.OIDC_LOGIN_SECONDS`."""
+    return f"{PREFIX}:oidc:login:{state_digest}"
+
+
+def oidc_starts(address: str) -> str:
+    """Single sign-ons started from one client address in the current window (STRING counter expiring
+    with it): what bounds the records an anonymous client can make Redis keep."""
+    return f"{PREFIX}:oidc:starts:{address}"

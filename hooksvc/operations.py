@@ -12,24 +12,24 @@ from hooksvc.live_services import LiveServices, read_services
 from hooksvc.store import DeploymentStore
 
 
-def queue_manual(store: DeploymentStore, app: AppConfig, sha: str, ref: str) -> Deployment:
-    """Queue a manual deployment; with no sha, the worker deploys the head of `ref` (or the branch)."""
+def queue_manual(store: DeploymentStore, app: AppConfig, sha: str, ref: str, operator: str = "") -> Deployment:
+    """Queue a manual deployment by `operator`; with no sha, the worker deploys the head of `ref` (or the branch)."""
     if not sha and not ref:
         if not app.single_branch:
             raise BadRequest(f"app {app.name!r} deploys {app.ref_pattern}: give a 'ref' or a 'sha'")
         ref = f"refs/heads/{app.branch}"
-    return _submit_one(store, NewDeployment(app.name, sha, ref, Trigger.MANUAL, forced=True))
+    return _submit_one(store, NewDeployment(app.name, sha, ref, Trigger.MANUAL, forced=True, operator=operator))
 
 
-def queue_rollback(store: DeploymentStore, app: AppConfig, to: str) -> Deployment:
-    """Queue a redeploy of the previous successful release (or of `to`)."""
+def queue_rollback(store: DeploymentStore, app: AppConfig, to: str, operator: str = "") -> Deployment:
+    """Queue a redeploy of the previous successful release (or of `to`), asked for by `operator`."""
     if not to:
         live = store.live(app.name)
         previous = store.previous_success(app.name, live.sha if live else None)
         if previous is None:
             raise Conflict(f"app {app.name!r} has no earlier successful release to roll back to")
         to = previous.sha
-    return _submit_one(store, NewDeployment(app.name, to, "", Trigger.ROLLBACK, forced=True))
+    return _submit_one(store, NewDeployment(app.name, to, "", Trigger.ROLLBACK, forced=True, operator=operator))
 
 
 def _submit_one(store: DeploymentStore, new: NewDeployment) -> Deployment:

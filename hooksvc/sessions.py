@@ -3,7 +3,7 @@
 Nothing in the cookie is derived from a token, so a cookie cannot be used to test guessed tokens
 offline, and logging out deletes the record, so a copied cookie opens nothing afterwards. A record
 says which credential opened it (a fingerprint of the token, so a changed token ends its sessions)
-and has room for the operator it belongs to once operators have names (SPEC §11).
+and the operator it belongs to (SPEC §11).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ class OperatorSession:
     created_at: float
     #: The client address that logged in, for the server log and `hooksvc` operators.
     address: str
+    #: The role single sign-on granted at login; "" for a token's session (its role is the configured one).
+    role: str = ""
 
 
 class SessionStore:
@@ -51,11 +53,12 @@ class SessionStore:
         self.redis = connection
         self.lifetime_seconds = lifetime_seconds
 
-    def create(self, *, credential: str, address: str, operator: str = "") -> str:
+    def create(self, *, credential: str, address: str, operator: str = "", role: str = "") -> str:
         """A new session's id, for the cookie (the only place it is kept)."""
         session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
         key = keys.session(_digest(session_id))
-        fields = {"operator": operator, "credential": credential, "created_at": repr(time.time()), "address": address}
+        fields = {"operator": operator, "credential": credential, "created_at": repr(time.time()), "address": address,
+                  "role": role}
         pipe = self.redis.pipeline()
         pipe.hset(key, mapping=fields)
         pipe.expire(key, self.lifetime_seconds)
@@ -75,6 +78,7 @@ class SessionStore:
             credential=text.get("credential", ""),
             created_at=float(text.get("created_at", "0")),
             address=text.get("address", ""),
+            role=text.get("role", ""),
         )
 
     def revoke(self, session_id: str) -> None:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request, stream_with_context
 
-from hooksvc import defaults
+from hooksvc import audit, defaults
 from hooksvc.config import AppConfig
-from hooksvc.deployments import DeploymentState
+from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.errors import BadRequest, HooksvcError, NotFound
 from hooksvc.operations import app_overview, queue_manual, queue_rollback
-from hooksvc.web.auth import require_operator
+from hooksvc.operators import Role
+from hooksvc.web.auth import audit_request, authorize, require_operator
 from hooksvc.web.context import claim_stream_slot, client_gone, context
 
 bp = Blueprint("api", __name__)
@@ -64,25 +65,65 @@ def _field(data: dict[str, Any], key: str, pattern: re.Pattern[str]) -> str:
     return value
 
 
+def audited(action: str, role: Role, what: str, act: Callable[[str], Deployment]) -> Deployment:
+    """Check the operator's role for `action`, run `act(operator name)`, and audit how it ended."""
+    ctx = context()
+    operator = authorize(ctx, role, what)
+    try:
+        dep = act(operator.name)
+    except HooksvcError as exc:
+        audit_request(ctx, action, audit.FAILED, operator, reason=str(exc))
+        raise
+    audit_request(ctx, action, audit.OK, operator, app=dep.app, sha=dep.sha or None, deployment=dep.id)
+    return dep
+
+
 @bp.post("/api/apps/<name>/deploy")
 def deploy(name: str) -> tuple[Response, int]:
-    app = _app_or_404(name)
-    data = _json_body()
-    ref = app.full_ref(_field(data, "ref", _REF))
-    dep = queue_manual(context().store, app, _field(data, "sha", _SHA), ref)
-    return jsonify(dep.to_json()), 202
+    def act(operator: str) -> Deployment:
+        app = _app_or_404(name)
+        data = _json_body()
+        ref = app.full_ref(_field(data, "ref", _REF))
+        return queue_manual(context().store, app, _field(data, "sha", _SHA), ref, operator)
+
+    return jsonify(audited(audit.DEPLOY, Role.DEPLOYER, f"deploying {name}", act).to_json()), 202
 
 
 @bp.post("/api/apps/<name>/rollback")
 def rollback(name: str) -> tuple[Response, int]:
-    app = _app_or_404(name)
-    dep = queue_rollback(context().store, app, _field(_json_body(), "to", _SHA))
-    return jsonify(dep.to_json()), 202
+    def act(operator: str) -> Deployment:
+        return queue_rollback(context().store, _app_or_404(name), _field(_json_body(), "to", _SHA), operator)
+
+    return jsonify(audited(audit.ROLLBACK, Role.DEPLOYER, f"rolling back {name}", act).to_json()), 202
 
 
 @bp.post("/api/deployments/<deployment_id>/cancel")
 def cancel(deployment_id: str) -> Response:
-    return jsonify(context().store.cancel(deployment_id).to_json())
+    def act(_operator: str) -> Deployment:
+        return context().store.cancel(deployment_id)
+
+    return jsonify(audited(audit.CANCEL, Role.DEPLOYER, f"cancelling deployment {deployment_id}", act).to_json())
+
+
+@bp.get("/api/audit")
+def audit_trail() -> Response:
+    """The audit trail, newest first: `?app=`, `?operator=`, `?limit=` (deployers and admins)."""
+    ctx = context()
+    authorize(ctx, Role.DEPLOYER, "reading the audit trail")
+    app = request.args.get("app") or None
+    if app is not None:
+        _app_or_404(app)
+    limit = _limit(defaults.AUDIT_LIST_LIMIT, defaults.AUDIT_LIST_MAX)
+    found = audit.recent(ctx.store.redis, app=app, operator=request.args.get("operator") or None, limit=limit)
+    return jsonify(entries=[e.to_json() for e in found])
+
+
+def _limit(default: int, most: int) -> int:
+    """The request's `limit` argument, from 1 to `most`."""
+    raw = request.args.get("limit", str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise BadRequest(f"limit must be a number from 1 to {most}, got {raw!r}")
+    return int(raw)
 
 
 @bp.get("/api/apps")
@@ -100,10 +141,7 @@ def deployments() -> Response:
     state = request.args.get("state") or None
     if state is not None and state not in {s.value for s in DeploymentState}:
         raise BadRequest(f"unknown state {state!r} (one of {', '.join(s.value for s in DeploymentState)})")
-    raw_limit = request.args.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIST_LIMIT:
-        raise BadRequest(f"limit must be a number from 1 to {MAX_LIST_LIMIT}, got {raw_limit!r}")
-    found = ctx.store.recent(app=app, state=state, limit=int(raw_limit))
+    found = ctx.store.recent(app=app, state=state, limit=_limit(50, MAX_LIST_LIMIT))
     return jsonify(deployments=[d.to_json() for d in found])
 
 

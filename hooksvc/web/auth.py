@@ -1,63 +1,89 @@
-"""Operator authentication: bearer tokens for the API; basic auth or a session cookie for pages.
+"""Operator authentication and authorization: who a request comes from, and whether their role allows it.
 
-Every token check goes through the login throttle (failures counted per address and per token in
-Redis), and a session is a record in Redis that the cookie names by a random id.
+Bearer tokens open the API; basic auth or a session cookie open the pages. Every token check goes
+through the login throttle (failures counted per address and per token in Redis), and a session is a
+record in Redis that the cookie names by a random id, bound to the operator who logged in. Requests
+refused for their credentials (401) or their role (403) are written to the audit trail.
 """
 
 from __future__ import annotations
 
 import base64
-import hmac
+from urllib.parse import urlsplit
 
 from flask import g, request
+from werkzeug.wrappers import Response as BaseResponse
 
-from hooksvc.config import Config
-from hooksvc.errors import TooManyRequests, Unauthorized
+from hooksvc import audit, defaults
+from hooksvc.errors import Forbidden, TooManyRequests, Unauthorized
+from hooksvc.operators import Operator, Role, find_by_token, parse_role, require
 from hooksvc.redact import loggable
 from hooksvc.sessions import OperatorSession
-from hooksvc.web.context import WebContext, client_address
+from hooksvc.web.context import WebContext, client_address, context, user_agent
 
 #: The login form's cookie: a random session id, nothing else.
 SESSION_COOKIE = "hooksvc_session"
 
 
-def token_is_valid(config: Config, presented: str) -> bool:
-    """Constant-time comparison against every configured token (no early exit on a match)."""
-    if not presented:
-        return False
-    matched = False
-    for token in config.server.api_tokens:
-        matched |= hmac.compare_digest(token.reveal().encode(), presented.encode())
-    return matched
+def safe_next(target: str | None) -> str:
+    """`target` when it is a path on this site, else `/`: the login form must not redirect elsewhere."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    if "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return target
 
 
-def check_token(ctx: WebContext, token: str) -> None:
-    """Pass when `token` is an operator's; TooManyRequests while its address or the token is
+def set_session_cookie(response: BaseResponse, session_id: str) -> None:
+    """The login's cookie: the session id only, hardened."""
+    response.set_cookie(
+        SESSION_COOKIE, session_id, max_age=defaults.SESSION_LIFETIME_SECONDS, path="/", httponly=True,
+        # Lax: the cookie rides along on top-level links (a commit status link from the git
+        # host works) but not on cross-site POSTs or fetches.
+        samesite="Lax",
+        # Behind TLS (as public_url says) the cookie must never travel over plain HTTP.
+        secure=context().config.server.public_url.startswith("https://"),
+    )
+
+
+def check_token(ctx: WebContext, token: str) -> Operator:
+    """The operator whose token `token` is; TooManyRequests while its address or the token is
     throttled (checked first, so a throttled guesser learns nothing), else Unauthorized."""
     address = client_address()
     wait = ctx.login_throttle.wait_seconds(address, token)
     if wait:
         raise TooManyRequests(f"too many wrong tokens from this address or for this token: retry in {wait} s", wait)
-    if not token_is_valid(ctx.config, token):
+    operator = find_by_token(ctx.tokens, token)
+    if operator is None:
         ctx.login_throttle.record_failure(address, token)
         raise Unauthorized("bad token")
+    return operator
 
 
-def current_session(ctx: WebContext) -> OperatorSession | None:
-    """The live session the request's cookie names, if any (looked up once per request).
+def current_session(ctx: WebContext) -> tuple[OperatorSession, Operator] | None:
+    """The live session the request's cookie names, if any, and its operator (looked up once per request).
 
-    A session opened with a token that is no longer configured is over; without any token
-    configured no session is valid.
+    A session opened with a token that is no longer configured, or that now belongs to another
+    operator, is over; the operator's role is the one configured now.
     """
     if "hooksvc_session" in g:
-        found: OperatorSession | None = g.hooksvc_session
+        found: tuple[OperatorSession, Operator] | None = g.hooksvc_session
         return found
     found = None
     session_id = request.cookies.get(SESSION_COOKIE, "")
-    if session_id and ctx.credentials:
-        found = ctx.sessions.get(session_id)
-        if found is not None and found.credential not in ctx.credentials:
-            found = None
+    if session_id:
+        session = ctx.sessions.get(session_id)
+        operator = None
+        if session is not None and ctx.oidc_credential and session.credential == ctx.oidc_credential:
+            # Single sign-on: the provider vouched for the name and the claims gave the role at login.
+            operator = Operator(session.operator, parse_role(session.role))
+        elif session is not None:
+            operator = ctx.credentials.get(session.credential)
+        if session is not None and operator is not None and operator.name == session.operator:
+            found = (session, operator)
     g.hooksvc_session = found
     return found
 
@@ -82,18 +108,22 @@ def _authorization() -> tuple[str, str]:
     return scheme.lower(), value
 
 
-def require_operator(ctx: WebContext, read_only: bool, *, browser: bool = False) -> bool:
-    """Whether the request carries an operator's credentials; raise Unauthorized when it must and does not.
+def require_operator(ctx: WebContext, read_only: bool, *, browser: bool = False) -> Operator | None:
+    """The operator the request's credentials name; raise Unauthorized when it must carry some and does not.
 
-    Read-only requests pass without credentials under `public_read` (the answer is then False: an
+    Read-only requests pass without credentials under `public_read` (the answer is then None: an
     anonymous reader), but credentials they carry are still checked, throttle included.
     `browser`: the request is for an HTML page, which basic auth and the login's session cookie open
     too. Everywhere else (the API) only a bearer token counts: a browser adds basic auth and cookies
     to a request by itself, also to one another web site makes it send, but never a bearer token.
+    A wrong token is audited as refused; a request with no credential at all is not (it names no
+    one, and anyone could flood the trail with them).
     """
     public = read_only and ctx.config.server.public_read
-    if browser and request.cookies.get(SESSION_COOKIE) and current_session(ctx) is not None:
-        return True
+    if browser and request.cookies.get(SESSION_COOKIE):
+        session = current_session(ctx)
+        if session is not None:
+            return session[1]
     scheme, _ = _authorization()
     token = presented_token()
     try:
@@ -101,9 +131,56 @@ def require_operator(ctx: WebContext, read_only: bool, *, browser: bool = False)
             raise Unauthorized(f"'{loggable(scheme)}' authorization: the API takes a bearer token only")
         if not token:
             raise Unauthorized("missing bearer token")
-        check_token(ctx, token)
-    except Unauthorized:
+        return check_token(ctx, token)
+    except Unauthorized as exc:
+        if token:
+            reason = f"{exc.reason}: {request.method} {loggable(request.path)}"
+            audit_request(ctx, refused_action(), audit.REFUSED, None, reason=reason)
         if public:
-            return False
+            return None
         raise
-    return True
+
+
+#: What a refused request to an endpoint was trying to do, for its audit entry; any other is `access`.
+REFUSED_ACTIONS = {
+    "api.deploy": audit.DEPLOY,
+    "api.rollback": audit.ROLLBACK,
+    "api.cancel": audit.CANCEL,
+}
+
+
+def refused_action() -> str:
+    """The audit action of the request being refused."""
+    return REFUSED_ACTIONS.get(request.endpoint or "", audit.ACCESS)
+
+
+def audit_request(
+    ctx: WebContext, action: str, result: str, operator: Operator | None, *, app: str | None = None,
+    sha: str | None = None, deployment: str | None = None, reason: str = "",
+) -> audit.AuditEntry:
+    """Record what this request did (or tried) in the audit trail, with its address and user agent.
+
+    The app and deployment default to the route's `<name>` and `<deployment_id>`.
+    """
+    args = request.view_args or {}
+    named = args.get("name")
+    return audit.record(ctx.store.redis, audit.AuditEntry(
+        action=action, result=result, operator=operator.name if operator else None,
+        app=app or (named if named and ctx.config.app(named) else None),
+        sha=sha, deployment=deployment or args.get("deployment_id"),
+        address=client_address(), user_agent=user_agent(), reason=reason))
+
+
+def authorize(ctx: WebContext, role: Role, what: str) -> Operator:
+    """The request's operator when its role allows `role`'s actions; else 401 or 403, audited as refused.
+
+    `what`: the action in a few words for the 403's message ("deploying shop").
+    """
+    operator: Operator | None = g.get("operator")
+    if operator is None:
+        raise Unauthorized(f"{what} needs credentials")
+    try:
+        return require(operator, role, what)
+    except Forbidden as exc:
+        audit_request(ctx, refused_action(), audit.REFUSED, operator, reason=str(exc))
+        raise

@@ -9,8 +9,10 @@ from flask import current_app, g, request
 from hooksvc import defaults
 from hooksvc.config import AppConfig, Config
 from hooksvc.login_throttle import LoginThrottle
+from hooksvc.operators import Operator
 from hooksvc.sessions import SessionStore, credential_fingerprint
 from hooksvc.store import DeploymentStore
+from hooksvc.web.oidc_provider import OidcProvider, oidc_credential
 from hooksvc.web.stream_slots import StreamSlots
 
 #: Key under `app.extensions` holding the app's `WebContext`.
@@ -29,8 +31,13 @@ class WebContext:
         self.sessions = SessionStore(store.redis, defaults.SESSION_LIFETIME_SECONDS)
         self.login_throttle = LoginThrottle(store.redis)
         self.stream_slots = stream_slots
-        #: Fingerprints of the configured tokens: a session opened with any other token is over.
-        self.credentials = frozenset(credential_fingerprint(t.reveal()) for t in config.server.api_tokens)
+        #: Every operator that logs in with a token, and its token (`Config.credentials`).
+        self.tokens = config.credentials()
+        #: The operator of each configured token's fingerprint: a session opened with any other token is over.
+        self.credentials: dict[str, Operator] = {credential_fingerprint(t): o for o, t in self.tokens}
+        #: The single sign-on provider, and the credential its sessions record ("" without one).
+        self.oidc = OidcProvider(config.server.oidc) if config.server.oidc else None
+        self.oidc_credential = oidc_credential(config.server.oidc) if config.server.oidc else ""
         self._apps_for: dict[frozenset[str], list[AppConfig]] = {}
 
     def apps_for(self, host_kinds: frozenset[str]) -> list[AppConfig]:
@@ -57,7 +64,12 @@ def claim_stream_slot(ctx: WebContext) -> Callable[[], None]:
     Requests the blueprint's authentication found to carry an operator's credentials (`g.operator`)
     count only against the process's total; anonymous readers against their address's share too.
     """
-    return ctx.stream_slots.acquire(client_address(), limit_client=not g.get("operator", False))
+    return ctx.stream_slots.acquire(client_address(), limit_client=g.get("operator") is None)
+
+
+def user_agent() -> str:
+    """The client's User-Agent header, for the audit trail (which cuts it short)."""
+    return request.headers.get("User-Agent", "")
 
 
 def client_gone() -> Callable[[], bool]:

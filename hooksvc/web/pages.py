@@ -22,16 +22,27 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from hooksvc import defaults
+from hooksvc import audit
 from hooksvc.deployments import Deployment, DeploymentState, iso_time
 from hooksvc.errors import HooksvcError, NotFound, RetryLater, TooManyRequests, Unauthorized
 from hooksvc.logs import parse_cursor
 from hooksvc.operations import AppOverview, app_overview
+from hooksvc.operators import Role
 from hooksvc.presentation import format_ago, short_ref
 from hooksvc.redact import loggable
 from hooksvc.release_steps import steps_from_log
 from hooksvc.sessions import credential_fingerprint
-from hooksvc.web.auth import SESSION_COOKIE, check_token, current_session, presented_token, require_operator
+from hooksvc.web.auth import (
+    SESSION_COOKIE,
+    audit_request,
+    authorize,
+    check_token,
+    current_session,
+    presented_token,
+    require_operator,
+    safe_next,
+    set_session_cookie,
+)
 from hooksvc.web.context import claim_stream_slot, client_address, client_gone, context
 
 log = logging.getLogger("hooksvc.pages")
@@ -50,35 +61,13 @@ NOSCRIPT_REFRESH_SECONDS = 5
 #: A login form holds a token and a path: a bigger body is refused unread, since parsing a few MB
 #: of form fields costs seconds of CPU and the form is open to anyone.
 LOGIN_FORM_MAX_BYTES = 16 * 1024
+#: Entries the audit page lists: a few screens, newest first; `hooksvc audit` and the API go further.
+AUDIT_PAGE_ENTRIES = 200
 #: Endpoints reachable without a token (the login form itself, and leaving).
 PUBLIC_ENDPOINTS = frozenset({"pages.login", "pages.logout"})
 
 
-def _set_session_cookie(response: BaseResponse, session_id: str) -> None:
-    """The login's cookie: the session id only, hardened."""
-    response.set_cookie(
-        SESSION_COOKIE, session_id, max_age=defaults.SESSION_LIFETIME_SECONDS, path="/", httponly=True,
-        # Lax: the cookie rides along on top-level links (a commit status link from the git
-        # host works) but not on cross-site POSTs or fetches.
-        samesite="Lax",
-        # Behind TLS (as public_url says) the cookie must never travel over plain HTTP.
-        secure=context().config.server.public_url.startswith("https://"),
-    )
-
-
 # -- authentication ----------------------------------------------------------------------------
-
-
-def safe_next(target: str | None) -> str:
-    """`target` when it is a path on this site, else `/`: the login form must not redirect elsewhere."""
-    if not target or not target.startswith("/") or target.startswith("//"):
-        return "/"
-    if "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
-        return "/"
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc:
-        return "/"
-    return target
 
 
 def _here() -> str:
@@ -150,21 +139,25 @@ def login() -> BaseResponse | tuple[str, int] | tuple[str, int, dict[str, str]]:
     ctx = context()
     token = request.form.get("token", "").strip()
     try:
-        check_token(ctx, token)
+        operator = check_token(ctx, token)
     except TooManyRequests as exc:
+        # Not audited: the wrong tokens that led here were, and a flood of these must not push them out.
         log.warning("login refused from %s: throttled", client_address())
         error = f"Too many wrong tokens. Try again in {exc.retry_after} seconds."
         return render_template("login.html", next=target, error=error), 429, {"Retry-After": str(exc.retry_after)}
     except Unauthorized:
         log.warning("login refused from %s: bad token", client_address())
+        audit_request(ctx, audit.LOGIN, audit.FAILED, None, reason="bad token")
         return render_template("login.html", next=target, error="That token was not accepted."), 401
     old = request.cookies.get(SESSION_COOKIE)
     if old:
         ctx.sessions.revoke(old)  # a session id set before login (fixation) never becomes a live one
-    session_id = ctx.sessions.create(credential=credential_fingerprint(token), address=client_address())
-    log.info("operator logged in from %s", client_address())
+    session_id = ctx.sessions.create(
+        credential=credential_fingerprint(token), address=client_address(), operator=operator.name)
+    audit_request(ctx, audit.LOGIN, audit.OK, operator)
+    log.info("operator %s logged in from %s", operator.name, client_address())
     response = redirect(target)
-    _set_session_cookie(response, session_id)
+    set_session_cookie(response, session_id)
     return response
 
 
@@ -216,6 +209,18 @@ def deployment(deployment_id: str) -> str:
     app = context().config.app(dep.app)
     return render_template("deployment.html", dep=dep, app=app, lines=lines, cursor=cursor,
                            release_steps=steps_from_log(lines))
+
+
+@bp.get("/audit")
+def audit_page() -> str:
+    """The audit trail, newest first, filtered by `?app=` and `?operator=` (deployers and admins)."""
+    ctx = context()
+    authorize(ctx, Role.DEPLOYER, "reading the audit trail")
+    app = request.args.get("app") or None
+    operator = request.args.get("operator") or None
+    entries = audit.recent(ctx.store.redis, app=app, operator=operator, limit=AUDIT_PAGE_ENTRIES)
+    return render_template("audit.html", entries=entries, app_filter=app or "", operator_filter=operator or "",
+                           apps=sorted(ctx.config.apps), operators=sorted({o.name for o, _ in ctx.tokens}))
 
 
 @bp.get("/deployments/<deployment_id>/log.txt")
@@ -329,6 +334,9 @@ def template_helpers() -> dict[str, Any]:
         "iso_time": iso_time,
         "short_ref": short_ref,
         "logged_in": current_session(context()) is not None,
+        "operator": g.get("operator"),
+        "oidc": context().oidc is not None,
+        "can_audit": g.get("operator") is not None and g.operator.role.allows(Role.DEPLOYER),
         "final_states": [s.value for s in DeploymentState if s.is_final],
         "noscript_refresh": NOSCRIPT_REFRESH_SECONDS,
     }

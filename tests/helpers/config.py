@@ -171,3 +171,19 @@ MORE_HOSTS_ENV = {
     "CONSOLE_SECRET": "console-webhook-secret",
     "DOCS_SECRET": "docs-webhook-secret",
 }
+
+
+#: `make_config`'s (or `write_config`'s) `extra` for two operators besides the api tokens' admins: vera,
+#: a viewer, and dan, a deployer, their tokens from `$VERA_TOKEN` and `$DAN_TOKEN` (`OPERATOR_ENV`).
+OPERATORS = """
+    [operators.vera]
+    token_env = "VERA_TOKEN"
+    role = "viewer"
+
+    [operators.dan]
+    token_env = "DAN_TOKEN"
+    role = "deployer"
+"""
+VERA_TOKEN = "vera-viewer-token-0001"
+DAN_TOKEN = "dan-deployer-token-0002"  # noqa: S105 - a test operator's token
+OPERATOR_ENV = {"VERA_TOKEN": VERA_TOKEN, "DAN_TOKEN": DAN_TOKEN}

@@ -63,9 +63,11 @@ class TestValidConfig:
             "HOOKSVC_API_TOKENS": "example-api-token-1", "GITHUB_TOKEN": "g", "GITEA_TOKEN": "g", "GITLAB_TOKEN": "g",
             "SHOP_WEBHOOK_SECRET": "s", "BLOG_WEBHOOK_SECRET": "s", "WIKI_WEBHOOK_SECRET": "s",
             "NOTIFY_SECRET": "n", "SLACK_WEBHOOK_URL": "https://hooks.slack.invalid/x",
+            "ALICE_TOKEN": "example-alice-token-1",
         }
         config = parse_config(text, "config.example.toml", env)
         assert set(config.apps) == {"shop", "blog", "wiki"}
+        assert config.operators["alice"].role.value == "deployer"
         assert config.apps["shop"].compose_files == ("docker-compose.yml", "docker-compose.prod.yml")
 
     def test_secret_from_file(self, tmp_path: Path) -> None:
@@ -327,3 +329,44 @@ class TestCheckConfigCommand:
         """A config path that does not exist is named in the error."""
         assert main(["--config", str(tmp_path / "nope.toml"), "check-config"]) == 2
         assert "nope.toml: cannot read the configuration" in capsys.readouterr().err
+
+
+class TestOperators:
+    """`[operators.NAME]`: a token of one's own and a role (SPEC §11)."""
+
+    ENV = {"ALICE_TOKEN": "alice-token-0123456789"}
+
+    def test_an_operator_and_the_api_tokens_all_have_names_and_roles(self, tmp_path: Path) -> None:
+        """alice is a deployer with her token; each api token is an admin named token-N."""
+        alice = '[operators.alice]\ntoken_env = "ALICE_TOKEN"\nrole = "deployer"\n'
+        config = make_config(tmp_path, alice, env=self.ENV)
+        assert [(o.name, o.role.value, t) for o, t in config.credentials()] == [
+            ("alice", "deployer", "alice-token-0123456789"),
+            ("token-1", "admin", "operator-token-1"),
+            ("token-2", "admin", "operator-token-2"),
+        ]
+        assert "alice-token-0123456789" in config.secrets()
+        assert "alice-token-0123456789" not in repr(config)
+
+    @pytest.mark.parametrize(("table", "env", "problem"), [
+        ('role = "root"\ntoken_env = "ALICE_TOKEN"', {}, "alice.role: expected one of viewer, deployer, admin"),
+        ('token_env = "ALICE_TOKEN"', {}, "operators.alice.role: required: expected one of"),
+        ('role = "admin"', {}, "operators.alice.token_env: required"),
+        ('role = "admin"\ntoken = "x"', {}, "secrets may not be written in the config file"),
+        ('role = "admin"\ntoken_env = "SHORT"', {"SHORT": "short"}, "needs at least 16"),
+        ('role = "admin"\ntoken_env = "SAME"', {"SAME": "operator-token-1"}, "needs a token of their own"),
+        ('role = "admin"\ntoken_env = "ALICE_TOKEN"\ngroup = "ops"', {}, "operators.alice.group: unknown key"),
+    ])
+    def test_bad_operator_tables_name_the_key(
+        self, tmp_path: Path, table: str, env: dict[str, str], problem: str,
+    ) -> None:
+        """Each mistake in an operator table is refused naming the key, never showing a token."""
+        with pytest.raises(ConfigError) as caught:
+            make_config(tmp_path, f"[operators.alice]\n{table}\n", env={**self.ENV, **env})
+        assert problem in str(caught.value)
+        assert "operator-token-1" not in str(caught.value)
+
+    def test_an_operator_may_not_take_an_api_token_name(self, tmp_path: Path) -> None:
+        """token-1 is the first api token's name: an operator table of that name is refused."""
+        with pytest.raises(ConfigError, match="operators.token-1: 'token-1' is the name of a server.api_tokens"):
+            make_config(tmp_path, '[operators.token-1]\ntoken_env = "ALICE_TOKEN"\nrole = "admin"\n', env=self.ENV)

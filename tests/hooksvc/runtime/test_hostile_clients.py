@@ -499,7 +499,7 @@ class TestSessions:
         for session_id in ids:
             assert len(session_id) >= 43 and "." not in session_id and TOKEN not in session_id
             record = redis.hgetall(keys.session(hashlib.sha256(session_id.encode()).hexdigest()))
-            assert record[b"operator"] == b"" and record[b"address"].startswith(b"127.0.")
+            assert record[b"operator"] == b"token-1" and record[b"address"].startswith(b"127.0.")
             assert TOKEN.encode() not in b"".join(record.values())
             assert 0 < redis.ttl(keys.session(hashlib.sha256(session_id.encode()).hexdigest())) <= \
                 defaults.SESSION_LIFETIME_SECONDS

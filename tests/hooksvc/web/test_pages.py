@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import redis as redis_lib
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from redis.backoff import NoBackoff
@@ -41,7 +42,7 @@ from hooksvc.sessions import SessionStore, credential_fingerprint
 from hooksvc.store import DeploymentStore
 from hooksvc.web import create_app
 from hooksvc.web.pages import format_duration, safe_next
-from tests.helpers.config import make_config
+from tests.helpers.config import DAN_TOKEN, OPERATOR_ENV, OPERATORS, make_config
 from tests.helpers.redis_server import RedisServer
 
 TOKEN = "operator-token-1"
@@ -742,3 +743,45 @@ class TestInBrowser:
         ]
         assert "Applying shop.0042_order_status... OK" in tab.evaluate("document.getElementById('log').textContent")
         tab.screenshot("deployment-release-steps-desktop")
+
+
+class TestAuditInBrowser:
+    """The audit trail's page in a real browser, as a deployer who logged in with their own token."""
+
+    DAN = DAN_TOKEN
+
+    @pytest.fixture
+    def team_live(self, tmp_path: Path, redis: redis_lib.Redis) -> Iterator[LiveServer]:
+        yield from serve(make_config(tmp_path, OPERATORS, env=OPERATOR_ENV), redis)
+
+    def test_a_deployer_reads_and_filters_the_trail(self, tab: Tab, team_live: LiveServer,
+                                                    store: DeploymentStore) -> None:
+        """Deploys, a rollback, a refused request and logins show with who, what, where from and the
+        result; the operator filter narrows the list."""
+        run(store, push("shop", "5e1f0c2b" * 5), DeploymentState.SUCCEEDED)
+        api = f"{team_live.url}/api"
+        bearer = {"Authorization": f"Bearer {self.DAN}", "User-Agent": "deploy-script/2.1"}
+        admin = {"Authorization": f"Bearer {TOKEN}", "User-Agent": "curl/8.5.0"}
+        requests.post(f"{api}/apps/shop/deploy", json={"sha": "9c4d2e7a" * 5}, headers=bearer, timeout=10)
+        requests.post(f"{api}/apps/blog/deploy", json={"ref": "v2.4.1"}, headers=admin, timeout=10)
+        requests.post(f"{api}/apps/shop/rollback", json={"to": "5e1f0c2b" * 5}, headers=admin, timeout=10)
+        requests.post(f"{api}/apps/wiki/deploy", json={}, timeout=10,
+                      headers={"Authorization": "Bearer someone-guessing-0000", "User-Agent": "python-requests"})
+        tab.resize(DESKTOP)
+        tab.goto(f"{team_live.url}/login")
+        tab.submit_login(self.DAN)
+        tab.goto(f"{team_live.url}/audit")
+        rows = tab.evaluate("[...document.querySelectorAll('#audit tbody tr')]"
+                            ".map(r => [...r.cells].map(c => c.innerText.trim()))")
+        assert [row[1:4] + [row[6]] for row in rows] == [
+            ["dan", "login", "—", "ok"],
+            ["—", "deploy", "wiki", "refused"],
+            ["token-1", "rollback", "shop", "ok"],
+            ["token-1", "deploy", "blog", "ok"],
+            ["dan", "deploy", "shop", "ok"],
+        ]
+        assert "deploy-script/2.1" in rows[4][7] and "127.0.0.1" in rows[4][7]
+        assert "someone-guessing" not in tab.text()
+        tab.screenshot("audit-desktop")
+        tab.goto(f"{team_live.url}/audit?operator=token-1")
+        assert tab.evaluate("document.querySelectorAll('#audit tbody tr').length") == 2
