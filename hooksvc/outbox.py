@@ -61,6 +61,8 @@ class OutboxEvent:
     state: DeploymentState
     error: str
     at: float
+    #: A gated push its checks kept from deploying: its status is a failure, never a green skip.
+    checks_failed: bool = False
 
     @classmethod
     def from_deployment(cls, kind: str, deployment: Deployment, now: float | None = None) -> OutboxEvent:
@@ -74,6 +76,7 @@ class OutboxEvent:
             state=deployment.state,
             error=deployment.error,
             at=time.time() if now is None else now,
+            checks_failed=deployment.checks_failed,
         )
 
     def to_json(self) -> str:
@@ -93,6 +96,7 @@ class OutboxEvent:
             state=DeploymentState(data["state"]),
             error=str(data.get("error", "")),
             at=float(data["at"]),
+            checks_failed=bool(data.get("checks_failed", False)),
         )
 
 

@@ -290,9 +290,11 @@ class OutboxSender:
                 reporter = REPORTERS.get(host.kind) if host is not None else None
                 if host is None or host.token is None or reporter is None:
                     return None  # no token (the operator's choice) or no status API: no statuses
-                description = redact(describe_state(event.deployment_id, event.state, event.error), self.secrets)
+                description = redact(describe_state(event.deployment_id, event.state, event.error,
+                                                        event.checks_failed), self.secrets)
                 update = StatusUpdate(repo=app.repo, sha=event.sha, state=event.state, context=app.status_context,
-                                      description=description, target_url=url, ref=event.ref)
+                                      description=description, target_url=url, ref=event.ref,
+                                      checks_failed=event.checks_failed)
                 request = reporter.build(host, update)
                 state = str((request.json or {}).get("state"))
                 what = f"commit status {state} ({event.state}) on {host.kind} {app.repo}@{event.sha[:12]}"

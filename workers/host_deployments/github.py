@@ -21,6 +21,7 @@ from workers.statuses.github import API_VERSION, DESCRIPTION_LIMIT
 #: that still serves inactive.
 STATE_MAP = {
     DeploymentState.QUEUED: "queued",
+    DeploymentState.WAITING_FOR_CHECKS: "pending",
     DeploymentState.RUNNING: "in_progress",
     DeploymentState.SUCCEEDED: "success",
     DeploymentState.FAILED: "failure",
