@@ -26,6 +26,7 @@ from hooksvc.runtime.base import Runtime, leave
 from hooksvc.store import DeploymentStore
 from workers import jobs
 from workers.checks import check_services as check_services  # `hooksvc check-config`: the deploy side's probes
+from workers.ci_gate import ChecksGate, gated
 from workers.compose import detect_compose
 from workers.outbox_sender import OutboxSender
 from workers.poller import BranchPoller, pollable
@@ -36,7 +37,8 @@ log = logging.getLogger("hooksvc.runtime")
 
 class WorkerRuntime(Runtime):
     """A worker's background threads: the reaper, the janitor (stranded queued deployments, retention), the
-    intake dispatcher, the outbox sender and, when any app sets `poll_interval`, the branch poller."""
+    intake dispatcher, the outbox sender and, when any app sets `poll_interval`, the branch poller, and
+    when any sets `require_checks`, the checks gate."""
 
     def start(self) -> None:
         super().start()
@@ -47,6 +49,8 @@ class WorkerRuntime(Runtime):
         self.start_thread("hooksvc-outbox", sender.run_forever)
         if any(pollable(app) for app in self.config.apps.values()):
             self.start_thread("hooksvc-poller", BranchPoller(self.config, self.store).run_forever)
+        if gated(self.config):
+            self.start_thread("hooksvc-checks-gate", ChecksGate(self.config, self.store).run_forever)
 
 
     def pause(self, seconds: float) -> None:
