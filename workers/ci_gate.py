@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import redis
 
 from hooksvc import defaults, keys
-from hooksvc.ci_checks import CheckReport, Verdict, VerdictKind, decide
+from hooksvc.ci_checks import ALL, CheckReport, Verdict, VerdictKind, decide
 from hooksvc.config import AppConfig, Config, HostConfig
 from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.errors import HooksvcError
@@ -111,23 +111,31 @@ class ChecksGate:
             schedule = ReadSchedule(next_read=dep.created_at + self.timings.poll_first, gap=self.timings.poll_first)
             self.schedules[dep.id] = schedule
         due = self.store.checks.take_refresh(app.name, dep.sha) or now >= schedule.next_read
-        verdict = self._decide(app, dep, schedule, now)
-        if verdict.kind is not VerdictKind.SKIP and (due or self._needs_fresh_read(app, verdict, schedule, now)):
+        reports = self.store.checks.read(app.name, dep.sha)
+        verdict = self._decide(app, dep, reports, schedule, now)
+        if verdict.kind is not VerdictKind.SKIP and (due or self._needs_fresh_read(app, verdict, reports, schedule,
+                                                                                   now)):
             self._read(app, dep, schedule, now)
-            verdict = self._decide(app, dep, schedule, now)
+            verdict = self._decide(app, dep, self.store.checks.read(app.name, dep.sha), schedule, now)
         return self._act(dep, verdict)
 
-    def _decide(self, app: AppConfig, dep: Deployment, schedule: ReadSchedule, now: float) -> Verdict:
+    def _decide(self, app: AppConfig, dep: Deployment, reports: dict[str, CheckReport], schedule: ReadSchedule,
+                now: float) -> Verdict:
         assert app.require_checks is not None  # noqa: S101 - only gated apps' deployments get here
-        return decide(app.require_checks, self.store.checks.read(app.name, dep.sha), own_context=app.status_context,
-                      waited=now - dep.created_at, timeout=app.checks_timeout, grace=self.timings.grace,
-                      complete=schedule.read_at > 0)
+        return decide(app.require_checks, reports, own_context=app.status_context, waited=now - dep.created_at,
+                      timeout=app.checks_timeout, grace=self.timings.grace, complete=schedule.read_at > 0)
 
-    def _needs_fresh_read(self, app: AppConfig, verdict: Verdict, schedule: ReadSchedule, now: float) -> bool:
+    def _needs_fresh_read(self, app: AppConfig, verdict: Verdict, reports: dict[str, CheckReport],
+                          schedule: ReadSchedule, now: float) -> bool:
         """"all checks" deploys on what the host lists now, not on a list a check may have joined since
-        the last read (a check run created after it, whose webhook was lost, would go unseen)."""
-        return (app.require_checks is not None and app.require_checks.every and verdict.kind is VerdictKind.DEPLOY
-                and now - schedule.read_at > defaults.CHECKS_FRESH_READ_SECONDS)
+        the last read (a check run created after it, whose webhook was lost, would go unseen): when
+        every check known passed, the host's list is read again (at most every few seconds)."""
+        if app.require_checks is None or not app.require_checks.every:
+            return False
+        if now - schedule.read_at <= defaults.CHECKS_FRESH_READ_SECONDS:
+            return False
+        known = any(name != app.status_context for name in reports)
+        return verdict.kind is VerdictKind.DEPLOY or (known and verdict.waiting_for == (ALL,))
 
     def _read(self, app: AppConfig, dep: Deployment, schedule: ReadSchedule, now: float) -> None:
         schedule.gap = min(schedule.gap * 2, self.timings.poll_max)
