@@ -124,6 +124,12 @@ def append(pipe: Pipeline, lane: str, event: OutboxEvent) -> None:
     pipe.zadd(keys.OUTBOX_DUE, {lane: 0}, nx=True)
 
 
+def waits_for_ci(deployment: Deployment) -> bool:
+    """A push still waiting for its CI checks, or one they kept back: not (yet) an attempt to deploy,
+    so the git host's environment does not list it (its commit status says what happened)."""
+    return deployment.state is DeploymentState.WAITING_FOR_CHECKS or deployment.checks_failed
+
+
 def write_events(pipe: Pipeline, deployment: Deployment) -> None:
     """DeploymentStore listener: queue the commit status for this state change, and on a final
     state the notifications, in the same transaction as the change itself.
@@ -133,7 +139,9 @@ def write_events(pipe: Pipeline, deployment: Deployment) -> None:
     """
     if is_full_sha(deployment.sha):
         append(pipe, status_lane(deployment.app, deployment.sha), OutboxEvent.from_deployment(STATUS, deployment))
-        append(pipe, host_deployment_lane(deployment.app), OutboxEvent.from_deployment(HOST_DEPLOYMENT, deployment))
+        if not waits_for_ci(deployment):
+            append(pipe, host_deployment_lane(deployment.app),
+                   OutboxEvent.from_deployment(HOST_DEPLOYMENT, deployment))
     if deployment.state.is_final:
         for kind in NOTIFY_KINDS:
             append(pipe, notify_lane(deployment.id, kind), OutboxEvent.from_deployment(kind, deployment))

@@ -347,3 +347,12 @@ class TestVisibility:
         """The gate's lease lets one worker's gate act at a time."""
         assert redis.set(keys.CHECKS_GATE, "someone-else", px=10_000)
         assert not rig.gate.lease.acquire()
+
+
+def test_the_host_lists_no_deployment_for_a_push_ci_kept_back(rig: Rig) -> None:
+    """A waiting push, and one a failed check skipped, create no deployment on GitHub: only statuses."""
+    rig.push_github()
+    rig.check_run("ci/test", "failure")
+    rig.gate.tick()
+    assert [s for s, _ in rig.statuses()] == ["pending", "failure"]
+    assert rig.fake.deployments("github") == []
