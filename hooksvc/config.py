@@ -75,11 +75,30 @@ class WorkerConfig:
 
 
 @dataclass(frozen=True)
+class GitHubAppConfig:
+    """A GitHub App's credentials: a JWT signed with `private_key` is traded for installation tokens."""
+
+    app_id: int
+    #: The PEM text of the App's RSA private key (`private_key_file`), checked to parse as one.
+    private_key: Secret = field(repr=False)
+    private_key_file: Path
+    #: The installation to use for every repository; None: asked of GitHub per repository.
+    installation_id: int | None = None
+
+
+@dataclass(frozen=True)
 class HostConfig:
     name: str
     kind: str
     api_url: str
     token: Secret | None = None
+    #: GitHub App credentials, instead of `token` (a host has one or the other).
+    app: GitHubAppConfig | None = None
+
+    @property
+    def has_credentials(self) -> bool:
+        """True when hooksvc may call the host's API: a token or App credentials are configured."""
+        return self.token is not None or self.app is not None
 
 
 @dataclass(frozen=True)
@@ -183,6 +202,7 @@ class Config:
         """Every secret value this config holds, for redaction of logs."""
         found: list[Secret | None] = list(self.server.api_tokens)
         found += [h.token for h in self.hosts.values()]
+        found += [h.app.private_key for h in self.hosts.values() if h.app is not None]
         for app in self.apps.values():
             found += [app.secret, app.clone_token, app.notify.webhook_secret, app.notify.slack_url]
         return [s.reveal() for s in found if s is not None and s.reveal()]
@@ -339,7 +359,7 @@ class _Reader:
 
 _SERVER_KEYS = {"listen", "public_url", "max_body_bytes", "api_tokens_env", "api_tokens_file", "public_read"}
 _WORKER_KEYS = {"state_dir", "keep_releases", "job_timeout", "keep_deployments"}
-_HOST_KEYS = {"kind", "api_url", "token_env", "token_file"}
+_HOST_KEYS = {"kind", "api_url", "token_env", "token_file", *defaults.GITHUB_APP_KEYS}
 _APP_KEYS = {
     "host", "repo", "clone_url", "branch", "tags", "secret_env", "secret_file", "compose_files",
     "registry",
@@ -437,8 +457,66 @@ def _read_hosts(r: _Reader, data: Mapping[str, Any], public_url: str) -> dict[st
         if known is not None and known.status_link and token is not None and not public_url:
             r.problem(f"{prefix}.token", f"{kind} takes no status without a link to the deployment: set "
                                          "[server] public_url, or give no token to send no statuses")
-        hosts[name] = HostConfig(name=name, kind=kind, api_url=api_url, token=token)
+        app = _read_github_app(r, t, prefix, kind)
+        if app is not None and ("token_env" in t or "token_file" in t):
+            r.problem(f"{prefix}.app_id", "give either a token (token_env/token_file) or GitHub App credentials "
+                                          "(app_id, private_key_file), not both")
+        hosts[name] = HostConfig(name=name, kind=kind, api_url=api_url, token=token, app=app)
     return hosts
+
+
+def _read_github_app(r: _Reader, t: Mapping[str, Any], prefix: str, kind: str) -> GitHubAppConfig | None:
+    """`app_id`, `private_key_file` and `installation_id` of a `[hosts.*]` table; None when it has none."""
+    given = sorted(k for k in defaults.GITHUB_APP_KEYS if k in t)
+    if not given:
+        return None
+    before = len(r.problems)
+    if kind not in defaults.GITHUB_APP_KINDS:
+        r.problem(f"{prefix}.{given[0]}", f"GitHub App credentials are for kind = \"github\" hosts, not {kind!r}")
+    app_id = r.get(t, prefix, "app_id", int, 0)
+    if "app_id" not in t:
+        r.problem(f"{prefix}.app_id", "required with private_key_file: the App's id (its settings page, \"App ID\")")
+    elif app_id <= 0:
+        r.problem(f"{prefix}.app_id", f"expected the App's numeric id, got {t['app_id']!r}")
+    installation_id = r.get(t, prefix, "installation_id", int, None)
+    if installation_id is not None and installation_id <= 0:
+        r.problem(f"{prefix}.installation_id", f"expected a positive installation id, got {installation_id!r}")
+    key_file = r.get(t, prefix, "private_key_file", str, "")
+    key = _read_private_key(r, f"{prefix}.private_key_file", key_file) if "private_key_file" in t else None
+    if "private_key_file" not in t:
+        r.problem(f"{prefix}.private_key_file", "required with app_id: the PEM file GitHub let you download "
+                                                "(\"Generate a private key\" on the App's settings page)")
+    if len(r.problems) > before or key is None:
+        return None
+    return GitHubAppConfig(app_id=app_id, private_key=key, private_key_file=Path(key_file),
+                           installation_id=installation_id)
+
+
+def _read_private_key(r: _Reader, key: str, path: str) -> Secret | None:
+    """The PEM text of an RSA private key at `path`. Problems name the file, never its content."""
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    if not path:
+        r.problem(key, "expected the path of the App's private key (a .pem file)")
+        return None
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        r.problem(key, f"cannot read {path}: {exc.strerror}")
+        return None
+    try:
+        parsed = load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        # Neither the library's message nor the bytes: they could quote the key.
+        r.problem(key, f"{path} is not an unencrypted PEM private key (GitHub's \"Generate a private key\" "
+                       "gives one: -----BEGIN RSA PRIVATE KEY-----)")
+        return None
+    if not isinstance(parsed, RSAPrivateKey):
+        r.problem(key, f"{path} holds a {type(parsed).__name__.lstrip('_')}, not an RSA private key: GitHub Apps "
+                       "sign with RS256")
+        return None
+    return Secret(data.decode("ascii", "replace"))
 
 
 def _relative_inside(path: str) -> bool:

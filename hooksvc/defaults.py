@@ -95,6 +95,17 @@ STRANDED_QUEUED_SECONDS = 120.0
 #: Commit-status descriptions: GitHub rejects more than 140 characters, GitLab more than 255.
 GITHUB_DESCRIPTION_LIMIT = 140
 GITLAB_DESCRIPTION_LIMIT = 255
+#: The `[hosts.*]` keys of GitHub App authentication, and the host kinds that take them.
+GITHUB_APP_KEYS = frozenset({"app_id", "private_key_file", "installation_id"})
+GITHUB_APP_KINDS = frozenset({"github"})
+#: A GitHub App's JWT: dated this far back against clock drift (GitHub's advice: 60 s), and valid
+#: this long from now (GitHub refuses more than 10 minutes).
+GITHUB_APP_JWT_BACKDATE_SECONDS = 60
+GITHUB_APP_JWT_LIFETIME_SECONDS = 9 * 60
+#: An installation token (valid one hour) is renewed this long before it expires, so no request
+#: ever goes out with a token about to lapse in flight.
+INSTALLATION_TOKEN_RENEW_SECONDS = 5 * 60
+
 #: Notifications, and pending statuses that a newer status waits behind, are retried this long
 #: (final statuses longer: see workers/outbox_sender.py).
 REPORT_RETRY_SECONDS = 600.0
