@@ -21,6 +21,7 @@ from hooksvc.errors import HooksvcError
 from hooksvc.providers.github import check_run_state
 from hooksvc.providers.gitlab import pipeline_name, pipeline_state
 from hooksvc.providers.payload import commit_status_state
+from workers import host_auth
 from workers.http import HttpRequest, send
 from workers.statuses import USER_AGENT, api_base
 from workers.statuses.github import API_VERSION
@@ -37,18 +38,22 @@ class CheckReadError(HooksvcError):
 def authorization(host: HostConfig, repo: str) -> tuple[str, str]:
     """The header that authorizes reading `repo`'s checks on `host`.
 
-    The host's token today; a host with App credentials (GitHub App installation tokens) plugs in
-    here, per repository, without any reader changing.
+    GitHub's comes from `workers.host_auth` (the host's token, or its App's installation token for
+    `repo`); Gitea's, Forgejo's and GitLab's is the host's token in the header each documents.
     """
+    missing = CheckReadError(f"host {host.name!r} has no credentials: reading {repo}'s checks needs a token "
+                             "(token_env or token_file) with read access to commit statuses and checks")
+    if host.kind == "github":
+        value = host_auth.authorization(host, repo)
+        if value is None:
+            raise missing
+        return ("Authorization", value)
     if host.token is None:
-        raise CheckReadError(f"host {host.name!r} has no token: reading {repo}'s checks needs one (token_env "
-                             "or token_file with read access to commit statuses and checks)")
+        raise missing
     token = host.token.reveal()
     if host.kind == "gitlab":
         return ("PRIVATE-TOKEN", token)
-    if host.kind in ("gitea", "forgejo"):
-        return ("Authorization", f"token {token}")
-    return ("Authorization", f"Bearer {token}")
+    return ("Authorization", f"token {token}")
 
 
 def _get(host: HostConfig, repo: str, url: str, accept: str = "application/json") -> HttpRequest:
@@ -141,6 +146,8 @@ def read_checks(host: HostConfig, repo: str, sha: str) -> list[CheckReport]:
     answers = []
     for request in source.requests(host, repo, sha):
         response = send(request, max_bytes=defaults.CHECKS_API_MAX_BYTES)
+        if response.status == 401 and host.kind == "github":
+            host_auth.refused(host, repo)  # a lapsed installation token: the next read renews it
         if not response.ok:
             raise CheckReadError(f"{host.kind} check API {request.describe()} answered {response.status}: "
                                  f"{response.text()}")

@@ -28,7 +28,7 @@ def host(fake: FakeGitHost, kind: str, token: str | None = TOKEN) -> HostConfig:
 
 
 def test_authorization_per_host_kind() -> None:
-    """Each host gets its own credential header; one function chooses it (where App tokens plug in)."""
+    """Each host gets its own credential header; GitHub's comes from host_auth (where App tokens plug in)."""
     def of(kind: str) -> tuple[str, str]:
         return authorization(HostConfig("h", kind, "https://x", Secret(TOKEN)), "acme/shop")
 
@@ -74,5 +74,5 @@ def test_errors_name_the_host_never_the_token(fake: FakeGitHost) -> None:
         read_checks(host(fake, "github", token="wrong-token-000000"), "acme/shop", SHA)
     assert "github check API" in str(refused.value) and "401" in str(refused.value)
     assert "wrong-token" not in str(refused.value)
-    with pytest.raises(CheckReadError, match="host 'my-gitlab' has no token: reading acme/wiki's checks needs one"):
+    with pytest.raises(CheckReadError, match="host 'my-gitlab' has no credentials: reading acme/wiki's checks needs"):
         read_checks(host(fake, "gitlab", token=None), "acme/wiki", SHA)
