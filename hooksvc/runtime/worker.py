@@ -20,7 +20,7 @@ from hooksvc.config import Config
 from hooksvc.connection import connect, redis_url
 from hooksvc.errors import HooksvcError
 from hooksvc.jobqueue import deployment_of_job
-from hooksvc.recovery import recover_stranded
+from hooksvc.recovery import recover_stranded, release_ungated
 from hooksvc.retention import trim
 from hooksvc.runtime.base import Runtime, leave
 from hooksvc.store import DeploymentStore
@@ -59,11 +59,13 @@ class WorkerRuntime(Runtime):
 
     def recover_forever(self, stop: threading.Event) -> None:
         """Every `REAPER_INTERVAL_SECONDS`: re-queue or end queued deployments whose job vanished or died,
-        and trim each app's finished deployments to `keep_deployments`."""
+        queue pushes waiting for checks their app no longer requires, and trim each app's finished
+        deployments to `keep_deployments`."""
         keep = {app: self.config.worker.keep_deployments for app in self.config.apps}
         while not stop.wait(defaults.REAPER_INTERVAL_SECONDS):
             try:
                 recover_stranded(self.store, self.config.apps)
+                release_ungated(self.store, self.config.apps)
                 trim(self.store, keep)
             except HooksvcError as exc:
                 log.warning("janitor: %s", exc)

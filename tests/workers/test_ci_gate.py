@@ -17,6 +17,7 @@ from hooksvc import keys
 from hooksvc.cli import cmd_status
 from hooksvc.config import Config
 from hooksvc.deployments import Deployment, DeploymentState
+from hooksvc.recovery import release_ungated
 from hooksvc.store import DeploymentStore, open_store
 from hooksvc.web import create_app
 from tests.helpers.config import make_config
@@ -356,3 +357,23 @@ def test_the_host_lists_no_deployment_for_a_push_ci_kept_back(rig: Rig) -> None:
     rig.gate.tick()
     assert [s for s, _ in rig.statuses()] == ["pending", "failure"]
     assert rig.fake.deployments("github") == []
+
+
+def test_a_push_waiting_for_checks_no_longer_required_is_queued(rig: Rig, tmp_path: Path) -> None:
+    """After require_checks is removed from the config, the janitor queues the push that still waits."""
+    dep = rig.push_github()
+    ungated = make_config(tmp_path, f"""
+        [hosts.gh]
+        kind = "github"
+        api_url = "{rig.fake.url}/github"
+        token_env = "GH_TOKEN"
+        [apps.gated]
+        host = "gh"
+        repo = "acme/gated"
+        clone_url = "{tmp_path / 'gated.git'}"
+        secret_env = "GATED_SECRET"
+    """, env={"GATED_SECRET": SECRET})
+    assert release_ungated(rig.store, rig.config.apps) == []  # still gated: nothing to do
+    [released] = release_ungated(rig.store, ungated.apps)
+    assert released.id == dep.id and released.state is DeploymentState.QUEUED
+    assert rig.store.queue.job_ids == [f"deploy-{dep.id}"]
