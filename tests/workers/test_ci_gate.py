@@ -339,6 +339,8 @@ class TestVisibility:
         page = rig.client.get("/").get_data(as_text=True)
         assert "waiting for checks: lint" in page and "(requires ci/test, lint)" in page
         assert 'href="https://github.com/acme/gated/runs/77"' in page
+        detail = rig.client.get(f"/deployments/{dep.id}").get_data(as_text=True)
+        assert "<dt>waits for</dt>" in detail and "<dt>requires</dt><dd class=\"mono\">ci/test, lint</dd>" in detail
         assert cmd_status(rig.config, argparse.Namespace(app="gated")) == 0
         out = capsys.readouterr().out
         assert (f"gated: deployment #{dep.id} ({SHA[:12]}) waiting for checks: lint (requires ci/test, lint; "
