@@ -8,93 +8,27 @@ which are the checking stand-in of fake_git_host.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis as redis_lib
-from flask.testing import FlaskClient
 
-from hooksvc.config import load_config
-from hooksvc.deployments import Deployment, DeploymentState
-from hooksvc.store import DeploymentStore
-from hooksvc.web import create_app
-from tests.helpers.config import TEST_REDIS_URL
+from hooksvc.deployments import DeploymentState
 from tests.helpers.docker import wait_for
 from tests.helpers.fake_git_host import FakeGitHost
-from tests.helpers.fleet import sample_app_files
-from tests.helpers.git import GitOrigin
-from tests.helpers.payloads import github_push, github_request, load
-from tests.helpers.processes import stop_process_groups
+from tests.helpers.payloads import github_request, load
+from tests.hooksvc.runtime.test_worker import DEPLOY_TIMEOUT, GH_TOKEN, SECRET, Harness
 
 pytestmark = pytest.mark.docker
 
-SECRET = "gated-webhook-secret"
-GH_TOKEN = "gh-status-token-0001"
 CONTEXT = "hooksvc/web"
-#: A deployment of the sample app takes a few seconds; this bounds a stuck one.
-DEPLOY_TIMEOUT = 120.0
 #: The gate's first read of the Checks API comes 15 s after the push (defaults.CHECKS_POLL_FIRST_SECONDS).
 POLL_TIMEOUT = 60.0
 
 
-class GatedHarness:
-    """App `web` requiring the check `ci/test` (timeout 20 s), its webhook client and one worker process."""
-
-    def __init__(self, tmp: Path, origin: GitOrigin, project: str, host: FakeGitHost, redis: redis_lib.Redis) -> None:
-        self.tmp = tmp
-        self.origin = origin
-        self.host = host
-        self.env = {**os.environ, "WEB_SECRET": SECRET, "GH_TOKEN": GH_TOKEN, "HOOKSVC_API_TOKENS": "operator-token-1"}
-        self.env.pop("REDIS_URL", None)
-        self.config_path = tmp / "hooksvc.toml"
-        self.config_path.write_text(textwrap.dedent(f"""
-            [server]
-            public_url = "http://deploy.test"
-            [redis]
-            url = "{TEST_REDIS_URL}"
-            [worker]
-            state_dir = "{tmp / 'state'}"
-            [hosts.github]
-            kind = "github"
-            api_url = "{host.url}/github"
-            token_env = "GH_TOKEN"
-            [apps.web]
-            host = "github"
-            repo = "acme/web"
-            clone_url = "{origin.path}"
-            branch = "main"
-            secret_env = "WEB_SECRET"
-            project = "{project}"
-            health_timeout = "40s"
-            start_grace = "2s"
-            require_checks = ["ci/test"]
-            checks_timeout = "20s"
-        """))
-        self.store = DeploymentStore(redis)
-        self.client: FlaskClient = create_app(load_config(str(self.config_path), self.env),
-                                              connection=redis).test_client()
-        self.workers: list[subprocess.Popen[bytes]] = []
-
-    def commit(self, version: str) -> str:
-        return self.origin.commit(f"release {version}", sample_app_files(self.tmp, version))
-
-    def start_worker(self) -> None:
-        log = (self.tmp / "worker.log").open("wb")
-        self.workers.append(subprocess.Popen(
-            [sys.executable, "-m", "hooksvc.cli", "--config", str(self.config_path), "worker"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        ))
-
-    def push(self, sha: str) -> str:
-        hook = github_request(github_push(repo="acme/web", after=sha), SECRET)
-        answer = self.client.open("/hooks/github", **hook.client_kwargs())
-        assert answer.status_code == 202, answer.json
-        return str(answer.json["deployments"][0]["id"])
+class GatedHarness(Harness):
+    """App `web` requiring the check `ci/test` (timeout 20 s), with a worker process running."""
 
     def check_run(self, sha: str, conclusion: str) -> None:
         payload = load("github_check_run_completed")
@@ -104,17 +38,8 @@ class GatedHarness:
         answer = self.client.open("/hooks/github", **github_request(payload, SECRET, event="check_run").client_kwargs())
         assert answer.status_code == 202, answer.json
 
-    def wait(self, deployment_id: str, timeout: float = DEPLOY_TIMEOUT) -> Deployment:
-        assert wait_for(lambda: self.store.get(deployment_id).state.is_final, timeout), (
-            f"deployment {deployment_id} did not end: " + "\n".join(self.store.logs.read(deployment_id)[0][-30:])
-        )
-        return self.store.get(deployment_id)
-
-    def statuses(self, sha: str) -> list[tuple[str, str]]:
+    def status_texts(self, sha: str) -> list[tuple[str, str]]:
         return [(a.state, a.description) for a in self.host.accepted if a.sha == sha and a.context == CONTEXT]
-
-    def stop(self) -> None:
-        stop_process_groups(self.workers, grace=15)
 
 
 @pytest.fixture
@@ -122,7 +47,8 @@ def harness(tmp_path: Path, make_git_origin: object, compose_project: str, base_
             redis: redis_lib.Redis) -> Iterator[GatedHarness]:
     origin = make_git_origin("web")  # type: ignore[operator]
     with FakeGitHost(tokens={"github": GH_TOKEN}) as host:
-        h = GatedHarness(tmp_path, origin, compose_project, host, redis)
+        h = GatedHarness(tmp_path, origin, compose_project, host, redis,
+                         app_extra='require_checks = ["ci/test"]\nchecks_timeout = "20s"\n')
         try:
             h.start_worker()
             yield h
@@ -134,12 +60,12 @@ def test_push_waits_then_a_check_webhook_deploys_it(harness: GatedHarness) -> No
     """push → waits (pending "waiting for checks: ci/test") → check_run success webhook → deployed."""
     v1 = harness.commit("v1")
     d1 = harness.push(v1)
-    assert wait_for(lambda: harness.statuses(v1)[:1] == [("pending", "waiting for checks: ci/test")], 30)
+    assert wait_for(lambda: harness.status_texts(v1)[:1] == [("pending", "waiting for checks: ci/test")], 30)
     assert harness.store.get(d1).state is DeploymentState.WAITING_FOR_CHECKS
     harness.check_run(v1, "success")
     done = harness.wait(d1)
     assert done.state is DeploymentState.SUCCEEDED, done.error
-    assert wait_for(lambda: harness.statuses(v1)[-1:][0][0] == "success", 30)
+    assert wait_for(lambda: harness.statuses(v1)[-1:] == ["success"], 30)
     assert harness.host.violations == []
 
 
@@ -151,8 +77,8 @@ def test_a_failed_check_skips_the_push_naming_it(harness: GatedHarness) -> None:
     done = harness.wait(d1, timeout=30)
     assert done.state is DeploymentState.SKIPPED
     assert done.error == "not deployed: ci/test failed (https://github.com/acme/web/runs/9)"
-    assert wait_for(lambda: harness.statuses(v1)[-1:] == [("failure", done.error)], 30)
-    assert all(state != "success" for state, _ in harness.statuses(v1))
+    assert wait_for(lambda: harness.status_texts(v1)[-1:] == [("failure", done.error)], 30)
+    assert "success" not in harness.statuses(v1)
 
 
 def test_a_newer_push_supersedes_the_waiting_one(harness: GatedHarness) -> None:
@@ -160,7 +86,7 @@ def test_a_newer_push_supersedes_the_waiting_one(harness: GatedHarness) -> None:
     v1 = harness.commit("v1")
     d1 = harness.push(v1)
     v2 = harness.commit("v2")
-    d2 = harness.push(v2)
+    d2 = harness.push(v2, before=v1)
     first = harness.wait(d1, timeout=10)
     assert first.state is DeploymentState.SUPERSEDED and first.started_at is None
     harness.check_run(v2, "success")
