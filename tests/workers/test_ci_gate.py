@@ -45,7 +45,9 @@ PASSED = {"name": "ci/test", "status": "completed", "conclusion": "success"}
 TIMINGS = GateTimings(poll_first=1.0, poll_max=4.0, grace=2.0, tick=0.05)
 
 
-def gated_config(tmp_path: Path, api: str, require: str = '["ci/test", "lint"]', timeout: str = "1h") -> Config:
+def gated_config(tmp_path: Path, api: str, require: str | None = '["ci/test", "lint"]', timeout: str = "1h") -> Config:
+    """Apps gated on checks on each host kind; `require` None leaves app `gated` without a requirement."""
+    gate = f'require_checks = {require}\n        checks_timeout = "{timeout}"' if require else ""
     return make_config(tmp_path, f"""
         [hosts.gh]
         kind = "github"
@@ -64,8 +66,7 @@ def gated_config(tmp_path: Path, api: str, require: str = '["ci/test", "lint"]',
         repo = "acme/gated"
         clone_url = "{tmp_path / 'gated.git'}"
         secret_env = "GATED_SECRET"
-        require_checks = {require}
-        checks_timeout = "{timeout}"
+        {gate}
         [apps.teagated]
         host = "tea"
         repo = "acme/teagated"
@@ -364,17 +365,7 @@ def test_the_host_lists_no_deployment_for_a_push_ci_kept_back(rig: Rig) -> None:
 def test_a_push_waiting_for_checks_no_longer_required_is_queued(rig: Rig, tmp_path: Path) -> None:
     """After require_checks is removed from the config, the janitor queues the push that still waits."""
     dep = rig.push_github()
-    ungated = make_config(tmp_path, f"""
-        [hosts.gh]
-        kind = "github"
-        api_url = "{rig.fake.url}/github"
-        token_env = "GH_TOKEN"
-        [apps.gated]
-        host = "gh"
-        repo = "acme/gated"
-        clone_url = "{tmp_path / 'gated.git'}"
-        secret_env = "GATED_SECRET"
-    """, env={"GATED_SECRET": SECRET})
+    ungated = gated_config(tmp_path, rig.fake.url, require=None)
     assert release_ungated(rig.store, rig.config.apps) == []  # still gated: nothing to do
     [released] = release_ungated(rig.store, ungated.apps)
     assert released.id == dep.id and released.state is DeploymentState.QUEUED
