@@ -626,6 +626,10 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
     checks_timeout = r.duration(t, prefix, "checks_timeout", defaults.CHECKS_TIMEOUT_SECONDS)
     if require_checks is not None and host is not None and not HOST_KINDS[host.kind].checks:
         r.problem(f"{prefix}.require_checks", f"hosts of kind {host.kind!r} report no CI checks hooksvc can read")
+    status_context = r.get(t, prefix, "status_context", str, "") or f"hooksvc/{name}"
+    if require_checks is not None and status_context in require_checks.names:
+        r.problem(f"{prefix}.require_checks", f"{status_context!r} is hooksvc's own status_context, which never "
+                  "counts as a check: remove it")
     if "checks_timeout" in t and require_checks is None:
         r.problem(f"{prefix}.checks_timeout", "only applies with require_checks: set it, or remove checks_timeout")
     if len(r.problems) > before or host is None or secret is None:
@@ -644,7 +648,7 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
         strategy=strategy,
         health_timeout=health_timeout,
         start_grace=start_grace,
-        status_context=r.get(t, prefix, "status_context", str, "") or f"hooksvc/{name}",
+        status_context=status_context,
         docker_host=r.get(t, prefix, "docker_host", str, None),
         registry=registry,
         paths=tuple(paths),

@@ -144,6 +144,19 @@ class TestConfig:
                 require_checks = {value}
             """)
 
+    def test_naming_hooksvc_own_context_is_refused(self, tmp_path: Path) -> None:
+        """hooksvc's own status never counts, so requiring it (it would wait out every timeout) is refused."""
+        with pytest.raises(ConfigError, match="apps.shop2.require_checks: 'deploy/x' is hooksvc's own status_context"):
+            make_config(tmp_path, """
+                [apps.shop2]
+                host = "github"
+                repo = "acme/shop2"
+                clone_url = "/srv/shop2.git"
+                secret_env = "SHOP_SECRET"
+                status_context = "deploy/x"
+                require_checks = ["ci/test", "deploy/x"]
+            """)
+
     def test_timeout_without_requirement_and_hosts_without_checks_are_refused(self, tmp_path: Path) -> None:
         """`checks_timeout` alone, or `require_checks` on a host with no check source, is a config error."""
         with pytest.raises(ConfigError) as caught:
