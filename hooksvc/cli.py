@@ -30,7 +30,7 @@ from hooksvc.disk_usage import format_bytes, read_disk_usage
 from hooksvc.errors import ConfigError, HooksvcError
 from hooksvc.jobqueue import workers_alive
 from hooksvc.live_services import read_services
-from hooksvc.operations import app_overview, queue_manual, queue_rollback
+from hooksvc.operations import app_overview, queue_manual, queue_rollback, waiting_for_checks
 from hooksvc.operators import Operator, Role, find_by_token, require
 from hooksvc.presentation import format_ago
 from hooksvc.store import DeploymentStore, open_store
@@ -292,6 +292,12 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
             f"#{o.queued_deployment}" if o.queued_deployment else "-",
         ])
     print(_table(rows))
+    for name in names:
+        gated = waiting_for_checks(store, config.apps[name], store.queued_id(name))
+        if gated is not None:
+            print(f"{name}: deployment #{gated.deployment_id} ({gated.sha[:12]}) "
+                  f"{redact.terminal_safe(gated.waiting_for)} (requires {gated.required}; "
+                  f"known: {redact.terminal_safe(gated.describe_checks())})")
     _print_disk_usage(store, names)
     print()
     workers = workers_alive(store.queue)

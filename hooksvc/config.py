@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from hooksvc import defaults
+from hooksvc.ci_checks import ALL, CheckRequirement
 from hooksvc.errors import ConfigError
 from hooksvc.operators import API_TOKEN_ROLE, Operator, Role, api_token_name, parse_role
 from hooksvc.providers import HOST_KINDS
@@ -172,6 +173,10 @@ class AppConfig:
     pre_deploy: tuple[ReleaseStep, ...] = ()
     #: Commands run the same way once the new release is live.
     post_deploy: tuple[ReleaseStep, ...] = ()
+    #: The checks a pushed commit must pass before it deploys (None: deploy at once).
+    require_checks: CheckRequirement | None = None
+    #: How long a gated push waits for its checks, from its arrival.
+    checks_timeout: float = defaults.CHECKS_TIMEOUT_SECONDS
 
     def matches_ref(self, ref: str) -> bool:
         """True when a full ref (`refs/heads/x`, `refs/tags/v1`) is one this app deploys."""
@@ -465,7 +470,7 @@ _APP_KEYS = {
     "project", "strategy", "health_timeout", "start_grace", "status_context", "docker_host", "paths",
     "poll_interval", "ssh_key_file", "token_env", "token_file", "notify_url", "notify_secret_env",
     "notify_secret_file", "slack_url_env", "slack_url_file",
-    "environment", "environment_url",
+    "environment", "environment_url", "require_checks", "checks_timeout",
     *PHASES,
 }
 
@@ -718,6 +723,16 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
     health_timeout = r.duration(t, prefix, "health_timeout", defaults.HEALTH_TIMEOUT_SECONDS)
     start_grace = r.duration(t, prefix, "start_grace", defaults.START_GRACE_SECONDS)
     steps = {phase: _read_steps(r, t, prefix, phase) for phase in PHASES}
+    require_checks = _read_require_checks(r, t, prefix)
+    checks_timeout = r.duration(t, prefix, "checks_timeout", defaults.CHECKS_TIMEOUT_SECONDS)
+    if require_checks is not None and host is not None and not HOST_KINDS[host.kind].checks:
+        r.problem(f"{prefix}.require_checks", f"hosts of kind {host.kind!r} report no CI checks hooksvc can read")
+    status_context = r.get(t, prefix, "status_context", str, "") or f"hooksvc/{name}"
+    if require_checks is not None and status_context in require_checks.names:
+        r.problem(f"{prefix}.require_checks", f"{status_context!r} is hooksvc's own status_context, which never "
+                  "counts as a check: remove it")
+    if "checks_timeout" in t and require_checks is None:
+        r.problem(f"{prefix}.checks_timeout", "only applies with require_checks: set it, or remove checks_timeout")
     if len(r.problems) > before or host is None or secret is None:
         return None
     return AppConfig(
@@ -734,7 +749,7 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
         strategy=strategy,
         health_timeout=health_timeout,
         start_grace=start_grace,
-        status_context=r.get(t, prefix, "status_context", str, "") or f"hooksvc/{name}",
+        status_context=status_context,
         docker_host=r.get(t, prefix, "docker_host", str, None),
         registry=registry,
         paths=tuple(paths),
@@ -746,7 +761,34 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
         environment_url=environment_url,
         pre_deploy=steps["pre_deploy"],
         post_deploy=steps["post_deploy"],
+        require_checks=require_checks,
+        checks_timeout=checks_timeout,
     )
+
+
+def _read_require_checks(r: _Reader, t: Mapping[str, Any], prefix: str) -> CheckRequirement | None:
+    """`require_checks`: "all", or a non-empty list of check names and status contexts."""
+    value = t.get("require_checks")
+    key = f"{prefix}.require_checks"
+    if value is None:
+        return None
+    if value == ALL:
+        return CheckRequirement(every=True)
+    if isinstance(value, str):
+        r.problem(key, f'expected "all" or a list of check names such as ["ci/test", "lint"], got {value!r}')
+        return None
+    if not isinstance(value, list) or not value:
+        r.problem(key, f'expected "all" or a non-empty list of check names, got {value!r}')
+        return None
+    names: list[str] = []
+    for i, name in enumerate(value):
+        if not isinstance(name, str) or not name.strip():
+            r.problem(f"{key}[{i}]", f"expected a check name or status context, got {name!r}")
+        elif name in names:
+            r.problem(f"{key}[{i}]", f"{name!r} is listed twice")
+        else:
+            names.append(name)
+    return CheckRequirement(names=tuple(names)) if len(names) == len(value) else None
 
 
 def _read_steps(r: _Reader, t: Mapping[str, Any], prefix: str, phase: str) -> tuple[ReleaseStep, ...]:

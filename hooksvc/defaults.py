@@ -220,3 +220,33 @@ OIDC_CLOCK_LEEWAY_SECONDS = 60
 #: Single sign-ons one address may start within `OIDC_LOGIN_SECONDS` (then 429): a person needs a few;
 #: the cap bounds what an anonymous client can make Redis hold.
 OIDC_STARTS_PER_ADDRESS = 20
+
+# -- CI-gated deploys (`require_checks`) -------------------------------------------------------------
+
+#: A gated push waits at most this long (from its arrival) for its checks: CI runs of an hour are
+#: long already, and a push that waited longer is rarely still the one a team wants live.
+CHECKS_TIMEOUT_SECONDS = 60 * 60.0
+#: `require_checks = "all"` on a commit that has no check at all deploys after this long: CI
+#: systems report a first pending status within seconds of the push, so a minute of silence means
+#: there is no CI for that commit (and waiting out the timeout would only delay the deploy).
+CHECKS_NONE_GRACE_SECONDS = 60.0
+#: How often the gate thread looks at the waiting deployments and the check reports webhooks recorded.
+CHECKS_TICK_SECONDS = 1.0
+#: The first read of the host's check API, counted from the push: a webhook usually says more sooner,
+#: and this bounds how late a lost one is noticed.
+CHECKS_POLL_FIRST_SECONDS = 15.0
+#: The host's check API is read again after twice the previous gap, never more rarely than this:
+#: bounded rate per waiting deployment, and a lost webhook still noticed within minutes.
+CHECKS_POLL_MAX_SECONDS = 5 * 60.0
+#: `require_checks = "all"` deploys only on a read of the host's check API at most this old.
+CHECKS_FRESH_READ_SECONDS = 5.0
+#: One worker's gate acts at a time; another takes over within this long after it died.
+CHECKS_GATE_LEASE_SECONDS = 10.0
+#: The largest answer read from a host's check API: a hundred GitHub check runs with their apps'
+#: details are a few hundred KiB.
+CHECKS_API_MAX_BYTES = 4 * 1024 * 1024
+#: Check runs, statuses or pipelines read per commit (one page: the hosts' largest page size).
+CHECKS_API_PAGE_SIZE = 100
+#: Check reports recorded per app and commit live this long after their last update (longer than any
+#: `checks_timeout` a team would set, so nothing a waiting deployment needs expires under it).
+CHECKS_RECORD_TTL_SECONDS = 24 * 60 * 60

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from hooksvc.ci_checks import waiting_text
+
 
 class DeploymentState(StrEnum):
     QUEUED = "queued"
@@ -19,12 +21,23 @@ class DeploymentState(StrEnum):
     SKIPPED = "skipped"
     SUPERSEDED = "superseded"
     CANCELLED = "cancelled"
+    #: A push whose commit's CI checks have not all passed yet (`require_checks`).
+    WAITING_FOR_CHECKS = "waiting-for-checks"
 
     @property
     def is_final(self) -> bool:
-        return self not in (DeploymentState.QUEUED, DeploymentState.RUNNING)
+        return self is not DeploymentState.RUNNING and not self.is_waiting
+
+    @property
+    def is_waiting(self) -> bool:
+        """Not started yet, and ended the way `queued` is: superseded by a newer push, cancelled, or run."""
+        return self in WAITING_STATES
 
 
+#: The states that hold an app's queued slot (`keys.app_queued`): a newer push supersedes the
+#: deployment in any of them, an operator may cancel it. Only `queued` has an RQ job; the others
+#: wait for something (their checks) before they become `queued`.
+WAITING_STATES = frozenset({DeploymentState.QUEUED, DeploymentState.WAITING_FOR_CHECKS})
 FINAL_STATES = frozenset(s for s in DeploymentState if s.is_final)
 
 
@@ -50,6 +63,13 @@ class NewDeployment:
     before: str = ""
     #: The operator who asked for it (a manual deploy or a rollback); "" for a push.
     operator: str = ""
+    #: The checks the commit must pass first (`CheckRequirement.label`): "" deploys at once.
+    required_checks: str = ""
+
+    @property
+    def state(self) -> DeploymentState:
+        """The state it is recorded in: gated pushes wait for their checks, the others are queued."""
+        return DeploymentState.WAITING_FOR_CHECKS if self.required_checks else DeploymentState.QUEUED
 
     def record_fields(self) -> tuple[str, ...]:
         """Field/value pairs of its queued record, flat, leaving out empty values and what the store
@@ -64,6 +84,8 @@ class NewDeployment:
             fields += ("before", self.before)
         if self.operator:
             fields += ("operator", self.operator)
+        if self.required_checks:
+            fields += ("required_checks", self.required_checks, "error", waiting_text((self.required_checks,)))
         return fields
 
 
@@ -85,6 +107,10 @@ class Deployment:
     error: str = ""
     #: Who asked for it; "" for a push.
     operator: str = ""
+    #: The checks a gated push waited for (kept once it ran or ended).
+    required_checks: str = ""
+    #: Set when its checks kept a gated push from deploying (one failed, or they timed out).
+    checks_failed: bool = False
 
     @classmethod
     def create(cls, deployment_id: str, new: NewDeployment, now: float | None = None) -> Deployment:
@@ -94,12 +120,14 @@ class Deployment:
             sha=new.sha,
             ref=new.ref,
             trigger=new.trigger,
-            state=DeploymentState.QUEUED,
+            state=new.state,
             created_at=time.time() if now is None else now,
             delivery_id=new.delivery_id,
             forced=new.forced,
             before=new.before,
             operator=new.operator,
+            error=waiting_text((new.required_checks,)) if new.required_checks else "",
+            required_checks=new.required_checks,
         )
 
     def to_fields(self) -> dict[str, str]:
@@ -133,6 +161,8 @@ class Deployment:
             previous_sha=fields.get("previous_sha", ""),
             error=fields.get("error", ""),
             operator=fields.get("operator", ""),
+            required_checks=fields.get("required_checks", ""),
+            checks_failed=fields.get("checks_failed") == "1",
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -151,6 +181,7 @@ class Deployment:
             "previous_sha": self.previous_sha or None,
             "error": self.error or None,
             "operator": self.operator or None,
+            "required_checks": self.required_checks or None,
         }
 
     def summary(self) -> dict[str, str]:

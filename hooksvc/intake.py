@@ -21,7 +21,7 @@ from redis.client import Pipeline
 
 from hooksvc import defaults, keys
 from hooksvc.connection import call, direct_command
-from hooksvc.deployments import Deployment, DeploymentState, NewDeployment
+from hooksvc.deployments import WAITING_STATES, Deployment, DeploymentState, NewDeployment
 from hooksvc.errors import HooksvcError
 from hooksvc.jobqueue import drop_job
 
@@ -37,7 +37,8 @@ log = logging.getLogger("hooksvc.intake")
 DEDUPE_PERIOD_SECONDS = defaults.DEDUPE_TTL_SECONDS
 
 # ARGV: now, metric field suffix ("" counts nothing), number n of dedupe ids, the n ids; then per
-#       deployment: app, sha and the field/value pairs of its record, ending with an empty field name.
+#       deployment: app, sha, state (queued, or a waiting state) and the field/value pairs of its
+#       record, ending with an empty field name.
 # Returns {"dup", first answer} or {"ok", {new ids}, {ids of the deployments they superseded}}.
 # The dedupe hashes hold the first answer as "id app sha" per deployment, comma-separated; an
 # intake entry is "new ids;superseded ids;now" (ids comma-separated). Plain strings, flat arguments
@@ -56,21 +57,21 @@ if nseen > 0 then
     end
   end
 end
-local created, superseded, answer = {}, {}, {}
+local created, superseded, answer, waiting = {}, {}, {}, {@WAITING@}
 local a = 4 + nseen
 while a <= #ARGV do
-  local app, sha, from = ARGV[a], ARGV[a + 1], a + 2
+  local app, sha, state, from = ARGV[a], ARGV[a + 1], ARGV[a + 2], a + 3
   a = from
   while ARGV[a] ~= '' do a = a + 2 end
   local id = tostring(redis.call('INCR', '@NEXT@'))
-  redis.call('HSET', '@DEPLOYMENT@' .. id, 'id', id, 'state', 'queued', 'created_at', now,
+  redis.call('HSET', '@DEPLOYMENT@' .. id, 'id', id, 'state', state, 'created_at', now,
              unpack(ARGV, from, a - 1))
   a = a + 1
   redis.call('LPUSH', '@APP@' .. app .. ':index', id)
   local old = redis.call('SET', '@APP@' .. app .. ':queued', id, 'GET')
   if old then
     local okey = '@DEPLOYMENT@' .. old
-    if redis.call('HGET', okey, 'state') == 'queued' then
+    if waiting[redis.call('HGET', okey, 'state')] then
       local why = 'superseded by ' .. string.sub(sha, 1, 12) .. ' (deployment ' .. id .. ')'
       redis.call('HSET', okey, 'state', 'superseded', 'finished_at', now, 'error', why)
       superseded[#superseded + 1] = old
@@ -93,7 +94,8 @@ return {'ok', created, superseded}
 # Key names come from `hooksvc.keys`, substituted into the text: constants cost the script nothing.
 for _name, _value in (("@SEEN@", keys.SEEN_PREFIX), ("@DEPLOYMENT@", keys.DEPLOYMENT_PREFIX),
                       ("@APP@", keys.APP_PREFIX), ("@INTAKE@", keys.INTAKE), ("@WEBHOOKS@", keys.WEBHOOKS),
-                      ("@NEXT@", keys.NEXT_ID), ("@PERIOD@", str(DEDUPE_PERIOD_SECONDS))):
+                      ("@NEXT@", keys.NEXT_ID), ("@PERIOD@", str(DEDUPE_PERIOD_SECONDS)),
+                      ("@WAITING@", ", ".join(f"['{s}'] = true" for s in sorted(WAITING_STATES)))):
     SUBMIT_SCRIPT = SUBMIT_SCRIPT.replace(_name, _value)
 
 
@@ -156,7 +158,7 @@ class Intake:
         now = self.store.clock()
         args: list[object] = [repr(now), webhook_provider, len(dedupe_keys), *dedupe_keys]
         for r in requests:
-            args += (r.app, r.sha, *r.record_fields(), "")
+            args += (r.app, r.sha, str(r.state), *r.record_fields(), "")
         reply = call(self._run_submit_script, args)
         if reply[0] == b"dup":
             return SubmitResult(deployments=(), duplicate_of=first_answer(reply[1]))
@@ -218,8 +220,12 @@ class Intake:
                 if dep is None:
                     continue
                 logs.append_in(pipe, i, f"queued {dep.trigger} of {dep.sha or dep.ref} ({dep.ref or 'no ref'})")
+                if dep.state is DeploymentState.WAITING_FOR_CHECKS:
+                    logs.append_in(pipe, i, dep.error)
                 if dep.state is DeploymentState.QUEUED:
                     store.enqueue_job(pipe, dep)
+                if dep.state.is_waiting:
+                    # A waiting state has no job yet: its status says what it waits for.
                     store.notify(pipe, dep)
                     queued.append(dep)
             pipe.lrem(keys.INTAKE_PROCESSING, 1, raw)
@@ -230,8 +236,8 @@ class Intake:
         # at hundreds of webhooks a second, a log line is a measurable share of the answer.
         for dep in queued:
             via = f", delivery {dep.delivery_id}" if dep.delivery_id else ""
-            log.info("deployment %s of %s queued: %s of %s (%s)%s",
-                     dep.id, dep.app, dep.trigger, dep.sha[:12] or dep.ref, dep.ref or "no ref", via)
+            log.info("deployment %s of %s %s: %s of %s (%s)%s", dep.id, dep.app,
+                     dep.error or "queued", dep.trigger, dep.sha[:12] or dep.ref, dep.ref or "no ref", via)
         if entry.superseded:
             log.info("deployment(s) %s superseded", ", ".join(entry.superseded))
 

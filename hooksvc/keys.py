@@ -78,6 +78,25 @@ def app_lock(app: str) -> str:
     return f"{APP_PREFIX}{app}:lock"
 
 
+# -- CI checks of gated pushes (`require_checks`) ---------------------------------------------------
+
+CHECKS_PREFIX = f"{PREFIX}:checks:"
+#: The lease of the worker whose gate thread decides the waiting deployments (STRING, expiring).
+CHECKS_GATE = f"{PREFIX}:checks-gate"
+
+
+def commit_checks(app: str, sha: str) -> str:
+    """The check reports known on one commit of an app, by check name (HASH: name -> JSON `CheckReport`),
+    written by check webhooks and by the worker's reads of the host's check API."""
+    return f"{CHECKS_PREFIX}{app}:{sha}"
+
+
+def commit_checks_refresh(app: str, sha: str) -> str:
+    """Set when a webhook said the commit's checks changed without naming one (a GitHub check suite):
+    the worker reads the host's check API for it at once (STRING, expiring)."""
+    return f"{CHECKS_PREFIX}{app}:{sha}:refresh"
+
+
 # -- webhook intake ---------------------------------------------------------------------------------
 
 #: Submitted deployments whose RQ jobs and listener events are still to be written (a LIST of

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from hooksvc.ci_checks import CheckReport
 from hooksvc.config import AppConfig
-from hooksvc.deployments import Deployment, NewDeployment, Trigger
+from hooksvc.deployments import Deployment, DeploymentState, NewDeployment, Trigger
 from hooksvc.errors import BadRequest, Conflict
 from hooksvc.live_services import LiveServices, read_services
 from hooksvc.store import DeploymentStore
@@ -37,6 +38,39 @@ def _submit_one(store: DeploymentStore, new: NewDeployment) -> Deployment:
 
 
 @dataclass(frozen=True)
+class WaitingForChecks:
+    """A push waiting for its CI checks: what it needs, what it still waits for, and what is known."""
+
+    deployment_id: str
+    sha: str
+    #: The app's `require_checks` (`ci/test, lint`, or `all`).
+    required: str
+    #: The status text: `waiting for checks: lint`.
+    waiting_for: str
+    checks: tuple[CheckReport, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "deployment": self.deployment_id, "sha": self.sha, "required": self.required,
+            "waiting_for": self.waiting_for,
+            "checks": [{"name": c.name, "state": str(c.state), "url": c.url or None} for c in self.checks],
+        }
+
+    def describe_checks(self) -> str:
+        """`ci/test success, lint pending`, as `hooksvc status` prints it."""
+        return ", ".join(f"{c.name} {c.state}" for c in self.checks) or "none reported yet"
+
+
+def waiting_for_checks(store: DeploymentStore, app: AppConfig, queued_id: str | None) -> WaitingForChecks | None:
+    """The app's push waiting for its checks, if its queued slot holds one."""
+    dep = store.find(queued_id) if queued_id else None
+    if dep is None or dep.state is not DeploymentState.WAITING_FOR_CHECKS:
+        return None
+    checks = tuple(store.checks.read(app.name, dep.sha).values())
+    return WaitingForChecks(dep.id, dep.sha, dep.required_checks, dep.error, checks)
+
+
+@dataclass(frozen=True)
 class AppOverview:
     """An app's live release, its newest deployment and the queued one, as the API, pages and `status` show it."""
 
@@ -53,6 +87,8 @@ class AppOverview:
     queued_deployment: str | None
     #: What the app's services run since its last deployment that went live (None: not recorded yet).
     services: LiveServices | None
+    #: The push that waits for its CI checks (`require_checks`), if any.
+    waiting: WaitingForChecks | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The API's document of the overview."""
@@ -70,6 +106,7 @@ class AppOverview:
             "services": None if services is None else {
                 "deployment_id": services.deployment_id, "recorded_at": services.recorded_at,
                 "services": [{"name": s.name, "runs": s.runs} for s in services.services]},
+            "waiting_for_checks": self.waiting.to_json() if self.waiting else None,
         }
 
 
@@ -78,6 +115,7 @@ def app_overview(store: DeploymentStore, app: AppConfig) -> AppOverview:
     live = store.live(app.name)
     recent = store.recent(app=app.name, limit=1)
     last = recent[0] if recent else None
+    queued = store.queued_id(app.name)
     return AppOverview(
         name=app.name,
         repo=app.repo,
@@ -87,6 +125,7 @@ def app_overview(store: DeploymentStore, app: AppConfig) -> AppOverview:
         live_deployment=live.deployment_id if live else None,
         state=str(last.state) if last else None,
         last_deployment=last,
-        queued_deployment=store.queued_id(app.name),
+        queued_deployment=queued,
         services=read_services(store.redis, app.name),
+        waiting=waiting_for_checks(store, app, queued) if app.require_checks is not None else None,
     )

@@ -66,6 +66,8 @@ class OutboxEvent:
     state: DeploymentState
     error: str
     at: float
+    #: A gated push its checks kept from deploying: its status is a failure, never a green skip.
+    checks_failed: bool = False
 
     @classmethod
     def from_deployment(cls, kind: str, deployment: Deployment, now: float | None = None) -> OutboxEvent:
@@ -79,6 +81,7 @@ class OutboxEvent:
             state=deployment.state,
             error=deployment.error,
             at=time.time() if now is None else now,
+            checks_failed=deployment.checks_failed,
         )
 
     def to_json(self) -> str:
@@ -98,6 +101,7 @@ class OutboxEvent:
             state=DeploymentState(data["state"]),
             error=str(data.get("error", "")),
             at=float(data["at"]),
+            checks_failed=bool(data.get("checks_failed", False)),
         )
 
 
@@ -130,6 +134,12 @@ def append(pipe: Pipeline, lane: str, event: OutboxEvent) -> None:
     pipe.zadd(keys.OUTBOX_DUE, {lane: 0}, nx=True)
 
 
+def waits_for_ci(deployment: Deployment) -> bool:
+    """A push still waiting for its CI checks, or one they kept back: not (yet) an attempt to deploy,
+    so the git host's environment does not list it (its commit status says what happened)."""
+    return deployment.state is DeploymentState.WAITING_FOR_CHECKS or deployment.checks_failed
+
+
 def write_events(pipe: Pipeline, deployment: Deployment) -> None:
     """DeploymentStore listener: queue the commit status for this state change, and on a final
     state the notifications, in the same transaction as the change itself.
@@ -139,7 +149,9 @@ def write_events(pipe: Pipeline, deployment: Deployment) -> None:
     """
     if is_full_sha(deployment.sha):
         append(pipe, status_lane(deployment.app, deployment.sha), OutboxEvent.from_deployment(STATUS, deployment))
-        append(pipe, host_deployment_lane(deployment.app), OutboxEvent.from_deployment(HOST_DEPLOYMENT, deployment))
+        if not waits_for_ci(deployment):
+            append(pipe, host_deployment_lane(deployment.app),
+                   OutboxEvent.from_deployment(HOST_DEPLOYMENT, deployment))
         append(pipe, check_run_lane(deployment.id), OutboxEvent.from_deployment(CHECK_RUN, deployment))
     if deployment.state.is_final:
         for kind in NOTIFY_KINDS:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from redis.client import Pipeline
 
 from hooksvc import defaults, keys
+from hooksvc.config import AppConfig
 from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.jobqueue import JOB_DEAD, JOB_MISSING, job_fate
 from hooksvc.store import DeploymentStore
@@ -49,6 +50,23 @@ def recover_stranded(
                 log.warning("deployment %s of %s ended error: never started: %s", dep.id, dep.app, why)
                 done.append((ended, "ended"))
     return done
+
+
+def release_ungated(store: DeploymentStore, apps: Mapping[str, AppConfig]) -> list[Deployment]:
+    """Queue each push still waiting for CI checks its app no longer requires (`require_checks` was
+    removed from the config since it arrived): no checks gate would ever release it."""
+    released = []
+    for name, app in apps.items():
+        deployment_id = store.queued_id(name) if app.require_checks is None else None
+        dep = store.find(deployment_id) if deployment_id else None
+        if dep is None or dep.state is not DeploymentState.WAITING_FOR_CHECKS:
+            continue
+        done = store.release(dep.id, DeploymentState.WAITING_FOR_CHECKS,
+                             "the app no longer sets require_checks: queued without waiting for checks")
+        if done is not None:
+            log.warning("deployment %s of %s queued: the app no longer sets require_checks", dep.id, name)
+            released.append(done)
+    return released
 
 
 def _requeue(store: DeploymentStore, deployment_id: str, why: str) -> bool:

@@ -63,7 +63,13 @@ def _deployment(delivery: WebhookDelivery, app: AppConfig, change: RefChange) ->
         forced=change.forced,
         # A new ref has no previous commit; "" tells the worker there is nothing to compare against.
         before="" if change.before == ZERO_SHA else change.before,
+        required_checks=required_checks(app),
     )
+
+
+def required_checks(app: AppConfig) -> str:
+    """What a push of `app` waits for before it deploys (`require_checks`); "" for none."""
+    return app.require_checks.label if app.require_checks is not None else ""
 
 
 def _deleted(changes: Sequence[RefChange]) -> str:

@@ -18,6 +18,7 @@ import redis
 from redis.client import Pipeline
 
 from hooksvc import counters, defaults, keys, outbox
+from hooksvc.check_records import CheckRecords
 from hooksvc.config import Config
 from hooksvc.connection import call, connect, decode_hash, redis_url
 from hooksvc.deployments import Deployment, DeploymentState
@@ -70,6 +71,7 @@ class DeploymentStore:
         self.job_timeout = job_timeout
         self.listeners = list(listeners)
         self.logs = DeploymentLogs(connection)
+        self.checks = CheckRecords(connection)
         #: Dispatch the intake right after each submit (`dispatch_inline`) except in the web app:
         #: its answer must not wait for RQ and the listeners, which the workers' dispatchers write.
         self.intake = Intake(self, dispatch_inline=dispatch_inline)
@@ -107,8 +109,8 @@ class DeploymentStore:
         writes: Callable[[Pipeline, Deployment], None],
     ) -> Deployment | None:
         """Load the deployment, `change` it (None: nothing to do), and in one transaction write the
-        new record, free the app's queued pointer when it names this deployment, add `writes`, and
-        tell the listeners."""
+        new record, free the app's queued pointer when it names this deployment and it no longer
+        waits, add `writes`, and tell the listeners."""
         dkey = keys.deployment(deployment_id)
 
         def body(pipe: Pipeline) -> Deployment | None:
@@ -121,7 +123,7 @@ class DeploymentStore:
             pointer = pipe.get(qkey)
             pipe.multi()
             pipe.hset(dkey, mapping=new.to_fields())
-            if pointer is not None and pointer.decode() == deployment_id:
+            if pointer is not None and pointer.decode() == deployment_id and not new.state.is_waiting:
                 pipe.delete(qkey)
             writes(pipe, new)
             self.notify(pipe, new)
@@ -132,15 +134,16 @@ class DeploymentStore:
     # -- state changes -----------------------------------------------------------------------------
 
     def cancel(self, deployment_id: str) -> Deployment:
-        """Cancel a queued deployment; Conflict when it already started or ended."""
+        """Cancel a deployment that waits (queued, or for its checks); Conflict when it already started or ended."""
         if not (deployment_id.isascii() and deployment_id.isdigit()):  # not an id: see find()
             raise NotFound(f"no deployment {deployment_id!r}")
 
         def change(dep: Deployment | None) -> Deployment:
             if dep is None:
                 raise NotFound(f"no deployment {deployment_id!r}")
-            if dep.state is not DeploymentState.QUEUED:
-                raise Conflict(f"deployment {deployment_id} is {dep.state}, only a queued one can be cancelled")
+            if not dep.state.is_waiting:
+                raise Conflict(f"deployment {deployment_id} is {dep.state}, only a queued or waiting one can be "
+                               "cancelled")
             return replace(dep, state=DeploymentState.CANCELLED, finished_at=time.time(), error="cancelled")
 
         def writes(pipe: Pipeline, dep: Deployment) -> None:
@@ -150,6 +153,32 @@ class DeploymentStore:
         done = self._transition(deployment_id, change, writes)
         assert done is not None  # noqa: S101 - change() raises rather than answer None
         return done
+
+    def release(self, deployment_id: str, from_state: DeploymentState, reason: str) -> Deployment | None:
+        """A waiting deployment (`from_state`) → queued, with its RQ job; None when it no longer waits
+        there (superseded, cancelled, already released). It keeps the app's queued slot."""
+
+        def change(dep: Deployment | None) -> Deployment | None:
+            if dep is None or dep.state is not from_state:
+                return None
+            return replace(dep, state=DeploymentState.QUEUED, error="")
+
+        def writes(pipe: Pipeline, dep: Deployment) -> None:
+            self.logs.append_in(pipe, deployment_id, reason)
+            self.enqueue_job(pipe, dep)
+
+        return self._transition(deployment_id, change, writes)
+
+    def update_waiting(self, deployment_id: str, state: DeploymentState, reason: str) -> Deployment | None:
+        """Say what a deployment still waiting in `state` waits for (its `error`, its commit status's
+        text); None when it no longer waits there."""
+
+        def change(dep: Deployment | None) -> Deployment | None:
+            if dep is None or dep.state is not state or dep.error == reason:
+                return None
+            return replace(dep, error=reason)
+
+        return self._transition(deployment_id, change, lambda pipe, dep: None)
 
     def start(self, deployment_id: str, previous_sha: str) -> Deployment | None:
         """queued → running; None when the deployment is no longer queued (superseded, cancelled)."""
@@ -170,15 +199,17 @@ class DeploymentStore:
         state: DeploymentState,
         error: str = "",
         live_sha: str | None = None,
+        checks_failed: bool = False,
     ) -> Deployment | None:
-        """running|queued → a final state; records the live release on success. None if already final."""
+        """running or waiting → a final state; records the live release on success. None if already final."""
         if not state.is_final:
             raise ValueError(f"finish() needs a final state, got {state}")
 
         def change(dep: Deployment | None) -> Deployment | None:
             if dep is None or dep.state.is_final:
                 return None
-            return replace(dep, state=state, finished_at=time.time(), error=error)
+            return replace(dep, state=state, finished_at=time.time(), error=error,
+                           checks_failed=checks_failed or dep.checks_failed)
 
         def writes(pipe: Pipeline, dep: Deployment) -> None:
             pipe.srem(keys.RUNNING, deployment_id)

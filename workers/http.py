@@ -86,8 +86,11 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
-def send(request: HttpRequest, timeout: float = defaults.REPORT_HTTP_TIMEOUT_SECONDS) -> HttpResponse:
+def send(
+    request: HttpRequest, timeout: float = defaults.REPORT_HTTP_TIMEOUT_SECONDS, max_bytes: int = MAX_RESPONSE_BYTES
+) -> HttpResponse:
     """Send `request`; any HTTP answer (also 3xx/4xx/5xx) is returned, a missing answer raises.
+    At most `max_bytes` of the answer's body are read.
 
     Errors name only `request.describe()` (method, scheme, host): never a path, a query or a header.
     """
@@ -101,10 +104,10 @@ def send(request: HttpRequest, timeout: float = defaults.REPORT_HTTP_TIMEOUT_SEC
             method=request.method,
         )
         with _OPENER.open(req, timeout=timeout) as answer:
-            return HttpResponse(status=answer.status, body=_read(answer))
+            return HttpResponse(status=answer.status, body=_read(answer, max_bytes))
     except urllib.error.HTTPError as exc:
         try:
-            body = _read(exc)
+            body = _read(exc, MAX_RESPONSE_BYTES)
         finally:
             exc.close()
         return HttpResponse(status=exc.code, body=body)
@@ -119,9 +122,9 @@ def send(request: HttpRequest, timeout: float = defaults.REPORT_HTTP_TIMEOUT_SEC
         raise HttpTransportError(f"{request.describe()}: {type(exc).__name__}") from None
 
 
-def _read(stream: IO[bytes]) -> bytes:
+def _read(stream: IO[bytes], max_bytes: int) -> bytes:
     try:
-        return stream.read(MAX_RESPONSE_BYTES)
+        return stream.read(max_bytes)
     except (OSError, http.client.HTTPException):
         return b""
 

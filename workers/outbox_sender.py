@@ -326,9 +326,11 @@ class OutboxSender:
                 if configured is None or not configured.has_credentials or reporter is None:
                     return None  # no token (the operator's choice) or no status API: no statuses
                 host = host_auth.with_token(configured, app.repo)
-                description = redact(describe_state(event.deployment_id, event.state, event.error), self.secrets)
+                description = redact(describe_state(event.deployment_id, event.state, event.error,
+                                                    event.checks_failed), self.secrets)
                 update = StatusUpdate(repo=app.repo, sha=event.sha, state=event.state, context=app.status_context,
-                                      description=description, target_url=url, ref=event.ref)
+                                      description=description, target_url=url, ref=event.ref,
+                                      checks_failed=event.checks_failed)
                 request = reporter.build(host, update)
                 state = str((request.json or {}).get("state"))
                 what = f"commit status {state} ({event.state}) on {host.kind} {app.repo}@{event.sha[:12]}"

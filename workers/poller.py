@@ -17,6 +17,7 @@ from hooksvc import keys
 from hooksvc.config import AppConfig, Config
 from hooksvc.deployments import Deployment, NewDeployment, Trigger
 from hooksvc.errors import HooksvcError
+from hooksvc.routing import required_checks
 from hooksvc.store import DeploymentStore
 from workers import host_auth
 from workers.git import GitMirror
@@ -60,7 +61,7 @@ class BranchPoller:
         if queued is not None and self.store.get(queued).sha == head:
             return None
         new = NewDeployment(app.name, head, app.ref_pattern, Trigger.PUSH, delivery_id="poll",
-                            before=live.sha if live else "")
+                            before=live.sha if live else "", required_checks=required_checks(app))
         # One deployment per polled head: a head that failed to deploy is not retried on every poll.
         result = self.store.intake.submit([new], [f"poll:{app.name}:{head}"])
         if result.duplicate_of is not None:

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from hooksvc.ci_checks import CheckEvent
+
 #: The all-zero sha hosts use for "no commit" (`after` of a deleted ref, `before` of a new one).
 ZERO_SHA = "0" * 40
 
@@ -67,6 +69,8 @@ class WebhookDelivery:
     #: Repository as the payload names it (`owner/name`), "" when the event carries none.
     repo: str
     push: PushEvent | None = None
+    #: The check reports of a CI event (GitHub `check_run`/`status`, Gitea `status`, GitLab `pipeline`).
+    checks: CheckEvent | None = None
 
 
 #: The user name sent with an HTTPS clone token when the clone URL names none: GitLab accepts
@@ -88,6 +92,9 @@ class HostKind:
     #: Whether the host refuses a status without a link (Bitbucket): a token for it then needs
     #: `[server] public_url`, the deployment page each status links to.
     status_link: bool = False
+    #: Whether the host reports CI checks hooksvc can wait for (`require_checks`): its provider
+    #: parses check webhooks, and `workers.ci_status` reads its check API.
+    checks: bool = False
 
 
 class SignedBytes(Protocol):

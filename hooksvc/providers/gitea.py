@@ -7,15 +7,19 @@ without the `created`/`deleted`/`forced` flags, so the readers of `hooksvc.provi
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hooksvc.errors import BadRequest
 from hooksvc.providers.base import HostKind, Provider, WebhookDelivery, WebhookRequest
 from hooksvc.providers.payload import (
+    commit_status_event,
     delivery_id,
     github_shaped_delivery,
     json_object,
     normalised_event,
     payload_signatures_match,
     posted_payload,
+    repository_name,
 )
 
 ROUTE = "gitea"
@@ -47,7 +51,12 @@ def parse(req: WebhookRequest, signed: bytes | None = None) -> WebhookDelivery:
     delivery = delivery_id(" or ".join(DELIVERY_HEADERS), _first_header(req, DELIVERY_HEADERS))
     # Gitea reports a branch deletion only as a `delete` event; a push with a zero `after` is a tag
     # deletion, and the lack of a `forced` flag is left to the worker's ancestry check.
-    return github_shaped_delivery(ROUTE, event, delivery, data, flags=False)
+    parsed = github_shaped_delivery(ROUTE, event, delivery, data, flags=False)
+    if event == "status":
+        # A commit status, shaped as GitHub's `status` event (sha, context, state, target_url).
+        return replace(parsed, repo=repository_name(data, required=True),
+                       checks=commit_status_event(data, "status payload"))
+    return parsed
 
 
 def _first_header(req: WebhookRequest, names: tuple[str, ...]) -> str | None:
@@ -61,7 +70,7 @@ def _first_header(req: WebhookRequest, names: tuple[str, ...]) -> str | None:
 PROVIDER = Provider(
     route=ROUTE,
     #: Forgejo is a Gitea fork and signs and sends its webhooks the same way.
-    kinds=(HostKind("gitea"), HostKind("forgejo")),
+    kinds=(HostKind("gitea", checks=True), HostKind("forgejo", checks=True)),
     signed_bytes=signed_bytes,
     verify=verify,
     parse=parse,

@@ -9,9 +9,11 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+from hooksvc.ci_checks import CheckEvent, CheckState
 from hooksvc.errors import BadRequest
 from hooksvc.providers.base import ZERO_SHA, HostKind, Provider, PushEvent, RefChange, WebhookDelivery, WebhookRequest
 from hooksvc.providers.payload import (
+    check_report,
     delivery_id,
     json_body,
     normalised_event,
@@ -69,13 +71,50 @@ def parse(req: WebhookRequest, signed: bytes | None = None) -> WebhookDelivery:
     hook = normalised_event(EVENT_HEADER, req.header(EVENT_HEADER))
     data = json_body(req)
     push = _read_push(hook, data) if hook in PUSH_HOOKS else None
+    checks = pipeline_event(data) if hook == PIPELINE_HOOK else None
     return WebhookDelivery(
         provider=ROUTE,
         event="push" if push is not None else hook,
         delivery_id=_delivery_id(req),
-        repo=repository_name(data, required=push is not None, container="project", key="path_with_namespace"),
+        repo=repository_name(data, required=push is not None or checks is not None, container="project",
+                             key="path_with_namespace"),
         push=push,
+        checks=checks,
     )
+
+
+PIPELINE_HOOK = "pipeline hook"
+#: What a pipeline is called in `require_checks` when it has no `name` (`workflow:name`).
+PIPELINE_CHECK_NAME = "pipeline"
+#: Pipeline statuses that end it. `skipped` and `canceled` do not pass: as with GitLab's own "Pipelines
+#: must succeed", only `success` lets a deploy through. A `manual` pipeline waits for a person.
+_PIPELINE_STATES = {"success": CheckState.SUCCESS, "failed": CheckState.FAILURE,
+                    "canceled": CheckState.FAILURE, "skipped": CheckState.FAILURE}
+_PIPELINE_RUNNING = frozenset({"created", "waiting_for_resource", "preparing", "pending", "running", "manual",
+                               "scheduled", "waiting_for_callback"})
+
+
+def pipeline_state(status: object) -> CheckState | None:
+    if status in _PIPELINE_RUNNING:
+        return CheckState.PENDING
+    return _PIPELINE_STATES.get(status) if isinstance(status, str) else None
+
+
+def pipeline_name(name: object) -> str:
+    """The check name of a pipeline: its `name` when it has one, else "pipeline"."""
+    return name if isinstance(name, str) and name.strip() else PIPELINE_CHECK_NAME
+
+
+def pipeline_event(data: dict[str, Any]) -> CheckEvent:
+    """A `Pipeline Hook`: the pipeline of `object_attributes.sha` and how it stands."""
+    attrs = data.get("object_attributes")
+    where = "pipeline payload"
+    if data.get("object_kind") != "pipeline" or not isinstance(attrs, dict):
+        raise BadRequest(f"{where}: needs object_kind 'pipeline' and an 'object_attributes' object")
+    sha = read_sha(attrs, "sha", where=where)
+    report = check_report(pipeline_name(attrs.get("name")), pipeline_state(attrs.get("status")), attrs.get("url"),
+                          where)
+    return CheckEvent(sha=sha, reports=(report,))
 
 
 def _read_push(hook: str, data: dict[str, Any]) -> PushEvent:
@@ -107,7 +146,7 @@ PROVIDER = Provider(
     route=ROUTE,
     # GitLab accepts `oauth2` for personal, project and OAuth tokens (a deploy token needs its own
     # user name in the clone URL).
-    kinds=(HostKind("gitlab"),),
+    kinds=(HostKind("gitlab", checks=True),),
     signed_bytes=signed_bytes,
     verify=verify,
     parse=parse,

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from hooksvc import defaults
+from hooksvc.ci_checks import CheckEvent, CheckReport, CheckState, link
 from hooksvc.errors import BadRequest
 from hooksvc.providers.base import ZERO_SHA, PushEvent, RefChange, WebhookDelivery, WebhookRequest
 
@@ -265,3 +266,32 @@ def read_push(data: dict[str, Any], *, flags: bool) -> PushEvent:
     if not deleted and ref.startswith("refs/tags/") and isinstance(head, dict) and "id" in head:
         after = read_sha(head, "id", where="push payload head_commit")
     return PushEvent((RefChange(ref=ref, before=before, after=after, deleted=deleted, forced=forced),))
+
+
+def check_report(name: object, state: CheckState | None, url: object, where: str) -> CheckReport:
+    """A check report from a payload's fields; BadRequest naming `where` when the name is missing."""
+    if not isinstance(name, str) or not name.strip():
+        raise BadRequest(f"{where}: expected the check's name, got {show(name)}")
+    if state is None:
+        raise BadRequest(f"{where}: the state of check {show(name)} is none hooksvc knows")
+    return CheckReport(name=name, state=state, url=link(url))
+
+
+def commit_status_state(value: object) -> CheckState | None:
+    """A commit status's state (GitHub, Gitea, Forgejo): pending waits, success passes, and the rest
+    (failure, error, Gitea's warning) fail: a deploy waits for a check that passed, nothing less."""
+    if value == "pending":
+        return CheckState.PENDING
+    if value == "success":
+        return CheckState.SUCCESS
+    if value in ("failure", "error", "warning"):
+        return CheckState.FAILURE
+    return None
+
+
+def commit_status_event(data: dict[str, Any], where: str) -> CheckEvent:
+    """The check report of a GitHub-shaped `status` webhook (GitHub, Gitea, Forgejo): sha, context,
+    state, target_url."""
+    sha = read_sha(data, "sha", where=where)
+    report = check_report(data.get("context"), commit_status_state(data.get("state")), data.get("target_url"), where)
+    return CheckEvent(sha=sha, reports=(report,))

@@ -20,12 +20,13 @@ from hooksvc.config import Config
 from hooksvc.connection import connect, redis_url
 from hooksvc.errors import HooksvcError
 from hooksvc.jobqueue import deployment_of_job
-from hooksvc.recovery import recover_stranded
+from hooksvc.recovery import recover_stranded, release_ungated
 from hooksvc.retention import trim
 from hooksvc.runtime.base import Runtime, leave
 from hooksvc.store import DeploymentStore
 from workers import jobs
 from workers.checks import check_services as check_services  # `hooksvc check-config`: the deploy side's probes
+from workers.ci_gate import ChecksGate, gated
 from workers.compose import detect_compose
 from workers.outbox_sender import OutboxSender
 from workers.poller import BranchPoller, pollable
@@ -36,7 +37,8 @@ log = logging.getLogger("hooksvc.runtime")
 
 class WorkerRuntime(Runtime):
     """A worker's background threads: the reaper, the janitor (stranded queued deployments, retention), the
-    intake dispatcher, the outbox sender and, when any app sets `poll_interval`, the branch poller."""
+    intake dispatcher, the outbox sender and, when any app sets `poll_interval`, the branch poller, and
+    when any sets `require_checks`, the checks gate."""
 
     def start(self) -> None:
         super().start()
@@ -47,6 +49,8 @@ class WorkerRuntime(Runtime):
         self.start_thread("hooksvc-outbox", sender.run_forever)
         if any(pollable(app) for app in self.config.apps.values()):
             self.start_thread("hooksvc-poller", BranchPoller(self.config, self.store).run_forever)
+        if gated(self.config):
+            self.start_thread("hooksvc-checks-gate", ChecksGate(self.config, self.store).run_forever)
 
 
     def pause(self, seconds: float) -> None:
@@ -55,11 +59,13 @@ class WorkerRuntime(Runtime):
 
     def recover_forever(self, stop: threading.Event) -> None:
         """Every `REAPER_INTERVAL_SECONDS`: re-queue or end queued deployments whose job vanished or died,
-        and trim each app's finished deployments to `keep_deployments`."""
+        queue pushes waiting for checks their app no longer requires, and trim each app's finished
+        deployments to `keep_deployments`."""
         keep = {app: self.config.worker.keep_deployments for app in self.config.apps}
         while not stop.wait(defaults.REAPER_INTERVAL_SECONDS):
             try:
                 recover_stranded(self.store, self.config.apps)
+                release_ungated(self.store, self.config.apps)
                 trim(self.store, keep)
             except HooksvcError as exc:
                 log.warning("janitor: %s", exc)

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.datastructures import Headers
 
 from hooksvc import counters, routing
+from hooksvc.ci_checks import CheckEvent
 from hooksvc.config import AppConfig
 from hooksvc.errors import BadRequest, BodyTooLarge, NotFound, Unauthorized
 from hooksvc.providers import PROVIDERS, Provider, WebhookDelivery, WebhookRequest
@@ -162,6 +163,8 @@ def receive(route: str) -> tuple[Response, int]:
         names = ", ".join(a.name for a in verified)
         repo = loggable(delivery.repo)
         raise Unauthorized(f"{route}: signature valid for app(s) {names}, but repository '{repo}' is none of theirs")
+    if delivery.checks is not None:
+        return _record_checks(route, delivery.checks, apps)
     decision = routing.plan_deployments(delivery, apps)
     if decision.ignored is not None:
         log.info("%s delivery %s ignored: %s", route, delivery.delivery_id, loggable(decision.ignored))
@@ -181,6 +184,20 @@ def receive(route: str) -> tuple[Response, int]:
     # Built directly: Flask's jsonify costs more than the rest of the answer on this hot path.
     answer_json = orjson.dumps({"deployments": [d.summary() for d in result.deployments]})
     return Response(answer_json, status=202, content_type="application/json"), 202
+
+
+def _record_checks(route: str, event: CheckEvent, apps: Sequence[AppConfig]) -> tuple[Response, int]:
+    """Record a CI event's check reports for each of the apps that gate pushes on checks; the
+    worker's gate decides (`workers.ci_gate`). Recording twice is harmless: no dedupe needed."""
+    gated = [a for a in apps if a.require_checks is not None]
+    if not gated:
+        return jsonify(ignored="no app of this repository sets require_checks"), 200
+    for app in gated:
+        context().store.checks.record(app.name, event)
+    names = [r.name for r in event.reports]
+    log.info("%s: checks of %s recorded for %s: %s", route, event.sha[:12], _app_names(gated),
+             loggable(", ".join(f"{r.name} {r.state}" for r in event.reports) or "refresh"))
+    return jsonify(checks={"sha": event.sha, "apps": [a.name for a in gated], "names": names}), 202
 
 
 #: What `_verify` has for a form body that no secret verifies: it was never parsed (never raised).

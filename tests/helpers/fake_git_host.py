@@ -23,6 +23,14 @@ length limits, answered like the host (201 with the new object and its `id`; Git
 `success`; GitLab's 400 for a bad parameter), and applying GitHub's `auto_inactive` (a `success`
 marks the environment's earlier successful, non-production, non-transient deployments inactive).
 
+The CI check read APIs (docs/gating.md) answer from what a test set with `set_check_runs`,
+`set_commit_statuses` and `set_pipelines`, plus the statuses hooksvc itself posted, each read
+checked for the host's credential and the documented query parameters and their values:
+
+- GitHub's `GET {prefix}/repos/{owner}/{repo}/commits/{sha}/check-runs` and `.../commits/{sha}/status`
+- Gitea/Forgejo's `GET {prefix}/api/v1/repos/{owner}/{repo}/commits/{sha}/status`
+- GitLab's `GET {prefix}/api/v4/projects/{id}/pipelines?sha=...`
+
 Every request is checked against the hosts' documented status APIs (GitHub's REST commit statuses,
 Gitea's `/api/v1`, GitLab's `/api/v4`, Bitbucket Cloud's commit statuses and Data Center's build
 status API, each with its required fields and states): a bad credential gets 401, any other breach
@@ -56,7 +64,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
@@ -83,6 +91,25 @@ _BITBUCKET_SERVER_PATH = re.compile(
     rf"/commits/{_SHA}/builds$")
 _GITHUB_DEPLOYMENTS = re.compile(
     r"^/github(?:/[^?]*)?/repos/(?P<owner>[^/?]+)/(?P<repo>[^/?]+)/deployments(?:/(?P<id>[^/?]+)/statuses)?$")
+_GITHUB_CHECK_READS = re.compile(
+    rf"^/github(?:/[^?]*)?/repos/(?P<owner>[^/?]+)/(?P<repo>[^/?]+)/commits/{_SHA}/(?P<what>check-runs|status)$")
+_GITEA_STATUS_READ = re.compile(
+    rf"^/gitea(?:/[^?]*)?/api/v1/repos/(?P<owner>[^/?]+)/(?P<repo>[^/?]+)/commits/{_SHA}/status$")
+_GITLAB_PIPELINES = re.compile(r"^/gitlab(?:/[^?]*)?/api/v4/projects/(?P<project>[^/?]+)/pipelines$")
+#: The query parameters each read API documents, and the values of those with a closed set.
+GITHUB_CHECK_RUNS_QUERY = {"check_name": None, "status": {"queued", "in_progress", "completed"},
+                           "filter": {"latest", "all"}, "per_page": None, "page": None, "app_id": None}
+GITHUB_STATUS_QUERY = {"per_page": None, "page": None}
+GITEA_STATUS_QUERY = {"page": None, "limit": None}
+GITLAB_PIPELINES_QUERY = {"scope": None, "status": None, "source": None, "ref": None, "sha": None, "yaml_errors": None,
+                          "username": None, "updated_after": None, "updated_before": None, "name": None,
+                          "order_by": {"id", "status", "ref", "updated_at", "user_id"}, "sort": {"asc", "desc"},
+                          "per_page": None, "page": None, "created_after": None, "created_before": None}
+GITHUB_CHECK_STATUSES = frozenset({"queued", "in_progress", "completed", "waiting", "requested", "pending"})
+GITHUB_CONCLUSIONS = frozenset({"action_required", "cancelled", "failure", "neutral", "success", "skipped", "stale",
+                                "timed_out", None})
+GITLAB_PIPELINE_STATUSES = frozenset({"created", "waiting_for_resource", "preparing", "pending", "running", "success",
+                                      "failed", "canceled", "skipped", "manual", "scheduled"})
 _GITLAB_DEPLOYMENTS = re.compile(
     r"^/gitlab(?:/[^?]*)?/api/v4/projects/(?P<project>[^/?]+)/deployments(?:/(?P<id>[^/?]+))?$")
 
@@ -212,6 +239,12 @@ class _State:
     jwt_claims: list[dict[str, Any]] = field(default_factory=list)
     refused_tokens: int = 0
     check_runs: list[CheckRun] = field(default_factory=list)
+    #: (repo, sha) -> GitHub check runs; (kind, repo, sha) -> commit statuses CI posted; (repo, sha) -> pipelines.
+    ci_check_runs: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    commit_statuses: dict[tuple[str, str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    pipelines: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    #: Check reads served, by host kind.
+    check_reads: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
 class FakeGitHost:
@@ -333,6 +366,35 @@ class FakeGitHost:
         with self._lock:
             return [CheckRun(c.id, c.repo, c.head_sha, c.name, dict(c.created), list(c.updates))
                     for c in self._state.check_runs]
+
+    def set_check_runs(self, repo: str, sha: str, runs: list[dict[str, Any]]) -> None:
+        """What GitHub's Checks API lists for the commit: each `{"name", "status", "conclusion"}`."""
+        for run in runs:
+            assert run["status"] in GITHUB_CHECK_STATUSES and run.get("conclusion") in GITHUB_CONCLUSIONS, run
+        with self._lock:
+            self._state.ci_check_runs[(repo, sha)] = [
+                {"id": 4000 + i, "head_sha": sha, "html_url": f"https://github.com/{repo}/runs/{4000 + i}",
+                 "conclusion": None, **run} for i, run in enumerate(runs)]
+
+    def set_commit_statuses(self, kind: str, repo: str, sha: str, statuses: list[dict[str, Any]]) -> None:
+        """The commit statuses CI posted (`{"context", "state", "target_url"}`), newest first, beside hooksvc's own."""
+        states = GITHUB_STATES if kind == "github" else GITEA_STATES
+        assert all(s["state"] in states for s in statuses), statuses
+        with self._lock:
+            self._state.commit_statuses[(kind, repo, sha)] = list(statuses)
+
+    def set_pipelines(self, repo: str, sha: str, pipelines: list[dict[str, Any]]) -> None:
+        """GitLab's pipelines of the commit: each `{"id", "status"}` and optionally `name`."""
+        assert all(p["status"] in GITLAB_PIPELINE_STATUSES for p in pipelines), pipelines
+        with self._lock:
+            self._state.pipelines[(repo, sha)] = [
+                {"sha": sha, "ref": "main", "source": "push", "web_url": f"https://gitlab.example.com/{repo}/-/pipelines/"
+                 f"{p['id']}", **p} for p in pipelines]
+
+    def check_reads(self, kind: str) -> int:
+        """How many check reads of one host kind were served."""
+        with self._lock:
+            return self._state.check_reads[kind]
 
     def faults_served(self, route: str) -> int:
         with self._lock:
@@ -761,6 +823,76 @@ class FakeGitHost:
             self._state.notifications.append(Notification(route, path, headers, raw))
         return 200, {"ok": True}
 
+    # -- CI check reads ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_query(query: str, allowed: dict[str, set[str] | None]) -> dict[str, str]:
+        params = dict(parse_qsl(query, keep_blank_values=True))
+        for key, value in params.items():
+            if key not in allowed:
+                raise _Breach(422, f"unknown query parameter {key!r}")
+            values = allowed[key]
+            if values is not None and value not in values:
+                raise _Breach(422, f"{key} must be one of {sorted(values)}, got {value!r}")
+            if key in ("per_page", "limit", "page") and not (value.isdigit() and 0 < int(value) <= 100):
+                raise _Breach(422, f"{key} must be a number from 1 to 100, got {value!r}")
+        return params
+
+    def _posted_statuses(self, kind: str, repo: str, sha: str) -> list[dict[str, Any]]:
+        """Statuses as the host lists them: newest first, what CI set and what hooksvc posted."""
+        with self._lock:
+            own = [{"context": a.context, "state": a.state, "target_url": a.target_url}
+                   for a in reversed(self._state.accepted) if a.kind == kind and a.repo == repo and a.sha == sha]
+            return own + list(self._state.commit_statuses.get((kind, repo, sha), []))
+
+    def _read_checks(self, path: str, headers: dict[str, str]) -> tuple[int, Any]:
+        """Answer one check read like the host does."""
+        path, _, query = path.partition("?")
+        if m := _GITHUB_CHECK_READS.match(path):
+            self._check_github_headers(headers)
+            repo, sha = f"{m['owner']}/{m['repo']}", m["sha"]
+            with self._lock:
+                self._state.check_reads["github"] += 1
+            if m["what"] == "check-runs":
+                params = self._check_query(query, GITHUB_CHECK_RUNS_QUERY)
+                with self._lock:
+                    runs = list(self._state.ci_check_runs.get((repo, sha), []))
+                if "check_name" in params:
+                    runs = [r for r in runs if r["name"] == params["check_name"]]
+                return 200, {"total_count": len(runs), "check_runs": runs}
+            self._check_query(query, GITHUB_STATUS_QUERY)
+            latest: dict[str, dict[str, Any]] = {}
+            for status in self._posted_statuses("github", repo, sha):
+                latest.setdefault(status["context"], status)
+            states = {s["state"] for s in latest.values()}
+            combined = ("failure" if states & {"failure", "error"} else "pending" if "pending" in states or not states
+                        else "success")
+            return 200, {"state": combined, "sha": sha, "total_count": len(latest), "statuses": list(latest.values())}
+        if m := _GITEA_STATUS_READ.match(path):
+            auth = headers.get("authorization", "")
+            if auth != f"token {self.tokens['gitea']}":
+                raise _Breach(401, "token is required")
+            self._check_query(query, GITEA_STATUS_QUERY)
+            repo, sha = f"{m['owner']}/{m['repo']}", m["sha"]
+            with self._lock:
+                self._state.check_reads["gitea"] += 1
+            # Gitea's CommitStatus names its state `status`.
+            statuses = [{"id": 700 + i, "status": s["state"], "context": s["context"],
+                         "target_url": s.get("target_url") or "", "description": ""}
+                        for i, s in enumerate(self._posted_statuses("gitea", repo, sha))]
+            return 200, {"state": "pending", "sha": sha, "total_count": len(statuses), "statuses": statuses}
+        if m := _GITLAB_PIPELINES.match(path):
+            self._check_gitlab_token(headers)
+            params = self._check_query(query, GITLAB_PIPELINES_QUERY)
+            repo = unquote(m["project"])
+            with self._lock:
+                self._state.check_reads["gitlab"] += 1
+                pipelines = [p for (r, sha), ps in self._state.pipelines.items() if r == repo for p in ps
+                             if params.get("sha") in (None, sha)]
+            pipelines.sort(key=lambda p: p["id"], reverse=params.get("sort", "desc") == "desc")
+            return 200, pipelines
+        raise _Breach(404, f"GET {path}: not an endpoint")
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
@@ -814,8 +946,23 @@ class FakeGitHost:
                 if fake.github_app is not None and _GITHUB_INSTALLATION.match(self.path):
                     self.do_POST("GET")
                     return
-                with fake._lock:
-                    fake._state.violations.append(f"GET {self.path}: status APIs are POST")
-                self._answer(405, {"message": "method not allowed"})
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                route = self.path.split("/", 2)[1] if self.path.count("/") >= 1 else ""
+                fault = fake._take_fault(f"{route}-checks")
+                if fault is not None:
+                    self._answer(fault.status or 504, {"message": "injected"})
+                    return
+                try:
+                    status, body = fake._read_checks(self.path, headers)
+                except _Breach as breach:
+                    with fake._lock:
+                        fake._state.violations.append(f"GET {self.path}: {breach.message}")
+                    status, body = breach.status, {"message": breach.message}
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
         return Handler

@@ -42,6 +42,8 @@ class StatusUpdate:
     target_url: str
     #: The pushed ref (`refs/heads/main`), "" when the deployment names none (a rollback).
     ref: str = ""
+    #: A gated push its checks kept from deploying (failed or timed out): shown as a failure.
+    checks_failed: bool = False
 
 
 class BuildStatusRequest(Protocol):
@@ -75,9 +77,11 @@ def one_line(text: str) -> str:
     return ""
 
 
-def describe_state(deployment_id: str, state: DeploymentState, error: str = "") -> str:
+def describe_state(deployment_id: str, state: DeploymentState, error: str = "", checks_failed: bool = False) -> str:
     """The human sentence shown next to a commit status, before any host limit is applied."""
     reason = one_line(error)
+    if checks_failed:
+        return reason  # "not deployed: ci/test failed (link)", as the gate wrote it
     match state:
         case DeploymentState.QUEUED:
             return f"Deployment {deployment_id} queued"
@@ -95,6 +99,8 @@ def describe_state(deployment_id: str, state: DeploymentState, error: str = "") 
             return f"Not deployed: {reason}" if reason else "Not deployed: superseded by a newer push"
         case DeploymentState.CANCELLED:
             return "Not deployed: cancelled by an operator"
+        case DeploymentState.WAITING_FOR_CHECKS:
+            return reason or "waiting for checks"
 
 
 def mark_skipped(description: str) -> str:
@@ -113,6 +119,7 @@ def api_base(api_url: str, suffix: str) -> str:
 #: is an `error` so nobody mistakes that commit for a live one.
 FOUR_STATE_MAP = {
     DeploymentState.QUEUED: "pending",
+    DeploymentState.WAITING_FOR_CHECKS: "pending",
     DeploymentState.RUNNING: "pending",
     DeploymentState.SUCCEEDED: "success",
     DeploymentState.FAILED: "failure",
@@ -126,10 +133,11 @@ FOUR_STATE_MAP = {
 def four_state_body(update: StatusUpdate, limit: int) -> dict[str, object]:
     """The JSON body GitHub and Gitea/Forgejo both take: state, context, description and target_url."""
     description = update.description
-    if update.state is DeploymentState.SKIPPED:
+    if update.state is DeploymentState.SKIPPED and not update.checks_failed:
         description = mark_skipped(description)
     body: dict[str, object] = {
-        "state": FOUR_STATE_MAP[update.state],
+        # A push its checks kept from deploying is a failure, never a green skip.
+        "state": "failure" if update.checks_failed else FOUR_STATE_MAP[update.state],
         "context": update.context,
         "description": truncate(description, limit),
     }

@@ -19,6 +19,7 @@ API_PATH = "/api/v4"
 #: GitLab has a state for each of ours, except that failed and error both end `failed`.
 _STATE_MAP = {
     DeploymentState.QUEUED: "pending",
+    DeploymentState.WAITING_FOR_CHECKS: "pending",
     DeploymentState.RUNNING: "running",
     DeploymentState.SUCCEEDED: "success",
     DeploymentState.FAILED: "failed",
@@ -29,8 +30,9 @@ _STATE_MAP = {
 }
 
 
-def status_state(state: DeploymentState) -> str:
-    return _STATE_MAP[state]
+def status_state(state: DeploymentState, checks_failed: bool = False) -> str:
+    """GitLab's state for ours; a push its checks kept from deploying is `failed`, never a green skip."""
+    return "failed" if checks_failed else _STATE_MAP[state]
 
 
 def project_id(repo: str) -> str:
@@ -47,7 +49,7 @@ def build_status_request(host: HostConfig, update: StatusUpdate) -> HttpRequest:
     if host.token is None:
         raise ValueError(f"host {host.name!r} has no token: GitLab needs one to post commit statuses")
     body: dict[str, object] = {
-        "state": status_state(update.state),
+        "state": status_state(update.state, update.checks_failed),
         "name": update.context,
         "description": truncate(update.description, DESCRIPTION_LIMIT),
     }

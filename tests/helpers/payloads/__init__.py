@@ -5,7 +5,12 @@ payload-examples; Gitea: docs/content/usage/webhooks; GitLab: webhook_events.md;
 the `repo:push` example of support.atlassian.com/bitbucket-cloud/docs/event-payloads, as copied in
 go-playground/webhooks testdata/bitbucket/repo-push.json; Bitbucket Data Center: the
 `repo:refs_changed` example of confluence.atlassian.com/bitbucketserver "Event payload"; Gogs: the
-push example of gogs/gogs docs/advancing/webhooks.mdx). The builders sign
+push example of gogs/gogs docs/advancing/webhooks.mdx). The CI events: GitHub's `check_run`
+(completed), `check_suite` (completed) and `status` examples of octokit/webhooks payload-examples,
+trimmed of the URL fields of users and apps; Gitea's and Forgejo's `status` event, whose documented
+shape is `CommitStatusPayload` in Gitea's modules/structs/hook.go (commit, context, created_at,
+description, id, repository, sender, sha, state, target_url, updated_at); GitLab's pipeline event
+example of webhook_events.md ("Pipeline events"), trimmed of its jobs' runner details. The builders sign
 independently of `hooksvc.providers`, so a test of a verifier checks it against the host's scheme,
 not against itself.
 

@@ -45,8 +45,10 @@ class Harness:
     """One app `web` on a git origin, its config, a webhook client, and worker processes."""
 
     def __init__(
-        self, tmp: Path, origin: GitOrigin, project: str, host: FakeGitHost, redis: redis_lib.Redis
+        self, tmp: Path, origin: GitOrigin, project: str, host: FakeGitHost, redis: redis_lib.Redis,
+        app_extra: str = "",
     ) -> None:
+        """`app_extra`: more keys of `[apps.web]`, one per line."""
         self.tmp = tmp
         self.origin = origin
         self.project = project
@@ -75,7 +77,7 @@ class Harness:
             project = "{project}"
             health_timeout = "40s"
             start_grace = "2s"
-        """))
+        """) + textwrap.dedent(app_extra))
         self.config: Config = load_config(str(self.config_path), self.env)
         self.redis = redis
         self.store = DeploymentStore(redis)
