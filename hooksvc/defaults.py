@@ -179,3 +179,12 @@ LOGIN_FAILURES_PER_TOKEN = 10
 LOGIN_FAILURE_WINDOW_SECONDS = 600
 #: A login lasts a working day; logging out, or a changed API token, ends it earlier.
 SESSION_LIFETIME_SECONDS = 12 * 3600
+
+# -- locks and freeze windows ------------------------------------------------------------------------
+
+#: The zone an app's `freeze` windows are read in unless it names its `timezone`.
+TIMEZONE = "UTC"
+#: How often a worker looks for held deployments whose freeze window ended (an unlock releases at once).
+HOLD_CHECK_SECONDS = 5.0
+#: The longest lock reason kept: a sentence for a commit status, not a document.
+LOCK_REASON_MAX_CHARS = 200

@@ -171,3 +171,18 @@ MORE_HOSTS_ENV = {
     "CONSOLE_SECRET": "console-webhook-secret",
     "DOCS_SECRET": "docs-webhook-secret",
 }
+
+
+def frozen_app(tmp_path: Path, windows: str, timezone: str | None = "Europe/Berlin") -> str:
+    """`make_config`'s `extra` for a GitHub app `cafe` (secret from `$SHOP_SECRET`) with these `freeze`
+    windows (TOML strings, comma-separated) read in `timezone` (None: the key left out)."""
+    zone_line = f'timezone = "{timezone}"' if timezone is not None else ""
+    return f"""
+        [apps.cafe]
+        host = "github"
+        repo = "acme/cafe"
+        clone_url = "{tmp_path / 'origin-cafe.git'}"
+        secret_env = "SHOP_SECRET"
+        freeze = [{windows}]
+        {zone_line}
+    """

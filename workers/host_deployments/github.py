@@ -21,6 +21,7 @@ from workers.statuses.github import API_VERSION, DESCRIPTION_LIMIT
 #: that still serves inactive.
 STATE_MAP = {
     DeploymentState.QUEUED: "queued",
+    DeploymentState.HELD: "queued",
     DeploymentState.RUNNING: "in_progress",
     DeploymentState.SUCCEEDED: "success",
     DeploymentState.FAILED: "failure",
