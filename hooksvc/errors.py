@@ -35,6 +35,12 @@ class Unauthorized(HooksvcError):
         super().__init__(self.public_message)
 
 
+class Forbidden(HooksvcError):
+    """The operator is known but their role does not allow this; nothing was changed."""
+
+    status_code = 403
+
+
 class NotFound(HooksvcError):
     """No such app or deployment."""
 
