@@ -179,6 +179,16 @@ LOGIN_FAILURES_PER_TOKEN = 10
 LOGIN_FAILURE_WINDOW_SECONDS = 600
 #: A login lasts a working day; logging out, or a changed API token, ends it earlier.
 SESSION_LIFETIME_SECONDS = 12 * 3600
+#: Audit entries kept (all apps together), oldest dropped first: like `keep_deployments`, Redis stays
+#: flat; 10 000 entries are months of a team's deploys, logins and refusals.
+AUDIT_KEEP_ENTRIES = 10_000
+#: An audit entry's free-text fields (user agent, reason) are cut to this many characters: enough to
+#: read, never a way to fill Redis.
+AUDIT_TEXT_MAX_CHARS = 300
+#: Entries `GET /api/audit`, `/audit` and `hooksvc audit` list when no limit is asked for.
+AUDIT_LIST_LIMIT = 50
+#: The most entries one audit listing returns.
+AUDIT_LIST_MAX = 1000
 
 # -- locks and freeze windows ------------------------------------------------------------------------
 

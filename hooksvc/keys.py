@@ -180,3 +180,9 @@ def login_failures_address(address: str) -> str:
 def login_failures_token(token_digest: str) -> str:
     """Failed checks of one presented token, by its sha256 (STRING counter with the window's expiry)."""
     return f"{LOGIN_FAILURES_PREFIX}token:{token_digest}"
+
+
+# -- the audit trail --------------------------------------------------------------------------------
+
+#: Who did what, newest last (a STREAM capped at `defaults.AUDIT_KEEP_ENTRIES`; see `hooksvc.audit`).
+AUDIT = f"{PREFIX}:audit"
