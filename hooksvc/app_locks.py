@@ -11,6 +11,7 @@ commit status follows. Not to be confused with `workers.locks`, the deploy lease
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -115,6 +116,6 @@ def settle_held(store: DeploymentStore, app: AppConfig, now: float | None = None
     return store.transaction([qkey, lkey], body)  # type: ignore[no-any-return]
 
 
-def settle_all(store: DeploymentStore, apps: dict[str, AppConfig]) -> list[Deployment]:
+def settle_all(store: DeploymentStore, apps: Mapping[str, AppConfig]) -> list[Deployment]:
     """`settle_held` for every app: what a worker's duty runs every `HOLD_CHECK_SECONDS`."""
     return [dep for app in apps.values() if (dep := settle_held(store, app)) is not None]

@@ -1,12 +1,15 @@
 """The `hooksvc` command line: argument parsing, and the operator commands on the core.
 
 The long-running commands (`serve`, `worker`, `run`, `check-config`) hand over to
-`hooksvc.runtime`; `deploy`, `rollback`, `logs` and `status` read and write the store directly.
+`hooksvc.runtime`; `deploy`, `redeploy`, `rollback`, `lock`, `unlock`, `logs` and `status` read and
+write the store directly. A command that changes something is audited under the name of the
+machine's user who ran it (whoever can read the config can do everything, like an admin).
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import os
 import sys
@@ -14,14 +17,14 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from hooksvc import defaults, redact
+from hooksvc import app_locks, audit, defaults, redact
 from hooksvc.config import AppConfig, Config, load_config, resolve_config_path
 from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.disk_usage import format_bytes, read_disk_usage
 from hooksvc.errors import ConfigError, HooksvcError
 from hooksvc.jobqueue import workers_alive
 from hooksvc.live_services import read_services
-from hooksvc.operations import app_overview, queue_manual, queue_rollback
+from hooksvc.operations import AppOverview, FreezeOverride, app_overview, queue_manual, queue_redeploy, queue_rollback
 from hooksvc.presentation import format_ago
 from hooksvc.store import DeploymentStore, open_store
 
@@ -102,7 +105,8 @@ def wait_for_deployment(store: DeploymentStore, deployment_id: str, bound: float
 
 
 def _queued(config: Config, store: DeploymentStore, dep: Deployment, wait: bool) -> int:
-    print(f"deployment {dep.id} of {dep.app} queued ({dep.sha[:12] or dep.ref})")
+    print(f"deployment {dep.id} of {dep.app} {dep.state} ({dep.sha[:12] or dep.ref})"
+          + (f": {dep.error}" if dep.state is DeploymentState.HELD else ""))
     if not wait:
         return 0
     return wait_for_deployment(store, dep.id, config.worker.job_timeout + defaults.WAIT_MARGIN_SECONDS)
@@ -115,10 +119,58 @@ def _app(config: Config, name: str) -> AppConfig:
     return app
 
 
+def cli_operator() -> str:
+    """The name a command line action is done and audited under: the machine's user who ran it."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        return f"uid-{os.getuid()}"
+
+
+def audit_cli(store: DeploymentStore, action: str, app: str, *, dep: Deployment | None = None,
+              reason: str = "") -> None:
+    """Record a command line action in the audit trail (address `cli`)."""
+    audit.record(store.redis, audit.AuditEntry(
+        action=action, result=audit.OK, operator=cli_operator(), app=app, sha=(dep.sha or None) if dep else None,
+        deployment=dep.id if dep else None, address="cli", user_agent="hooksvc cli", reason=reason))
+
+
 def cmd_deploy(config: Config, args: argparse.Namespace) -> int:
     app = _app(config, args.app)
     store = open_store(config)
-    return _queued(config, store, queue_manual(store, app, args.sha or "", app.full_ref(args.ref or "")), args.wait)
+    override = None
+    if args.override_freeze is not None:
+        override = FreezeOverride.asked(cli_operator(), args.override_freeze)
+        audit_cli(store, audit.OVERRIDE_FREEZE, app.name, reason=override.reason)
+    dep = queue_manual(store, app, args.sha or "", app.full_ref(args.ref or ""), override)
+    return _queued(config, store, dep, args.wait)
+
+
+def cmd_redeploy(config: Config, args: argparse.Namespace) -> int:
+    store = open_store(config)
+    dep = queue_redeploy(store, _app(config, args.app))
+    audit_cli(store, audit.REDEPLOY, dep.app, dep=dep)
+    return _queued(config, store, dep, args.wait)
+
+
+def cmd_lock(config: Config, args: argparse.Namespace) -> int:
+    store = open_store(config)
+    state = app_locks.lock(store, _app(config, args.app), cli_operator(), args.reason)
+    audit_cli(store, audit.LOCK, args.app, reason=state.reason)
+    print(f"{args.app} locked by {state.by}: {state.reason} (its deployments are held until `hooksvc unlock "
+          f"{args.app}`)")
+    return 0
+
+
+def cmd_unlock(config: Config, args: argparse.Namespace) -> int:
+    store = open_store(config)
+    settled = app_locks.unlock(store, _app(config, args.app))
+    audit_cli(store, audit.UNLOCK, args.app, dep=settled)
+    print(f"{args.app} unlocked")
+    if settled is not None:
+        print(f"deployment {settled.id} {'queued' if settled.state is DeploymentState.QUEUED else 'still held: '}"
+              f"{settled.error}")
+    return 0
 
 
 def cmd_rollback(config: Config, args: argparse.Namespace) -> int:
@@ -195,8 +247,8 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     store = open_store(config)
     names = [args.app] if args.app else list(config.apps)
     rows = [["APP", "LIVE", "STATE", "LAST DEPLOYMENT", "QUEUED"]]
-    for name in names:
-        o = app_overview(store, _app(config, name))
+    overviews = [app_overview(store, _app(config, name)) for name in names]
+    for name, o in zip(names, overviews, strict=True):
         dep = o.last_deployment
         last_text = "-"
         if dep:
@@ -206,6 +258,7 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
             f"#{o.queued_deployment}" if o.queued_deployment else "-",
         ])
     print(_table(rows))
+    _print_holds(overviews)
     _print_disk_usage(store, names)
     print()
     workers = workers_alive(store.queue)
@@ -230,6 +283,23 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
                            redact.terminal_safe(dep.error[:60])])
         print(_table(detail) if recent else "no deployments yet")
     return 0
+
+
+def _print_holds(overviews: Sequence[AppOverview]) -> None:
+    """Each app's lock with who took it and why, and its freeze windows (the one in force marked)."""
+    rows = [["APP", "HELD BY", "SINCE / UNTIL"]]
+    for o in overviews:
+        if o.lock is not None:
+            rows.append([o.name, f"lock: {o.lock.by}: {redact.terminal_safe(o.lock.reason)}", format_ago(o.lock.at)])
+        if o.freeze is not None:
+            rows.append([o.name, f"freeze window {o.freeze.window} ({o.timezone})",
+                         "until " + o.freeze.until.strftime("%a %Y-%m-%d %H:%M %Z")])
+        for window in o.windows:
+            if o.freeze is None or window != o.freeze.window:
+                rows.append([o.name, f"freeze window {window} ({o.timezone}), not in force", "-"])
+    if len(rows) > 1:
+        print()
+        print(_table(rows))
 
 
 def _print_disk_usage(store: DeploymentStore, names: Sequence[str]) -> None:
@@ -296,6 +366,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ref")
     p.add_argument("--wait", action="store_true", help="follow progress; exit non-zero unless it succeeds")
     p.set_defaults(func=cmd_deploy)
+
+    p.add_argument("--override-freeze", metavar="REASON",
+                   help="deploy through the app's freeze window, for this reason (audited)")
+
+    p = sub.add_parser("redeploy", parents=[common],
+                       help="deploy the live release again, every service recreated even when unchanged")
+    p.add_argument("app")
+    p.add_argument("--wait", action="store_true", help="follow progress; exit non-zero unless it succeeds")
+    p.set_defaults(func=cmd_redeploy)
+
+    p = sub.add_parser("lock", parents=[common], help="hold the app's deployments until `hooksvc unlock`")
+    p.add_argument("app")
+    p.add_argument("--reason", required=True, help="why, shown on each held commit (e.g. 'database migration')")
+    p.set_defaults(func=cmd_lock)
+
+    p = sub.add_parser("unlock", parents=[common], help="lift the app's lock; its newest held deployment runs")
+    p.add_argument("app")
+    p.set_defaults(func=cmd_unlock)
 
     p = sub.add_parser("rollback", parents=[common], help="redeploy the previous successful release")
     p.add_argument("app")

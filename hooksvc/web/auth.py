@@ -11,8 +11,10 @@ import hmac
 
 from flask import g, request
 
+from hooksvc import audit
 from hooksvc.config import Config
-from hooksvc.errors import TooManyRequests, Unauthorized
+from hooksvc.errors import Forbidden, TooManyRequests, Unauthorized
+from hooksvc.operators import API_TOKEN_ROLE, Operator, Role, api_token_name, find_by_token, require
 from hooksvc.redact import loggable
 from hooksvc.sessions import OperatorSession
 from hooksvc.web.context import WebContext, client_address
@@ -107,3 +109,46 @@ def require_operator(ctx: WebContext, read_only: bool, *, browser: bool = False)
             return False
         raise
     return True
+
+
+# -- roles and the audit trail ------------------------------------------------------------------------
+
+def request_operator(ctx: WebContext) -> Operator | None:
+    """The operator whose bearer token the request carries: each `server.api_tokens` token is an
+    admin named `token-N` (`hooksvc.operators`); None without a valid token."""
+    tokens = [(Operator(api_token_name(i), API_TOKEN_ROLE), t.reveal())
+              for i, t in enumerate(ctx.config.server.api_tokens, start=1)]
+    return find_by_token(tokens, presented_token())
+
+
+def authorize(ctx: WebContext, role: Role, what: str) -> Operator:
+    """The request's operator when its role allows `role`'s actions; else 401 or 403, audited as refused.
+
+    `what`: the action in a few words for the 403's message ("locking shop"). The one role check
+    of each route that changes something.
+    """
+    operator = request_operator(ctx)
+    if operator is None:
+        raise Unauthorized(f"{what} needs credentials")
+    try:
+        return require(operator, role, what)
+    except Forbidden as exc:
+        audit_request(ctx, audit.ACCESS, audit.REFUSED, operator, reason=str(exc))
+        raise
+
+
+def audit_request(
+    ctx: WebContext, action: str, result: str, operator: Operator | None, *, app: str | None = None,
+    sha: str | None = None, deployment: str | None = None, reason: str = "",
+) -> audit.AuditEntry:
+    """Record what this request did (or tried) in the audit trail, with its address and user agent.
+
+    The app and deployment default to the route's `<name>` and `<deployment_id>`.
+    """
+    args = request.view_args or {}
+    named = args.get("name")
+    return audit.record(ctx.store.redis, audit.AuditEntry(
+        action=action, result=result, operator=operator.name if operator else None,
+        app=app or (named if named and ctx.config.app(named) else None),
+        sha=sha, deployment=deployment or args.get("deployment_id"),
+        address=client_address(), user_agent=request.headers.get("User-Agent", ""), reason=reason))
