@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import logging
 import os
 import sys
@@ -176,6 +177,35 @@ def cmd_unlock(config: Config, args: argparse.Namespace) -> int:
 def cmd_rollback(config: Config, args: argparse.Namespace) -> int:
     store = open_store(config)
     return _queued(config, store, queue_rollback(store, _app(config, args.app), args.to or ""), args.wait)
+
+
+def cmd_plan(config: Config, args: argparse.Namespace) -> int:
+    from hooksvc.plans import request_plan
+
+    app = _app(config, args.app)
+    plan = request_plan(open_store(config).redis, app.name, args.sha or "")
+    if args.json:
+        print(json.dumps(plan, indent=2))
+        return 0
+    print(f"plan of {plan['app']} at {plan['sha'][:12]} (live: {(plan['live_sha'] or 'nothing')[:12]}, "
+          f"strategy {plan['strategy']}); nothing was changed")
+    rows = [["SERVICE", "ACTION", "IMAGE", "REASON"]]
+    for s in plan["services"]:
+        old, new = (_short_image(s["image"]["old"]), _short_image(s["image"]["new"]))
+        rows.append([s["service"], s["action"], old if old == new else f"{old} -> {new}", s["reason"]])
+    print(_table(rows))
+    for orphan in plan["orphans"]:
+        print(f"removed: {orphan} (its service is no longer in the compose files)")
+    for step in plan["steps"]:
+        print(f"release step {step}")
+    return 0
+
+
+def _short_image(image: str | None) -> str:
+    """`sha256:0123456789ab…` as its first 12 hex digits; `would build` and unknown ones as they are."""
+    if image is None:
+        return "-"
+    return image.removeprefix("sha256:")[:12] if image.startswith("sha256:") else image
 
 
 def cmd_logs(config: Config, args: argparse.Namespace) -> int:
@@ -384,6 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("unlock", parents=[common], help="lift the app's lock; its newest held deployment runs")
     p.add_argument("app")
     p.set_defaults(func=cmd_unlock)
+
+    p = sub.add_parser("plan", parents=[common],
+                       help="what a deploy of a sha would change (a worker looks; nothing is changed)")
+    p.add_argument("app")
+    p.add_argument("--sha", help="the commit (default: the head of the app's branch)")
+    p.add_argument("--json", action="store_true", help="the API's JSON document")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("rollback", parents=[common], help="redeploy the previous successful release")
     p.add_argument("app")

@@ -14,6 +14,7 @@ from hooksvc.deployments import DeploymentState
 from hooksvc.errors import BadRequest, HooksvcError, NotFound
 from hooksvc.operations import FreezeOverride, app_overview, queue_manual, queue_redeploy, queue_rollback
 from hooksvc.operators import Role
+from hooksvc.plans import request_plan
 from hooksvc.web.auth import audit_request, authorize, require_operator
 from hooksvc.web.context import claim_stream_slot, client_gone, context
 
@@ -102,6 +103,21 @@ def redeploy(name: str) -> tuple[Response, int]:
         raise
     audit_request(ctx, audit.REDEPLOY, audit.OK, operator, sha=dep.sha, deployment=dep.id)
     return jsonify(dep.to_json()), 202
+
+
+@bp.get("/api/apps/<name>/plan")
+def plan(name: str) -> Response:
+    """What a deploy of `?sha=` (the branch head without one) would change, computed by a worker
+    without changing anything; 504 when no worker answered in time."""
+    ctx = context()
+    _app_or_404(name)
+    sha = _field(dict(request.args), "sha", _SHA)
+    # The wait holds a request thread: it takes one of the process's few slots for long requests.
+    release = claim_stream_slot(ctx)
+    try:
+        return jsonify(request_plan(ctx.store.redis, name, sha))
+    finally:
+        release()
 
 
 @bp.post("/api/apps/<name>/lock")

@@ -1,4 +1,4 @@
-"""Locks, freeze windows and redeploys end to end: signed pushes to the real web app → Redis → real
+"""Locks, freeze windows, redeploys and plans end to end: signed pushes to the real web app → Redis → real
 `hooksvc worker` processes → git → compose → live, and the commit statuses at the git host.
 
 Everything is real (Redis, the Docker engine, git, the worker processes) except the git host's
@@ -109,6 +109,13 @@ def web_containers(docker_client: docker.DockerClient, project: str) -> set[str]
     return {c.id for c in docker_client.containers.list(filters={"label": f"com.docker.compose.project={project}"})}
 
 
+def project_images(docker_client: docker.DockerClient, project: str) -> set[str]:
+    """The project's images and their tags: what compose built for it and its release tags."""
+    built = docker_client.images.list(filters={"label": f"com.docker.compose.project={project}"})
+    released = docker_client.images.list(name=f"{project}.hooksvc-releases")
+    return {f"{i.id} {' '.join(sorted(i.tags))}" for i in [*built, *released]}
+
+
 def test_a_push_during_a_lock_is_held_then_deployed_at_unlock(
     tmp_path: Path, make_git_origin: Any, compose_project: str, base_image: str, redis: redis_lib.Redis,
 ) -> None:
@@ -215,3 +222,45 @@ def test_redeploy_recreates_an_unchanged_service(
         after = web_containers(docker_client, compose_project)
         assert after and not (after & before)
         assert any("unchanged, replaced by a redeploy" in line for line in store.logs.read(again.id)[0])
+
+
+def test_plan_shows_the_planners_actions_without_changing_anything(
+    tmp_path: Path, make_git_origin: Any, compose_project: str, base_image: str, redis: redis_lib.Redis,
+    docker_client: docker.DockerClient,
+) -> None:
+    """A worker answers `GET /api/apps/web/plan`: the live sha is unchanged with the same image; a new sha
+    would build its image and names what the planner decided; no container or image changes meanwhile."""
+    origin: GitOrigin = make_git_origin("web")
+    live = origin.commit("release v1", sample_app_files(tmp_path, "v1"))
+    store = DeploymentStore(redis)
+    with FakeGitHost(tokens={"github": HOST_TOKEN}) as fake:
+        path = write_config(tmp_path, fake.url, origin, compose_project)
+        client = web_client(path, redis)
+        first = push(client, live)
+        burst(path)
+        succeeded(store, first["id"])
+        newer = origin.commit("release v2", sample_app_files(tmp_path, "v2"))
+        before = web_containers(docker_client, compose_project)
+        images_before = project_images(docker_client, compose_project)
+        log = (tmp_path / "worker.log").open("ab")
+        worker = subprocess.Popen([sys.executable, "-m", "hooksvc.cli", "--config", str(path), "worker"],
+                                  env=environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        try:
+            same = client.get(f"/api/apps/web/plan?sha={live}", headers=BEARER)
+            assert same.status_code == 200, same.json
+            [web] = same.json["services"]
+            assert (web["action"], web["reason"]) == ("unchanged", "config hash and image unchanged")
+            assert web["image"]["old"] == web["image"]["new"] is not None
+            ahead = client.get("/api/apps/web/plan", headers=BEARER)  # the branch head: v2
+            assert ahead.status_code == 200, ahead.json
+            assert (ahead.json["sha"], ahead.json["live_sha"]) == (newer, live)
+            [web] = ahead.json["services"]
+            assert web["image"] == {"old": same.json["services"][0]["image"]["old"], "new": "would build"}
+            assert web["action"] in ("rolling", "recreate", "unchanged") and web["reason"]
+            unknown = client.get(f"/api/apps/web/plan?sha={'0' * 40}", headers=BEARER)
+            assert unknown.status_code == 404 and "0000000" in unknown.json["error"]
+        finally:
+            stop_process_groups([worker], grace=30)
+        assert web_containers(docker_client, compose_project) == before
+        assert project_images(docker_client, compose_project) == images_before  # nothing was built
