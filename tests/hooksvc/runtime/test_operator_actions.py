@@ -95,6 +95,20 @@ def burst(path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+def deploy_once(client: FlaskClient, path: Path, store: DeploymentStore, sha: str) -> None:
+    """Push `sha` and let a burst worker make it live."""
+    first = push(client, sha)
+    burst(path)
+    succeeded(store, first["id"])
+
+
+def start_worker(path: Path) -> subprocess.Popen[bytes]:
+    """A long-running `hooksvc worker` (its log beside the config); stop it with `stop_process_groups`."""
+    with (path.parent / "worker.log").open("ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "hooksvc.cli", "--config", str(path), "worker"],
+                                env=environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def succeeded(store: DeploymentStore, deployment_id: str) -> Deployment:
     done = store.get(deployment_id)
     assert done.state is DeploymentState.SUCCEEDED, "\n".join(store.logs.read(done.id)[0][-30:])
@@ -176,10 +190,7 @@ def test_the_newest_held_push_deploys_when_the_window_ends(
         held = push(client, sha)
         assert held["state"] == "held"
         assert f"deploys to web are frozen until {end:%a %Y-%m-%d %H:%M} UTC" in store.get(held["id"]).error
-        log = (tmp_path / "worker.log").open("ab")
-        worker = subprocess.Popen([sys.executable, "-m", "hooksvc.cli", "--config", str(path), "worker"],
-                                  env=environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        worker = start_worker(path)
         try:
             deadline = time.monotonic() + (end - datetime.now(UTC)).total_seconds() + DEPLOY_TIMEOUT
             while not store.get(held["id"]).state.is_final and time.monotonic() < deadline:
@@ -208,9 +219,7 @@ def test_redeploy_recreates_an_unchanged_service(
     with FakeGitHost(tokens={"github": HOST_TOKEN}) as fake:
         path = write_config(tmp_path, fake.url, origin, compose_project)
         client = web_client(path, redis)
-        first = push(client, sha)
-        burst(path)
-        succeeded(store, first["id"])
+        deploy_once(client, path, store, sha)
         before = web_containers(docker_client, compose_project)
         assert before
 
@@ -236,16 +245,11 @@ def test_plan_shows_the_planners_actions_without_changing_anything(
     with FakeGitHost(tokens={"github": HOST_TOKEN}) as fake:
         path = write_config(tmp_path, fake.url, origin, compose_project)
         client = web_client(path, redis)
-        first = push(client, live)
-        burst(path)
-        succeeded(store, first["id"])
+        deploy_once(client, path, store, live)
         newer = origin.commit("release v2", sample_app_files(tmp_path, "v2"))
         before = web_containers(docker_client, compose_project)
         images_before = project_images(docker_client, compose_project)
-        log = (tmp_path / "worker.log").open("ab")
-        worker = subprocess.Popen([sys.executable, "-m", "hooksvc.cli", "--config", str(path), "worker"],
-                                  env=environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        worker = start_worker(path)
         try:
             same = client.get(f"/api/apps/web/plan?sha={live}", headers=BEARER)
             assert same.status_code == 200, same.json
