@@ -111,6 +111,8 @@ def plan(name: str) -> Response:
     without changing anything; 504 when no worker answered in time."""
     ctx = context()
     _app_or_404(name)
+    # A read, but it makes a worker fetch and run compose: never for an anonymous `public_read` reader.
+    authorize(ctx, Role.VIEWER, f"planning a deploy of {name}")
     sha = _field(dict(request.args), "sha", _SHA)
     # The wait holds a request thread: it takes one of the process's few slots for long requests.
     release = claim_stream_slot(ctx)

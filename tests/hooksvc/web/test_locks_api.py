@@ -73,6 +73,16 @@ def test_actions_need_a_token_and_a_known_app(client: FlaskClient) -> None:
     assert client.post("/api/apps/shop/lock", json={"reason": "x"}).status_code == 401
     assert client.post("/api/apps/nope/lock", json={"reason": "x"}, headers=BEARER).status_code == 404
     assert client.post("/api/apps/nope/unlock", headers=BEARER).status_code == 404
+    assert client.post("/api/apps/shop/redeploy").status_code == 401
+    assert client.get("/api/apps/shop/plan").status_code == 401
+
+
+def test_plan_is_never_for_anonymous_readers(tmp_path: Path, redis: redis_lib.Redis) -> None:
+    """Under `public_read` a plan still needs a token: it makes a worker fetch and run compose."""
+    public = create_app(make_config(tmp_path, public_read="true"), connection=redis).test_client()
+    assert public.get("/api/apps").status_code == 200
+    resp = public.get("/api/apps/shop/plan")
+    assert resp.status_code == 401
 
 
 def test_frozen_app_holds_a_manual_deploy_unless_an_admin_overrides(client: FlaskClient,
