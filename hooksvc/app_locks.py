@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+import redis
 from redis.client import Pipeline
 
 from hooksvc import defaults, keys
@@ -44,7 +45,7 @@ class AppLockState:
         return f"deploys to {self.app} are locked by {self.by}: {self.reason}"
 
 
-def read_lock(conn: Any, app: str) -> AppLockState | None:
+def read_lock(conn: redis.Redis | Pipeline, app: str) -> AppLockState | None:
     """The app's lock, None when it is not locked (`conn`: a client or a pipeline in WATCH)."""
     raw = decode_hash(conn.hgetall(keys.app_locked(app)))
     if not raw:
@@ -73,7 +74,7 @@ def unlock(store: DeploymentStore, app: AppConfig) -> Deployment | None:
     return settle_held(store, app)
 
 
-def hold_reason(pipe: Any, store: DeploymentStore, app: AppConfig, now: float) -> str:
+def hold_reason(pipe: redis.Redis | Pipeline, store: DeploymentStore, app: AppConfig, now: float) -> str:
     """What holds `app`'s deployments now: its lock, else its freeze window, else nothing ("")."""
     held_by = read_lock(pipe, app.name)
     if held_by is not None:

@@ -147,7 +147,8 @@ def unlock(name: str) -> Response:
     return jsonify(_lock_state(name, None, settled.to_json() if settled else None))
 
 
-def _lock_state(name: str, state: app_locks.AppLockState | None, released: Any = None) -> dict[str, Any]:
+def _lock_state(name: str, state: app_locks.AppLockState | None,
+                released: dict[str, Any] | None = None) -> dict[str, Any]:
     """The answer of lock and unlock: whether the app is locked, by whom, and what unlock moved on."""
     answer: dict[str, Any] = {"app": name, "locked": state is not None, "lock": state.to_json() if state else None}
     if released is not None:
