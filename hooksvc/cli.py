@@ -1,7 +1,8 @@
 """The `hooksvc` command line: argument parsing, and the operator commands on the core.
 
 The long-running commands (`serve`, `worker`, `run`, `check-config`) hand over to
-`hooksvc.runtime`; `deploy`, `rollback`, `logs`, `status` and `audit` read and write the store directly.
+`hooksvc.runtime`; `deploy`, `redeploy`, `rollback`, `lock`, `unlock`, `logs`, `status` and `audit` read and
+write the store directly.
 
 Who runs an operator command: whoever can run it reads the config's secrets and Redis directly,
 so the command line cannot keep anyone below a role; it acts as the local admin, named after the
@@ -22,15 +23,24 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import TypeVar
 
-from hooksvc import audit, defaults, redact
+from hooksvc import app_locks, audit, defaults, redact
 from hooksvc.config import AppConfig, Config, load_config, resolve_config_path
 from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.disk_usage import format_bytes, read_disk_usage
 from hooksvc.errors import ConfigError, HooksvcError
 from hooksvc.jobqueue import workers_alive
 from hooksvc.live_services import read_services
-from hooksvc.operations import app_overview, queue_manual, queue_rollback, waiting_for_checks
+from hooksvc.operations import (
+    AppOverview,
+    FreezeOverride,
+    app_overview,
+    queue_manual,
+    queue_redeploy,
+    queue_rollback,
+    waiting_for_checks,
+)
 from hooksvc.operators import Operator, Role, find_by_token, require
 from hooksvc.presentation import format_ago
 from hooksvc.store import DeploymentStore, open_store
@@ -112,7 +122,8 @@ def wait_for_deployment(store: DeploymentStore, deployment_id: str, bound: float
 
 
 def _queued(config: Config, store: DeploymentStore, dep: Deployment, wait: bool) -> int:
-    print(f"deployment {dep.id} of {dep.app} queued ({dep.sha[:12] or dep.ref})")
+    print(f"deployment {dep.id} of {dep.app} {dep.state} ({dep.sha[:12] or dep.ref})"
+          + (f": {dep.error}" if dep.state is DeploymentState.HELD else ""))
     if not wait:
         return 0
     return wait_for_deployment(store, dep.id, config.worker.job_timeout + defaults.WAIT_MARGIN_SECONDS)
@@ -123,6 +134,9 @@ def _app(config: Config, name: str) -> AppConfig:
     if app is None:
         raise HooksvcError(f"no app {name!r} in {config.path} (apps: {', '.join(sorted(config.apps)) or 'none'})")
     return app
+
+
+_T = TypeVar("_T")
 
 
 # -- who runs the command ------------------------------------------------------------------------
@@ -172,12 +186,68 @@ def _audited(store: DeploymentStore, args: argparse.Namespace, action: str, what
     return dep
 
 
+def _audit_admin_action(store: DeploymentStore, args: argparse.Namespace, action: str, app: str, what: str,
+                        act: Callable[[Operator], _T]) -> _T:
+    """Check the command's operator against the admin role, run `act`, and audit how it ended (lock, unlock,
+    a freeze override)."""
+    operator: Operator = args.operator
+    entry = audit.AuditEntry(action=action, result=audit.OK, operator=operator.name, app=app,
+                             address=CLI_ADDRESS, user_agent=CLI_AGENT)
+    try:
+        require(operator, Role.ADMIN, what)
+        done = act(operator)
+    except HooksvcError as exc:
+        refused = exc.status_code == 403
+        audit.record(store.redis, replace(entry, result=audit.REFUSED if refused else audit.FAILED, reason=str(exc)))
+        raise
+    reason = getattr(done, "reason", "") or ""
+    dep = done if isinstance(done, Deployment) else None
+    audit.record(store.redis, replace(entry, reason=str(reason)[:defaults.AUDIT_TEXT_MAX_CHARS],
+                                      sha=(dep.sha or None) if dep else None, deployment=dep.id if dep else None))
+    return done
+
+
 def cmd_deploy(config: Config, args: argparse.Namespace) -> int:
     app = _app(config, args.app)
     store = open_store(config)
+    override = None
+    if args.override_freeze is not None:
+        override = _audit_admin_action(
+            store, args, audit.OVERRIDE_FREEZE, app.name, f"deploying {app.name} through its freeze window",
+            lambda operator: FreezeOverride.asked(operator.name, args.override_freeze))
     dep = _audited(store, args, audit.DEPLOY, f"deploying {app.name}",
-                   lambda who: queue_manual(store, app, args.sha or "", app.full_ref(args.ref or ""), who))
+                   lambda who: queue_manual(store, app, args.sha or "", app.full_ref(args.ref or ""), who, override))
     return _queued(config, store, dep, args.wait)
+
+
+def cmd_redeploy(config: Config, args: argparse.Namespace) -> int:
+    store = open_store(config)
+    app = _app(config, args.app)
+    dep = _audited(store, args, audit.REDEPLOY, f"redeploying {app.name}",
+                   lambda who: queue_redeploy(store, app, who))
+    return _queued(config, store, dep, args.wait)
+
+
+def cmd_lock(config: Config, args: argparse.Namespace) -> int:
+    store = open_store(config)
+    app = _app(config, args.app)
+    state = _audit_admin_action(store, args, audit.LOCK, app.name, f"locking {app.name}",
+                                lambda operator: app_locks.lock(store, app, operator.name, args.reason))
+    print(f"{args.app} locked by {state.by}: {state.reason} (its deployments are held until `hooksvc unlock "
+          f"{args.app}`)")
+    return 0
+
+
+def cmd_unlock(config: Config, args: argparse.Namespace) -> int:
+    store = open_store(config)
+    app = _app(config, args.app)
+    settled = _audit_admin_action(store, args, audit.UNLOCK, app.name, f"unlocking {app.name}",
+                                  lambda operator: app_locks.unlock(store, app))
+    print(f"{args.app} unlocked")
+    if settled is not None:
+        print(f"deployment {settled.id} {'queued' if settled.state is DeploymentState.QUEUED else 'still held: '}"
+              f"{settled.error}")
+    return 0
 
 
 def cmd_rollback(config: Config, args: argparse.Namespace) -> int:
@@ -210,6 +280,35 @@ def cmd_audit(config: Config, args: argparse.Namespace) -> int:
                      redact.terminal_safe(e.reason[:80])])
     print(_table(rows))
     return 0
+
+
+def cmd_plan(config: Config, args: argparse.Namespace) -> int:
+    from hooksvc.plans import request_plan
+
+    app = _app(config, args.app)
+    plan = request_plan(open_store(config).redis, app.name, args.sha or "")
+    if args.json:
+        print(json.dumps(plan, indent=2))
+        return 0
+    print(f"plan of {plan['app']} at {plan['sha'][:12]} (live: {(plan['live_sha'] or 'nothing')[:12]}, "
+          f"strategy {plan['strategy']}); nothing was changed")
+    rows = [["SERVICE", "ACTION", "IMAGE", "REASON"]]
+    for s in plan["services"]:
+        old, new = (_short_image(s["image"]["old"]), _short_image(s["image"]["new"]))
+        rows.append([s["service"], s["action"], old if old == new else f"{old} -> {new}", s["reason"]])
+    print(_table(rows))
+    for orphan in plan["orphans"]:
+        print(f"removed: {orphan} (its service is no longer in the compose files)")
+    for step in plan["steps"]:
+        print(f"release step {step}")
+    return 0
+
+
+def _short_image(image: str | None) -> str:
+    """`sha256:0123456789ab…` as its first 12 hex digits; `would build` and unknown ones as they are."""
+    if image is None:
+        return "-"
+    return image.removeprefix("sha256:")[:12] if image.startswith("sha256:") else image
 
 
 def cmd_logs(config: Config, args: argparse.Namespace) -> int:
@@ -281,8 +380,8 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     store = open_store(config)
     names = [args.app] if args.app else list(config.apps)
     rows = [["APP", "LIVE", "STATE", "LAST DEPLOYMENT", "QUEUED"]]
-    for name in names:
-        o = app_overview(store, _app(config, name))
+    overviews = [app_overview(store, _app(config, name)) for name in names]
+    for name, o in zip(names, overviews, strict=True):
         dep = o.last_deployment
         last_text = "-"
         if dep:
@@ -298,6 +397,7 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
             print(f"{name}: deployment #{gated.deployment_id} ({gated.sha[:12]}) "
                   f"{redact.terminal_safe(gated.waiting_for)} (requires {gated.required}; "
                   f"known: {redact.terminal_safe(gated.describe_checks())})")
+    _print_holds(overviews)
     _print_disk_usage(store, names)
     print()
     workers = workers_alive(store.queue)
@@ -322,6 +422,23 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
                            redact.terminal_safe(dep.error[:60])])
         print(_table(detail) if recent else "no deployments yet")
     return 0
+
+
+def _print_holds(overviews: Sequence[AppOverview]) -> None:
+    """Each app's lock with who took it and why, and its freeze windows (the one in force marked)."""
+    rows = [["APP", "HELD BY", "SINCE / UNTIL"]]
+    for o in overviews:
+        if o.lock is not None:
+            rows.append([o.name, f"lock: {o.lock.by}: {redact.terminal_safe(o.lock.reason)}", format_ago(o.lock.at)])
+        if o.freeze is not None:
+            rows.append([o.name, f"freeze window {o.freeze.window} ({o.timezone})",
+                         "until " + o.freeze.until.strftime("%a %Y-%m-%d %H:%M %Z")])
+        for window in o.windows:
+            if o.freeze is None or window != o.freeze.window:
+                rows.append([o.name, f"freeze window {window} ({o.timezone}), not in force", "-"])
+    if len(rows) > 1:
+        print()
+        print(_table(rows))
 
 
 def _print_disk_usage(store: DeploymentStore, names: Sequence[str]) -> None:
@@ -393,6 +510,31 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ref")
     p.add_argument("--wait", action="store_true", help="follow progress; exit non-zero unless it succeeds")
     p.set_defaults(func=cmd_deploy)
+
+    p.add_argument("--override-freeze", metavar="REASON",
+                   help="deploy through the app's freeze window, for this reason (audited)")
+
+    p = sub.add_parser("redeploy", parents=[common],
+                       help="deploy the live release again, every service recreated even when unchanged")
+    p.add_argument("app")
+    p.add_argument("--wait", action="store_true", help="follow progress; exit non-zero unless it succeeds")
+    p.set_defaults(func=cmd_redeploy)
+
+    p = sub.add_parser("lock", parents=[common], help="hold the app's deployments until `hooksvc unlock`")
+    p.add_argument("app")
+    p.add_argument("--reason", required=True, help="why, shown on each held commit (e.g. 'database migration')")
+    p.set_defaults(func=cmd_lock)
+
+    p = sub.add_parser("unlock", parents=[common], help="lift the app's lock; its newest held deployment runs")
+    p.add_argument("app")
+    p.set_defaults(func=cmd_unlock)
+
+    p = sub.add_parser("plan", parents=[common],
+                       help="what a deploy of a sha would change (a worker looks; nothing is changed)")
+    p.add_argument("app")
+    p.add_argument("--sha", help="the commit (default: the head of the app's branch)")
+    p.add_argument("--json", action="store_true", help="the API's JSON document")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("rollback", parents=[common], help="redeploy the previous successful release")
     p.add_argument("app")

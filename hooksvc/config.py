@@ -15,6 +15,7 @@ import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -22,6 +23,7 @@ from urllib.parse import unquote
 from hooksvc import defaults
 from hooksvc.ci_checks import ALL, CheckRequirement
 from hooksvc.errors import ConfigError
+from hooksvc.freeze import Freeze, FreezeWindow, frozen_at, parse_window, zone
 from hooksvc.operators import API_TOKEN_ROLE, Operator, Role, api_token_name, parse_role
 from hooksvc.providers import HOST_KINDS
 from hooksvc.release_steps import PHASES, ReleaseStep, read_release_steps
@@ -177,6 +179,15 @@ class AppConfig:
     require_checks: CheckRequirement | None = None
     #: How long a gated push waits for its checks, from its arrival.
     checks_timeout: float = defaults.CHECKS_TIMEOUT_SECONDS
+    #: When deployments are held (`hooksvc.freeze`), read in `timezone`.
+    freeze: tuple[FreezeWindow, ...] = ()
+    timezone: str = defaults.TIMEZONE
+
+    def frozen_at(self, at: datetime) -> Freeze | None:
+        """The freeze window in force at the aware time `at`, if any."""
+        if not self.freeze:
+            return None
+        return frozen_at(self.freeze, zone(self.timezone), at)
 
     def matches_ref(self, ref: str) -> bool:
         """True when a full ref (`refs/heads/x`, `refs/tags/v1`) is one this app deploys."""
@@ -470,7 +481,7 @@ _APP_KEYS = {
     "project", "strategy", "health_timeout", "start_grace", "status_context", "docker_host", "paths",
     "poll_interval", "ssh_key_file", "token_env", "token_file", "notify_url", "notify_secret_env",
     "notify_secret_file", "slack_url_env", "slack_url_file",
-    "environment", "environment_url", "require_checks", "checks_timeout",
+    "environment", "environment_url", "require_checks", "checks_timeout", "freeze", "timezone",
     *PHASES,
 }
 
@@ -733,6 +744,7 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
                   "counts as a check: remove it")
     if "checks_timeout" in t and require_checks is None:
         r.problem(f"{prefix}.checks_timeout", "only applies with require_checks: set it, or remove checks_timeout")
+    freeze, timezone = _read_freeze(r, t, prefix)
     if len(r.problems) > before or host is None or secret is None:
         return None
     return AppConfig(
@@ -763,6 +775,8 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
         post_deploy=steps["post_deploy"],
         require_checks=require_checks,
         checks_timeout=checks_timeout,
+        freeze=freeze,
+        timezone=timezone,
     )
 
 
@@ -789,6 +803,25 @@ def _read_require_checks(r: _Reader, t: Mapping[str, Any], prefix: str) -> Check
         else:
             names.append(name)
     return CheckRequirement(names=tuple(names)) if len(names) == len(value) else None
+
+
+def _read_freeze(r: _Reader, t: Mapping[str, Any], prefix: str) -> tuple[tuple[FreezeWindow, ...], str]:
+    """The app's freeze windows and the zone they are read in, each problem naming its key."""
+    timezone = r.get(t, prefix, "timezone", str, defaults.TIMEZONE)
+    try:
+        zone(timezone)
+    except ValueError as exc:
+        r.problem(f"{prefix}.timezone", str(exc))
+    windows: list[FreezeWindow] = []
+    for i, text in enumerate(r.get(t, prefix, "freeze", list, [])):
+        if not isinstance(text, str):
+            r.problem(f"{prefix}.freeze[{i}]", f"expected a string such as 'Fri 16:00 - Mon 08:00', got {text!r}")
+            continue
+        try:
+            windows.append(parse_window(text))
+        except ValueError as exc:
+            r.problem(f"{prefix}.freeze[{i}]", str(exc))
+    return tuple(windows), timezone
 
 
 def _read_steps(r: _Reader, t: Mapping[str, Any], prefix: str, phase: str) -> tuple[ReleaseStep, ...]:

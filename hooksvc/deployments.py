@@ -14,6 +14,8 @@ from hooksvc.ci_checks import waiting_text
 
 class DeploymentState(StrEnum):
     QUEUED = "queued"
+    #: Waiting for the app's lock or freeze window to end; it holds the app's queued slot.
+    HELD = "held"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -30,14 +32,15 @@ class DeploymentState(StrEnum):
 
     @property
     def is_waiting(self) -> bool:
-        """Not started yet, and ended the way `queued` is: superseded by a newer push, cancelled, or run."""
+        """Not started yet: it holds the app's queued slot and ends like `queued` does (superseded,
+        cancelled, or run). Every state but `queued` waits for something before it may queue."""
         return self in WAITING_STATES
 
 
 #: The states that hold an app's queued slot (`keys.app_queued`): a newer push supersedes the
 #: deployment in any of them, an operator may cancel it. Only `queued` has an RQ job; the others
-#: wait for something (their checks) before they become `queued`.
-WAITING_STATES = frozenset({DeploymentState.QUEUED, DeploymentState.WAITING_FOR_CHECKS})
+#: wait for something (a lock or freeze window to end, their checks) before they become `queued`.
+WAITING_STATES = frozenset({DeploymentState.QUEUED, DeploymentState.HELD, DeploymentState.WAITING_FOR_CHECKS})
 FINAL_STATES = frozenset(s for s in DeploymentState if s.is_final)
 
 
@@ -45,6 +48,8 @@ class Trigger(StrEnum):
     PUSH = "push"
     MANUAL = "manual"
     ROLLBACK = "rollback"
+    #: The live release again, every service recreated even when nothing changed.
+    REDEPLOY = "redeploy"
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,9 @@ class NewDeployment:
     def state(self) -> DeploymentState:
         """The state it is recorded in: gated pushes wait for their checks, the others are queued."""
         return DeploymentState.WAITING_FOR_CHECKS if self.required_checks else DeploymentState.QUEUED
+    #: Run through the app's freeze window (an admin's choice, with a reason): not held for it.
+    #: An operator's lock still holds it. Not part of the record.
+    override_freeze: bool = False
 
     def record_fields(self) -> tuple[str, ...]:
         """Field/value pairs of its queued record, flat, leaving out empty values and what the store
@@ -104,6 +112,7 @@ class Deployment:
     started_at: float | None = None
     finished_at: float | None = None
     previous_sha: str = ""
+    #: Why it ended as it did; while it is `held`, what holds it (a lock or a freeze window).
     error: str = ""
     #: Who asked for it; "" for a push.
     operator: str = ""
@@ -113,14 +122,16 @@ class Deployment:
     checks_failed: bool = False
 
     @classmethod
-    def create(cls, deployment_id: str, new: NewDeployment, now: float | None = None) -> Deployment:
+    def create(cls, deployment_id: str, new: NewDeployment, now: float | None = None,
+               state: DeploymentState | None = None) -> Deployment:
+        """The record of `new` as created (its state: what the intake script decided, else its own)."""
         return cls(
             id=deployment_id,
             app=new.app,
             sha=new.sha,
             ref=new.ref,
             trigger=new.trigger,
-            state=new.state,
+            state=state or new.state,
             created_at=time.time() if now is None else now,
             delivery_id=new.delivery_id,
             forced=new.forced,

@@ -37,14 +37,19 @@ log = logging.getLogger("hooksvc.intake")
 DEDUPE_PERIOD_SECONDS = defaults.DEDUPE_TTL_SECONDS
 
 # ARGV: now, metric field suffix ("" counts nothing), number n of dedupe ids, the n ids; then per
-#       deployment: app, sha, state (queued, or a waiting state) and the field/value pairs of its
-#       record, ending with an empty field name.
-# Returns {"dup", first answer} or {"ok", {new ids}, {ids of the deployments they superseded}}.
+#       deployment: app, sha, state (queued, or waiting-for-checks for a gated push), why it is
+#       frozen ("" when not: Python reads the app's windows) and the field/value pairs of its record,
+#       ending with an empty field name.
+# Returns {"dup", first answer} or {"ok", {new ids}, {ids of the deployments they superseded},
+# {the new ones' states}}. A deployment of a locked (`app_locks`) or frozen app starts `held`, with
+# the reason as its `error` (a gated one waits for its checks once released); a new deployment
+# supersedes the app's waiting one (queued, held or waiting for its checks).
 # The dedupe hashes hold the first answer as "id app sha" per deployment, comma-separated; an
 # intake entry is "new ids;superseded ids;now" (ids comma-separated). Plain strings, flat arguments
 # and constant key names, no cjson, as few writes as the rules allow: every argument, redis.call and
 # write (each is appended to the AOF) is paid for on every webhook, in Redis's one thread.
 SUBMIT_SCRIPT = """
+local WAITING = {@WAITING@}
 local now, metric, nseen = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local period = math.floor(tonumber(now) / @PERIOD@)
 if nseen > 0 then
@@ -57,27 +62,32 @@ if nseen > 0 then
     end
   end
 end
-local created, superseded, answer, waiting = {}, {}, {}, {@WAITING@}
+local created, superseded, states, answer = {}, {}, {}, {}
 local a = 4 + nseen
 while a <= #ARGV do
-  local app, sha, state, from = ARGV[a], ARGV[a + 1], ARGV[a + 2], a + 3
+  local app, sha, state, why, from = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], a + 4
   a = from
   while ARGV[a] ~= '' do a = a + 2 end
   local id = tostring(redis.call('INCR', '@NEXT@'))
+  local lock = redis.call('HMGET', '@APP@' .. app .. ':locked', 'by', 'reason')
+  if lock[1] then why = 'deploys to ' .. app .. ' are locked by ' .. lock[1] .. ': ' .. lock[2] end
+  if why ~= '' then state = 'held' end
   redis.call('HSET', '@DEPLOYMENT@' .. id, 'id', id, 'state', state, 'created_at', now,
              unpack(ARGV, from, a - 1))
+  if why ~= '' then redis.call('HSET', '@DEPLOYMENT@' .. id, 'error', why) end
   a = a + 1
   redis.call('LPUSH', '@APP@' .. app .. ':index', id)
   local old = redis.call('SET', '@APP@' .. app .. ':queued', id, 'GET')
   if old then
     local okey = '@DEPLOYMENT@' .. old
-    if waiting[redis.call('HGET', okey, 'state')] then
+    if WAITING[redis.call('HGET', okey, 'state')] then
       local why = 'superseded by ' .. string.sub(sha, 1, 12) .. ' (deployment ' .. id .. ')'
       redis.call('HSET', okey, 'state', 'superseded', 'finished_at', now, 'error', why)
       superseded[#superseded + 1] = old
     end
   end
   created[#created + 1] = id
+  states[#states + 1] = state
   answer[#answer + 1] = id .. ' ' .. app .. ' ' .. sha
 end
 if nseen > 0 then
@@ -89,7 +99,7 @@ if nseen > 0 then
 end
 redis.call('RPUSH', '@INTAKE@', table.concat(created, ',') .. ';' .. table.concat(superseded, ',') .. ';' .. now)
 if metric ~= '' then redis.call('HINCRBY', '@WEBHOOKS@', 'accepted:' .. metric, 1) end
-return {'ok', created, superseded}
+return {'ok', created, superseded, states}
 """
 # Key names come from `hooksvc.keys`, substituted into the text: constants cost the script nothing.
 for _name, _value in (("@SEEN@", keys.SEEN_PREFIX), ("@DEPLOYMENT@", keys.DEPLOYMENT_PREFIX),
@@ -158,13 +168,17 @@ class Intake:
         now = self.store.clock()
         args: list[object] = [repr(now), webhook_provider, len(dedupe_keys), *dedupe_keys]
         for r in requests:
-            args += (r.app, r.sha, str(r.state), *r.record_fields(), "")
+            frozen = "" if r.override_freeze else self.store.frozen(r.app, now)
+            args += (r.app, r.sha, str(r.state), frozen, *r.record_fields(), "")
         reply = call(self._run_submit_script, args)
         if reply[0] == b"dup":
             return SubmitResult(deployments=(), duplicate_of=first_answer(reply[1]))
         created = tuple(
-            Deployment.create(i.decode(), r, now) for i, r in zip(reply[1], requests, strict=True)
+            Deployment.create(i.decode(), r, now, DeploymentState(state.decode()))
+            for i, r, state in zip(reply[1], requests, reply[3], strict=True)
         )
+        # A held one's record names what holds it, which the script wrote: read those back.
+        created = tuple(self.store.find(d.id) or d if d.state is DeploymentState.HELD else d for d in created)
         superseded = tuple(i.decode() for i in reply[2])
         if self.dispatch_inline:
             self.dispatch()
@@ -222,7 +236,9 @@ class Intake:
                 logs.append_in(pipe, i, f"queued {dep.trigger} of {dep.sha or dep.ref} ({dep.ref or 'no ref'})")
                 if dep.state is DeploymentState.WAITING_FOR_CHECKS:
                     logs.append_in(pipe, i, dep.error)
-                if dep.state is DeploymentState.QUEUED:
+                elif dep.state is DeploymentState.HELD:
+                    logs.append_in(pipe, i, f"held: {dep.error}")
+                elif dep.state is DeploymentState.QUEUED:
                     store.enqueue_job(pipe, dep)
                 if dep.state.is_waiting:
                     # A waiting state has no job yet: its status says what it waits for.

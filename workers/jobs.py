@@ -56,6 +56,11 @@ def use_config(config: Config) -> None:
     _process_config = config
 
 
+def bound_config() -> Config | None:
+    """The config `use_config` bound, None in a worker hooksvc did not start."""
+    return _process_config
+
+
 def run_deployment(deployment_id: str) -> str:
     """RQ job: run one deployment from queued to a final state. Returns the final state."""
     # A worker hooksvc did not start (a bare `rq worker`) has no config bound: read $HOOKSVC_CONFIG.
@@ -290,7 +295,7 @@ class Deployer:
         self.step("checking what compose reads and the services' rollout settings")
         model = self._check_release(checkout)
         release = Release(app, checkout, sha, dep.id, self.log, self.config.worker.state_dir,
-                          shared=self.store.redis, resolved=model)
+                          shared=self.store.redis, resolved=model, force_recreate=dep.trigger is Trigger.REDEPLOY)
         strategy = strategy_for(app)
         self.step(f"rolling out ({strategy.name})")
         deploy = strategy.roll_back if dep.trigger is Trigger.ROLLBACK else strategy.roll_out

@@ -14,12 +14,16 @@ from rq.utils import now
 
 # Imported here, in the worker, on purpose: every job runs in a fork of this process, which then
 # inherits the job's modules instead of importing them again (~0.1 s per deployment, measured).
+import workers.plan  # noqa: F401
 import workers.strategies  # noqa: F401
 from hooksvc import defaults
+from hooksvc.app_locks import settle_all
 from hooksvc.config import Config
 from hooksvc.connection import connect, redis_url
+from hooksvc.deployments import DeploymentState
 from hooksvc.errors import HooksvcError
 from hooksvc.jobqueue import deployment_of_job
+from hooksvc.plans import plan_queue
 from hooksvc.recovery import recover_stranded, release_ungated
 from hooksvc.retention import trim
 from hooksvc.runtime.base import Runtime, leave
@@ -38,7 +42,8 @@ log = logging.getLogger("hooksvc.runtime")
 class WorkerRuntime(Runtime):
     """A worker's background threads: the reaper, the janitor (stranded queued deployments, retention), the
     intake dispatcher, the outbox sender and, when any app sets `poll_interval`, the branch poller, and
-    when any sets `require_checks`, the checks gate."""
+    when any sets `require_checks`, the checks gate; when any sets `freeze` windows, the thaw (held
+    deployments whose window ended)."""
 
     def start(self) -> None:
         super().start()
@@ -51,6 +56,19 @@ class WorkerRuntime(Runtime):
             self.start_thread("hooksvc-poller", BranchPoller(self.config, self.store).run_forever)
         if gated(self.config):
             self.start_thread("hooksvc-checks-gate", ChecksGate(self.config, self.store).run_forever)
+        if any(app.freeze for app in self.config.apps.values()):
+            self.start_thread("hooksvc-thaw", self.thaw_forever)
+
+    def thaw_forever(self, stop: threading.Event) -> None:
+        """Every `HOLD_CHECK_SECONDS`: queue each app's held deployment once its freeze window ended (an
+        unlock queues its own at once). Every worker runs it; the transaction lets one of them win."""
+        while not stop.wait(defaults.HOLD_CHECK_SECONDS):
+            try:
+                for dep in settle_all(self.store, self.config.apps):
+                    log.info("deployment %s of %s: %s", dep.id, dep.app,
+                             "released, queued" if dep.state is DeploymentState.QUEUED else f"held: {dep.error}")
+            except HooksvcError as exc:
+                log.warning("thaw: %s", exc)
 
 
     def pause(self, seconds: float) -> None:
@@ -88,7 +106,8 @@ class DeployWorker(Worker):
     """
 
     def __init__(self, store: DeploymentStore) -> None:
-        super().__init__([store.queue], connection=store.redis,
+        # Plans first: an operator waits for one, and it takes seconds.
+        super().__init__([plan_queue(store.redis), store.queue], connection=store.redis,
                          job_monitoring_interval=defaults.WORKER_HEARTBEAT_SECONDS)
         self.store = store
         #: The deployment the work horse runs, "" while idle.
@@ -172,6 +191,7 @@ def work(config: Config, *, burst: bool = False) -> int:
         # A burst worker runs no dispatcher thread: turn what webhooks left waiting into jobs first.
         runtime.store.intake.recover()  # entries a dispatcher that died left half done
         dispatched = runtime.store.intake.dispatch()
+        settle_all(runtime.store, config.apps)  # held deployments whose window ended run in this burst
         log.info("burst: dispatched %d waiting intake entr%s", dispatched, "y" if dispatched == 1 else "ies")
         worker.work(burst=True, logging_level="INFO")
         OutboxSender(config, connection).run_once()

@@ -8,12 +8,13 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request, stream_with_context
 
-from hooksvc import audit, defaults
+from hooksvc import app_locks, audit, defaults
 from hooksvc.config import AppConfig
 from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.errors import BadRequest, HooksvcError, NotFound
-from hooksvc.operations import app_overview, queue_manual, queue_rollback
+from hooksvc.operations import FreezeOverride, app_overview, queue_manual, queue_redeploy, queue_rollback
 from hooksvc.operators import Role
+from hooksvc.plans import request_plan
 from hooksvc.web.auth import audit_request, authorize, require_operator
 from hooksvc.web.context import claim_stream_slot, client_gone, context
 
@@ -84,9 +85,91 @@ def deploy(name: str) -> tuple[Response, int]:
         app = _app_or_404(name)
         data = _json_body()
         ref = app.full_ref(_field(data, "ref", _REF))
-        return queue_manual(context().store, app, _field(data, "sha", _SHA), ref, operator)
+        return queue_manual(context().store, app, _field(data, "sha", _SHA), ref, operator,
+                            _freeze_override(name, data))
 
     return jsonify(audited(audit.DEPLOY, Role.DEPLOYER, f"deploying {name}", act).to_json()), 202
+
+
+def _freeze_override(name: str, data: dict[str, Any]) -> FreezeOverride | None:
+    """An admin's `{"override_freeze": true, "reason": ...}` (audited), None when not asked for."""
+    asked = data.get("override_freeze", False)
+    if not isinstance(asked, bool):
+        raise BadRequest(f"'override_freeze' must be true or false, got {asked!r}")
+    if not asked:
+        return None
+    ctx = context()
+    operator = authorize(ctx, Role.ADMIN, f"deploying {name} through its freeze window")
+    reason = data.get("reason")
+    override = FreezeOverride.asked(operator.name, reason if isinstance(reason, str) else "")
+    audit_request(ctx, audit.OVERRIDE_FREEZE, audit.OK, operator, reason=override.reason)
+    return override
+
+
+@bp.post("/api/apps/<name>/redeploy")
+def redeploy(name: str) -> tuple[Response, int]:
+    """The live release again, every service recreated (202 like deploy)."""
+    ctx = context()
+    app = _app_or_404(name)
+    operator = authorize(ctx, Role.DEPLOYER, f"redeploying {name}")
+    try:
+        dep = queue_redeploy(ctx.store, app, operator.name)
+    except HooksvcError as exc:
+        audit_request(ctx, audit.REDEPLOY, audit.FAILED, operator, reason=str(exc))
+        raise
+    audit_request(ctx, audit.REDEPLOY, audit.OK, operator, sha=dep.sha, deployment=dep.id)
+    return jsonify(dep.to_json()), 202
+
+
+@bp.get("/api/apps/<name>/plan")
+def plan(name: str) -> Response:
+    """What a deploy of `?sha=` (the branch head without one) would change, computed by a worker
+    without changing anything; 504 when no worker answered in time."""
+    ctx = context()
+    _app_or_404(name)
+    # A read, but it makes a worker fetch and run compose: never for an anonymous `public_read` reader.
+    authorize(ctx, Role.VIEWER, f"planning a deploy of {name}")
+    sha = _field(dict(request.args), "sha", _SHA)
+    # The wait holds a request thread: it takes one of the process's few slots for long requests.
+    release = claim_stream_slot(ctx)
+    try:
+        return jsonify(request_plan(ctx.store.redis, name, sha))
+    finally:
+        release()
+
+
+@bp.post("/api/apps/<name>/lock")
+def lock(name: str) -> Response:
+    """Hold the app's deployments until it is unlocked: 200 with its lock state (admins)."""
+    ctx = context()
+    app = _app_or_404(name)
+    operator = authorize(ctx, Role.ADMIN, f"locking {name}")
+    reason = _json_body().get("reason")
+    if not isinstance(reason, str):
+        raise BadRequest('the body must name the lock\'s "reason" as a string: {"reason": "database migration"}')
+    state = app_locks.lock(ctx.store, app, operator.name, reason)
+    audit_request(ctx, audit.LOCK, audit.OK, operator, reason=state.reason)
+    return jsonify(_lock_state(name, state))
+
+
+@bp.post("/api/apps/<name>/unlock")
+def unlock(name: str) -> Response:
+    """Lift the app's lock; its newest held deployment runs unless a freeze window holds it (admins)."""
+    ctx = context()
+    app = _app_or_404(name)
+    operator = authorize(ctx, Role.ADMIN, f"unlocking {name}")
+    settled = app_locks.unlock(ctx.store, app)
+    audit_request(ctx, audit.UNLOCK, audit.OK, operator, deployment=settled.id if settled else None)
+    return jsonify(_lock_state(name, None, settled.to_json() if settled else None))
+
+
+def _lock_state(name: str, state: app_locks.AppLockState | None,
+                released: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The answer of lock and unlock: whether the app is locked, by whom, and what unlock moved on."""
+    answer: dict[str, Any] = {"app": name, "locked": state is not None, "lock": state.to_json() if state else None}
+    if released is not None:
+        answer["deployment"] = released
+    return answer
 
 
 @bp.post("/api/apps/<name>/rollback")

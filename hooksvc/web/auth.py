@@ -146,6 +146,9 @@ REFUSED_ACTIONS = {
     "api.deploy": audit.DEPLOY,
     "api.rollback": audit.ROLLBACK,
     "api.cancel": audit.CANCEL,
+    "api.redeploy": audit.REDEPLOY,
+    "api.lock": audit.LOCK,
+    "api.unlock": audit.UNLOCK,
 }
 
 

@@ -197,7 +197,8 @@ def dashboard() -> str:
         running = [d for d in recent if d.state is DeploymentState.RUNNING]
         apps.append(AppCard(overview, recent, str(running[0].state) if running else overview.state))
     newest = ctx.store.recent(limit=DASHBOARD_DEPLOYMENTS)
-    busy = any(not d.state.is_final for d in newest)
+    # Reloads while something moves soon; a deployment held for a lock or a window may wait for days.
+    busy = any(d.state in (DeploymentState.QUEUED, DeploymentState.RUNNING) for d in newest)
     return render_template("dashboard.html", apps=apps, deployments=newest, busy=busy)
 
 

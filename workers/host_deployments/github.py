@@ -21,6 +21,7 @@ from workers.statuses.github import DESCRIPTION_LIMIT, github_headers, github_re
 STATE_MAP = {
     DeploymentState.QUEUED: "queued",
     DeploymentState.WAITING_FOR_CHECKS: "pending",
+    DeploymentState.HELD: "queued",
     DeploymentState.RUNNING: "in_progress",
     DeploymentState.SUCCEEDED: "success",
     DeploymentState.FAILED: "failure",

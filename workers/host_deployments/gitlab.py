@@ -21,6 +21,7 @@ from workers.statuses.gitlab import API_PATH, project_id
 STATE_MAP: dict[DeploymentState, str | None] = {
     DeploymentState.QUEUED: None,
     DeploymentState.WAITING_FOR_CHECKS: None,
+    DeploymentState.HELD: None,
     DeploymentState.RUNNING: "running",
     DeploymentState.SUCCEEDED: "success",
     DeploymentState.FAILED: "failed",

@@ -22,6 +22,7 @@ DESCRIPTION_LIMIT = defaults.GITLAB_DESCRIPTION_LIMIT
 STATE_MAP = {
     DeploymentState.QUEUED: "INPROGRESS",
     DeploymentState.WAITING_FOR_CHECKS: "INPROGRESS",
+    DeploymentState.HELD: "INPROGRESS",
     DeploymentState.RUNNING: "INPROGRESS",
     DeploymentState.SUCCEEDED: "SUCCESSFUL",
     DeploymentState.FAILED: "FAILED",

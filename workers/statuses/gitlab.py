@@ -20,6 +20,7 @@ API_PATH = "/api/v4"
 _STATE_MAP = {
     DeploymentState.QUEUED: "pending",
     DeploymentState.WAITING_FOR_CHECKS: "pending",
+    DeploymentState.HELD: "pending",
     DeploymentState.RUNNING: "running",
     DeploymentState.SUCCEEDED: "success",
     DeploymentState.FAILED: "failed",
