@@ -53,7 +53,7 @@ def test_unlock_releases_the_held_deployment(client: FlaskClient, redis: redis_l
     assert resp.status_code == 200, resp.json
     assert resp.json["locked"] is False and resp.json["lock"] is None
     assert resp.json["deployment"]["id"] == held.json["id"] and resp.json["deployment"]["state"] == "queued"
-    assert [e.action for e in audit.recent(redis, app="shop")] == ["unlock", "lock"]
+    assert [e.action for e in audit.recent(redis, app="shop")] == ["unlock", "deploy", "lock"]
 
 
 @pytest.mark.parametrize(("body", "message"), [
@@ -98,8 +98,9 @@ def test_frozen_app_holds_a_manual_deploy_unless_an_admin_overrides(client: Flas
     through = client.post("/api/apps/cafe/deploy", json={"sha": SHA_A, "override_freeze": True,
                                                          "reason": "hotfix for the checkout"}, headers=BEARER)
     assert through.status_code == 202 and through.json["state"] == "queued"
-    entry = audit.recent(redis, app="cafe")[0]
-    assert (entry.action, entry.reason) == ("override-freeze", "hotfix for the checkout")
+    entry, override = audit.recent(redis, app="cafe")[:2]
+    assert (override.action, override.reason) == ("override-freeze", "hotfix for the checkout")
+    assert (entry.action, entry.deployment) == ("deploy", through.json["id"])
 
 
 def test_redeploy_needs_a_live_release(client: FlaskClient, redis: redis_lib.Redis, tmp_path: Path) -> None:
