@@ -126,6 +126,22 @@ class SwarmEngine(DockerEngine):
         except docker.errors.NotFound:
             return
 
+    def service_spec(self, name_or_id: str) -> dict[str, Any] | None:
+        """The service's spec as the engine holds it (None once it is gone): enough to create it again."""
+        try:
+            return dict(self.client.api.inspect_service(name_or_id).get("Spec") or {})
+        except docker.errors.NotFound:
+            return None
+
+    def create_service(self, spec: Mapping[str, Any]) -> str:
+        """Create a service from a spec `service_spec` read; its id."""
+        created = self.client.api.create_service(
+            dict(spec["TaskTemplate"]), name=spec.get("Name"), labels=spec.get("Labels"), mode=spec.get("Mode"),
+            update_config=spec.get("UpdateConfig"), rollback_config=spec.get("RollbackConfig"),
+            endpoint_spec=spec.get("EndpointSpec"),
+        )
+        return str(created["ID"])
+
     def labelled_services(self, stack: str, label: str) -> dict[str, str]:
         """Name -> id of the stack's services that carry `label` (whatever its value)."""
         filters = {"label": [f"{STACK_LABEL}={stack}", label]}
