@@ -88,7 +88,9 @@ def roll_out(strategy: ComposeSteps, app: AppConfig, release_dir: Path, *, log: 
         hashes = hashes_pool.submit(compose.config_hashes, log)
         hashes_pool.shutdown(wait=False)
         try:
+            building = time.monotonic()
             compose.build(log)
+            log(f"images built in {time.monotonic() - building:.1f}s")
             services = model.result()["services"]
             rollout.services = services
             tag_release_images(compose, engine, services, release_id(release_dir), log)
