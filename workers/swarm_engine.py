@@ -8,7 +8,7 @@ decides on; what they mean is documented at `workers/strategies/swarm.py`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import docker.errors
@@ -49,6 +49,8 @@ class ServiceState:
     #: What makes a task current: its container spec and the spec's force-update counter.
     container_spec: Mapping[str, Any]
     force_update: int
+    #: The whole spec: a deploy that re-sends a service unchanged leaves it equal (its version still moves).
+    spec: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,7 @@ def service_state(attrs: Mapping[str, Any]) -> ServiceState:
         update_message=str(update.get("Message") or ""),
         container_spec=container,
         force_update=int(template.get("ForceUpdate") or 0),
+        spec=spec,
     )
 
 

@@ -197,7 +197,7 @@ class TestReleasesThatFail:
         dep = deploy(live_v1.config(health_timeout="5s"), redis, v5)
         assert dep.state is DeploymentState.FAILED, log_of(redis, dep)
         assert "service web did not converge within 7s (updating)" in dep.error
-        assert "rolled back: api, web" in log_of(redis, dep)
+        assert "rolled back: api, web" in log_of(redis, dep), log_of(redis, dep)
         assert service_image(docker_client, live_v1.stack) == before
         assert get_text(live_v1.url) == (200, "v1")
 

@@ -424,9 +424,10 @@ class _Convergence:
                 continue
             if name == exclude and state.update_state in UPDATE_STATES_FAILED:
                 continue
-            # A spec this deployment did not change (an unchanged service) keeps its version: its update
-            # status may be an earlier release's `completed`, and a rollback would go back past that release.
-            changed = state.version != self.before[name][0].version or self.before[name][0].image != state.image
+            # `docker stack deploy` re-sends every service, so an unchanged one gets a new version but the same
+            # spec; its update status may be an earlier release's `completed`: rolling it back would go back
+            # past that release (and replace its tasks).
+            changed = state.spec != self.before[name][0].spec
             if changed:
                 self._rollback(name)
                 rolled.append(name)
