@@ -478,8 +478,9 @@ class HooksvcSide:
             ("git fetch, ref checks", line_at(lambda s: s.startswith("==> checking out"))),
             ("release checkout", line_at(lambda s: s.startswith("==> rolling out"))),
             ("compose detection", line_at(lambda s: s == "building images")),
-            ("compose build", line_at(lambda s: s.startswith("$ ") and " config " in s)),
-            ("compose config, hashes, plan", line_at(lambda s: s.startswith("$ ") and " up " in s)),
+            ("compose build", line_at(lambda s: s.startswith("images built in "))),
+            # The model is read before the build (the job checks it) and the hashes while it builds.
+            ("image tags, plan", line_at(lambda s: s.startswith("$ ") and " up " in s)),
             ("compose up --scale → created", created.at if created else None),
             ("start → healthy (engine)", healthy.at if healthy else None),
             ("gate notices healthy", line_at(lambda s: ": healthy after " in s)),

@@ -57,11 +57,11 @@ EXAMPLE_FILES = {
         f'      - "127.0.0.1::{SERVICE_PORT}"   # any free port: old and new containers run side by side\n'
         "    labels:\n"
         '      hooksvc.drain: "touch /tmp/drain"   # fails the healthcheck: the proxy stops routing here\n'
-        '      hooksvc.drain_seconds: "4"\n'
+        '      hooksvc.drain_seconds: "0.3"   # the demo proxy re-reads health every 0.1 s\n'
         "    stop_grace_period: 3s\n"
         "    healthcheck:\n"
         f'      test: ["CMD", "sh", "-c", "{_HEALTH}"]\n'
-        "      interval: 1s\n"
+        "      interval: 250ms   # healthy, and out of the proxy once drained, within a fraction of a second\n"
         "      timeout: 3s\n"
         "      retries: 2\n"
         "      start_period: 5s\n"

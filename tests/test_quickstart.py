@@ -34,6 +34,10 @@ EXAMPLE_IMAGE = ("busybox", "1.36")
 #: The first start builds the example and deploys it; a loaded 2-core machine may take a while.
 START_SECONDS = 180.0
 LINE_KEYS = ("repo", "app", "dashboard", "token")
+#: A push of the example's page, from `git push` to the push reporting its deployment succeeded ...
+PUSH_DONE_SECONDS = 5.0
+#: ... and to the proxy serving the new page.
+PUSH_SERVED_SECONDS = 2.5
 
 pytestmark = pytest.mark.docker
 
@@ -46,6 +50,30 @@ def readme_run_command() -> str:
     assert block is not None, "the README's first section has no ```sh block"
     commands = [line for line in block.group(1).splitlines() if line.strip() and not line.startswith("#")]
     return commands[0]
+
+
+class ServedAfter:
+    """Polls `url` every 20 ms from a thread until its body holds `text`: how long after `since` it did."""
+
+    def __init__(self, url: str, text: str, since: float) -> None:
+        self.url, self.text, self.since = url, text, since
+        self.after: float | None = None
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        deadline = self.since + 60
+        while time.monotonic() < deadline:
+            if self.text in get_text(self.url)[1]:
+                self.after = time.monotonic() - self.since
+                return
+            time.sleep(0.02)
+
+    def wait(self) -> float:
+        """Seconds from `since` to the first answer holding the text (fails when it never came)."""
+        self._thread.join(timeout=65)
+        assert self.after is not None, f"{self.url} never served {self.text!r}"
+        return self.after
 
 
 @pytest.fixture
@@ -142,8 +170,15 @@ def test_the_readme_quickstart_deploys_a_push_without_a_failed_request_and_resta
         page.write_text(page.read_text().replace("version 1", "version 2"))
         git("commit", "--quiet", "-am", "Version 2", cwd=work)
         with LoadLoop(lines["app"], rate=20, max_seconds=120) as load:
+            pushed = time.monotonic()
+            served = ServedAfter(lines["app"], "version 2", pushed)
             push = subprocess.run(["git", "push"], cwd=work, env=git_env(), capture_output=True, text=True,
                                   timeout=180)
+            done_after = time.monotonic() - pushed
+            served_after = served.wait()
+            print(f"push: done after {done_after:.2f}s, version 2 served after {served_after:.2f}s")
+            assert done_after < PUSH_DONE_SECONDS, push.stderr
+            assert served_after < PUSH_SERVED_SECONDS, push.stderr
             assert re.search(r"remote: hooksvc: deployment (\d+) of demo queued", push.stderr), push.stderr
             assert re.search(r"remote: deployment \d+: succeeded", push.stderr), push.stderr
             assert "version 2" in get_text(lines["app"])[1]

@@ -13,7 +13,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +26,7 @@ from hooksvc.connection import connect, redis_url
 from hooksvc.deployments import Deployment, DeploymentState, Trigger
 from hooksvc.disk_usage import record_disk_usage
 from hooksvc.errors import DeployError, EngineUnavailable, GitError, PostDeployFailed, RedisUnavailable
-from hooksvc.live_services import record_services
+from hooksvc.live_services import ServiceRecord, record_services
 from hooksvc.logs import LogFn
 from hooksvc.redact import redact
 from hooksvc.store import DeploymentStore, open_store
@@ -207,6 +207,9 @@ def _execute(config: Config, store: DeploymentStore, connection: redis.Redis, de
                                  else None),
             f"deployment {deployment_id}: recording {state}",
         )
+        # Still under the app's lock, so the next deployment never prunes beside it.
+        deployer.after_live()
+        job_log.flush()
         return str(state)
 
 
@@ -231,6 +234,8 @@ class Deployer:
         self.started = time.monotonic()
         #: True when the release went live although the deployment failed (a `post_deploy` step).
         self.went_live = False
+        #: Set by a successful run: the upkeep `after_live` does once the outcome is recorded.
+        self._after_live: Callable[[], None] | None = None
 
     def step(self, name: str) -> None:
         self.log(f"==> {name} (+{time.monotonic() - self.started:.1f}s)")
@@ -300,6 +305,24 @@ class Deployer:
         self.step(f"rolling out ({strategy.name})")
         deploy = strategy.roll_back if dep.trigger is Trigger.ROLLBACK else strategy.roll_out
         services = deploy(release)
+        self.step(f"{sha[:12]} is live")
+        self._after_live = lambda: self._tidy_up(mirror, sha, services)
+        return DeploymentState.SUCCEEDED, ""
+
+    def after_live(self) -> None:
+        """The work that does not decide the outcome, run once the deployment is recorded live: what
+        its services run, old releases and images pruned, disk usage. A fault here is logged, never
+        turned into the deployment's state (already final)."""
+        if self._after_live is None:
+            return
+        try:
+            self._after_live()
+        except Exception as exc:  # noqa: BLE001 - the deployment is live and recorded so; this is upkeep
+            log.exception("deployment %s: after going live: %s", self.dep.id, exc)
+            self.log(f"after going live: {type(exc).__name__}: {exc}")
+
+    def _tidy_up(self, mirror: GitMirror, sha: str, services: Sequence[ServiceRecord]) -> None:
+        app, dep = self.app, self.dep
         wait_out_redis(lambda: record_services(self.store.redis, app.name, dep.id, services, time.time()),
                        f"deployment {dep.id}: recording what its services run")
         removed = mirror.prune_releases(self.config.worker.keep_releases, protect={sha, self.live_sha} - {""})
@@ -309,8 +332,6 @@ class Deployer:
         if usage is not None:
             wait_out_redis(lambda: record_disk_usage(self.store.redis, app.name, usage.checkouts, usage.images,
                                                      time.time()), f"deployment {dep.id}: recording disk usage")
-        self.step(f"{sha[:12]} is live")
-        return DeploymentState.SUCCEEDED, ""
 
     def _check_release(self, release: Path) -> dict[str, Any]:
         """Refuse the release before anything builds when compose would read outside its checkout, or a

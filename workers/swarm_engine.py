@@ -8,7 +8,7 @@ decides on; what they mean is documented at `workers/strategies/swarm.py`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import docker.errors
@@ -49,6 +49,8 @@ class ServiceState:
     #: What makes a task current: its container spec and the spec's force-update counter.
     container_spec: Mapping[str, Any]
     force_update: int
+    #: The whole spec: a deploy that re-sends a service unchanged leaves it equal (its version still moves).
+    spec: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,22 @@ class SwarmEngine(DockerEngine):
         except docker.errors.NotFound:
             return
 
+    def service_spec(self, name_or_id: str) -> dict[str, Any] | None:
+        """The service's spec as the engine holds it (None once it is gone): enough to create it again."""
+        try:
+            return dict(self.client.api.inspect_service(name_or_id).get("Spec") or {})
+        except docker.errors.NotFound:
+            return None
+
+    def create_service(self, spec: Mapping[str, Any]) -> str:
+        """Create a service from a spec `service_spec` read; its id."""
+        created = self.client.api.create_service(
+            dict(spec["TaskTemplate"]), name=spec.get("Name"), labels=spec.get("Labels"), mode=spec.get("Mode"),
+            update_config=spec.get("UpdateConfig"), rollback_config=spec.get("RollbackConfig"),
+            endpoint_spec=spec.get("EndpointSpec"),
+        )
+        return str(created["ID"])
+
     def labelled_services(self, stack: str, label: str) -> dict[str, str]:
         """Name -> id of the stack's services that carry `label` (whatever its value)."""
         filters = {"label": [f"{STACK_LABEL}={stack}", label]}
@@ -183,6 +201,7 @@ def service_state(attrs: Mapping[str, Any]) -> ServiceState:
         update_message=str(update.get("Message") or ""),
         container_spec=container,
         force_update=int(template.get("ForceUpdate") or 0),
+        spec=spec,
     )
 
 

@@ -59,7 +59,8 @@ def ensure_proxy_image(client: docker.DockerClient) -> str:
 
 def swarm_app_files(version: str, *, proxy_port: int, healthy: bool = True, build_fails: bool = False,
                     image: str | None = None, proxy_order: str = "stop-first", replicas: int = 1,
-                    api: bool = False, sidecar: bool = False, start_period: str = "3s") -> dict[str, str | None]:
+                    api: bool = False, sidecar: bool = False, start_period: str = "3s", proxy_built: bool = False,
+                    failure_action: str | None = None) -> dict[str, str | None]:
     """A stack app: `web` (busybox httpd with a healthcheck, built) behind `proxy`.
 
     One replica by default: then only the update order keeps it serving while a release replaces it.
@@ -69,7 +70,8 @@ def swarm_app_files(version: str, *, proxy_port: int, healthy: bool = True, buil
     proxy publishes `proxy_port` in host mode and updates stop-first (a host port cannot be held twice).
     `api` adds a second service built from the same image, healthy whatever `healthy` says; `sidecar`
     a service of the base image that only sleeps. Within `start_period` a failing probe does not count:
-    the task stays `starting`.
+    the task stays `starting`. `proxy_built` builds the proxy (`FROM` the proxy image, the same in every
+    release) instead of running the proxy image; `failure_action` sets `web`'s update_config.failure_action.
     """
     image_line = f"    image: {image}\n" if image else ""
     extra = ""
@@ -81,10 +83,13 @@ def swarm_app_files(version: str, *, proxy_port: int, healthy: bool = True, buil
         extra += f'  sidecar:\n    image: {BASE_IMAGE}\n    init: true\n    command: ["sleep", "1000000"]\n'
 
     missing = "COPY no-such-file /www/\n" if build_fails else ""
+    proxy_source = "    build: proxy\n" if proxy_built else f"    image: {PROXY_IMAGE}\n"
+    failure_line = f"        failure_action: {failure_action}\n" if failure_action else ""
     return {
         "Dockerfile": f'FROM {BASE_IMAGE}\nCOPY www /www\n{missing}CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n',
         "www/version.txt": f"{version}\n",
         "www/health": "ok\n" if healthy else None,
+        "proxy/Dockerfile": f"FROM {PROXY_IMAGE}\n" if proxy_built else None,
         "docker-compose.yml": (
             "services:\n"
             "  web:\n"
@@ -102,8 +107,9 @@ def swarm_app_files(version: str, *, proxy_port: int, healthy: bool = True, buil
             f"      replicas: {replicas}\n"
             "      update_config:\n"
             "        monitor: 2s\n"
+            f"{failure_line}"
             "  proxy:\n"
-            f"    image: {PROXY_IMAGE}\n"
+            f"{proxy_source}"
             "    init: true\n"
             "    ports:\n"
             f"      - {{target: 80, published: {proxy_port}, mode: host}}\n"

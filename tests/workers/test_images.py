@@ -39,7 +39,8 @@ def test_images_of_pruned_releases_go_but_never_one_in_use_or_another_projects(
 ) -> None:
     """After five releases with keep_releases = 2, the project keeps the images of the two kept releases and
     of the first one, which a container still uses; a dangling image the project built earlier is gone;
-    another project's release tag stays; `hooksvc status` shows the app's disk use."""
+    another project's release tag stays; pruning comes after the deployment is recorded succeeded;
+    `hooksvc status` shows the app's disk use."""
     origin = make_git_origin("pruned")
     config = make_config(tmp_path, extra=f"""
         [apps.pruned]
@@ -83,6 +84,10 @@ def test_images_of_pruned_releases_go_but_never_one_in_use_or_another_projects(
         assert engine.image_id(other_project) is not None
         log = "\n".join(store.logs.read(str(int(store.live("pruned").deployment_id)))[0])  # type: ignore[union-attr]
         assert "keeping image" in log and "a container was created from it" in log
+        # Pruning does not decide the outcome: it runs once the deployment is recorded succeeded.
+        lines = log.splitlines()
+        pruned_at = next(i for i, line in enumerate(lines) if line.startswith("pruned old releases"))
+        assert lines.index("finished: succeeded") < pruned_at
 
         cmd_status(config, argparse.Namespace(app=None))
         out = capsys.readouterr().out

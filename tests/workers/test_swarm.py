@@ -67,6 +67,15 @@ def service_image(client: docker.DockerClient, stack: str, service: str = "web")
     return str(client.api.inspect_service(f"{stack}_{service}")["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"])
 
 
+def deploy_good(config: Config, redis: redis_lib.Redis, origin: GitOrigin, version: str,
+                files: dict[str, str | None], url: str) -> Deployment:
+    """Commit `files` as `version` and deploy it: its record once it succeeded and `url` serves `version`."""
+    dep = deploy(config, redis, origin.commit(version, files))
+    assert dep.state is DeploymentState.SUCCEEDED, log_of(redis, dep)
+    assert wait_for(lambda: get_text(url) == (200, version), 30), get_text(url)
+    return dep
+
+
 class TestReleasesUnderLoad:
     def test_v1_to_v2_and_a_rollback_drop_no_request_and_run_images_from_the_registry(
         self, tmp_path: Path, git_origin: GitOrigin, redis: redis_lib.Redis, docker_client: docker.DockerClient,
@@ -79,17 +88,14 @@ class TestReleasesUnderLoad:
         url = f"http://127.0.0.1:{port}{PROXY_PATH}"
         image = f"{stack_name}/web"
         config = swarm_config(tmp_path, git_origin, stack_name, registry.address)
-        v1 = git_origin.commit("v1", swarm_app_files("v1", proxy_port=port, image=image))
-        first = deploy(config, redis, v1)
-        assert first.state is DeploymentState.SUCCEEDED, log_of(redis, first)
-        assert wait_for(lambda: get_text(url) == (200, "v1"), 30), get_text(url)
+        first = deploy_good(config, redis, git_origin, "v1", swarm_app_files("v1", proxy_port=port, image=image), url)
+        v1 = first.sha
 
         with LoadLoop(url, rate=LOAD_RATE, max_seconds=180) as load:
             time.sleep(2)
-            v2 = git_origin.commit("v2", swarm_app_files("v2", proxy_port=port, image=image))
-            second = deploy(config, redis, v2)
-            assert second.state is DeploymentState.SUCCEEDED, log_of(redis, second)
-            assert get_text(url) == (200, "v2")
+            second = deploy_good(config, redis, git_origin, "v2", swarm_app_files("v2", proxy_port=port, image=image),
+                                 url)
+            v2 = second.sha
             rollback = queue_rollback(open_store(config, redis), config.apps[APP], "")
             execute(config, open_store(config, redis), redis, rollback.id)
             back = DeploymentStore(redis).get(rollback.id)
@@ -191,7 +197,7 @@ class TestReleasesThatFail:
         dep = deploy(live_v1.config(health_timeout="5s"), redis, v5)
         assert dep.state is DeploymentState.FAILED, log_of(redis, dep)
         assert "service web did not converge within 7s (updating)" in dep.error
-        assert "rolled back: api, web" in log_of(redis, dep)
+        assert "rolled back: api, web" in log_of(redis, dep), log_of(redis, dep)
         assert service_image(docker_client, live_v1.stack) == before
         assert get_text(live_v1.url) == (200, "v1")
 
@@ -228,3 +234,84 @@ class TestReleasesThatFail:
         after = {s.name: s.version for s in docker_client.services.list(
             filters={"label": f"com.docker.stack.namespace={live_v1.stack}"})}
         assert after == versions
+
+
+def running_tasks(client: docker.DockerClient, stack: str, service: str) -> set[str]:
+    return {t["ID"] for t in client.api.tasks(filters={"service": f"{stack}_{service}", "desired-state": "running"})}
+
+
+class TestServicesAReleaseDoesNotChange:
+    def test_a_built_stop_first_proxy_whose_image_is_unchanged_keeps_its_task_through_good_and_failed_releases(
+        self, tmp_path: Path, git_origin: GitOrigin, redis: redis_lib.Redis, docker_client: docker.DockerClient,
+        swarm: int, swarm_proxy_image: str, stack_name: str,
+    ) -> None:
+        """A built proxy (stop-first, host-mode port) whose build is the same in every release keeps its live
+        tag and its task through a good, an unhealthy and an unbuildable release: no failed request."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}{PROXY_PATH}"
+        config = swarm_config(tmp_path, git_origin, stack_name)
+        deploy_good(config, redis, git_origin, "v1", swarm_app_files("v1", proxy_port=port, proxy_built=True), url)
+        proxy_image = service_image(docker_client, stack_name, "proxy")
+        proxy_tasks = running_tasks(docker_client, stack_name, "proxy")
+
+        with LoadLoop(url, rate=LOAD_RATE, max_seconds=240) as load:
+            time.sleep(1)
+            good = deploy_good(config, redis, git_origin, "v2",
+                               swarm_app_files("v2", proxy_port=port, proxy_built=True), url)
+            v3 = git_origin.commit("v3 unhealthy", swarm_app_files("v3", proxy_port=port, proxy_built=True,
+                                                                   healthy=False))
+            broken = deploy(config, redis, v3)
+            assert broken.state is DeploymentState.FAILED, log_of(redis, broken)
+            v4 = git_origin.commit("v4 unbuildable", swarm_app_files("v4", proxy_port=port, proxy_built=True,
+                                                                     build_fails=True))
+            unbuildable = deploy(config, redis, v4)
+            assert unbuildable.state is DeploymentState.FAILED, log_of(redis, unbuildable)
+            time.sleep(1)
+        report = load.stop()
+        print(f"\nswarm good, unhealthy, unbuildable releases with an unchanged built proxy: {report.ok} ok, "
+              f"{report.failed} failed in {report.seconds:.1f}s; versions {dict(report.versions)}")
+        assert report.failed == 0, report.failures[:10]
+        assert "proxy: unchanged" in log_of(redis, good)
+        assert service_image(docker_client, stack_name, "proxy") == proxy_image
+        assert running_tasks(docker_client, stack_name, "proxy") == proxy_tasks
+        assert get_text(url) == (200, "v2")
+
+
+class TestFailuresPutTheStackBack:
+    def test_a_failed_release_creates_again_the_services_its_prune_removed(
+        self, tmp_path: Path, git_origin: GitOrigin, redis: redis_lib.Redis, docker_client: docker.DockerClient,
+        swarm: int, swarm_proxy_image: str, stack_name: str,
+    ) -> None:
+        """A release that drops a service and then fails to converge ends `failed`, and the service that
+        `docker stack deploy --prune` removed runs again as it was."""
+        port = free_port()
+        config = swarm_config(tmp_path, git_origin, stack_name)
+        deploy_good(config, redis, git_origin, "v1", swarm_app_files("v1", proxy_port=port, sidecar=True),
+                  f"http://127.0.0.1:{port}{PROXY_PATH}")
+        sidecar = docker_client.api.inspect_service(f"{stack_name}_sidecar")["Spec"]
+        v2 = git_origin.commit("v2 unhealthy, no sidecar", swarm_app_files("v2", proxy_port=port, healthy=False))
+        dep = deploy(config, redis, v2)
+        assert dep.state is DeploymentState.FAILED, log_of(redis, dep)
+        assert "sidecar: creating again the service this deployment's --prune removed" in log_of(redis, dep)
+        assert docker_client.api.inspect_service(f"{stack_name}_sidecar")["Spec"] == sidecar
+        assert wait_for(lambda: len(running_tasks(docker_client, stack_name, "sidecar")) == 1, 30)
+
+    def test_an_update_swarm_completes_past_a_failed_task_is_not_reported_as_success(
+        self, tmp_path: Path, git_origin: GitOrigin, redis: redis_lib.Redis, docker_client: docker.DockerClient,
+        swarm: int, swarm_proxy_image: str, stack_name: str,
+    ) -> None:
+        """With `failure_action: continue` Swarm completes the update of an unhealthy release; hooksvc ends
+        the deployment `failed`, says why, and the previous release serves again."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}{PROXY_PATH}"
+        config = swarm_config(tmp_path, git_origin, stack_name)
+        deploy_good(config, redis, git_origin, "v1",
+                    swarm_app_files("v1", proxy_port=port, failure_action="continue"), url)
+        before = service_image(docker_client, stack_name)
+        v2 = git_origin.commit("v2 unhealthy", swarm_app_files("v2", proxy_port=port, healthy=False,
+                                                               failure_action="continue"))
+        dep = deploy(config, redis, v2)
+        assert dep.state is DeploymentState.FAILED, log_of(redis, dep)
+        assert "failure_action: continue" in dep.error, dep.error
+        assert wait_for(lambda: service_image(docker_client, stack_name) == before, 60)
+        assert wait_for(lambda: get_text(url) == (200, "v1"), 30), get_text(url)

@@ -85,10 +85,18 @@ def roll_out(strategy: ComposeSteps, app: AppConfig, release_dir: Path, *, log: 
             model = pool.submit(compose.config, log)
             pool.shutdown(wait=False)  # the thread ends with the call; nothing waits for it here
         log("building images")
+        # The config hashes do not depend on the build: read while the images build, off the path.
+        hashes_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compose-config-hash")
+        hashes = hashes_pool.submit(compose.config_hashes, log)
+        hashes_pool.shutdown(wait=False)
         try:
+            building = time.monotonic()
             compose.build(log)
+            log(f"images built in {time.monotonic() - building:.1f}s")
             services = model.result()["services"]
+            rollout.services = services
             tag_release_images(compose, engine, services, release_id(release_dir), log)
+            rollout.hashes = hashes.result()
             steps.run(PRE_DEPLOY, services)
             result = strategy.apply(rollout)
         except Exception as exc:

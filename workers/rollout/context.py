@@ -55,6 +55,8 @@ class Rollout:
     services: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: Recreate every service even when nothing changed (a redeploy of the live release).
     force: bool = False
+    #: Service -> compose's config hash (`compose config --hash`), when read while the images built.
+    hashes: Mapping[str, str] | None = None
     #: Set once the new containers passed the gate and the record names them as the live ones.
     switched: bool = False
     #: Set once a failure turned out to be the engine going away (see `outage.engine_lost`).

@@ -21,7 +21,8 @@ class Recreate(ComposeStrategy):
 
     def apply(self, rollout: Rollout) -> RolloutResult:
         """`up -d --remove-orphans`, then the health gate on every container (brief downtime accepted)."""
-        rollout.services = rollout.compose.config(rollout.log)["services"]
+        if not rollout.services:  # the conductor hands over the model it read before the build
+            rollout.services = rollout.compose.config(rollout.log)["services"]
         before = {c.id for c in rollout.engine.containers(rollout.project)}
         rollout.compose.check(rollout.compose.up_all_argv(force=rollout.force), log=rollout.log,
                               timeout=UP_TIMEOUT_SECONDS, what="compose up")

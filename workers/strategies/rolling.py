@@ -32,12 +32,16 @@ class Rolling(ComposeStrategy):
     name = "rolling"
 
     def apply(self, rollout: Rollout) -> RolloutResult:
-        # Two independent compose calls of ~0.1 s each: run side by side, they cost one.
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="compose-config") as pool:
-            model_call = pool.submit(rollout.compose.config, rollout.log)
-            hashes_call = pool.submit(rollout.compose.config_hashes, rollout.log)
-            model, hashes = model_call.result(), hashes_call.result()
-        rollout.services = model["services"]
+        if rollout.services and rollout.hashes is not None:
+            # The conductor read both before the strategy ran (the hashes while the images built).
+            hashes = dict(rollout.hashes)
+        else:
+            # Two independent compose calls of ~0.1 s each: run side by side, they cost one.
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="compose-config") as pool:
+                model_call = pool.submit(rollout.compose.config, rollout.log)
+                hashes_call = pool.submit(rollout.compose.config_hashes, rollout.log)
+                model, hashes = model_call.result(), hashes_call.result()
+            rollout.services = model["services"]
         image_ids = {name: rollout.engine.image_id(rollout.compose.image_name(name, cfg))
                      for name, cfg in rollout.services.items()}
         leftovers = self.remove_leftovers(rollout)

@@ -4,6 +4,8 @@ The steps, each logged:
   1. the engine must be a Swarm manager; the compose model is read and planned into a stack file
      (`workers.stack_file.plan_stack`), which refuses a file that cannot work before anything changes;
   2. `compose build`, then every built image is tagged with the release tag (`<sha12>-<deployment id>`);
+     a built service whose image is the one its live service runs keeps the live tag in the stack file,
+     so Swarm does not replace its tasks (`_keep_unchanged`);
      a rollback runs the images an earlier deployment of the same commit built, when the engine still
      has them all, instead of building again;
   3. with a `registry`, the release tags are pushed there, so every node can pull them;
@@ -11,8 +13,9 @@ The steps, each logged:
      a failure ends the deployment before the stack's services change;
   5. `docker stack deploy --prune` of the generated stack file;
   6. convergence, read from each service's `UpdateStatus` (the command's exit code says nothing: it is
-     0 even when Swarm rolls the update back later): `completed` succeeds; `rollback_completed`,
-     `paused` and `rollback_paused` fail, naming the service and its task's error; a service that
+     0 even when Swarm rolls the update back later): `completed` succeeds once the new spec's tasks run
+     (`failure_action: continue` completes an update past failed tasks: a failed new task fails it);
+     `rollback_completed`, `paused` and `rollback_paused` fail, naming the service and its task's error; a service that
      runs no update (a new service, or nothing to replace) has converged once its tasks of the current
      spec run (Swarm reports a task with a healthcheck `running` only once it is healthy), and fails
      as soon as one of them fails, as the rolling strategy's health gate does;
@@ -20,9 +23,10 @@ The steps, each logged:
 
 Nothing is left half-done: when one service fails (or a service is not done within its bound, see
 `stack_file.rollout_bound`), the services this deployment updated are rolled back to their previous
-spec (`docker service rollback`) and the services it created are removed, so the previous release
-serves as a whole. A service whose file asks Swarm to pause on failure (`failure_action: pause`) is
-left paused, as asked, and the error says how to roll it back.
+spec (`docker service rollback`), the services it created are removed and those `--prune` removed
+are created again from their specs, so the previous release serves as a whole. A service whose file
+asks Swarm to pause on failure (`failure_action: pause`) is left paused, as asked, and the error says
+how to roll it back.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from workers.release_step_runner import StepRunner
 from workers.stack_file import RELEASE_TAG, StackPlan, plan_stack, release_tag
 from workers.strategies.base import Release
 from workers.swarm_engine import ServiceState, SwarmEngine, TaskState
-from workers.swarm_steps import SwarmReleaseSteps
+from workers.swarm_steps import STEP_LABEL, SwarmReleaseSteps
 
 #: Services and tasks are read this often while a stack converges.
 CONVERGE_POLL_SECONDS = 0.5
@@ -85,13 +89,16 @@ class StackResult:
     seconds: float = 0.0
 
 
-def deploy_stack(app: AppConfig, release_dir: Path, release: SwarmRelease, *, log: LogFn) -> StackResult:
+def deploy_stack(app: AppConfig, release_dir: Path, release: SwarmRelease, *, log: LogFn,
+                 resolved: Mapping[str, Any] | None = None) -> StackResult:
     """Build, tag, push and deploy the release in `release_dir` as the stack `app.project`.
 
     Raises DeployError (the file cannot work, the engine is no manager, a build, push or the deploy
     command failed: the live release was not touched), ReleaseStepFailed (a `pre_deploy` step failed: the
     stack's services were not changed), HealthCheckFailed (the stack did not converge: the previous
     release serves again) or PostDeployFailed (a `post_deploy` step failed: the release is live).
+    `resolved`: the compose model when the caller has read it already (the job checks it before the
+    build), so it is not read twice.
     """
     started = time.monotonic()
     stack = app.project or app.name
@@ -111,7 +118,7 @@ def deploy_stack(app: AppConfig, release_dir: Path, release: SwarmRelease, *, lo
                 "strategy swarm deploys a stack there; run `docker swarm init` on it (or join it to the swarm "
                 "as a manager), or point docker_host at a manager"
             )
-        model = compose.config(log)
+        model = dict(resolved) if resolved is not None else compose.config(log)
         services: Mapping[str, Mapping[str, Any]] = model.get("services") or {}
         # A step naming an unknown service is refused before anything is built or changed.
         StepRunner(app, log).check(services)
@@ -129,6 +136,7 @@ def deploy_stack(app: AppConfig, release_dir: Path, release: SwarmRelease, *, lo
             _tag_release_images(engine, plan, log)
         if app.registry:
             _push(engine, plan, app.registry, log)
+        plan = _keep_unchanged(engine, plan, engine.services(stack), log)
         steps = _release_steps(app, engine, plan, release_dir, log)
         # Before anything else: `--prune` would remove a left-over step service without a word.
         steps.remove_leftovers()
@@ -138,8 +146,9 @@ def deploy_stack(app: AppConfig, release_dir: Path, release: SwarmRelease, *, lo
             steps.remove_deployed()
             raise
         before = _snapshot(engine, stack)
+        pruned = _pruned_specs(engine, plan, before)
         _stack_deploy(app, plan.stack, plan.document, release_dir, log)
-        _Convergence(engine, plan, before, app.docker_host, log).wait()
+        _Convergence(engine, plan, before, app.docker_host, log, pruned=pruned).wait()
         steps.run(POST_DEPLOY, services)
         images = {name: state.image for name, state in engine.services(stack).items()}
     finally:
@@ -154,6 +163,40 @@ def deploy_stack(app: AppConfig, release_dir: Path, release: SwarmRelease, *, lo
 def _snapshot(engine: SwarmEngine, stack: str) -> dict[str, tuple[ServiceState, set[str]]]:
     """The stack's services now, with the ids of their tasks (what `_Convergence` compares against)."""
     return {name: (state, {t.id for t in engine.tasks(state.id)}) for name, state in engine.services(stack).items()}
+
+
+def _keep_unchanged(engine: SwarmEngine, plan: StackPlan, live: Mapping[str, ServiceState], log: LogFn) -> StackPlan:
+    """A built service whose release image is the image its live spec runs keeps the live spec's image
+    name: its spec does not change, so Swarm leaves its tasks alone (a stop-first service keeps serving)."""
+    services = dict(plan.document.get("services") or {})
+    kept = False
+    for image in plan.images:
+        state = live.get(image.service)
+        if state is None or not state.image or image.service not in services:
+            continue
+        live_name = state.image.split("@", 1)[0]  # with a registry the spec pins the digest too
+        new = engine.image_id(image.release)
+        if new is None or engine.image_id(live_name) != new:
+            continue
+        services[image.service] = {**services[image.service], "image": state.image}
+        kept = True
+        log(f"{image.service}: unchanged (its image {new.removeprefix('sha256:')[:12]} is the one the live "
+            f"release runs): it keeps {live_name}, so Swarm leaves its tasks as they are")
+    return dataclasses.replace(plan, document={**plan.document, "services": services}) if kept else plan
+
+
+def _pruned_specs(engine: SwarmEngine, plan: StackPlan,
+                  before: Mapping[str, tuple[ServiceState, set[str]]]) -> dict[str, dict[str, Any]]:
+    """The specs of the live services `--prune` is about to remove, to create them again if the release fails."""
+    planned = set(plan.document.get("services") or {})
+    specs: dict[str, dict[str, Any]] = {}
+    for name, (state, _tasks) in before.items():
+        if name in planned:
+            continue
+        spec = engine.service_spec(state.id)
+        if spec is not None and STEP_LABEL not in (spec.get("Labels") or {}):
+            specs[name] = spec
+    return specs
 
 
 def _release_steps(app: AppConfig, engine: SwarmEngine, plan: StackPlan, release_dir: Path,
@@ -257,6 +300,8 @@ class _Convergence:
     seen: dict[str, str] = field(default_factory=dict)
     #: Per service, the last update message Swarm gave while busy: it names the task that failed.
     messages: dict[str, str] = field(default_factory=dict)
+    #: The specs of the services `--prune` removed (by their stack name): created again on failure.
+    pruned: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def wait(self) -> None:
         begin = time.monotonic()
@@ -291,8 +336,8 @@ class _Convergence:
         """None while the service converges or once it has (`seen[name] == "done"`); else what failed."""
         update = state.update_state
         if update == "completed":
-            self._note(name, "done", f"{name}: update completed: runs {state.image}")
-            return None
+            # `failure_action: continue` lets Swarm complete an update past failed tasks: the tasks decide.
+            return self._tasks_converged(name, state, after=f"Swarm completed its update of {name}, but ")
         if update in UPDATE_STATES_BUSY:
             self.messages[name] = state.update_message
             message = f" ({state.update_message})" if state.update_message else ""
@@ -301,11 +346,18 @@ class _Convergence:
         if update in UPDATE_STATES_FAILED:
             return self._update_failure(name, state)
         # No update ran since the spec changed: a new service, or one with nothing to replace.
+        return self._tasks_converged(name, state)
+
+    def _tasks_converged(self, name: str, state: ServiceState, after: str = "") -> str | None:
+        """None while the current spec's tasks start or once all run (then `seen[name] == "done"`); what
+        failed when one of this deployment's tasks did."""
         old = self.before.get(name, (None, set()))[1]
         all_tasks = self.engine.tasks(state.id)
         failed = [t for t in all_tasks if t.runs(state) and t.id not in old and t.state in TASK_STATES_FAILED]
         if failed:
-            return f"service {name}: a new task failed: {self._describe(name, failed[0])}"
+            why = (f"{after}a new task failed (update_config.failure_action: continue goes on past failed "
+                   "tasks; hooksvc does not count that as success)") if after else "a new task failed"
+            return f"service {name}: {why}: {self._describe(name, failed[0])}"
         tasks = [t for t in all_tasks if t.desired == "running"]
         running = [t for t in tasks if t.state == "running" and t.runs(state)]
         wanted = state.replicas if state.replicas is not None else max(len(tasks), 1)
@@ -372,7 +424,10 @@ class _Convergence:
                 continue
             if name == exclude and state.update_state in UPDATE_STATES_FAILED:
                 continue
-            changed = state.update_state in ("completed", "updating") or self.before[name][0].image != state.image
+            # `docker stack deploy` re-sends every service, so an unchanged one gets a new version but the same
+            # spec; its update status may be an earlier release's `completed`: rolling it back would go back
+            # past that release (and replace its tasks).
+            changed = state.spec != self.before[name][0].spec
             if changed:
                 self._rollback(name)
                 rolled.append(name)
@@ -388,6 +443,18 @@ class _Convergence:
             self.log(f"still rolling back after the wait: {', '.join(busy)}; Swarm goes on with it")
         elif rolled:
             self.log(f"rolled back: {', '.join(rolled)}")
+        self._restore_pruned()
+
+    def _restore_pruned(self) -> None:
+        """Create again the services `--prune` removed, as they were: the previous release serves as a whole."""
+        for name, spec in sorted(self.pruned.items()):
+            if self.engine.service(self._full(name)) is not None:
+                continue
+            self.log(f"{name}: creating again the service this deployment's --prune removed")
+            try:
+                self.engine.create_service(spec)
+            except docker.errors.DockerException as exc:
+                self.log(f"{name}: could not create it again ({exc}); the previous release's stack file has it")
 
     def _rollback(self, name: str) -> None:
         argv = ["docker", "service", "rollback", "--detach", "--quiet", self._full(name)]
@@ -413,5 +480,5 @@ class Swarm:
     def _deploy(self, release: Release, *, reuse_images: bool) -> list[ServiceRecord]:
         stack = deploy_stack(release.app, release.directory,
                              SwarmRelease(release.sha, release.deployment_id, reuse_images=reuse_images),
-                             log=release.log)
+                             log=release.log, resolved=release.resolved)
         return stack_services(stack.images)
