@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request, stream_with_context
@@ -14,13 +13,12 @@ from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.errors import BadRequest, HooksvcError, NotFound
 from hooksvc.operations import app_overview, queue_manual, queue_rollback
 from hooksvc.operators import Role
-from hooksvc.web.auth import audit_request, authorize, require_operator
+from hooksvc.web.auth import audited, authorize, require_operator
 from hooksvc.web.context import claim_stream_slot, client_gone, context
+from hooksvc.web.inputs import REF, SHA, field
 
 bp = Blueprint("api", __name__)
 
-_SHA = re.compile(r"[0-9a-f]{7,40}")
-_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
 #: Most deployments one list request may return.
 MAX_LIST_LIMIT = 500
 
@@ -56,35 +54,13 @@ def _json_body() -> dict[str, Any]:
     return data
 
 
-def _field(data: dict[str, Any], key: str, pattern: re.Pattern[str]) -> str:
-    value = data.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str) or not pattern.fullmatch(value) or ".." in value:
-        raise BadRequest(f"{key!r} is not a valid {'sha' if pattern is _SHA else 'ref'}: {value!r}")
-    return value
-
-
-def audited(action: str, role: Role, what: str, act: Callable[[str], Deployment]) -> Deployment:
-    """Check the operator's role for `action`, run `act(operator name)`, and audit how it ended."""
-    ctx = context()
-    operator = authorize(ctx, role, what)
-    try:
-        dep = act(operator.name)
-    except HooksvcError as exc:
-        audit_request(ctx, action, audit.FAILED, operator, reason=str(exc))
-        raise
-    audit_request(ctx, action, audit.OK, operator, app=dep.app, sha=dep.sha or None, deployment=dep.id)
-    return dep
-
-
 @bp.post("/api/apps/<name>/deploy")
 def deploy(name: str) -> tuple[Response, int]:
     def act(operator: str) -> Deployment:
         app = _app_or_404(name)
         data = _json_body()
-        ref = app.full_ref(_field(data, "ref", _REF))
-        return queue_manual(context().store, app, _field(data, "sha", _SHA), ref, operator)
+        ref = app.full_ref(field(data, "ref", REF))
+        return queue_manual(context().store, app, field(data, "sha", SHA), ref, operator)
 
     return jsonify(audited(audit.DEPLOY, Role.DEPLOYER, f"deploying {name}", act).to_json()), 202
 
@@ -92,7 +68,7 @@ def deploy(name: str) -> tuple[Response, int]:
 @bp.post("/api/apps/<name>/rollback")
 def rollback(name: str) -> tuple[Response, int]:
     def act(operator: str) -> Deployment:
-        return queue_rollback(context().store, _app_or_404(name), _field(_json_body(), "to", _SHA), operator)
+        return queue_rollback(context().store, _app_or_404(name), field(_json_body(), "to", SHA), operator)
 
     return jsonify(audited(audit.ROLLBACK, Role.DEPLOYER, f"rolling back {name}", act).to_json()), 202
 

@@ -1,0 +1,164 @@
+"""The dashboard's actions: deploy, roll back and cancel from the browser, each confirmed first.
+
+A GET shows what an action would do (`/apps/<app>/deploy?sha=`, `/apps/<app>/rollback?to=`) with a
+form that POSTs to the same path; `/apps/<app>/rollback` without `to` lists the releases to roll
+back to; a queued deployment's page posts to `/deployments/<id>/cancel`. Every route needs a login
+session (basic auth and `public_read` open none of them) and the deployer role. A POST must come
+from this site (Origin) and carry the session's CSRF token (`csrf_token`, synchronizer pattern:
+kept in the session's Redis record); without it the answer is 403 and nothing changes. Each
+action, and each refusal, is written to the audit trail like the API's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import Blueprint, g, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
+
+from hooksvc import audit
+from hooksvc.config import AppConfig
+from hooksvc.deployments import Deployment, DeploymentState
+from hooksvc.errors import BadRequest, Forbidden, HooksvcError, NotFound
+from hooksvc.operations import app_overview, queue_manual, queue_rollback
+from hooksvc.operators import Role
+from hooksvc.redact import loggable
+from hooksvc.store import DeploymentStore
+from hooksvc.web import pages
+from hooksvc.web.auth import audit_request, audited, authorize, current_session, refused_action, same_origin_post
+from hooksvc.web.context import client_address, context
+from hooksvc.web.inputs import REF, SHA, field
+
+log = logging.getLogger("hooksvc.actions")
+bp = Blueprint("actions", __name__)
+
+#: An action's form holds a token, a sha and a ref: a bigger body is refused unread.
+ACTION_FORM_MAX_BYTES = 16 * 1024
+#: Releases the rollback page lists: every succeeded deployment retention keeps is too many to scan.
+ROLLBACK_CHOICES = 30
+
+bp.after_request(pages.protect)
+bp.context_processor(pages.template_helpers)
+bp.register_error_handler(HooksvcError, pages.page_error)
+
+
+@bp.before_request
+def check_session_and_token() -> BaseResponse | None:
+    """A login session for every route; for a POST also this site's Origin and the session's CSRF token."""
+    ctx = context()
+    found = current_session(ctx)
+    if found is None:
+        if request.method == "GET":
+            return redirect(url_for("pages.login", next=request.full_path.rstrip("?")))
+        raise Forbidden("this action needs a login session: log in through the form, then try again")
+    session, g.operator = found
+    if request.method != "POST":
+        return None
+    if request.content_length is None or request.content_length > ACTION_FORM_MAX_BYTES:
+        raise Forbidden("this form was empty or too large")
+    if not same_origin_post():
+        reason = f"cross-site form from origin '{loggable(request.headers.get('Origin'))}'"
+    elif not session.accepts_csrf(request.form.get("csrf_token")):
+        reason = "missing or wrong CSRF token"
+    else:
+        return None
+    log.warning("%s %s refused from %s: %s", request.method, loggable(request.path), client_address(), reason)
+    audit_request(ctx, refused_action(), audit.REFUSED, g.operator, reason=reason)
+    raise Forbidden(f"{reason}: reload the page and submit its form again")
+
+
+def _app_or_404(name: str) -> AppConfig:
+    app = context().config.app(name)
+    if app is None:
+        raise NotFound(f"no app {name!r}")
+    return app
+
+
+def _filled(*names: str) -> dict[str, str]:
+    """The request's non-empty values of `names` (query for a GET, form for a POST), stripped."""
+    values = request.form if request.method == "POST" else request.args
+    return {n: v.strip() for n in names if (v := values.get(n, "")).strip()}
+
+
+@dataclass(frozen=True)
+class Release:
+    """A release that went live: the sha and the deployment that shipped it (the newest, when shipped twice)."""
+
+    sha: str
+    deployment: Deployment
+    live: bool
+
+
+def kept_releases(store: DeploymentStore, app: str, limit: int = ROLLBACK_CHOICES) -> list[Release]:
+    """The app's releases that went live, newest first, one per sha (the ones a rollback can name)."""
+    live = store.live(app)
+    out: list[Release] = []
+    seen: set[str] = set()
+    for dep in store.recent(app=app, state=DeploymentState.SUCCEEDED, limit=limit * 2):
+        if dep.sha and dep.sha not in seen:
+            seen.add(dep.sha)
+            out.append(Release(dep.sha, dep, live is not None and live.sha == dep.sha))
+    return out[:limit]
+
+
+def _confirm(app: AppConfig, action: str, sha: str, ref: str) -> str:
+    """The confirm page of a deploy or rollback: what it deploys and what it replaces."""
+    ctx = context()
+    overview = app_overview(ctx.store, app)
+    shipped = next((r.deployment for r in kept_releases(ctx.store, app.name) if r.sha.startswith(sha)), None) \
+        if sha else None
+    return render_template("confirm.html", app=app, action=action, sha=sha, ref=ref, overview=overview,
+                           shipped=shipped, live=ctx.store.live(app.name))
+
+
+@bp.route("/apps/<name>/deploy", methods=["GET", "POST"])
+def deploy(name: str) -> BaseResponse | str:
+    """GET: confirm a deploy of `sha` (or the head of `ref`, or of the branch); POST: queue it."""
+    ctx = context()
+    if request.method == "GET":
+        authorize(ctx, Role.DEPLOYER, f"deploying {name}")
+        app = _app_or_404(name)
+        data = _filled("sha", "ref")
+        sha, ref = field(data, "sha", SHA), field(data, "ref", REF)
+        if not sha and not ref and not app.single_branch:
+            raise BadRequest(f"app {name!r} deploys {app.ref_pattern}: give a ref or a sha")
+        return _confirm(app, audit.DEPLOY, sha, app.full_ref(ref) if ref else "")
+
+    def act(operator: str) -> Deployment:
+        app = _app_or_404(name)
+        data = _filled("sha", "ref")
+        ref = app.full_ref(field(data, "ref", REF))
+        return queue_manual(ctx.store, app, field(data, "sha", SHA), ref, operator)
+
+    dep = audited(audit.DEPLOY, Role.DEPLOYER, f"deploying {name}", act)
+    return redirect(url_for("pages.deployment", deployment_id=dep.id), 303)
+
+
+@bp.route("/apps/<name>/rollback", methods=["GET", "POST"])
+def rollback(name: str) -> BaseResponse | str:
+    """GET: the releases to roll back to, or with `to` the confirm step; POST: queue the rollback."""
+    ctx = context()
+    if request.method == "GET":
+        authorize(ctx, Role.DEPLOYER, f"rolling back {name}")
+        app = _app_or_404(name)
+        to = field(_filled("to"), "to", SHA)
+        if to:
+            return _confirm(app, audit.ROLLBACK, to, "")
+        return render_template("rollback.html", app=app, releases=kept_releases(ctx.store, app.name))
+
+    def act(operator: str) -> Deployment:
+        return queue_rollback(ctx.store, _app_or_404(name), field(_filled("to"), "to", SHA), operator)
+
+    dep = audited(audit.ROLLBACK, Role.DEPLOYER, f"rolling back {name}", act)
+    return redirect(url_for("pages.deployment", deployment_id=dep.id), 303)
+
+
+@bp.post("/deployments/<deployment_id>/cancel")
+def cancel(deployment_id: str) -> BaseResponse:
+    """Cancel a queued deployment, then show its page."""
+    def act(_operator: str) -> Deployment:
+        return context().store.cancel(deployment_id)
+
+    dep = audited(audit.CANCEL, Role.DEPLOYER, f"cancelling deployment {deployment_id}", act)
+    return redirect(url_for("pages.deployment", deployment_id=dep.id), 303)
