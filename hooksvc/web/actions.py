@@ -20,14 +20,14 @@ from werkzeug.wrappers import Response as BaseResponse
 from hooksvc import audit
 from hooksvc.config import AppConfig
 from hooksvc.deployments import Deployment, DeploymentState
-from hooksvc.errors import BadRequest, Forbidden, HooksvcError, NotFound
+from hooksvc.errors import BadRequest, Forbidden, HooksvcError
 from hooksvc.operations import app_overview, queue_manual, queue_rollback
 from hooksvc.operators import Role
 from hooksvc.redact import loggable
 from hooksvc.store import DeploymentStore
 from hooksvc.web import pages
 from hooksvc.web.auth import audit_request, audited, authorize, current_session, refused_action, same_origin_post
-from hooksvc.web.context import client_address, context
+from hooksvc.web.context import app_or_404, client_address, context
 from hooksvc.web.inputs import REF, SHA, field
 
 log = logging.getLogger("hooksvc.actions")
@@ -55,8 +55,8 @@ def check_session_and_token() -> BaseResponse | None:
     session, g.operator = found
     if request.method != "POST":
         return None
-    if request.content_length is None or request.content_length > ACTION_FORM_MAX_BYTES:
-        raise Forbidden("this form was empty or too large")
+    # Bounds the form parsing below, chunked bodies included (werkzeug answers 413 beyond it).
+    request.max_content_length = ACTION_FORM_MAX_BYTES
     if not same_origin_post():
         reason = f"cross-site form from origin '{loggable(request.headers.get('Origin'))}'"
     elif not session.accepts_csrf(request.form.get("csrf_token")):
@@ -66,13 +66,6 @@ def check_session_and_token() -> BaseResponse | None:
     log.warning("%s %s refused from %s: %s", request.method, loggable(request.path), client_address(), reason)
     audit_request(ctx, refused_action(), audit.REFUSED, g.operator, reason=reason)
     raise Forbidden(f"{reason}: reload the page and submit its form again")
-
-
-def _app_or_404(name: str) -> AppConfig:
-    app = context().config.app(name)
-    if app is None:
-        raise NotFound(f"no app {name!r}")
-    return app
 
 
 def _filled(*names: str) -> dict[str, str]:
@@ -112,13 +105,23 @@ def _confirm(app: AppConfig, action: str, sha: str, ref: str) -> str:
                            shipped=shipped, live=ctx.store.live(app.name))
 
 
+def _confirmable(name: str, what: str) -> AppConfig:
+    """The app a confirm page is about, once the operator's role allows `what` (the page holds the form)."""
+    authorize(context(), Role.DEPLOYER, what)
+    return app_or_404(name)
+
+
+def _done(dep: Deployment) -> BaseResponse:
+    """After an action: the deployment's page (303, so reloading it does not post the form again)."""
+    return redirect(url_for("pages.deployment", deployment_id=dep.id), 303)
+
+
 @bp.route("/apps/<name>/deploy", methods=["GET", "POST"])
 def deploy(name: str) -> BaseResponse | str:
     """GET: confirm a deploy of `sha` (or the head of `ref`, or of the branch); POST: queue it."""
     ctx = context()
     if request.method == "GET":
-        authorize(ctx, Role.DEPLOYER, f"deploying {name}")
-        app = _app_or_404(name)
+        app = _confirmable(name, f"deploying {name}")
         data = _filled("sha", "ref")
         sha, ref = field(data, "sha", SHA), field(data, "ref", REF)
         if not sha and not ref and not app.single_branch:
@@ -126,13 +129,12 @@ def deploy(name: str) -> BaseResponse | str:
         return _confirm(app, audit.DEPLOY, sha, app.full_ref(ref) if ref else "")
 
     def act(operator: str) -> Deployment:
-        app = _app_or_404(name)
+        app = app_or_404(name)
         data = _filled("sha", "ref")
         ref = app.full_ref(field(data, "ref", REF))
         return queue_manual(ctx.store, app, field(data, "sha", SHA), ref, operator)
 
-    dep = audited(audit.DEPLOY, Role.DEPLOYER, f"deploying {name}", act)
-    return redirect(url_for("pages.deployment", deployment_id=dep.id), 303)
+    return _done(audited(audit.DEPLOY, Role.DEPLOYER, f"deploying {name}", act))
 
 
 @bp.route("/apps/<name>/rollback", methods=["GET", "POST"])
@@ -140,18 +142,16 @@ def rollback(name: str) -> BaseResponse | str:
     """GET: the releases to roll back to, or with `to` the confirm step; POST: queue the rollback."""
     ctx = context()
     if request.method == "GET":
-        authorize(ctx, Role.DEPLOYER, f"rolling back {name}")
-        app = _app_or_404(name)
+        app = _confirmable(name, f"rolling back {name}")
         to = field(_filled("to"), "to", SHA)
         if to:
             return _confirm(app, audit.ROLLBACK, to, "")
         return render_template("rollback.html", app=app, releases=kept_releases(ctx.store, app.name))
 
     def act(operator: str) -> Deployment:
-        return queue_rollback(ctx.store, _app_or_404(name), field(_filled("to"), "to", SHA), operator)
+        return queue_rollback(ctx.store, app_or_404(name), field(_filled("to"), "to", SHA), operator)
 
-    dep = audited(audit.ROLLBACK, Role.DEPLOYER, f"rolling back {name}", act)
-    return redirect(url_for("pages.deployment", deployment_id=dep.id), 303)
+    return _done(audited(audit.ROLLBACK, Role.DEPLOYER, f"rolling back {name}", act))
 
 
 @bp.post("/deployments/<deployment_id>/cancel")
@@ -160,5 +160,4 @@ def cancel(deployment_id: str) -> BaseResponse:
     def act(_operator: str) -> Deployment:
         return context().store.cancel(deployment_id)
 
-    dep = audited(audit.CANCEL, Role.DEPLOYER, f"cancelling deployment {deployment_id}", act)
-    return redirect(url_for("pages.deployment", deployment_id=dep.id), 303)
+    return _done(audited(audit.CANCEL, Role.DEPLOYER, f"cancelling deployment {deployment_id}", act))

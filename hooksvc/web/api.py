@@ -8,13 +8,12 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request, stream_with_context
 
 from hooksvc import audit, defaults
-from hooksvc.config import AppConfig
 from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.errors import BadRequest, HooksvcError, NotFound
 from hooksvc.operations import app_overview, queue_manual, queue_rollback
 from hooksvc.operators import Role
 from hooksvc.web.auth import audited, authorize, require_operator
-from hooksvc.web.context import claim_stream_slot, client_gone, context
+from hooksvc.web.context import app_or_404, claim_stream_slot, client_gone, context
 from hooksvc.web.inputs import REF, SHA, field
 
 bp = Blueprint("api", __name__)
@@ -38,13 +37,6 @@ def authenticate() -> None:
         raise BadRequest(f"the body must be JSON (Content-Type: application/json), got {request.mimetype!r}")
 
 
-def _app_or_404(name: str) -> AppConfig:
-    app = context().config.app(name)
-    if app is None:
-        raise NotFound(f"no app {name!r}")
-    return app
-
-
 def _json_body() -> dict[str, Any]:
     if not request.get_data():
         return {}
@@ -57,7 +49,7 @@ def _json_body() -> dict[str, Any]:
 @bp.post("/api/apps/<name>/deploy")
 def deploy(name: str) -> tuple[Response, int]:
     def act(operator: str) -> Deployment:
-        app = _app_or_404(name)
+        app = app_or_404(name)
         data = _json_body()
         ref = app.full_ref(field(data, "ref", REF))
         return queue_manual(context().store, app, field(data, "sha", SHA), ref, operator)
@@ -68,7 +60,7 @@ def deploy(name: str) -> tuple[Response, int]:
 @bp.post("/api/apps/<name>/rollback")
 def rollback(name: str) -> tuple[Response, int]:
     def act(operator: str) -> Deployment:
-        return queue_rollback(context().store, _app_or_404(name), field(_json_body(), "to", SHA), operator)
+        return queue_rollback(context().store, app_or_404(name), field(_json_body(), "to", SHA), operator)
 
     return jsonify(audited(audit.ROLLBACK, Role.DEPLOYER, f"rolling back {name}", act).to_json()), 202
 
@@ -88,7 +80,7 @@ def audit_trail() -> Response:
     authorize(ctx, Role.DEPLOYER, "reading the audit trail")
     app = request.args.get("app") or None
     if app is not None:
-        _app_or_404(app)
+        app_or_404(app)
     limit = _limit(defaults.AUDIT_LIST_LIMIT, defaults.AUDIT_LIST_MAX)
     found = audit.recent(ctx.store.redis, app=app, operator=request.args.get("operator") or None, limit=limit)
     return jsonify(entries=[e.to_json() for e in found])
@@ -113,7 +105,7 @@ def deployments() -> Response:
     ctx = context()
     app = request.args.get("app") or None
     if app is not None:
-        _app_or_404(app)
+        app_or_404(app)
     state = request.args.get("state") or None
     if state is not None and state not in {s.value for s in DeploymentState}:
         raise BadRequest(f"unknown state {state!r} (one of {', '.join(s.value for s in DeploymentState)})")
