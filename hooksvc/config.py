@@ -15,12 +15,14 @@ import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 from hooksvc import defaults
 from hooksvc.errors import ConfigError
+from hooksvc.freeze import Freeze, FreezeWindow, frozen_at, parse_window, zone
 from hooksvc.operators import API_TOKEN_ROLE, Operator, Role, api_token_name, parse_role
 from hooksvc.providers import HOST_KINDS
 from hooksvc.release_steps import PHASES, ReleaseStep, read_release_steps
@@ -172,6 +174,15 @@ class AppConfig:
     pre_deploy: tuple[ReleaseStep, ...] = ()
     #: Commands run the same way once the new release is live.
     post_deploy: tuple[ReleaseStep, ...] = ()
+    #: When deployments are held (`hooksvc.freeze`), read in `timezone`.
+    freeze: tuple[FreezeWindow, ...] = ()
+    timezone: str = defaults.TIMEZONE
+
+    def frozen_at(self, at: datetime) -> Freeze | None:
+        """The freeze window in force at the aware time `at`, if any."""
+        if not self.freeze:
+            return None
+        return frozen_at(self.freeze, zone(self.timezone), at)
 
     def matches_ref(self, ref: str) -> bool:
         """True when a full ref (`refs/heads/x`, `refs/tags/v1`) is one this app deploys."""
@@ -465,7 +476,7 @@ _APP_KEYS = {
     "project", "strategy", "health_timeout", "start_grace", "status_context", "docker_host", "paths",
     "poll_interval", "ssh_key_file", "token_env", "token_file", "notify_url", "notify_secret_env",
     "notify_secret_file", "slack_url_env", "slack_url_file",
-    "environment", "environment_url",
+    "environment", "environment_url", "freeze", "timezone",
     *PHASES,
 }
 
@@ -718,6 +729,7 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
     health_timeout = r.duration(t, prefix, "health_timeout", defaults.HEALTH_TIMEOUT_SECONDS)
     start_grace = r.duration(t, prefix, "start_grace", defaults.START_GRACE_SECONDS)
     steps = {phase: _read_steps(r, t, prefix, phase) for phase in PHASES}
+    freeze, timezone = _read_freeze(r, t, prefix)
     if len(r.problems) > before or host is None or secret is None:
         return None
     return AppConfig(
@@ -746,7 +758,28 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
         environment_url=environment_url,
         pre_deploy=steps["pre_deploy"],
         post_deploy=steps["post_deploy"],
+        freeze=freeze,
+        timezone=timezone,
     )
+
+
+def _read_freeze(r: _Reader, t: Mapping[str, Any], prefix: str) -> tuple[tuple[FreezeWindow, ...], str]:
+    """The app's freeze windows and the zone they are read in, each problem naming its key."""
+    timezone = r.get(t, prefix, "timezone", str, defaults.TIMEZONE)
+    try:
+        zone(timezone)
+    except ValueError as exc:
+        r.problem(f"{prefix}.timezone", str(exc))
+    windows: list[FreezeWindow] = []
+    for i, text in enumerate(r.get(t, prefix, "freeze", list, [])):
+        if not isinstance(text, str):
+            r.problem(f"{prefix}.freeze[{i}]", f"expected a string such as 'Fri 16:00 - Mon 08:00', got {text!r}")
+            continue
+        try:
+            windows.append(parse_window(text))
+        except ValueError as exc:
+            r.problem(f"{prefix}.freeze[{i}]", str(exc))
+    return tuple(windows), timezone
 
 
 def _read_steps(r: _Reader, t: Mapping[str, Any], prefix: str, phase: str) -> tuple[ReleaseStep, ...]:

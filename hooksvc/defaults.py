@@ -220,3 +220,12 @@ OIDC_CLOCK_LEEWAY_SECONDS = 60
 #: Single sign-ons one address may start within `OIDC_LOGIN_SECONDS` (then 429): a person needs a few;
 #: the cap bounds what an anonymous client can make Redis hold.
 OIDC_STARTS_PER_ADDRESS = 20
+
+# -- locks and freeze windows ------------------------------------------------------------------------
+
+#: The zone an app's `freeze` windows are read in unless it names its `timezone`.
+TIMEZONE = "UTC"
+#: How often a worker looks for held deployments whose freeze window ended (an unlock releases at once).
+HOLD_CHECK_SECONDS = 5.0
+#: The longest lock reason kept: a sentence for a commit status, not a document.
+LOCK_REASON_MAX_CHARS = 200

@@ -12,6 +12,8 @@ from typing import Any
 
 class DeploymentState(StrEnum):
     QUEUED = "queued"
+    #: Waiting for the app's lock or freeze window to end; it holds the app's queued slot.
+    HELD = "held"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -22,9 +24,17 @@ class DeploymentState(StrEnum):
 
     @property
     def is_final(self) -> bool:
-        return self not in (DeploymentState.QUEUED, DeploymentState.RUNNING)
+        return self is not DeploymentState.RUNNING and not self.is_waiting
+
+    @property
+    def is_waiting(self) -> bool:
+        """Not started yet: it holds the app's queued slot and ends like `queued` does (superseded,
+        cancelled, or run). Every state but `queued` waits for something before it may queue."""
+        return self in WAITING_STATES
 
 
+#: The states of a deployment that has not started: a newer push supersedes it, an operator may cancel it.
+WAITING_STATES = frozenset({DeploymentState.QUEUED, DeploymentState.HELD})
 FINAL_STATES = frozenset(s for s in DeploymentState if s.is_final)
 
 
@@ -50,6 +60,9 @@ class NewDeployment:
     before: str = ""
     #: The operator who asked for it (a manual deploy or a rollback); "" for a push.
     operator: str = ""
+    #: Run through the app's freeze window (an admin's choice, with a reason): not held for it.
+    #: An operator's lock still holds it. Not part of the record.
+    override_freeze: bool = False
 
     def record_fields(self) -> tuple[str, ...]:
         """Field/value pairs of its queued record, flat, leaving out empty values and what the store
@@ -82,19 +95,21 @@ class Deployment:
     started_at: float | None = None
     finished_at: float | None = None
     previous_sha: str = ""
+    #: Why it ended as it did; while it is `held`, what holds it (a lock or a freeze window).
     error: str = ""
     #: Who asked for it; "" for a push.
     operator: str = ""
 
     @classmethod
-    def create(cls, deployment_id: str, new: NewDeployment, now: float | None = None) -> Deployment:
+    def create(cls, deployment_id: str, new: NewDeployment, now: float | None = None,
+               state: DeploymentState = DeploymentState.QUEUED) -> Deployment:
         return cls(
             id=deployment_id,
             app=new.app,
             sha=new.sha,
             ref=new.ref,
             trigger=new.trigger,
-            state=DeploymentState.QUEUED,
+            state=state,
             created_at=time.time() if now is None else now,
             delivery_id=new.delivery_id,
             forced=new.forced,

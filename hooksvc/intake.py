@@ -21,7 +21,7 @@ from redis.client import Pipeline
 
 from hooksvc import defaults, keys
 from hooksvc.connection import call, direct_command
-from hooksvc.deployments import Deployment, DeploymentState, NewDeployment
+from hooksvc.deployments import WAITING_STATES, Deployment, DeploymentState, NewDeployment
 from hooksvc.errors import HooksvcError
 from hooksvc.jobqueue import drop_job
 
@@ -37,13 +37,17 @@ log = logging.getLogger("hooksvc.intake")
 DEDUPE_PERIOD_SECONDS = defaults.DEDUPE_TTL_SECONDS
 
 # ARGV: now, metric field suffix ("" counts nothing), number n of dedupe ids, the n ids; then per
-#       deployment: app, sha and the field/value pairs of its record, ending with an empty field name.
-# Returns {"dup", first answer} or {"ok", {new ids}, {ids of the deployments they superseded}}.
+#       deployment: app, sha, why it is frozen ("" when not: Python reads the app's windows) and the
+#       field/value pairs of its record, ending with an empty field name.
+# Returns {"dup", first answer} or {"ok", {new ids}, {ids of the deployments they superseded},
+# {the new ones' states}}. A deployment of a locked (`app_locks`) or frozen app starts `held`, with
+# the reason as its `error`; a new deployment supersedes the app's waiting one (queued or held).
 # The dedupe hashes hold the first answer as "id app sha" per deployment, comma-separated; an
 # intake entry is "new ids;superseded ids;now" (ids comma-separated). Plain strings, flat arguments
 # and constant key names, no cjson, as few writes as the rules allow: every argument, redis.call and
 # write (each is appended to the AOF) is paid for on every webhook, in Redis's one thread.
 SUBMIT_SCRIPT = """
+local WAITING = {@WAITING@}
 local now, metric, nseen = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local period = math.floor(tonumber(now) / @PERIOD@)
 if nseen > 0 then
@@ -56,27 +60,33 @@ if nseen > 0 then
     end
   end
 end
-local created, superseded, answer = {}, {}, {}
+local created, superseded, states, answer = {}, {}, {}, {}
 local a = 4 + nseen
 while a <= #ARGV do
-  local app, sha, from = ARGV[a], ARGV[a + 1], a + 2
+  local app, sha, why, from = ARGV[a], ARGV[a + 1], ARGV[a + 2], a + 3
   a = from
   while ARGV[a] ~= '' do a = a + 2 end
   local id = tostring(redis.call('INCR', '@NEXT@'))
-  redis.call('HSET', '@DEPLOYMENT@' .. id, 'id', id, 'state', 'queued', 'created_at', now,
+  local lock = redis.call('HMGET', '@APP@' .. app .. ':locked', 'by', 'reason')
+  if lock[1] then why = 'deploys to ' .. app .. ' are locked by ' .. lock[1] .. ': ' .. lock[2] end
+  local state = 'queued'
+  if why ~= '' then state = 'held' end
+  redis.call('HSET', '@DEPLOYMENT@' .. id, 'id', id, 'state', state, 'created_at', now,
              unpack(ARGV, from, a - 1))
+  if why ~= '' then redis.call('HSET', '@DEPLOYMENT@' .. id, 'error', why) end
   a = a + 1
   redis.call('LPUSH', '@APP@' .. app .. ':index', id)
   local old = redis.call('SET', '@APP@' .. app .. ':queued', id, 'GET')
   if old then
     local okey = '@DEPLOYMENT@' .. old
-    if redis.call('HGET', okey, 'state') == 'queued' then
+    if WAITING[redis.call('HGET', okey, 'state')] then
       local why = 'superseded by ' .. string.sub(sha, 1, 12) .. ' (deployment ' .. id .. ')'
       redis.call('HSET', okey, 'state', 'superseded', 'finished_at', now, 'error', why)
       superseded[#superseded + 1] = old
     end
   end
   created[#created + 1] = id
+  states[#states + 1] = state
   answer[#answer + 1] = id .. ' ' .. app .. ' ' .. sha
 end
 if nseen > 0 then
@@ -88,12 +98,13 @@ if nseen > 0 then
 end
 redis.call('RPUSH', '@INTAKE@', table.concat(created, ',') .. ';' .. table.concat(superseded, ',') .. ';' .. now)
 if metric ~= '' then redis.call('HINCRBY', '@WEBHOOKS@', 'accepted:' .. metric, 1) end
-return {'ok', created, superseded}
+return {'ok', created, superseded, states}
 """
 # Key names come from `hooksvc.keys`, substituted into the text: constants cost the script nothing.
 for _name, _value in (("@SEEN@", keys.SEEN_PREFIX), ("@DEPLOYMENT@", keys.DEPLOYMENT_PREFIX),
                       ("@APP@", keys.APP_PREFIX), ("@INTAKE@", keys.INTAKE), ("@WEBHOOKS@", keys.WEBHOOKS),
-                      ("@NEXT@", keys.NEXT_ID), ("@PERIOD@", str(DEDUPE_PERIOD_SECONDS))):
+                      ("@NEXT@", keys.NEXT_ID), ("@PERIOD@", str(DEDUPE_PERIOD_SECONDS)),
+                      ("@WAITING@", ", ".join(f"['{s}'] = true" for s in sorted(WAITING_STATES)))):
     SUBMIT_SCRIPT = SUBMIT_SCRIPT.replace(_name, _value)
 
 
@@ -156,13 +167,17 @@ class Intake:
         now = self.store.clock()
         args: list[object] = [repr(now), webhook_provider, len(dedupe_keys), *dedupe_keys]
         for r in requests:
-            args += (r.app, r.sha, *r.record_fields(), "")
+            frozen = "" if r.override_freeze else self.store.frozen(r.app, now)
+            args += (r.app, r.sha, frozen, *r.record_fields(), "")
         reply = call(self._run_submit_script, args)
         if reply[0] == b"dup":
             return SubmitResult(deployments=(), duplicate_of=first_answer(reply[1]))
         created = tuple(
-            Deployment.create(i.decode(), r, now) for i, r in zip(reply[1], requests, strict=True)
+            Deployment.create(i.decode(), r, now, DeploymentState(state.decode()))
+            for i, r, state in zip(reply[1], requests, reply[3], strict=True)
         )
+        # A held one's record names what holds it, which the script wrote: read those back.
+        created = tuple(self.store.find(d.id) or d if d.state is DeploymentState.HELD else d for d in created)
         superseded = tuple(i.decode() for i in reply[2])
         if self.dispatch_inline:
             self.dispatch()
@@ -218,7 +233,10 @@ class Intake:
                 if dep is None:
                     continue
                 logs.append_in(pipe, i, f"queued {dep.trigger} of {dep.sha or dep.ref} ({dep.ref or 'no ref'})")
-                if dep.state is DeploymentState.QUEUED:
+                if dep.state is DeploymentState.HELD:
+                    logs.append_in(pipe, i, f"held: {dep.error}")
+                    store.notify(pipe, dep)
+                elif dep.state is DeploymentState.QUEUED:
                     store.enqueue_job(pipe, dep)
                     store.notify(pipe, dep)
                     queued.append(dep)

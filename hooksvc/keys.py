@@ -73,6 +73,12 @@ def app_rollout_record(app: str) -> str:
     return f"{APP_PREFIX}{app}:rollout"
 
 
+def app_locked(app: str) -> str:
+    """An operator's lock on the app (HASH: by, reason, at; see `hooksvc.app_locks`): while it exists,
+    the app's deployments are held. Not to be confused with `app_lock`, the deploy lease."""
+    return f"{APP_PREFIX}{app}:locked"
+
+
 def app_lock(app: str) -> str:
     """The per-app deploy lock, holding the id of the deployment (or poller) that holds it."""
     return f"{APP_PREFIX}{app}:lock"

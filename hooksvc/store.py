@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -22,6 +23,7 @@ from hooksvc.config import Config
 from hooksvc.connection import call, connect, decode_hash, redis_url
 from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.errors import Conflict, NotFound
+from hooksvc.freeze import describe as describe_freeze
 from hooksvc.intake import Intake
 from hooksvc.jobqueue import deploy_queue, drop_job, enqueue_deployment
 from hooksvc.logs import DeploymentLogs
@@ -41,7 +43,23 @@ def open_store(
         job_timeout=config.worker.job_timeout,
         listeners=LISTENERS,
         dispatch_inline=dispatch_inline,
+        frozen=freeze_reasons(config),
     )
+
+
+#: Why an app is frozen at a time (epoch seconds), "" when it is not: what holds its new deployments.
+FreezeReason = Callable[[str, float], str]
+
+
+def freeze_reasons(config: Config) -> FreezeReason:
+    """The `FreezeReason` of `config`'s apps' freeze windows."""
+
+    def frozen(app: str, now: float) -> str:
+        found = config.app(app)
+        window = found.frozen_at(datetime.fromtimestamp(now, UTC)) if found is not None else None
+        return describe_freeze(app, window) if window is not None else ""
+
+    return frozen
 
 
 @dataclass(frozen=True)
@@ -62,8 +80,11 @@ class DeploymentStore:
         listeners: Sequence[StateListener] = (),
         dispatch_inline: bool = True,
         clock: Callable[[], float] = time.time,
+        frozen: FreezeReason = lambda app, now: "",
     ) -> None:
         self.redis = connection
+        #: Why an app's new deployments are held for a freeze window ("" when they are not).
+        self.frozen = frozen
         #: Time of a submit (created_at, dedupe periods); tests move it forward.
         self.clock = clock
         self.queue = deploy_queue(connection)
@@ -132,15 +153,16 @@ class DeploymentStore:
     # -- state changes -----------------------------------------------------------------------------
 
     def cancel(self, deployment_id: str) -> Deployment:
-        """Cancel a queued deployment; Conflict when it already started or ended."""
+        """Cancel a deployment that has not started (queued or held); Conflict when it started or ended."""
         if not (deployment_id.isascii() and deployment_id.isdigit()):  # not an id: see find()
             raise NotFound(f"no deployment {deployment_id!r}")
 
         def change(dep: Deployment | None) -> Deployment:
             if dep is None:
                 raise NotFound(f"no deployment {deployment_id!r}")
-            if dep.state is not DeploymentState.QUEUED:
-                raise Conflict(f"deployment {deployment_id} is {dep.state}, only a queued one can be cancelled")
+            if not dep.state.is_waiting:
+                raise Conflict(f"deployment {deployment_id} is {dep.state}, only one that has not started "
+                               "(queued or held) can be cancelled")
             return replace(dep, state=DeploymentState.CANCELLED, finished_at=time.time(), error="cancelled")
 
         def writes(pipe: Pipeline, dep: Deployment) -> None:

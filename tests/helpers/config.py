@@ -187,3 +187,16 @@ OPERATORS = """
 VERA_TOKEN = "vera-viewer-token-0001"
 DAN_TOKEN = "dan-deployer-token-0002"  # noqa: S105 - a test operator's token
 OPERATOR_ENV = {"VERA_TOKEN": VERA_TOKEN, "DAN_TOKEN": DAN_TOKEN}
+def frozen_app(tmp_path: Path, windows: str, timezone: str | None = "Europe/Berlin") -> str:
+    """`make_config`'s `extra` for a GitHub app `cafe` (secret from `$SHOP_SECRET`) with these `freeze`
+    windows (TOML strings, comma-separated) read in `timezone` (None: the key left out)."""
+    zone_line = f'timezone = "{timezone}"' if timezone is not None else ""
+    return f"""
+        [apps.cafe]
+        host = "github"
+        repo = "acme/cafe"
+        clone_url = "{tmp_path / 'origin-cafe.git'}"
+        secret_env = "SHOP_SECRET"
+        freeze = [{windows}]
+        {zone_line}
+    """

@@ -139,7 +139,7 @@ class TestTransitions:
         assert store.queue.job_ids == []
         b = store.intake.submit([push("shop", SHA_B)]).deployments[0]
         store.start(b.id, "")
-        with pytest.raises(Conflict, match="only a queued one can be cancelled"):
+        with pytest.raises(Conflict, match=r"only one that has not started \(queued or held\) can be cancelled"):
             store.cancel(b.id)
         with pytest.raises(NotFound):
             store.cancel("999")

@@ -20,6 +20,7 @@ from workers.statuses.github import DESCRIPTION_LIMIT, github_headers, github_re
 #: that still serves inactive.
 STATE_MAP = {
     DeploymentState.QUEUED: "queued",
+    DeploymentState.HELD: "queued",
     DeploymentState.RUNNING: "in_progress",
     DeploymentState.SUCCEEDED: "success",
     DeploymentState.FAILED: "failure",

@@ -20,6 +20,7 @@ from workers.statuses.gitlab import API_PATH, project_id
 #: starts, once it ends). A skip deployed nothing: `canceled`.
 STATE_MAP: dict[DeploymentState, str | None] = {
     DeploymentState.QUEUED: None,
+    DeploymentState.HELD: None,
     DeploymentState.RUNNING: "running",
     DeploymentState.SUCCEEDED: "success",
     DeploymentState.FAILED: "failed",

@@ -81,6 +81,8 @@ def describe_state(deployment_id: str, state: DeploymentState, error: str = "") 
     match state:
         case DeploymentState.QUEUED:
             return f"Deployment {deployment_id} queued"
+        case DeploymentState.HELD:  # the reason is the whole sentence: "deploys to shop are locked by …"
+            return reason or f"Deployment {deployment_id} held"
         case DeploymentState.RUNNING:
             return f"Deployment {deployment_id} running"
         case DeploymentState.SUCCEEDED:
@@ -113,6 +115,7 @@ def api_base(api_url: str, suffix: str) -> str:
 #: is an `error` so nobody mistakes that commit for a live one.
 FOUR_STATE_MAP = {
     DeploymentState.QUEUED: "pending",
+    DeploymentState.HELD: "pending",
     DeploymentState.RUNNING: "pending",
     DeploymentState.SUCCEEDED: "success",
     DeploymentState.FAILED: "failure",

@@ -21,6 +21,7 @@ DESCRIPTION_LIMIT = defaults.GITLAB_DESCRIPTION_LIMIT
 #: deployment that never ran is STOPPED.
 STATE_MAP = {
     DeploymentState.QUEUED: "INPROGRESS",
+    DeploymentState.HELD: "INPROGRESS",
     DeploymentState.RUNNING: "INPROGRESS",
     DeploymentState.SUCCEEDED: "SUCCESSFUL",
     DeploymentState.FAILED: "FAILED",

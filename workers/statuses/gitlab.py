@@ -19,6 +19,7 @@ API_PATH = "/api/v4"
 #: GitLab has a state for each of ours, except that failed and error both end `failed`.
 _STATE_MAP = {
     DeploymentState.QUEUED: "pending",
+    DeploymentState.HELD: "pending",
     DeploymentState.RUNNING: "running",
     DeploymentState.SUCCEEDED: "success",
     DeploymentState.FAILED: "failed",
