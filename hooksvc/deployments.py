@@ -42,6 +42,8 @@ class Trigger(StrEnum):
     PUSH = "push"
     MANUAL = "manual"
     ROLLBACK = "rollback"
+    #: The live release again, every service recreated even when nothing changed.
+    REDEPLOY = "redeploy"
 
 
 @dataclass(frozen=True)

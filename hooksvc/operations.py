@@ -1,24 +1,65 @@
-"""Operator actions shared by the API and the command line: manual deploy, rollback, overview."""
+"""Operator actions shared by the API and the command line: manual deploy, redeploy, rollback, overview."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+from hooksvc import defaults
+from hooksvc.app_locks import AppLockState, read_lock
 from hooksvc.config import AppConfig
+from hooksvc.connection import call
 from hooksvc.deployments import Deployment, NewDeployment, Trigger
 from hooksvc.errors import BadRequest, Conflict
+from hooksvc.freeze import Freeze
 from hooksvc.live_services import LiveServices, read_services
 from hooksvc.store import DeploymentStore
 
 
-def queue_manual(store: DeploymentStore, app: AppConfig, sha: str, ref: str, operator: str = "") -> Deployment:
-    """Queue a manual deployment by `operator`; with no sha, the worker deploys the head of `ref` (or the branch)."""
+def queue_manual(store: DeploymentStore, app: AppConfig, sha: str, ref: str, operator: str = "",
+                 override_freeze: FreezeOverride | None = None) -> Deployment:
+    """Queue a manual deployment by `operator`; with no sha, the worker deploys the head of `ref` (or the branch).
+
+    During the app's freeze window it is held like a push, unless `override_freeze` (an admin's,
+    with a reason) runs it through the window; a lock holds it either way.
+    """
     if not sha and not ref:
         if not app.single_branch:
             raise BadRequest(f"app {app.name!r} deploys {app.ref_pattern}: give a 'ref' or a 'sha'")
         ref = f"refs/heads/{app.branch}"
-    return _submit_one(store, NewDeployment(app.name, sha, ref, Trigger.MANUAL, forced=True, operator=operator))
+    new = NewDeployment(app.name, sha, ref, Trigger.MANUAL, forced=True, operator=operator,
+                        override_freeze=override_freeze is not None)
+    dep = _submit_one(store, new)
+    if override_freeze is not None:
+        store.logs.append(dep.id, f"deploys through the freeze window: {override_freeze.by}: {override_freeze.reason}")
+    return dep
+
+
+@dataclass(frozen=True)
+class FreezeOverride:
+    """An admin's choice to deploy through the app's freeze window, and why."""
+
+    by: str
+    reason: str
+
+    @classmethod
+    def asked(cls, by: str, reason: str) -> FreezeOverride:
+        """The override, or BadRequest when it gives no reason."""
+        reason = " ".join(reason.split())
+        if not reason:
+            raise BadRequest("'override_freeze' needs a 'reason' (why this deploy cannot wait for the window's end)")
+        return cls(by, reason[: defaults.LOCK_REASON_MAX_CHARS])
+
+
+def queue_redeploy(store: DeploymentStore, app: AppConfig, operator: str = "") -> Deployment:
+    """Queue the live release again (asked for by `operator`), every service recreated even when nothing
+    changed (held like any deployment while the app is locked or frozen); Conflict when nothing is live yet."""
+    live = store.live(app.name)
+    if live is None:
+        raise Conflict(f"app {app.name!r} has no live release to redeploy: deploy it first")
+    return _submit_one(store, NewDeployment(app.name, live.sha, "", Trigger.REDEPLOY, forced=True,
+                                                   operator=operator))
 
 
 def queue_rollback(store: DeploymentStore, app: AppConfig, to: str, operator: str = "") -> Deployment:
@@ -53,6 +94,13 @@ class AppOverview:
     queued_deployment: str | None
     #: What the app's services run since its last deployment that went live (None: not recorded yet).
     services: LiveServices | None
+    #: The operator's lock on the app, if any.
+    lock: AppLockState | None = None
+    #: The freeze window in force now, if any.
+    freeze: Freeze | None = None
+    #: The app's configured windows and the zone they are read in.
+    windows: tuple[str, ...] = ()
+    timezone: str = defaults.TIMEZONE
 
     def to_json(self) -> dict[str, Any]:
         """The API's document of the overview."""
@@ -70,6 +118,11 @@ class AppOverview:
             "services": None if services is None else {
                 "deployment_id": services.deployment_id, "recorded_at": services.recorded_at,
                 "services": [{"name": s.name, "runs": s.runs} for s in services.services]},
+            "lock": self.lock.to_json() if self.lock else None,
+            "freeze": {"windows": list(self.windows), "timezone": self.timezone,
+                       "active": None if self.freeze is None else {
+                           "window": self.freeze.window,
+                           "until": self.freeze.until.astimezone(UTC).isoformat().replace("+00:00", "Z")}},
         }
 
 
@@ -89,4 +142,8 @@ def app_overview(store: DeploymentStore, app: AppConfig) -> AppOverview:
         last_deployment=last,
         queued_deployment=store.queued_id(app.name),
         services=read_services(store.redis, app.name),
+        lock=call(read_lock, store.redis, app.name),
+        freeze=app.frozen_at(datetime.now(UTC)),
+        windows=tuple(w.text for w in app.freeze),
+        timezone=app.timezone,
     )

@@ -101,12 +101,13 @@ class ComposeProject:
     def config_hash_argv(self) -> list[str]:
         return self.argv("config", "--hash=*")
 
-    def up_all_argv(self) -> list[str]:
-        return self.argv("up", "-d", "--remove-orphans")
+    def up_all_argv(self, *, force: bool = False) -> list[str]:
+        """Every service up; `force`: recreated even when unchanged (a redeploy)."""
+        return self.argv("up", "-d", "--remove-orphans", *(["--force-recreate"] if force else []))
 
-    def up_service_argv(self, service: str) -> list[str]:
-        """Create or recreate one service in place (no dependencies touched)."""
-        return self.argv("up", "-d", "--no-deps", service)
+    def up_service_argv(self, service: str, *, force: bool = False) -> list[str]:
+        """Create or recreate one service in place (no dependencies touched); `force`: even when unchanged."""
+        return self.argv("up", "-d", "--no-deps", *(["--force-recreate"] if force else []), service)
 
     def scale_beside_argv(self, service: str, total: int) -> list[str]:
         """Start new containers beside the existing ones, which `--no-recreate` leaves untouched."""

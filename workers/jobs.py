@@ -290,7 +290,7 @@ class Deployer:
         self.step("checking what compose reads and the services' rollout settings")
         model = self._check_release(checkout)
         release = Release(app, checkout, sha, dep.id, self.log, self.config.worker.state_dir,
-                          shared=self.store.redis, resolved=model)
+                          shared=self.store.redis, resolved=model, force_recreate=dep.trigger is Trigger.REDEPLOY)
         strategy = strategy_for(app)
         self.step(f"rolling out ({strategy.name})")
         deploy = strategy.roll_back if dep.trigger is Trigger.ROLLBACK else strategy.roll_out

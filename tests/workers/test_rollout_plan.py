@@ -54,6 +54,19 @@ class TestChangeDetection:
         """A changed config hash makes the service change and the reason shows both hashes."""
         assert plan_one({}) == ("rolling", "config changed (hash aaaaaaaaaaaa -> bbbbbbbbbbbb)")
 
+    def test_a_redeploy_replaces_an_unchanged_service_as_if_changed(self) -> None:
+        """`force` (a redeploy) rolls an unchanged service, or recreates one that must not run twice."""
+        rolled = plan_rollout({"web": {}}, {"web": HASH_A}, {"web": IMAGE_A}, [container("web", "c1")], force=True)
+        assert [(p.action, p.reason, p.forced) for p in rolled.services] == [
+            ("rolling", "unchanged, replaced by a redeploy", True)]
+        fixed_port = {"ports": [{"target": 80, "published": "8080"}]}
+        recreated = plan_rollout({"web": fixed_port}, {"web": HASH_A}, {"web": IMAGE_A}, [container("web", "c1")],
+                                 force=True)
+        (step,) = recreated.services
+        assert step.action == "recreate" and step.forced and step.reason.startswith("unchanged, replaced by a redeploy")
+        changed = plan_rollout({"web": {}}, {"web": HASH_B}, {"web": IMAGE_A}, [container("web", "c1")], force=True)
+        assert not changed.services[0].forced  # a changed service is replaced anyway: compose needs no telling
+
     def test_unknown_image_id_does_not_count_as_a_change(self) -> None:
         """A service whose image cannot be looked up is judged by its hash alone."""
         assert plan_one({}, config_hash=HASH_A, image_id=None)[0] == "unchanged"

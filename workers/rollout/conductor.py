@@ -45,12 +45,14 @@ class ComposeSteps(Protocol):
 
 
 def roll_out(strategy: ComposeSteps, app: AppConfig, release_dir: Path, *, log: LogFn, state_dir: Path,
-             shared: redis.Redis | None = None, resolved: Mapping[str, Any] | None = None) -> RolloutResult:
+             shared: redis.Redis | None = None, resolved: Mapping[str, Any] | None = None,
+             force: bool = False) -> RolloutResult:
     """Build the release in `release_dir` and roll it out with `strategy`.
 
     `shared`: the Redis connection that keeps a copy of the record of live containers for workers
     on other machines (workers/rollout/live_record.py). `resolved`: the release's compose model when
     the caller has read it already (the job checks it before the build), so it is not read twice.
+    `force`: recreate every service even when nothing changed (a redeploy).
 
     Raises ComposeError (build or compose failed; with a failed build nothing is touched),
     HealthCheckFailed (a new container failed its gate; the old ones keep serving), ReleaseStepFailed
@@ -66,7 +68,7 @@ def roll_out(strategy: ComposeSteps, app: AppConfig, release_dir: Path, *, log: 
         f"compose {command.variant} {command.version}" + (f", engine {app.docker_host}" if app.docker_host else ""))
     engine = DockerEngine.connect(app.docker_host)
     rollout = Rollout(app, project, compose, engine, log, LiveRecord(record_path(state_dir, app.name), app.name,
-                                                                     shared))
+                                                                     shared), force=force)
     try:
         steps = ComposeReleaseSteps(app, log, compose=compose, engine=engine)
         model: Future[dict[str, Any]] = Future()

@@ -53,6 +53,8 @@ class Rollout:
     log: LogFn
     record: LiveRecord
     services: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: Recreate every service even when nothing changed (a redeploy of the live release).
+    force: bool = False
     #: Set once the new containers passed the gate and the record names them as the live ones.
     switched: bool = False
     #: Set once a failure turned out to be the engine going away (see `outage.engine_lost`).

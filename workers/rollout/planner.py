@@ -8,13 +8,15 @@ cannot or must not run twice). No engine, no I/O: the executor hands it what it 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from hooksvc.errors import DeployError
 from workers.rollout.model import dependency_order, desired_replicas, reasons_not_to_run_twice, service_labels
 
+#: Why a redeploy replaces a service whose config and image did not change.
+FORCED_REASON = "unchanged, replaced by a redeploy"
 #: Per-service label choosing `rolling` or `recreate` against the planner's own judgement.
 STRATEGY_LABEL = "hooksvc.strategy"
 
@@ -57,6 +59,8 @@ class ServicePlan:
     old: tuple[str, ...] = ()
     #: How many new containers a rolling update starts.
     replicas: int = 1
+    #: Replaced although unchanged (a redeploy): compose must be told to recreate it.
+    forced: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ def plan_rollout(
     containers: Sequence[ContainerInfo],
     *,
     compose_major: int = 2,
+    force: bool = False,
 ) -> RolloutPlan:
     """Decide per service what the rollout does, and why.
 
@@ -88,7 +93,8 @@ def plan_rollout(
     printed, `image_ids` the local image id each service will run (None when unknown), and
     `containers` the project's current containers. Changed means the config hash differs from a
     container's label, or the image differs from the container's: compose v2 leaves the image out
-    of its hash, so a rebuilt image under the same tag only shows in the image id.
+    of its hash, so a rebuilt image under the same tag only shows in the image id. `force` (a
+    redeploy) replaces unchanged services too, each as a changed one would be (rolling or recreate).
     """
     by_service: dict[str, list[ContainerInfo]] = {}
     for container in containers:
@@ -96,23 +102,30 @@ def plan_rollout(
     plans: list[ServicePlan] = []
     for name in dependency_order(services):
         plans.append(_plan_service(name, services[name], config_hashes.get(name, ""),
-                                   image_ids.get(name), by_service.get(name, []), compose_major))
+                                   image_ids.get(name), by_service.get(name, []), compose_major, force))
     orphans = tuple(c for c in containers if c.service not in services)
     return RolloutPlan(services=tuple(plans), orphans=orphans)
 
 
 def _plan_service(name: str, config: Mapping[str, Any], config_hash: str, image_id: str | None,
-                  current: list[ContainerInfo], compose_major: int) -> ServicePlan:
+                  current: list[ContainerInfo], compose_major: int, force: bool = False) -> ServicePlan:
     old = tuple(c.id for c in current)
     if not current:
         return ServicePlan(name, ServiceAction.START, "new service: no container yet")
     changes = _changes(config_hash, image_id, current, compose_major)
     running = sum(1 for c in current if c.running)
+    if not changes and force:
+        return replace(_plan_change(name, config, FORCED_REASON, running, old), forced=True)
     if not changes:
         if running == 0:
             return ServicePlan(name, ServiceAction.RECREATE, "unchanged, but no container is running", old)
         return ServicePlan(name, ServiceAction.UNCHANGED, "config hash and image unchanged", old)
-    changed = "; ".join(changes)
+    return _plan_change(name, config, "; ".join(changes), running, old)
+
+
+def _plan_change(name: str, config: Mapping[str, Any], changed: str, running: int,
+                 old: tuple[str, ...]) -> ServicePlan:
+    """A changed service (`changed` says how): rolling, or recreated when it cannot or must not run twice."""
     replicas = desired_replicas(config, running)
     override = service_labels(config).get(STRATEGY_LABEL, "").strip().lower()
     blockers = reasons_not_to_run_twice(config)

@@ -34,6 +34,8 @@ class Release:
     #: The release's compose model (`compose config`) when the job has read it already, to check it
     #: before the build: the strategy then does not read it again.
     resolved: Mapping[str, Any] | None = None
+    #: Recreate every service even when nothing changed (a redeploy of the live release).
+    force_recreate: bool = False
 
 
 class Strategy(Protocol):
@@ -77,7 +79,7 @@ class ComposeStrategy(ABC):
     def roll_out_compose(self, release: Release) -> RolloutResult:
         """Roll the release out and say what happened to each service."""
         return roll_out(self, release.app, release.directory, log=release.log, state_dir=release.state_dir,
-                        shared=release.shared, resolved=release.resolved)
+                        shared=release.shared, resolved=release.resolved, force=release.force_recreate)
 
     @abstractmethod
     def apply(self, rollout: Rollout) -> RolloutResult:

@@ -23,8 +23,8 @@ class Recreate(ComposeStrategy):
         """`up -d --remove-orphans`, then the health gate on every container (brief downtime accepted)."""
         rollout.services = rollout.compose.config(rollout.log)["services"]
         before = {c.id for c in rollout.engine.containers(rollout.project)}
-        rollout.compose.check(rollout.compose.up_all_argv(), log=rollout.log, timeout=UP_TIMEOUT_SECONDS,
-                              what="compose up")
+        rollout.compose.check(rollout.compose.up_all_argv(force=rollout.force), log=rollout.log,
+                              timeout=UP_TIMEOUT_SECONDS, what="compose up")
         outcomes: list[ServiceOutcome] = []
         for service in dependency_order(rollout.services):
             ids = [c.id for c in rollout.engine.containers(rollout.project, service)]

@@ -43,7 +43,7 @@ class Rolling(ComposeStrategy):
         leftovers = self.remove_leftovers(rollout)
         containers = rollout.engine.containers(rollout.project)
         major = 2 if rollout.compose.command.variant == "v2" else 1
-        plan = plan_rollout(rollout.services, hashes, image_ids, containers, compose_major=major)
+        plan = plan_rollout(rollout.services, hashes, image_ids, containers, compose_major=major, force=rollout.force)
         rollout.log("plan:")
         for line in plan.describe():
             rollout.log(f"  {line}")
@@ -119,7 +119,7 @@ def _phase_a(rollout: Rollout, step: ServicePlan, beside: dict[str, list[str]]) 
     if step.action in (ServiceAction.START, ServiceAction.RECREATE):
         verb = "starting" if step.action is ServiceAction.START else "recreating"
         rollout.log(f"{name}: {verb} ({step.reason})")
-        rollout.compose.check(rollout.compose.up_service_argv(name), log=rollout.log,
+        rollout.compose.check(rollout.compose.up_service_argv(name, force=step.forced), log=rollout.log,
                               timeout=UP_TIMEOUT_SECONDS, what=f"compose up {name}")
         ids = [c.id for c in rollout.engine.containers(rollout.project, name)]
         wait_until_healthy(rollout, name, ids, allow_completed=True)
