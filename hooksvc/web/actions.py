@@ -1,9 +1,11 @@
-"""The dashboard's actions: deploy, roll back and cancel from the browser, each confirmed first.
+"""The dashboard's actions: deploy, redeploy, roll back, cancel, lock and unlock from the browser.
 
-A GET shows what an action would do (`/apps/<app>/deploy?sha=`, `/apps/<app>/rollback?to=`) with a
-form that POSTs to the same path; `/apps/<app>/rollback` without `to` lists the releases to roll
-back to; a queued deployment's page posts to `/deployments/<id>/cancel`. Every route needs a login
-session (basic auth and `public_read` open none of them) and the deployer role. A POST must come
+A GET shows what a deploy, redeploy or rollback would do (`/apps/<app>/deploy?sha=`,
+`/apps/<app>/redeploy`, `/apps/<app>/rollback?to=`) with a form that POSTs to the same path;
+`/apps/<app>/rollback` without `to` lists the releases to roll back to; a waiting deployment's page
+posts to `/deployments/<id>/cancel`; an app's card posts to `/apps/<app>/lock` (with a reason) and
+`/apps/<app>/unlock`. Every route needs a login session (basic auth and `public_read` open none of
+them) and the deployer role (lock and unlock: admin). A POST must come
 from this site (Origin) and carry the session's CSRF token (`csrf_token`, synchronizer pattern:
 kept in the session's Redis record); without it the answer is 403 and nothing changes. Each
 action, and each refusal, is written to the audit trail like the API's.
@@ -17,11 +19,11 @@ from dataclasses import dataclass
 from flask import Blueprint, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from hooksvc import audit
+from hooksvc import app_locks, audit
 from hooksvc.config import AppConfig
 from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.errors import BadRequest, Forbidden, HooksvcError
-from hooksvc.operations import app_overview, queue_manual, queue_rollback
+from hooksvc.operations import app_overview, queue_manual, queue_redeploy, queue_rollback
 from hooksvc.operators import Role
 from hooksvc.redact import loggable
 from hooksvc.store import DeploymentStore
@@ -102,7 +104,8 @@ def _confirm(app: AppConfig, action: str, sha: str, ref: str) -> str:
     shipped = next((r.deployment for r in kept_releases(ctx.store, app.name) if r.sha.startswith(sha)), None) \
         if sha else None
     return render_template("confirm.html", app=app, action=action, sha=sha, ref=ref, overview=overview,
-                           shipped=shipped, live=ctx.store.live(app.name))
+                           shipped=shipped, live=ctx.store.live(app.name),
+                           lock=app_locks.read_lock(ctx.store.redis, app.name))
 
 
 def _confirmable(name: str, what: str) -> AppConfig:
@@ -148,16 +151,55 @@ def rollback(name: str) -> BaseResponse | str:
             return _confirm(app, audit.ROLLBACK, to, "")
         return render_template("rollback.html", app=app, releases=kept_releases(ctx.store, app.name))
 
-    def act(operator: str) -> Deployment:
-        return queue_rollback(ctx.store, app_or_404(name), field(_filled("to"), "to", SHA), operator)
-
-    return _done(audited(audit.ROLLBACK, Role.DEPLOYER, f"rolling back {name}", act))
+    return _done(audited(audit.ROLLBACK, Role.DEPLOYER, f"rolling back {name}", lambda operator: queue_rollback(
+        ctx.store, app_or_404(name), field(_filled("to"), "to", SHA), operator)))
 
 
 @bp.post("/deployments/<deployment_id>/cancel")
 def cancel(deployment_id: str) -> BaseResponse:
-    """Cancel a queued deployment, then show its page."""
-    def act(_operator: str) -> Deployment:
-        return context().store.cancel(deployment_id)
+    """Cancel a deployment that has not started (queued or held), then show its page."""
+    what = f"cancelling deployment {deployment_id}"
+    return _done(audited(audit.CANCEL, Role.DEPLOYER, what, lambda _operator: context().store.cancel(deployment_id)))
 
-    return _done(audited(audit.CANCEL, Role.DEPLOYER, f"cancelling deployment {deployment_id}", act))
+
+@bp.route("/apps/<name>/redeploy", methods=["GET", "POST"])
+def redeploy(name: str) -> BaseResponse | str:
+    """GET: confirm a redeploy of the live release (every service recreated); POST: queue it."""
+    ctx = context()
+    if request.method == "GET":
+        app = _confirmable(name, f"redeploying {name}")
+        live = ctx.store.live(app.name)
+        return _confirm(app, audit.REDEPLOY, live.sha if live else "", "")
+
+    return _done(audited(audit.REDEPLOY, Role.DEPLOYER, f"redeploying {name}",
+                         lambda operator: queue_redeploy(ctx.store, app_or_404(name), operator)))
+
+
+@bp.post("/apps/<name>/lock")
+def lock(name: str) -> BaseResponse:
+    """Lock the app with the form's reason (admins): its new deployments are held until it is unlocked."""
+    return _change_lock(name, audit.LOCK, f"locking {name}")
+
+
+@bp.post("/apps/<name>/unlock")
+def unlock(name: str) -> BaseResponse:
+    """Unlock the app (admins): its newest held deployment runs, unless a freeze window still holds it."""
+    return _change_lock(name, audit.UNLOCK, f"unlocking {name}")
+
+
+def _change_lock(name: str, action: str, what: str) -> BaseResponse:
+    """Lock or unlock `name` as the session's admin, audit how it ended, and show the dashboard."""
+    ctx = context()
+    operator = authorize(ctx, Role.ADMIN, what)
+    reason = request.form.get("reason", "")
+    try:
+        app = app_or_404(name)
+        if action == audit.LOCK:
+            app_locks.lock(ctx.store, app, operator.name, reason)
+        else:
+            app_locks.unlock(ctx.store, app)
+    except HooksvcError as exc:
+        audit_request(ctx, action, audit.FAILED, operator, reason=str(exc))
+        raise
+    audit_request(ctx, action, audit.OK, operator, reason=" ".join(reason.split()))
+    return redirect(url_for("pages.dashboard", _anchor=f"app-{name}"), 303)

@@ -160,6 +160,9 @@ REFUSED_ACTIONS = {
     "actions.deploy": audit.DEPLOY,
     "actions.rollback": audit.ROLLBACK,
     "actions.cancel": audit.CANCEL,
+    "actions.redeploy": audit.REDEPLOY,
+    "actions.lock": audit.LOCK,
+    "actions.unlock": audit.UNLOCK,
 }
 
 

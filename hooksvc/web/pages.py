@@ -22,6 +22,7 @@ from flask import Blueprint, Response, g, jsonify, redirect, render_template, re
 from werkzeug.wrappers import Response as BaseResponse
 
 from hooksvc import audit
+from hooksvc.app_locks import AppLockState, read_lock
 from hooksvc.deployments import Deployment, DeploymentState, iso_time
 from hooksvc.errors import HooksvcError, NotFound, RetryLater, TooManyRequests, Unauthorized
 from hooksvc.logs import parse_cursor
@@ -177,6 +178,8 @@ class AppCard:
     current_state: str | None
     #: Whether "the head" names one commit (else a deploy from the dashboard names a ref or a sha).
     single_branch: bool
+    #: Who locked the app and why; None when it is not locked.
+    lock: AppLockState | None
 
 
 @bp.get("/")
@@ -189,7 +192,7 @@ def dashboard() -> str:
         # What the app is doing now: a running deployment outranks a newer queued one behind it.
         running = [d for d in recent if d.state is DeploymentState.RUNNING]
         apps.append(AppCard(overview, recent, str(running[0].state) if running else overview.state,
-                            app.single_branch))
+                            app.single_branch, read_lock(ctx.store.redis, app.name)))
     newest = ctx.store.recent(limit=DASHBOARD_DEPLOYMENTS)
     busy = any(not d.state.is_final for d in newest)
     return render_template("dashboard.html", apps=apps, deployments=newest, busy=busy)
@@ -334,6 +337,7 @@ def template_helpers() -> dict[str, Any]:
         "can_audit": g.get("operator") is not None and g.operator.role.allows(Role.DEPLOYER),
         # The dashboard's actions need a login session (their forms carry its CSRF token) and the deployer role.
         "can_act": session is not None and session[1].role.allows(Role.DEPLOYER),
+        "can_lock": session is not None and session[1].role.allows(Role.ADMIN),
         "csrf_token": session[0].csrf_token if session is not None else "",
         "final_states": [s.value for s in DeploymentState if s.is_final],
         "noscript_refresh": NOSCRIPT_REFRESH_SECONDS,

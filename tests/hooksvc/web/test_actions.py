@@ -12,7 +12,7 @@ import redis as redis_lib
 from flask import Flask
 from flask.testing import FlaskClient
 
-from hooksvc import audit
+from hooksvc import app_locks, audit
 from hooksvc.deployments import Deployment, DeploymentState, NewDeployment, Trigger
 from hooksvc.store import DeploymentStore
 from hooksvc.web import create_app
@@ -56,11 +56,23 @@ def went_live(store: DeploymentStore, sha: str, operator: str = "") -> str:
 
 @pytest.fixture
 def history(store: DeploymentStore) -> dict[str, str]:
-    """Two releases of shop that went live (the second is live) and a push queued behind them."""
+    """Two releases of shop that went live (the second is live) and a push queued behind them; blog is
+    locked by alice."""
     ids = {"old": went_live(store, SHA_OLD), "live": went_live(store, SHA_LIVE, operator="dan")}
     ids["queued"] = store.intake.submit(
         [NewDeployment("shop", SHA_NEW, "refs/heads/main", Trigger.PUSH)]).deployments[0].id
+    app_locks.lock(store, BLOG, "alice", "database migration")
     return ids
+
+
+BLOG = make_config(Path("/nonexistent"), OPERATORS, env=OPERATOR_ENV).apps["blog"]
+
+
+def newest_is(store: DeploymentStore, redis: redis_lib.Redis, sha: str, trigger: Trigger, action: str) -> None:
+    """The newest deployment of shop is dan's `trigger` of `sha`, and the newest audit entry its `action`."""
+    dep = store.recent(app="shop", limit=1)[0]
+    assert (dep.sha, dep.trigger, dep.operator) == (sha, trigger, "dan")
+    assert audit.recent(redis, limit=1)[0].action == action
 
 
 def everything(store: DeploymentStore) -> list[Deployment]:
@@ -70,10 +82,17 @@ def everything(store: DeploymentStore) -> list[Deployment]:
 # (path, form fields besides the token): every form route of the dashboard.
 FORMS = [
     ("/apps/shop/deploy", {"sha": SHA_NEW}),
+    ("/apps/shop/redeploy", {}),
     ("/apps/shop/rollback", {"to": SHA_OLD}),
     ("/deployments/{queued}/cancel", {}),
+    ("/apps/shop/lock", {"reason": "sale tonight"}),
+    ("/apps/blog/unlock", {}),
 ]
-FORM_IDS = ["deploy", "rollback", "cancel"]
+FORM_IDS = ["deploy", "redeploy", "rollback", "cancel", "lock", "unlock"]
+#: The least role of each form route, and a token of the role just below it.
+LEAST_ROLE = {"deploy": "deployer", "redeploy": "deployer", "rollback": "deployer", "cancel": "deployer",
+              "lock": "admin", "unlock": "admin"}
+BELOW = {"deployer": (VERA_TOKEN, "vera is a viewer"), "admin": (DAN_TOKEN, "dan is a deployer")}
 
 
 class TestDashboardForms:
@@ -168,9 +187,7 @@ class TestActions:
         """A confirmed rollback queues a rollback to the chosen release, audited as dan's."""
         dan = logged_in(team, DAN_TOKEN)
         assert dan.post("/apps/shop/rollback", data={"csrf_token": csrf_of(dan), "to": SHA_OLD}).status_code == 303
-        dep = store.recent(app="shop", limit=1)[0]
-        assert (dep.sha, dep.trigger, dep.operator) == (SHA_OLD, Trigger.ROLLBACK, "dan")
-        assert audit.recent(redis, limit=1)[0].action == audit.ROLLBACK
+        newest_is(store, redis, SHA_OLD, Trigger.ROLLBACK, audit.ROLLBACK)
 
     def test_cancel_ends_the_queued_deployment(
         self, team: Flask, store: DeploymentStore, redis: redis_lib.Redis, history: dict[str, str]
@@ -194,6 +211,8 @@ class TestCsrfRefusals:
         assert answer_status == 403
         assert store.get(history["queued"]).state is DeploymentState.QUEUED
         assert len(everything(store)) == 3
+        assert app_locks.read_lock(store.redis, "shop") is None
+        assert app_locks.read_lock(store.redis, "blog") is not None
 
     @pytest.mark.parametrize(("path", "form"), FORMS, ids=FORM_IDS)
     def test_without_a_token(self, team: Flask, store: DeploymentStore, redis: redis_lib.Redis,
@@ -265,25 +284,33 @@ class TestCsrfRefusals:
 
 
 class TestRoleRefusals:
-    @pytest.mark.parametrize(("path", "form"), FORMS, ids=FORM_IDS)
-    def test_a_viewer_is_refused_naming_the_role(
+    @pytest.mark.parametrize(("path", "form", "route"), [(*f, i) for f, i in zip(FORMS, FORM_IDS, strict=True)],
+                             ids=FORM_IDS)
+    def test_the_role_below_is_refused_naming_the_role(
         self, team: Flask, store: DeploymentStore, redis: redis_lib.Redis, history: dict[str, str],
-        path: str, form: dict[str, str],
+        path: str, form: dict[str, str], route: str,
     ) -> None:
-        """A viewer with a valid session and token gets 403 naming the deployer role; nothing changes and
-        the refusal is audited."""
-        vera = logged_in(team, VERA_TOKEN)
-        token = CSRF.search(vera.get(f"/deployments/{history['queued']}").get_data(as_text=True))
-        assert token is None  # a viewer's pages offer no form at all...
-        cookie = vera.get_cookie("hooksvc_session")
+        """An operator below the route's role, with a valid session and token, gets 403 naming the missing
+        role; nothing changes and the refusal is audited."""
+        role = LEAST_ROLE[route]
+        token, who = BELOW[role]
+        client = logged_in(team, token)
+        cookie = client.get_cookie("hooksvc_session")
         session = team.extensions["hooksvc"].sessions.get(cookie.value if cookie else "")
-        answer = vera.post(path.format(**history), data={**form, "csrf_token": session.csrf_token})
-        assert "needs the deployer role (vera is a viewer)" in answer.get_data(as_text=True)
+        answer = client.post(path.format(**history), data={**form, "csrf_token": session.csrf_token})
+        assert f"needs the {role} role ({who})" in answer.get_data(as_text=True)
         TestCsrfRefusals().refused(store, history, answer.status_code)
         entry = audit.recent(redis, limit=1)[0]
-        assert (entry.result, entry.operator) == (audit.REFUSED, "vera")
+        assert (entry.result, entry.operator) == (audit.REFUSED, who.split()[0])
 
-    @pytest.mark.parametrize("path", ["/apps/shop/deploy", "/apps/shop/rollback", f"/apps/shop/rollback?to={SHA_OLD}"])
+    def test_a_viewers_pages_offer_no_form(self, team: Flask, history: dict[str, str]) -> None:
+        """A viewer's dashboard and deployment pages carry no form and no token."""
+        vera = logged_in(team, VERA_TOKEN)
+        for page in ("/", f"/deployments/{history['queued']}"):
+            assert CSRF.search(vera.get(page).get_data(as_text=True)) is None
+
+    @pytest.mark.parametrize("path", ["/apps/shop/deploy", "/apps/shop/redeploy", "/apps/shop/rollback",
+                                      f"/apps/shop/rollback?to={SHA_OLD}"])
     def test_a_viewer_sees_no_confirm_page(self, team: Flask, path: str) -> None:
         """The confirm and rollback pages are a deployer's too: a viewer gets a 403 page naming the role."""
         answer = logged_in(team, VERA_TOKEN).get(path)
@@ -295,3 +322,46 @@ def test_a_huge_form_is_refused_unread(team: Flask, store: DeploymentStore, hist
     dan = logged_in(team, DAN_TOKEN)
     answer = dan.post("/apps/shop/deploy", data={"csrf_token": csrf_of(dan), "sha": SHA_OLD, "pad": "x" * 20000})
     assert answer.status_code == 413 and len(everything(store)) == 3
+
+
+class TestRedeployAndLocks:
+    def test_redeploy_confirms_then_queues_the_live_release(
+        self, team: Flask, store: DeploymentStore, redis: redis_lib.Redis, history: dict[str, str]
+    ) -> None:
+        """The redeploy confirm step names the live release and says every service is recreated; confirmed,
+        it queues that release as dan's redeploy, audited."""
+        dan = logged_in(team, DAN_TOKEN)
+        page = dan.get("/apps/shop/redeploy").get_data(as_text=True)
+        assert "Redeploy shop?" in page and SHA_LIVE in page and "every service is recreated" in page
+        assert dan.post("/apps/shop/redeploy", data={"csrf_token": csrf_of(dan)}).status_code == 303
+        newest_is(store, redis, SHA_LIVE, Trigger.REDEPLOY, audit.REDEPLOY)
+
+    def test_an_admin_locks_with_a_reason_and_unlocks(
+        self, team: Flask, store: DeploymentStore, redis: redis_lib.Redis, history: dict[str, str]
+    ) -> None:
+        """An admin's lock holds the reason and shows on the dashboard; the unlock form ends it; both audited."""
+        admin = logged_in(team, "operator-token-1")
+        token = csrf_of(admin)
+        answer = admin.post("/apps/shop/lock", data={"csrf_token": token, "reason": "sale tonight"})
+        assert answer.status_code == 303 and answer.headers["Location"] == "/#app-shop"
+        held = app_locks.read_lock(store.redis, "shop")
+        assert held is not None and (held.by, held.reason) == ("token-1", "sale tonight")
+        dashboard = admin.get("/").get_data(as_text=True)
+        assert "locked by token-1: sale tonight" in dashboard and 'action="/apps/shop/unlock"' in dashboard
+        entry = audit.recent(redis, limit=1)[0]
+        assert (entry.action, entry.app, entry.reason) == (audit.LOCK, "shop", "sale tonight")
+        assert admin.post("/apps/shop/unlock", data={"csrf_token": token}).status_code == 303
+        assert app_locks.read_lock(store.redis, "shop") is None
+        assert audit.recent(redis, limit=1)[0].action == audit.UNLOCK
+
+    def test_a_lock_without_a_reason_is_a_400(self, team: Flask, store: DeploymentStore) -> None:
+        """A lock needs a reason: the page says so and the app stays unlocked."""
+        admin = logged_in(team, "operator-token-1")
+        answer = admin.post("/apps/shop/lock", data={"csrf_token": csrf_of(admin), "reason": "  "})
+        assert answer.status_code == 400 and "a lock needs a" in answer.get_data(as_text=True)
+        assert app_locks.read_lock(store.redis, "shop") is None
+
+    def test_a_deploy_of_a_locked_app_says_it_will_wait(self, team: Flask, history: dict[str, str]) -> None:
+        """The confirm step of a locked app's deploy names the lock and says the deployment is held."""
+        page = logged_in(team, DAN_TOKEN).get(f"/apps/blog/deploy?sha={SHA_NEW}").get_data(as_text=True)
+        assert "blog is locked by alice: database migration" in page
