@@ -867,3 +867,30 @@ class TestActionsInBrowser:
         tab.goto(f"{team_live.url}/apps/shop/rollback")
         assert "rolling back shop needs the deployer role (vera is a viewer)" in tab.text()
         tab.screenshot("action-refused-phone")
+
+    def test_an_admin_locks_redeploys_and_unlocks(self, tab: Tab, team_live: LiveServer,
+                                                 store: DeploymentStore) -> None:
+        """An admin locks shop with a reason, redeploys it (held by the lock) and unlocks it (queued again)."""
+        run(store, push("shop", "9c4d2e7a" * 5), DeploymentState.SUCCEEDED, "rolled 2/2")
+        tab.resize(DESKTOP)
+        tab.goto(f"{team_live.url}/login")
+        tab.submit_login(TOKEN)
+        tab.evaluate("document.querySelector('#app-shop input[name=reason]').value = 'database migration'")
+        self.click(tab, "#app-shop button.lock")
+        assert "locked by token-1: database migration" in tab.evaluate("document.getElementById('app-shop').innerText")
+        tab.screenshot("dashboard-locked-desktop")
+
+        self.click(tab, "#app-shop a.redeploy")
+        text = tab.text()
+        assert "Redeploy shop?" in text and "every service is recreated" in text
+        assert "shop is locked by token-1: database migration" in text
+        tab.screenshot("confirm-redeploy-desktop")
+        self.click(tab, "#confirm")
+        redeploy = store.recent(app="shop", limit=1)[0]
+        assert (redeploy.trigger, redeploy.state) == (Trigger.REDEPLOY, DeploymentState.HELD)
+        assert tab.evaluate("document.getElementById('state').textContent") == "held"
+
+        tab.goto(f"{team_live.url}/")
+        self.click(tab, "#app-shop button.unlock")
+        assert "locked by" not in tab.evaluate("document.getElementById('app-shop').innerText")
+        assert store.get(redeploy.id).state is DeploymentState.QUEUED
