@@ -229,3 +229,14 @@ TIMEZONE = "UTC"
 HOLD_CHECK_SECONDS = 5.0
 #: The longest lock reason kept: a sentence for a commit status, not a document.
 LOCK_REASON_MAX_CHARS = 200
+
+# -- plans ------------------------------------------------------------------------------------------
+
+#: RQ queue of plan jobs (what a deploy would change), which every worker takes before deployments.
+PLAN_QUEUE_NAME = "hooksvc-plan"
+#: How long `GET /api/apps/<app>/plan` and `hooksvc plan` wait for a worker's answer before a 504.
+PLAN_WAIT_SECONDS = 30.0
+#: A plan job is killed after this long (a fetch and `compose config`; it never builds).
+PLAN_JOB_TIMEOUT_SECONDS = 60
+#: A plan waits this long for the app's deploy lock (to fetch and check out), then says the app is busy.
+PLAN_LOCK_WAIT_SECONDS = 3.0

@@ -111,3 +111,9 @@ class ReleaseStepFailed(DeployError):
 
 class PostDeployFailed(ReleaseStepFailed):
     """A `post_deploy` step failed after the rollout: the new release is live all the same."""
+
+
+class GatewayTimeout(HooksvcError):
+    """A worker was asked and did not answer in time (no worker running, or all of them busy)."""
+
+    status_code = 504

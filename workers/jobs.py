@@ -56,6 +56,11 @@ def use_config(config: Config) -> None:
     _process_config = config
 
 
+def bound_config() -> Config | None:
+    """The config `use_config` bound, None in a worker hooksvc did not start."""
+    return _process_config
+
+
 def run_deployment(deployment_id: str) -> str:
     """RQ job: run one deployment from queued to a final state. Returns the final state."""
     # A worker hooksvc did not start (a bare `rq worker`) has no config bound: read $HOOKSVC_CONFIG.

@@ -14,12 +14,14 @@ from rq.utils import now
 
 # Imported here, in the worker, on purpose: every job runs in a fork of this process, which then
 # inherits the job's modules instead of importing them again (~0.1 s per deployment, measured).
+import workers.plan  # noqa: F401
 import workers.strategies  # noqa: F401
 from hooksvc import defaults
 from hooksvc.config import Config
 from hooksvc.connection import connect, redis_url
 from hooksvc.errors import HooksvcError
 from hooksvc.jobqueue import deployment_of_job
+from hooksvc.plans import plan_queue
 from hooksvc.recovery import recover_stranded
 from hooksvc.retention import trim
 from hooksvc.runtime.base import Runtime, leave
@@ -82,7 +84,8 @@ class DeployWorker(Worker):
     """
 
     def __init__(self, store: DeploymentStore) -> None:
-        super().__init__([store.queue], connection=store.redis,
+        # Plans first: an operator waits for one, and it takes seconds.
+        super().__init__([plan_queue(store.redis), store.queue], connection=store.redis,
                          job_monitoring_interval=defaults.WORKER_HEARTBEAT_SECONDS)
         self.store = store
         #: The deployment the work horse runs, "" while idle.
