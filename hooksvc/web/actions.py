@@ -15,21 +15,23 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Blueprint, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from hooksvc import app_locks, audit
+from hooksvc import app_locks, audit, defaults
 from hooksvc.config import AppConfig
 from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.errors import BadRequest, Forbidden, HooksvcError
 from hooksvc.operations import app_overview, queue_manual, queue_redeploy, queue_rollback
 from hooksvc.operators import Role
+from hooksvc.plans import request_plan
 from hooksvc.redact import loggable
 from hooksvc.store import DeploymentStore
 from hooksvc.web import pages
 from hooksvc.web.auth import audit_request, audited, authorize, current_session, refused_action, same_origin_post
-from hooksvc.web.context import app_or_404, client_address, context
+from hooksvc.web.context import app_or_404, claim_stream_slot, client_address, context
 from hooksvc.web.inputs import REF, SHA, field
 
 log = logging.getLogger("hooksvc.actions")
@@ -37,6 +39,8 @@ bp = Blueprint("actions", __name__)
 
 #: An action's form holds a token, a sha and a ref: a bigger body is refused unread.
 ACTION_FORM_MAX_BYTES = 16 * 1024
+#: How long a confirm page waits for a worker's plan (`?plan=1`) before it says none answered.
+CONFIRM_PLAN_WAIT_SECONDS = defaults.PLAN_WAIT_SECONDS
 #: Releases the rollback page lists: every succeeded deployment retention keeps is too many to scan.
 ROLLBACK_CHOICES = 30
 
@@ -97,15 +101,33 @@ def kept_releases(store: DeploymentStore, app: str, limit: int = ROLLBACK_CHOICE
     return out[:limit]
 
 
+def _plan(app: AppConfig, sha: str) -> tuple[dict[str, Any] | None, str]:
+    """With `?plan=1`, a worker's plan of deploying `sha` (services, images old → new, release steps),
+    or why there is none; (None, "") without it, since asking holds this request until a worker answers."""
+    if request.args.get("plan") != "1":
+        return None, ""
+    ctx = context()
+    # The wait holds a request thread: it takes one of the process's few slots for long requests.
+    release = claim_stream_slot(ctx)
+    try:
+        return request_plan(ctx.store.redis, app.name, sha, wait=CONFIRM_PLAN_WAIT_SECONDS), ""
+    except HooksvcError as exc:
+        return None, str(exc)
+    finally:
+        release()
+
+
 def _confirm(app: AppConfig, action: str, sha: str, ref: str) -> str:
-    """The confirm page of a deploy or rollback: what it deploys and what it replaces."""
+    """The confirm page of a deploy, redeploy or rollback: what it deploys, what it replaces, and on
+    request the worker's plan."""
     ctx = context()
     overview = app_overview(ctx.store, app)
+    plan, plan_error = _plan(app, sha) if action != audit.REDEPLOY else (None, "")
     shipped = next((r.deployment for r in kept_releases(ctx.store, app.name) if r.sha.startswith(sha)), None) \
         if sha else None
     return render_template("confirm.html", app=app, action=action, sha=sha, ref=ref, overview=overview,
                            shipped=shipped, live=ctx.store.live(app.name),
-                           lock=app_locks.read_lock(ctx.store.redis, app.name))
+                           lock=app_locks.read_lock(ctx.store.redis, app.name), plan=plan, plan_error=plan_error)
 
 
 def _confirmable(name: str, what: str) -> AppConfig:

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from hooksvc import app_locks, audit
 from hooksvc.deployments import Deployment, DeploymentState, NewDeployment, Trigger
 from hooksvc.store import DeploymentStore
-from hooksvc.web import create_app
+from hooksvc.web import actions, create_app
 from tests.helpers.config import DAN_TOKEN, OPERATOR_ENV, OPERATORS, VERA_TOKEN, make_config
 
 SHA_OLD, SHA_LIVE, SHA_NEW = "0a" * 20, "1b" * 20, "2c" * 20
@@ -365,3 +365,17 @@ class TestRedeployAndLocks:
         """The confirm step of a locked app's deploy names the lock and says the deployment is held."""
         page = logged_in(team, DAN_TOKEN).get(f"/apps/blog/deploy?sha={SHA_NEW}").get_data(as_text=True)
         assert "blog is locked by alice: database migration" in page
+
+
+class TestPlanWithoutWorker:
+    def test_the_confirm_page_offers_the_plan_and_says_when_no_worker_answers(
+        self, team: Flask, store: DeploymentStore, history: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The confirm page offers "Show the plan"; asked with no worker running, it says no worker answered
+        (naming what to check), still offers the confirm form, and queues nothing."""
+        monkeypatch.setattr(actions, "CONFIRM_PLAN_WAIT_SECONDS", 0.5)
+        dan = logged_in(team, DAN_TOKEN)
+        assert 'id="show-plan"' in dan.get(f"/apps/shop/rollback?to={SHA_OLD}").get_data(as_text=True)
+        page = dan.get(f"/apps/shop/rollback?to={SHA_OLD}&plan=1").get_data(as_text=True)
+        assert "No plan: no worker answered the plan of shop" in page and "hooksvc worker" in page
+        assert 'id="confirm"' in page and len(everything(store)) == 3
