@@ -14,6 +14,7 @@ from typing import Any
 import docker
 import pytest
 import redis as redis_lib
+from flask import Flask
 from flask.testing import FlaskClient
 
 from hooksvc.config import load_config
@@ -26,6 +27,7 @@ from tests.helpers.fleet import sample_app_files
 from tests.helpers.git import GitOrigin
 from tests.helpers.payloads import github_push, github_request
 from tests.helpers.processes import stop_process_groups
+from tests.hooksvc.web.test_pages import CHROMIUM, DESKTOP, Chromium, LiveServer, Tab
 
 pytestmark = pytest.mark.docker
 
@@ -73,6 +75,27 @@ def hooksvc_worker(path: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "hooksvc.cli", "--config", str(path), "worker", *args]
 
 
+def screenshot_the_plan(app: Flask, tmp_path: Path) -> None:
+    """The deploy's confirm step with its plan, in headless Chromium (when installed), for the docs."""
+    if CHROMIUM is None:
+        return
+    server = LiveServer(app)
+    chromium = Chromium(CHROMIUM, tmp_path / "chromium-profile")
+    try:
+        tab = Tab(chromium, DESKTOP)
+        tab.goto(f"{server.url}/login")
+        tab.submit_login(OPERATOR_TOKEN)
+        tab.goto(f"{server.url}/apps/web/deploy")
+        tab.evaluate("window.__oldDocument = true; document.getElementById('show-plan').click()")
+        tab.wait_for("!window.__oldDocument && document.readyState === 'complete'", timeout=60)
+        assert tab.evaluate("!!document.getElementById('plan')"), tab.text()
+        tab.screenshot("confirm-plan-desktop")
+        tab.close()
+    finally:
+        chromium.close()
+        server.stop()
+
+
 def web_containers(docker_client: docker.DockerClient, project: str) -> set[str]:
     return {c.id for c in docker_client.containers.list(filters={"label": f"com.docker.compose.project={project}"})}
 
@@ -109,6 +132,7 @@ def test_the_confirm_step_shows_the_workers_plan(
         try:
             ahead = browser.get("/apps/web/deploy?plan=1").get_data(as_text=True)
             same = browser.get(f"/apps/web/rollback?to={live}&plan=1").get_data(as_text=True)
+            screenshot_the_plan(app, tmp_path)
         finally:
             stop_process_groups([worker], grace=30)
         assert web_containers(docker_client, compose_project) == before
@@ -128,4 +152,4 @@ def test_the_confirm_step_shows_the_workers_plan(
         assert confirmed.status_code == 303
         queued = store.recent(app="web", limit=1)[0]
         assert (queued.state, queued.operator, queued.ref) == (DeploymentState.QUEUED, "token-1", "refs/heads/main")
-        assert newer  # the head the queued deploy resolves when it starts
+        assert f'Of <span class="mono">{newer}</span> (the head of refs/heads/main now)' in ahead
