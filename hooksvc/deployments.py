@@ -101,6 +101,9 @@ class Deployment:
     error: str = ""
     #: Who asked for it; "" for a push.
     operator: str = ""
+    #: The commit's subject line and author, recorded by the worker once it fetched the commit.
+    commit_message: str = ""
+    commit_author: str = ""
 
     @classmethod
     def create(cls, deployment_id: str, new: NewDeployment, now: float | None = None,
@@ -150,6 +153,8 @@ class Deployment:
             previous_sha=fields.get("previous_sha", ""),
             error=fields.get("error", ""),
             operator=fields.get("operator", ""),
+            commit_message=fields.get("commit_message", ""),
+            commit_author=fields.get("commit_author", ""),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -168,6 +173,8 @@ class Deployment:
             "previous_sha": self.previous_sha or None,
             "error": self.error or None,
             "operator": self.operator or None,
+            "commit_message": self.commit_message or None,
+            "commit_author": self.commit_author or None,
         }
 
     def summary(self) -> dict[str, str]:

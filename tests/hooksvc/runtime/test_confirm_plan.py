@@ -36,6 +36,7 @@ HOST_TOKEN = "github-api-token"
 OPERATOR_TOKEN = "operator-token-000001"
 #: A deployment of the sample app takes a few seconds; this bounds a stuck one.
 DEPLOY_TIMEOUT = 180
+AUTHOR = "Test Author"  # tests.helpers.git commits as this author
 CSRF = re.compile(r'name="csrf_token" value="([^"]*)"')
 
 
@@ -120,7 +121,8 @@ def test_the_confirm_step_shows_the_workers_plan(
         burst = subprocess.run(hooksvc_worker(path, "--burst"), env=environment(), capture_output=True, text=True,
                                timeout=DEPLOY_TIMEOUT)
         assert burst.returncode == 0, burst.stderr[-3000:]
-        assert store.live("web") is not None
+        shipped = store.get(store.live("web").deployment_id)  # type: ignore[union-attr]
+        assert (shipped.commit_message, shipped.commit_author) == ("release v1", AUTHOR)
         newer = origin.commit("release v2", sample_app_files(tmp_path, "v2"))
         before = web_containers(docker_client, compose_project)
 
@@ -144,6 +146,10 @@ def test_the_confirm_step_shows_the_workers_plan(
         assert rows[0][2].endswith("→ would build")
         assert 'id="plan-steps"' in ahead and "No plan" not in ahead
         assert re.search(r"<tr><td>web</td><td>unchanged</td>", same), same
+        assert "release v1 <span class=\"muted\">by " + AUTHOR in same  # the commit it rolls back to
+        releases = browser.get("/apps/web/rollback").get_data(as_text=True)
+        assert '<td class="message">release v1</td>' in releases
+        assert f'<td class="wide author">{AUTHOR}</td>' in releases
         assert "config hash and image unchanged" in same
 
         token = CSRF.search(ahead)
