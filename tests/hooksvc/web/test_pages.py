@@ -806,7 +806,9 @@ class TestActionsInBrowser:
                                                       store: DeploymentStore) -> None:
         """Each action goes through its confirm step and lands on the new deployment's page, queued by dan."""
         old = run(store, push("shop", "5e1f0c2b" * 5), DeploymentState.SUCCEEDED, "rolled 2/2")
-        run(store, push("shop", "9c4d2e7a" * 5), DeploymentState.SUCCEEDED, "rolled 2/2")
+        store.set_commit(old, "Show prices with VAT on the cart page", "Alice Example")
+        live = run(store, push("shop", "9c4d2e7a" * 5), DeploymentState.SUCCEEDED, "rolled 2/2")
+        store.set_commit(live, "Checkout: retry the payment provider once", "Bob Example")
         tab.resize(DESKTOP)
         tab.goto(f"{team_live.url}/")
         tab.submit_login(DAN_TOKEN)
@@ -828,6 +830,7 @@ class TestActionsInBrowser:
         self.click(tab, "#app-shop a.rollback")
         rows = tab.evaluate("[...document.querySelectorAll('#releases tbody tr')].map(r => r.innerText)")
         assert len(rows) == 2 and "live" in rows[0] and "Roll back to this" in rows[1]
+        assert "Show prices with VAT on the cart page" in rows[1] and "Alice Example" in rows[1]
         tab.screenshot("rollback-desktop")
         self.click(tab, "#releases a.choose")
         assert "Roll back shop?" in tab.text() and f"#{old}" in tab.text()
