@@ -121,6 +121,10 @@ class Deployment:
     #: Set when its checks kept a gated push from deploying (one failed, or they timed out).
     checks_failed: bool = False
 
+    #: The commit's subject line and author, recorded by the worker once it fetched the commit.
+    commit_message: str = ""
+    commit_author: str = ""
+
     @classmethod
     def create(cls, deployment_id: str, new: NewDeployment, now: float | None = None,
                state: DeploymentState | None = None) -> Deployment:
@@ -174,6 +178,8 @@ class Deployment:
             operator=fields.get("operator", ""),
             required_checks=fields.get("required_checks", ""),
             checks_failed=fields.get("checks_failed") == "1",
+            commit_message=fields.get("commit_message", ""),
+            commit_author=fields.get("commit_author", ""),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -193,6 +199,8 @@ class Deployment:
             "error": self.error or None,
             "operator": self.operator or None,
             "required_checks": self.required_checks or None,
+            "commit_message": self.commit_message or None,
+            "commit_author": self.commit_author or None,
         }
 
     def summary(self) -> dict[str, str]:

@@ -3,12 +3,15 @@
 Nothing in the cookie is derived from a token, so a cookie cannot be used to test guessed tokens
 offline, and logging out deletes the record, so a copied cookie opens nothing afterwards. A record
 says which credential opened it (a fingerprint of the token, so a changed token ends its sessions)
-and the operator it belongs to (SPEC §11).
+and the operator it belongs to (SPEC §11). Each record also holds the session's CSRF token, which
+the dashboard's forms carry in a hidden field (synchronizer pattern): another site can make a
+browser send the cookie, but it cannot read the token.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -20,6 +23,8 @@ from hooksvc.connection import call
 
 #: Random bytes of a session id: guessing one is hopeless.
 SESSION_ID_BYTES = 32
+#: Random bytes of a session's CSRF token: as hopeless to guess as the session id.
+CSRF_TOKEN_BYTES = 32
 
 
 def credential_fingerprint(token: str) -> str:
@@ -44,6 +49,14 @@ class OperatorSession:
     address: str
     #: The role single sign-on granted at login; "" for a token's session (its role is the configured one).
     role: str = ""
+    #: The token every form of this session carries (`csrf_token`); "" for a record written before there was one.
+    csrf_token: str = ""
+
+    def accepts_csrf(self, presented: str | None) -> bool:
+        """Whether `presented` is this session's CSRF token (compared in constant time; never an empty one)."""
+        if not self.csrf_token or not presented:
+            return False
+        return hmac.compare_digest(self.csrf_token.encode(), presented.encode())
 
 
 class SessionStore:
@@ -58,7 +71,7 @@ class SessionStore:
         session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
         key = keys.session(_digest(session_id))
         fields = {"operator": operator, "credential": credential, "created_at": repr(time.time()), "address": address,
-                  "role": role}
+                  "role": role, "csrf_token": secrets.token_urlsafe(CSRF_TOKEN_BYTES)}
         pipe = self.redis.pipeline()
         pipe.hset(key, mapping=fields)
         pipe.expire(key, self.lifetime_seconds)
@@ -79,6 +92,7 @@ class SessionStore:
             created_at=float(text.get("created_at", "0")),
             address=text.get("address", ""),
             role=text.get("role", ""),
+            csrf_token=text.get("csrf_token", ""),
         )
 
     def revoke(self, session_id: str) -> None:

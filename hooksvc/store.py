@@ -243,6 +243,19 @@ class DeploymentStore:
 
         return self._transition(deployment_id, change, writes)
 
+    def set_commit(self, deployment_id: str, message: str, author: str) -> None:
+        """Record the subject line and author of the commit a deployment runs (the rollback list shows them)."""
+        dkey = keys.deployment(deployment_id)
+
+        def body(pipe: Pipeline) -> None:
+            if not pipe.exists(dkey):
+                pipe.unwatch()
+                return
+            pipe.multi()
+            pipe.hset(dkey, mapping={"commit_message": message, "commit_author": author})
+
+        self.transaction([dkey], body)
+
     def set_sha(self, deployment_id: str, sha: str) -> None:
         """Record the sha a manual deployment resolved to; listeners hear of it (its commit gets `pending`)."""
         dkey = keys.deployment(deployment_id)

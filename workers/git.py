@@ -52,6 +52,8 @@ from workers.process import GIT_ENV, PROXY_ENV, ProcessResult, run
 #: A first clone of a large repository over a slow link takes minutes; this bounds a hung transfer
 #: well inside the default job timeout (30 min) so the deployment fails with a git message instead.
 NETWORK_TIMEOUT_SECONDS = 15 * 60
+#: A commit's subject line and author as a deployment records them: a line to read, not the whole message.
+COMMIT_SUMMARY_MAX_CHARS = 200
 #: Lines of git's output quoted in an error message: enough for git's reason, short enough to read.
 ERROR_TAIL_LINES = 6
 
@@ -454,6 +456,14 @@ class GitMirror:
         heads = {r: obj for r, obj, _ in refs}
         found = [r for r in out.splitlines() if r and self.app.matches_ref(r)]
         return min(found, key=lambda r: (heads.get(r) != full, r), default=None)
+
+    def commit_summary(self, sha: str) -> tuple[str, str]:
+        """The subject line and author name of commit `sha`, each cut to `COMMIT_SUMMARY_MAX_CHARS`."""
+        status, out, err = self._query("log", "-1", "--no-show-signature", "--format=%s%x00%an", sha, "--")
+        if status != 0:
+            raise GitError(self._redact(f"cannot read commit {sha} in the mirror: {err.strip()}"))
+        subject, _, author = out.strip("\n").partition("\0")
+        return subject[:COMMIT_SUMMARY_MAX_CHARS], author[:COMMIT_SUMMARY_MAX_CHARS]
 
     def is_ancestor(self, a: str, b: str) -> bool:
         """True when commit `a` is an ancestor of commit `b` or the same commit.

@@ -291,6 +291,9 @@ class Deployer:
         if on_ref is None:
             raise GitError(f"commit {sha} is not on {app.ref_pattern}: refusing to deploy it")
         self.log(f"{sha} is on {on_ref}")
+        message, author = mirror.commit_summary(sha)
+        wait_out_redis(lambda: self.store.set_commit(dep.id, message, author),
+                       f"deployment {dep.id}: recording its commit")
         skip = self._skip_reason(mirror, sha)
         if skip:
             self.log(f"skipped: {skip}")

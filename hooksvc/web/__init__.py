@@ -17,7 +17,7 @@ from hooksvc.config import Config
 from hooksvc.errors import HooksvcError, RetryLater, Unauthorized
 from hooksvc.redact import loggable
 from hooksvc.store import StateListener, open_store
-from hooksvc.web import api, hooks, metrics, oidc, pages
+from hooksvc.web import actions, api, hooks, metrics, oidc, pages
 from hooksvc.web.context import EXTENSION, WebContext
 from hooksvc.web.stream_slots import StreamSlots, slots_for
 
@@ -46,6 +46,7 @@ def create_app(
     app.register_blueprint(hooks.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(actions.bp)
     app.register_blueprint(oidc.bp)
     app.register_blueprint(metrics.bp)
 

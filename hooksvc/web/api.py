@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request, stream_with_context
 
 from hooksvc import app_locks, audit, defaults
-from hooksvc.config import AppConfig
 from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.errors import BadRequest, HooksvcError, NotFound
 from hooksvc.operations import FreezeOverride, app_overview, queue_manual, queue_redeploy, queue_rollback
 from hooksvc.operators import Role
 from hooksvc.plans import request_plan
-from hooksvc.web.auth import audit_request, authorize, require_operator
-from hooksvc.web.context import claim_stream_slot, client_gone, context
+from hooksvc.web.auth import audit_request, audited, authorize, require_operator
+from hooksvc.web.context import app_or_404, claim_stream_slot, client_gone, context
+from hooksvc.web.inputs import REF, SHA, field
 
 bp = Blueprint("api", __name__)
 
-_SHA = re.compile(r"[0-9a-f]{7,40}")
-_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
 #: Most deployments one list request may return.
 MAX_LIST_LIMIT = 500
 
@@ -41,13 +38,6 @@ def authenticate() -> None:
         raise BadRequest(f"the body must be JSON (Content-Type: application/json), got {request.mimetype!r}")
 
 
-def _app_or_404(name: str) -> AppConfig:
-    app = context().config.app(name)
-    if app is None:
-        raise NotFound(f"no app {name!r}")
-    return app
-
-
 def _json_body() -> dict[str, Any]:
     if not request.get_data():
         return {}
@@ -57,35 +47,13 @@ def _json_body() -> dict[str, Any]:
     return data
 
 
-def _field(data: dict[str, Any], key: str, pattern: re.Pattern[str]) -> str:
-    value = data.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str) or not pattern.fullmatch(value) or ".." in value:
-        raise BadRequest(f"{key!r} is not a valid {'sha' if pattern is _SHA else 'ref'}: {value!r}")
-    return value
-
-
-def audited(action: str, role: Role, what: str, act: Callable[[str], Deployment]) -> Deployment:
-    """Check the operator's role for `action`, run `act(operator name)`, and audit how it ended."""
-    ctx = context()
-    operator = authorize(ctx, role, what)
-    try:
-        dep = act(operator.name)
-    except HooksvcError as exc:
-        audit_request(ctx, action, audit.FAILED, operator, reason=str(exc))
-        raise
-    audit_request(ctx, action, audit.OK, operator, app=dep.app, sha=dep.sha or None, deployment=dep.id)
-    return dep
-
-
 @bp.post("/api/apps/<name>/deploy")
 def deploy(name: str) -> tuple[Response, int]:
     def act(operator: str) -> Deployment:
-        app = _app_or_404(name)
+        app = app_or_404(name)
         data = _json_body()
-        ref = app.full_ref(_field(data, "ref", _REF))
-        return queue_manual(context().store, app, _field(data, "sha", _SHA), ref, operator,
+        ref = app.full_ref(field(data, "ref", REF))
+        return queue_manual(context().store, app, field(data, "sha", SHA), ref, operator,
                             _freeze_override(name, data))
 
     return jsonify(audited(audit.DEPLOY, Role.DEPLOYER, f"deploying {name}", act).to_json()), 202
@@ -110,7 +78,7 @@ def _freeze_override(name: str, data: dict[str, Any]) -> FreezeOverride | None:
 def redeploy(name: str) -> tuple[Response, int]:
     """The live release again, every service recreated (202 like deploy)."""
     ctx = context()
-    app = _app_or_404(name)
+    app = app_or_404(name)
     operator = authorize(ctx, Role.DEPLOYER, f"redeploying {name}")
     try:
         dep = queue_redeploy(ctx.store, app, operator.name)
@@ -126,10 +94,10 @@ def plan(name: str) -> Response:
     """What a deploy of `?sha=` (the branch head without one) would change, computed by a worker
     without changing anything; 504 when no worker answered in time."""
     ctx = context()
-    _app_or_404(name)
+    app_or_404(name)
     # A read, but it makes a worker fetch and run compose: never for an anonymous `public_read` reader.
     authorize(ctx, Role.VIEWER, f"planning a deploy of {name}")
-    sha = _field(dict(request.args), "sha", _SHA)
+    sha = field(dict(request.args), "sha", SHA)
     # The wait holds a request thread: it takes one of the process's few slots for long requests.
     release = claim_stream_slot(ctx)
     try:
@@ -142,7 +110,7 @@ def plan(name: str) -> Response:
 def lock(name: str) -> Response:
     """Hold the app's deployments until it is unlocked: 200 with its lock state (admins)."""
     ctx = context()
-    app = _app_or_404(name)
+    app = app_or_404(name)
     operator = authorize(ctx, Role.ADMIN, f"locking {name}")
     reason = _json_body().get("reason")
     if not isinstance(reason, str):
@@ -156,7 +124,7 @@ def lock(name: str) -> Response:
 def unlock(name: str) -> Response:
     """Lift the app's lock; its newest held deployment runs unless a freeze window holds it (admins)."""
     ctx = context()
-    app = _app_or_404(name)
+    app = app_or_404(name)
     operator = authorize(ctx, Role.ADMIN, f"unlocking {name}")
     settled = app_locks.unlock(ctx.store, app)
     audit_request(ctx, audit.UNLOCK, audit.OK, operator, deployment=settled.id if settled else None)
@@ -175,7 +143,7 @@ def _lock_state(name: str, state: app_locks.AppLockState | None,
 @bp.post("/api/apps/<name>/rollback")
 def rollback(name: str) -> tuple[Response, int]:
     def act(operator: str) -> Deployment:
-        return queue_rollback(context().store, _app_or_404(name), _field(_json_body(), "to", _SHA), operator)
+        return queue_rollback(context().store, app_or_404(name), field(_json_body(), "to", SHA), operator)
 
     return jsonify(audited(audit.ROLLBACK, Role.DEPLOYER, f"rolling back {name}", act).to_json()), 202
 
@@ -195,7 +163,7 @@ def audit_trail() -> Response:
     authorize(ctx, Role.DEPLOYER, "reading the audit trail")
     app = request.args.get("app") or None
     if app is not None:
-        _app_or_404(app)
+        app_or_404(app)
     limit = _limit(defaults.AUDIT_LIST_LIMIT, defaults.AUDIT_LIST_MAX)
     found = audit.recent(ctx.store.redis, app=app, operator=request.args.get("operator") or None, limit=limit)
     return jsonify(entries=[e.to_json() for e in found])
@@ -220,7 +188,7 @@ def deployments() -> Response:
     ctx = context()
     app = request.args.get("app") or None
     if app is not None:
-        _app_or_404(app)
+        app_or_404(app)
     state = request.args.get("state") or None
     if state is not None and state not in {s.value for s in DeploymentState}:
         raise BadRequest(f"unknown state {state!r} (one of {', '.join(s.value for s in DeploymentState)})")

@@ -9,13 +9,15 @@ refused for their credentials (401) or their role (403) are written to the audit
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from flask import g, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from hooksvc import audit, defaults
-from hooksvc.errors import Forbidden, TooManyRequests, Unauthorized
+from hooksvc.deployments import Deployment
+from hooksvc.errors import Forbidden, HooksvcError, TooManyRequests, Unauthorized
 from hooksvc.operators import Operator, Role, find_by_token, parse_role, require
 from hooksvc.redact import loggable
 from hooksvc.sessions import OperatorSession
@@ -47,6 +49,15 @@ def set_session_cookie(response: BaseResponse, session_id: str) -> None:
         # Behind TLS (as public_url says) the cookie must never travel over plain HTTP.
         secure=context().config.server.public_url.startswith("https://"),
     )
+
+
+def same_origin_post() -> bool:
+    """A POST whose Origin (when the browser sends one) is this site: the forms' first CSRF defence."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    allowed = {request.host, urlsplit(context().config.server.public_url).netloc}
+    return urlsplit(origin).netloc in allowed - {""}
 
 
 def check_token(ctx: WebContext, token: str) -> Operator:
@@ -149,6 +160,12 @@ REFUSED_ACTIONS = {
     "api.redeploy": audit.REDEPLOY,
     "api.lock": audit.LOCK,
     "api.unlock": audit.UNLOCK,
+    "actions.deploy": audit.DEPLOY,
+    "actions.rollback": audit.ROLLBACK,
+    "actions.cancel": audit.CANCEL,
+    "actions.redeploy": audit.REDEPLOY,
+    "actions.lock": audit.LOCK,
+    "actions.unlock": audit.UNLOCK,
 }
 
 
@@ -187,3 +204,16 @@ def authorize(ctx: WebContext, role: Role, what: str) -> Operator:
     except Forbidden as exc:
         audit_request(ctx, refused_action(), audit.REFUSED, operator, reason=str(exc))
         raise
+
+
+def audited(action: str, role: Role, what: str, act: Callable[[str], Deployment]) -> Deployment:
+    """Check the operator's role for `action`, run `act(operator name)`, and audit how it ended."""
+    ctx = context()
+    operator = authorize(ctx, role, what)
+    try:
+        dep = act(operator.name)
+    except HooksvcError as exc:
+        audit_request(ctx, action, audit.FAILED, operator, reason=str(exc))
+        raise
+    audit_request(ctx, action, audit.OK, operator, app=dep.app, sha=dep.sha or None, deployment=dep.id)
+    return dep

@@ -8,6 +8,7 @@ from flask import current_app, g, request
 
 from hooksvc import defaults
 from hooksvc.config import AppConfig, Config
+from hooksvc.errors import NotFound
 from hooksvc.login_throttle import LoginThrottle
 from hooksvc.operators import Operator
 from hooksvc.sessions import SessionStore, credential_fingerprint
@@ -51,6 +52,14 @@ class WebContext:
 def context() -> WebContext:
     ctx: WebContext = current_app.extensions[EXTENSION]
     return ctx
+
+
+def app_or_404(name: str) -> AppConfig:
+    """The configured app called `name`, else NotFound naming it."""
+    app = context().config.app(name)
+    if app is None:
+        raise NotFound(f"no app {name!r}")
+    return app
 
 
 def client_address() -> str:

@@ -17,12 +17,12 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from hooksvc import audit
+from hooksvc.app_locks import AppLockState, read_lock
 from hooksvc.deployments import Deployment, DeploymentState, iso_time
 from hooksvc.errors import HooksvcError, NotFound, RetryLater, TooManyRequests, Unauthorized
 from hooksvc.logs import parse_cursor
@@ -41,6 +41,7 @@ from hooksvc.web.auth import (
     presented_token,
     require_operator,
     safe_next,
+    same_origin_post,
     set_session_cookie,
 )
 from hooksvc.web.context import claim_stream_slot, client_address, client_gone, context
@@ -117,15 +118,6 @@ def protect(response: Response) -> Response:
     return response
 
 
-def _same_origin_post() -> bool:
-    """A POST whose Origin (when the browser sends one) is this site: login/logout CSRF defence."""
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True
-    allowed = {request.host, urlsplit(context().config.server.public_url).netloc}
-    return urlsplit(origin).netloc in allowed - {""}
-
-
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> BaseResponse | tuple[str, int] | tuple[str, int, dict[str, str]]:
     if request.method == "POST" and (request.content_length is None or request.content_length > LOGIN_FORM_MAX_BYTES):
@@ -133,7 +125,7 @@ def login() -> BaseResponse | tuple[str, int] | tuple[str, int, dict[str, str]]:
     target = safe_next(request.values.get("next"))
     if request.method == "GET":
         return render_template("login.html", next=target, error=None), 200
-    if not _same_origin_post():
+    if not same_origin_post():
         log.warning("login refused: cross-site POST from origin '%s'", loggable(request.headers.get("Origin")))
         return render_template("login.html", next=target, error="Please log in from this page."), 403
     ctx = context()
@@ -163,7 +155,7 @@ def login() -> BaseResponse | tuple[str, int] | tuple[str, int, dict[str, str]]:
 
 @bp.post("/logout")
 def logout() -> BaseResponse | tuple[str, int]:
-    if not _same_origin_post():
+    if not same_origin_post():
         return render_template("error.html", status=403, message="Cross-site request refused."), 403
     session_id = request.cookies.get(SESSION_COOKIE)
     if session_id:
@@ -184,6 +176,10 @@ class AppCard:
     recent: list[Deployment]
     #: A running deployment's state outranks a newer queued one's; else the newest deployment's.
     current_state: str | None
+    #: Whether "the head" names one commit (else a deploy from the dashboard names a ref or a sha).
+    single_branch: bool
+    #: Who locked the app and why; None when it is not locked.
+    lock: AppLockState | None
 
 
 @bp.get("/")
@@ -195,7 +191,8 @@ def dashboard() -> str:
         recent = ctx.store.recent(app=app.name, limit=RECENT_PER_APP)
         # What the app is doing now: a running deployment outranks a newer queued one behind it.
         running = [d for d in recent if d.state is DeploymentState.RUNNING]
-        apps.append(AppCard(overview, recent, str(running[0].state) if running else overview.state))
+        apps.append(AppCard(overview, recent, str(running[0].state) if running else overview.state,
+                            app.single_branch, read_lock(ctx.store.redis, app.name)))
     newest = ctx.store.recent(limit=DASHBOARD_DEPLOYMENTS)
     # Reloads while something moves soon; a deployment held for a lock or a window may wait for days.
     busy = any(d.state in (DeploymentState.QUEUED, DeploymentState.RUNNING) for d in newest)
@@ -327,6 +324,7 @@ def format_time(ts: float | None) -> str:
 
 @bp.context_processor
 def template_helpers() -> dict[str, Any]:
+    session = current_session(context())
     return {
         "duration_seconds": duration_seconds,
         "format_duration": format_duration,
@@ -334,10 +332,14 @@ def template_helpers() -> dict[str, Any]:
         "format_ago": format_ago,
         "iso_time": iso_time,
         "short_ref": short_ref,
-        "logged_in": current_session(context()) is not None,
+        "logged_in": session is not None,
         "operator": g.get("operator"),
         "oidc": context().oidc is not None,
         "can_audit": g.get("operator") is not None and g.operator.role.allows(Role.DEPLOYER),
+        # The dashboard's actions need a login session (their forms carry its CSRF token) and the deployer role.
+        "can_act": session is not None and session[1].role.allows(Role.DEPLOYER),
+        "can_lock": session is not None and session[1].role.allows(Role.ADMIN),
+        "csrf_token": session[0].csrf_token if session is not None else "",
         "final_states": [s.value for s in DeploymentState if s.is_final],
         "noscript_refresh": NOSCRIPT_REFRESH_SECONDS,
     }

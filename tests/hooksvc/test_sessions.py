@@ -36,3 +36,25 @@ class TestSessionStore:
         assert len(ids) == 2
         names = b" ".join(redis.keys("*")).decode()
         assert not any(session_id in names for session_id in ids)
+
+
+class TestCsrfToken:
+    def test_each_session_has_its_own_token_and_accepts_only_it(self, redis: redis_lib.Redis) -> None:
+        """A session accepts its own CSRF token; not another session's, an empty one, or one cut short."""
+        store = SessionStore(redis, lifetime_seconds=120)
+        first, second = (store.get(store.create(credential="c", address="a")) for _ in range(2))
+        assert first is not None and second is not None
+        assert len(first.csrf_token) >= 40 and first.csrf_token != second.csrf_token
+        assert first.accepts_csrf(first.csrf_token)
+        assert not first.accepts_csrf(second.csrf_token)
+        assert not first.accepts_csrf("") and not first.accepts_csrf(None)
+        assert not first.accepts_csrf(first.csrf_token[:-1])
+
+    def test_a_record_without_a_token_accepts_none(self, redis: redis_lib.Redis) -> None:
+        """A session record written before sessions had a token accepts no form at all, not even an empty token."""
+        store = SessionStore(redis, lifetime_seconds=120)
+        session_id = store.create(credential="c", address="a")
+        redis.hdel(keys.session(hashlib.sha256(session_id.encode()).hexdigest()), "csrf_token")
+        found = store.get(session_id)
+        assert found is not None and found.csrf_token == ""
+        assert not found.accepts_csrf("") and not found.accepts_csrf("anything")

@@ -42,7 +42,7 @@ from hooksvc.sessions import SessionStore, credential_fingerprint
 from hooksvc.store import DeploymentStore
 from hooksvc.web import create_app
 from hooksvc.web.pages import format_duration, safe_next
-from tests.helpers.config import DAN_TOKEN, OPERATOR_ENV, OPERATORS, make_config
+from tests.helpers.config import DAN_TOKEN, OPERATOR_ENV, OPERATORS, VERA_TOKEN, make_config
 from tests.helpers.redis_server import RedisServer
 
 TOKEN = "operator-token-1"
@@ -785,3 +785,115 @@ class TestAuditInBrowser:
         tab.screenshot("audit-desktop")
         tab.goto(f"{team_live.url}/audit?operator=token-1")
         assert tab.evaluate("document.querySelectorAll('#audit tbody tr').length") == 2
+
+
+class TestActionsInBrowser:
+    """Deploy, roll back and cancel clicked in a real browser by a deployer, and refused to a viewer and
+    to a forged form."""
+
+    @pytest.fixture
+    def team_live(self, tmp_path: Path, redis: redis_lib.Redis) -> Iterator[LiveServer]:
+        yield from serve(make_config(tmp_path, OPERATORS, env=OPERATOR_ENV), redis)
+
+    @staticmethod
+    def click(tab: Tab, selector: str) -> None:
+        """Click the element `selector` finds and wait for the page it leads to."""
+        tab.evaluate("window.__oldDocument = true")
+        tab.evaluate(f"document.querySelector({json.dumps(selector)}).click()")
+        tab._await_new_document()
+
+    def test_a_deployer_deploys_rolls_back_and_cancels(self, tab: Tab, team_live: LiveServer,
+                                                      store: DeploymentStore) -> None:
+        """Each action goes through its confirm step and lands on the new deployment's page, queued by dan."""
+        old = run(store, push("shop", "5e1f0c2b" * 5), DeploymentState.SUCCEEDED, "rolled 2/2")
+        store.set_commit(old, "Show prices with VAT on the cart page", "Alice Example")
+        live = run(store, push("shop", "9c4d2e7a" * 5), DeploymentState.SUCCEEDED, "rolled 2/2")
+        store.set_commit(live, "Checkout: retry the payment provider once", "Bob Example")
+        tab.resize(DESKTOP)
+        tab.goto(f"{team_live.url}/")
+        tab.submit_login(DAN_TOKEN)
+        assert tab.path() == "/"
+        tab.screenshot("dashboard-actions-desktop")
+
+        self.click(tab, "#app-shop form.act button.deploy")
+        assert tab.path() == "/apps/shop/deploy?sha="
+        text = tab.text()
+        assert "Deploy shop?" in text and "the head of refs/heads/main" in text and "9c4d2e7a9c4d" in text
+        tab.screenshot("confirm-deploy-desktop")
+        self.click(tab, "#confirm")
+        deployed = store.recent(app="shop", limit=1)[0]
+        assert tab.path() == f"/deployments/{deployed.id}"
+        assert (deployed.trigger, deployed.operator, deployed.ref) == (Trigger.MANUAL, "dan", "refs/heads/main")
+        assert tab.evaluate("document.getElementById('operator').textContent.trim()").startswith("dan")
+
+        tab.goto(f"{team_live.url}/")
+        self.click(tab, "#app-shop a.rollback")
+        rows = tab.evaluate("[...document.querySelectorAll('#releases tbody tr')].map(r => r.innerText)")
+        assert len(rows) == 2 and "live" in rows[0] and "Roll back to this" in rows[1]
+        assert "Show prices with VAT on the cart page" in rows[1] and "Alice Example" in rows[1]
+        tab.screenshot("rollback-desktop")
+        self.click(tab, "#releases a.choose")
+        assert "Roll back shop?" in tab.text() and f"#{old}" in tab.text()
+        tab.screenshot("confirm-rollback-desktop")
+        self.click(tab, "#confirm")
+        rollback = store.recent(app="shop", limit=1)[0]
+        assert (rollback.trigger, rollback.sha, rollback.operator) == (Trigger.ROLLBACK, "5e1f0c2b" * 5, "dan")
+        assert tab.path() == f"/deployments/{rollback.id}"
+        # The rollback superseded the deploy queued before it: one queued deployment per app.
+        assert store.get(deployed.id).state is DeploymentState.SUPERSEDED
+        tab.screenshot("deployment-queued-cancel-desktop")
+
+        self.click(tab, "#cancel")
+        assert tab.path() == f"/deployments/{rollback.id}"
+        assert store.get(rollback.id).state is DeploymentState.CANCELLED
+        assert tab.evaluate("document.getElementById('state').textContent") == "cancelled"
+        assert not tab.evaluate("!!document.getElementById('cancel')")
+
+    def test_a_forged_form_is_refused(self, tab: Tab, team_live: LiveServer, store: DeploymentStore) -> None:
+        """A confirm form whose CSRF token was changed gets a 403 page and queues nothing."""
+        tab.goto(f"{team_live.url}/login")
+        tab.submit_login(DAN_TOKEN)
+        tab.goto(f"{team_live.url}/apps/shop/deploy?sha={'ab' * 20}")
+        tab.evaluate("document.querySelector('input[name=csrf_token]').value = 'forged-token-0000'")
+        self.click(tab, "#confirm")
+        assert "Forbidden" in tab.text() and "missing or wrong CSRF token" in tab.text()
+        assert store.recent(limit=10) == []
+
+    def test_a_viewer_gets_no_forms_and_a_403_naming_the_role(
+        self, tab: Tab, team_live: LiveServer, store: DeploymentStore
+    ) -> None:
+        """A viewer's dashboard has no deploy form; opening the confirm page says the deployer role is missing."""
+        run(store, push("shop", "5e1f0c2b" * 5), DeploymentState.SUCCEEDED)
+        tab.goto(f"{team_live.url}/login")
+        tab.submit_login(VERA_TOKEN)
+        assert not tab.evaluate("!!document.querySelector('form.act')")
+        tab.goto(f"{team_live.url}/apps/shop/rollback")
+        assert "rolling back shop needs the deployer role (vera is a viewer)" in tab.text()
+        tab.screenshot("action-refused-phone")
+
+    def test_an_admin_locks_redeploys_and_unlocks(self, tab: Tab, team_live: LiveServer,
+                                                 store: DeploymentStore) -> None:
+        """An admin locks shop with a reason, redeploys it (held by the lock) and unlocks it (queued again)."""
+        run(store, push("shop", "9c4d2e7a" * 5), DeploymentState.SUCCEEDED, "rolled 2/2")
+        tab.resize(DESKTOP)
+        tab.goto(f"{team_live.url}/login")
+        tab.submit_login(TOKEN)
+        tab.evaluate("document.querySelector('#app-shop input[name=reason]').value = 'database migration'")
+        self.click(tab, "#app-shop button.lock")
+        assert "locked by token-1: database migration" in tab.evaluate("document.getElementById('app-shop').innerText")
+        tab.screenshot("dashboard-locked-desktop")
+
+        self.click(tab, "#app-shop a.redeploy")
+        text = tab.text()
+        assert "Redeploy shop?" in text and "every service is recreated" in text
+        assert "shop is locked by token-1: database migration" in text
+        tab.screenshot("confirm-redeploy-desktop")
+        self.click(tab, "#confirm")
+        redeploy = store.recent(app="shop", limit=1)[0]
+        assert (redeploy.trigger, redeploy.state) == (Trigger.REDEPLOY, DeploymentState.HELD)
+        assert tab.evaluate("document.getElementById('state').textContent") == "held"
+
+        tab.goto(f"{team_live.url}/")
+        self.click(tab, "#app-shop button.unlock")
+        assert "locked by" not in tab.evaluate("document.getElementById('app-shop').innerText")
+        assert store.get(redeploy.id).state is DeploymentState.QUEUED
