@@ -35,9 +35,12 @@ SUMMARY_LIMIT = 8000
 RECORD_TTL_SECONDS = 30 * 24 * 3600
 
 #: (status, conclusion) per state. A deployment that never changed anything (superseded, cancelled)
-#: is `cancelled`; a skipped one `neutral`: neither passed nor failed.
+#: is `cancelled`; a skipped one `neutral`: neither passed nor failed (but see CHECKS_FAILED). One
+#: held by a lock or freeze window, or waiting for its CI checks, is still `queued`.
 STATE_MAP: Mapping[DeploymentState, tuple[str, str | None]] = {
     DeploymentState.QUEUED: ("queued", None),
+    DeploymentState.HELD: ("queued", None),
+    DeploymentState.WAITING_FOR_CHECKS: ("queued", None),
     DeploymentState.RUNNING: ("in_progress", None),
     DeploymentState.SUCCEEDED: ("completed", "success"),
     DeploymentState.FAILED: ("completed", "failure"),
@@ -46,6 +49,14 @@ STATE_MAP: Mapping[DeploymentState, tuple[str, str | None]] = {
     DeploymentState.SUPERSEDED: ("completed", "cancelled"),
     DeploymentState.CANCELLED: ("completed", "cancelled"),
 }
+#: A push its CI checks kept back (one failed, or they timed out) is skipped, but never green or
+#: neutral on the commit: its run fails, as its commit status does.
+CHECKS_FAILED = ("completed", "failure")
+
+
+def run_state(state: DeploymentState, checks_failed: bool = False) -> tuple[str, str | None]:
+    """The check run's (status, conclusion) for a deployment in `state`."""
+    return CHECKS_FAILED if checks_failed and state is DeploymentState.SKIPPED else STATE_MAP[state]
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,8 @@ class CheckRunReport:
     title: str
     summary: str
     details_url: str
+    #: Set when the deployment was skipped because its CI checks failed or timed out.
+    checks_failed: bool = False
 
 
 def summary_text(app: AppConfig, event: OutboxEvent, deployment: Deployment | None, outcome: str) -> str:
@@ -81,7 +94,7 @@ def _headers(host: HostConfig) -> dict[str, str]:
 
 
 def _body(report: CheckRunReport) -> dict[str, object]:
-    status, conclusion = STATE_MAP[report.state]
+    status, conclusion = run_state(report.state, report.checks_failed)
     body: dict[str, object] = {
         "status": status,
         "output": {"title": truncate(report.title, TITLE_LIMIT), "summary": report.summary},
@@ -133,7 +146,7 @@ class CheckRuns:
         event's record is then deleted)."""
         record = self._record(event.deployment_id)
         where = f"{report.name!r} on {report.repo}@{report.sha[:12]}"
-        status, conclusion = STATE_MAP[report.state]
+        status, conclusion = run_state(report.state, report.checks_failed)
         shown = f"{status}/{conclusion}" if conclusion else status
         if record.get("sent") == event.id:
             if event.state.is_final:

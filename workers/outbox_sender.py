@@ -372,13 +372,14 @@ class OutboxSender:
         configured = self.config.hosts.get(app.host)
         if configured is None or configured.app is None:
             return None
-        outcome = redact(describe_state(event.deployment_id, event.state, event.error), self.secrets)
+        outcome = redact(describe_state(event.deployment_id, event.state, event.error, event.checks_failed),
+                         self.secrets)
         deployment = DeploymentStore.load(self.redis, event.deployment_id)
         report = CheckRunReport(
             repo=app.repo, sha=event.sha, name=app.status_context, state=event.state,
             deployment_id=event.deployment_id, title=outcome.splitlines()[0] if outcome else str(event.state),
             summary=summary_text(app, event, deployment, outcome) + (f"\n\n[Deployment page]({url})" if url else ""),
-            details_url=url,
+            details_url=url, checks_failed=event.checks_failed,
         )
         step = self.check_runs.prepare(host_auth.with_token(configured, app.repo), report, event)
         if step is None:
