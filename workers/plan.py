@@ -2,10 +2,10 @@
 
 It fetches and checks the release out under the app's deploy lock (the mirror and the checkouts are
 the deploy job's too; the lock is held for those two steps only and not waited for long: while a
-deployment runs, the plan says the app is busy), then reads the release's compose model and config
-hashes and the engine's containers and images, and hands them to the rollout planner
-(`workers.rollout.planner`, the one a rollout uses). It never builds: a service whose image this
-release would build, and whose release image is not there yet, says so.
+deployment runs, the plan says the app is busy), then asks the app's strategy for its `plan` (the compose
+strategies read the release's compose model and config hashes and the engine's containers and
+images, and hand them to the rollout planner, the one a rollout uses). It never builds: a service
+whose image this release would build, and whose release image is not there yet, says so.
 """
 
 from __future__ import annotations
@@ -25,20 +25,13 @@ from hooksvc.config import AppConfig, Config, load_config
 from hooksvc.connection import connect, redis_url
 from hooksvc.errors import BadRequest, Conflict, GitError, HooksvcError, NotFound
 from hooksvc.release_steps import POST_DEPLOY, PRE_DEPLOY
-from hooksvc.strategies import strategy_info
 from workers import jobs
-from workers.compose import ComposeProject, detect_compose
-from workers.compose_confinement import check_compose_model, check_compose_sources
-from workers.docker_engine import DockerEngine
 from workers.git import GitMirror
-from workers.images import release_id, releases_repository, service_release_tag
 from workers.locks import AppLock
-from workers.rollout.planner import ServiceAction, plan_rollout
+from workers.release_plan import ServiceChange
+from workers.strategies import Release, strategy_for
 
 log = logging.getLogger("hooksvc.plan")
-
-#: What a service whose image the release would build shows while that image is not built yet.
-WOULD_BUILD = "would build"
 
 
 def plan_job(app: str, sha: str) -> dict[str, Any]:
@@ -51,17 +44,6 @@ def plan_job(app: str, sha: str) -> dict[str, Any]:
         return plan_release(config, connection, app, sha).to_json()
     except HooksvcError as exc:
         return {"error": str(exc), "status": exc.status_code}
-
-
-@dataclass(frozen=True)
-class ServiceChange:
-    service: str
-    action: str
-    reason: str
-    #: The image id its containers run now (None: no container yet).
-    image_old: str | None
-    #: The image id the release would run; `WOULD_BUILD` when it is still to be built; None when unknown.
-    image_new: str | None
 
 
 @dataclass(frozen=True)
@@ -89,50 +71,14 @@ def plan_release(config: Config, connection: redis.Redis, name: str, sha: str) -
     app = config.app(name)
     if app is None:
         raise NotFound(f"no app {name!r}")
-    if strategy_info(app.strategy).pushes_to_registry:
-        raise Conflict(f"app {name!r} uses strategy {app.strategy}: a plan covers the compose strategies "
-                       "(rolling, recreate) only")
     if not sha and not app.single_branch:
         raise BadRequest(f"app {name!r} deploys {app.ref_pattern}: give a 'sha'")
     checkout, full = _check_out(config, connection, app, sha)
-    compose = ComposeProject(command=detect_compose(), project=app.project or app.name, directory=checkout,
-                             files=tuple(app.compose_files), docker_host=app.docker_host)
-    check_compose_sources(checkout, app.compose_files)
-    model = compose.config(_quiet)
-    check_compose_model(model, checkout, confine_binds=app.docker_host is not None)
-    services: dict[str, Any] = model["services"]
-    hashes = compose.config_hashes(_quiet)
-    engine = DockerEngine.connect(app.docker_host)
-    try:
-        release = release_id(checkout)
-        new_images: dict[str, str | None] = {}
-        for service, cfg in services.items():
-            if "build" in cfg:
-                tag = f"{releases_repository(compose.project)}:{service_release_tag(service, release)}"
-                new_images[service] = engine.image_id(tag)
-            else:
-                new_images[service] = engine.image_id(compose.image_name(service, cfg))
-        containers = engine.containers(compose.project)
-    finally:
-        engine.close()
-    major = 2 if compose.command.variant == "v2" else 1
-    rollout = plan_rollout(services, hashes, new_images, containers, compose_major=major)
-    old_images = {c.service: c.image_id for c in containers}
-    changes = []
-    for step in rollout.services:
-        building = "build" in services[step.service] and new_images[step.service] is None
-        action, reason = str(step.action), step.reason
-        if building and step.action is ServiceAction.UNCHANGED:
-            reason = "config unchanged; its image would be built first, and the service replaced if it differs"
-        if app.strategy == "recreate" and step.action is ServiceAction.ROLLING:
-            action = str(ServiceAction.RECREATE)  # strategy recreate replaces every change in place
-        changes.append(ServiceChange(step.service, action, reason, old_images.get(step.service),
-                                     WOULD_BUILD if building else new_images[step.service]))
+    plan = strategy_for(app).plan(Release(app, checkout, full, "", _quiet, config.worker.state_dir))
     steps = tuple(f"{phase}: {s.service}: {s.command_line}" for phase, group in
                   ((PRE_DEPLOY, app.pre_deploy), (POST_DEPLOY, app.post_deploy)) for s in group)
     live = connection.hget(keys.app_live(app.name), "sha")
-    return Plan(app.name, full, live.decode() if live else None, app.strategy, tuple(changes),
-                tuple(c.name for c in rollout.orphans), steps)
+    return Plan(app.name, full, live.decode() if live else None, app.strategy, plan.services, plan.orphans, steps)
 
 
 def _check_out(config: Config, connection: redis.Redis, app: AppConfig, sha: str) -> tuple[Path, str]:

@@ -13,6 +13,8 @@ from hooksvc.config import AppConfig, Secret
 from hooksvc.errors import DeployError
 from hooksvc.strategies import STRATEGIES as CORE_STRATEGIES
 from hooksvc.strategies import strategy_info, strategy_names
+from workers.release_step_runner import StepRunner
+from workers.rollout.planner import ServiceAction
 from workers.strategies import STRATEGIES, ComposeStrategy, compose_rollout, strategy_for
 
 
@@ -70,3 +72,19 @@ def test_pure_modules_load_without_redis_rq_docker_or_subprocess() -> None:
             "print(sorted(m for m in sys.modules if m.split('.')[0] in {'redis', 'rq', 'docker', 'subprocess'}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert done.stdout.strip() == "[]"
+
+
+class TestInterface:
+    def test_every_strategy_can_plan_and_names_its_release_step_runner(self) -> None:
+        """Each registered strategy has `plan` and a `release_steps` runner that is a StepRunner."""
+        for name, strategy in STRATEGIES.items():
+            assert callable(strategy.plan), name
+            assert issubclass(strategy.release_steps, StepRunner), name
+
+    def test_recreate_plans_a_rolling_update_as_a_recreate(self) -> None:
+        """The recreate strategy replaces changed services in place, so its plan never says rolling."""
+        recreate, rolling = STRATEGIES["recreate"], STRATEGIES["rolling"]
+        assert isinstance(recreate, ComposeStrategy) and isinstance(rolling, ComposeStrategy)
+        assert recreate.planned_action(ServiceAction.ROLLING) is ServiceAction.RECREATE
+        assert rolling.planned_action(ServiceAction.ROLLING) is ServiceAction.ROLLING
+        assert recreate.planned_action(ServiceAction.UNCHANGED) is ServiceAction.UNCHANGED

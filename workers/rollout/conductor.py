@@ -34,6 +34,8 @@ class ComposeSteps(Protocol):
     """What a compose strategy adds to the shared steps: how the built release replaces the live one."""
 
     name: str
+    #: The runner of the app's release steps (`ComposeReleaseSteps`: one-off compose containers).
+    release_steps: type[ComposeReleaseSteps]
 
     def apply(self, rollout: Rollout) -> RolloutResult:
         """Make the built release's containers the live ones (after `pre_deploy`, before `post_deploy`)."""
@@ -70,7 +72,7 @@ def roll_out(strategy: ComposeSteps, app: AppConfig, release_dir: Path, *, log: 
     rollout = Rollout(app, project, compose, engine, log, LiveRecord(record_path(state_dir, app.name), app.name,
                                                                      shared), force=force)
     try:
-        steps = ComposeReleaseSteps(app, log, compose=compose, engine=engine)
+        steps = strategy.release_steps(app, log, compose=compose, engine=engine)
         model: Future[dict[str, Any]] = Future()
         if resolved is not None:
             model.set_result(dict(resolved))

@@ -19,6 +19,10 @@ class Recreate(ComposeStrategy):
 
     name = "recreate"
 
+    def planned_action(self, action: ServiceAction) -> ServiceAction:
+        """Every change is replaced in place: what the planner would roll is recreated here."""
+        return ServiceAction.RECREATE if action is ServiceAction.ROLLING else action
+
     def apply(self, rollout: Rollout) -> RolloutResult:
         """`up -d --remove-orphans`, then the health gate on every container (brief downtime accepted)."""
         if not rollout.services:  # the conductor hands over the model it read before the build

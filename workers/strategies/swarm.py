@@ -46,13 +46,14 @@ import yaml
 
 from hooksvc import defaults
 from hooksvc.config import AppConfig
-from hooksvc.errors import DeployError, HealthCheckFailed
+from hooksvc.errors import Conflict, DeployError, HealthCheckFailed
 from hooksvc.live_services import ServiceRecord, stack_services
 from hooksvc.logs import LogFn
 from hooksvc.release_steps import POST_DEPLOY, PRE_DEPLOY
 from workers import process
 from workers.compose import UP_TIMEOUT_SECONDS, ComposeProject, detect_compose, failure_message
 from workers.process import DOCKER_ENV
+from workers.release_plan import ReleasePlan
 from workers.release_step_runner import StepRunner
 from workers.stack_file import RELEASE_TAG, StackPlan, plan_stack, release_tag
 from workers.strategies.base import Release
@@ -211,7 +212,7 @@ def _release_steps(app: AppConfig, engine: SwarmEngine, plan: StackPlan, release
         part = dataclasses.replace(plan, services=tuple(s for s in plan.services if s.service in names))
         _Convergence(engine, part, before, app.docker_host, log).wait()
 
-    return SwarmReleaseSteps(app, log, engine=engine, plan=plan, deploy=deploy, converge=converge)
+    return Swarm.release_steps(app, log, engine=engine, plan=plan, deploy=deploy, converge=converge)
 
 
 def _plan(app: AppConfig, stack: str, model: Mapping[str, object], compose: ComposeProject, nodes: int,
@@ -470,6 +471,12 @@ class Swarm:
     """The release as a Swarm stack; a rollback runs the images the commit's earlier deployment built."""
 
     name = "swarm"
+    release_steps: type[SwarmReleaseSteps] = SwarmReleaseSteps
+
+    def plan(self, release: Release) -> ReleasePlan:
+        """No plan: what Swarm replaces is decided by Swarm itself when the stack is deployed."""
+        raise Conflict(f"app {release.app.name!r} uses strategy swarm: a plan covers the compose strategies "
+                       "(rolling, recreate) only")
 
     def roll_out(self, release: Release) -> list[ServiceRecord]:
         return self._deploy(release, reuse_images=False)
