@@ -357,7 +357,7 @@ class TestSelfHostComposeRuns:
         sha = selfhost.push("v3", boot_seconds=4.0)
         running = wait_for(lambda: any(d["sha"] == sha and d["state"] == "running" for d in selfhost.deployments()),
                            timeout=DEPLOY_SECONDS, interval=0.2)
-        assert running, selfhost.deployments()
+        assert running, [{k: d.get(k) for k in ("id", "sha", "state", "error")} for d in selfhost.deployments()]
         started = time.monotonic()
         selfhost.stack.compose("stop", timeout=DEPLOY_SECONDS)
         seconds = time.monotonic() - started

@@ -418,6 +418,10 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
     return bool(predicate())
 
 
+#: How old an untagged image must be before a test's clean-up removes it (see `remove_project`).
+DANGLING_SETTLE_SECONDS = 5.0
+
+
 def remove_project(client: docker.DockerClient, project: str, images_since: int | None = None) -> None:
     """Remove everything compose made for `project`: containers, networks, volumes, built images (and
     the release tags hooksvc adds, `<project>.hooksvc-releases:...`).
@@ -442,7 +446,18 @@ def remove_project(client: docker.DockerClient, project: str, images_since: int 
             with contextlib.suppress(docker.errors.APIError):
                 client.api.remove_image(summary["Id"], force=True)
     if images_since is not None:
-        for summary in client.api.images(filters={"dangling": True}):
-            if int(summary.get("Created", 0)) >= images_since:
-                with contextlib.suppress(docker.errors.APIError):
-                    client.api.remove_image(summary["Id"])
+        def dangling() -> list[dict[str, Any]]:
+            return [s for s in client.api.images(filters={"dangling": True})
+                    if int(s.get("Created", 0)) >= images_since]
+
+        # A build running beside this test (another test process) commits each step as an untagged
+        # image that is a dangling leaf until its next step commits on top of it: removing it then
+        # fails that build ("unknown parent image ID"). Such a leaf is young; waiting until the young
+        # ones are DANGLING_SETTLE_SECONDS old lets their builds move on, and they are no longer listed.
+        youngest = max((int(s.get("Created", 0)) for s in dangling()), default=0)
+        wait = youngest + DANGLING_SETTLE_SECONDS - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        for summary in dangling():
+            with contextlib.suppress(docker.errors.APIError):
+                client.api.remove_image(summary["Id"])

@@ -302,13 +302,20 @@ class SelfHostedCompose:
 
 
 def remove_app_state(app: str, state_dir_existed: bool) -> None:
-    """Remove what the worker kept on the host for `app` (the whole state dir when the test made it)."""
-    if not state_dir_existed:
-        shutil.rmtree(STATE_DIR, ignore_errors=True)
-        return
+    """Remove what the worker kept on the host for `app`, and the state dir's folders when the test made
+    them and they are empty.
+
+    Never the whole folder at once: a worker container of hooksvc's docker-compose.yml bind-mounts it,
+    and one started before its removal would keep a deleted folder it can no longer write in.
+    """
     for path in (STATE_DIR / "mirrors" / f"{app}.git", STATE_DIR / "releases" / app, STATE_DIR / "tmp" / app):
         shutil.rmtree(path, ignore_errors=True)
     (STATE_DIR / "rollout" / f"{app}.json").unlink(missing_ok=True)
+    if state_dir_existed:
+        return
+    for folder in (*sorted(STATE_DIR.glob("*/"), reverse=True), STATE_DIR):
+        with contextlib.suppress(OSError):  # not empty: something else keeps state there
+            folder.rmdir()
 
 
 def scratch_dir(prefix: str) -> Path:
