@@ -295,7 +295,19 @@ health_timeout = "90s"
 @pytest.mark.docker
 @pytest.mark.xdist_group("selfhost")
 class TestSelfHostComposeRuns:
-    def test_web_is_healthy_and_a_worker_is_connected(self, selfhost: SelfHost) -> None:
+    """One test, its steps in order: two stacks of the shipped file cannot run at once on one machine
+    (both bind-mount the host's /var/lib/hooksvc), so the steps must never be split between two test
+    processes, each bringing up a stack of its own."""
+
+    def test_runs_deploys_and_stops_as_shipped(self, selfhost: SelfHost) -> None:
+        """Healthy and connected; a push deploys on the host's engine with no failed request; an idle stop
+        is quick and clean; a stop during a deployment lets it finish."""
+        self.check_web_is_healthy_and_a_worker_is_connected(selfhost)
+        self.check_a_signed_push_deploys_on_the_hosts_engine_without_a_failed_request(selfhost)
+        self.check_stop_while_idle_takes_under_five_seconds(selfhost)
+        self.check_stop_during_a_deployment_lets_it_finish(selfhost)
+
+    def check_web_is_healthy_and_a_worker_is_connected(self, selfhost: SelfHost) -> None:
         """`up` makes web healthy, serving /healthz on the published loopback port; the worker registers in Redis."""
         web = selfhost.stack.container(selfhost.client, "web")
         assert web.attrs["State"]["Health"]["Status"] == "healthy"
@@ -303,7 +315,7 @@ class TestSelfHostComposeRuns:
         assert status == 200 and json.loads(body)["redis"] == "ok", body
         assert wait_for(lambda: selfhost.redis_workers() >= 1, timeout=30), selfhost.stack.logs()
 
-    def test_a_signed_push_deploys_on_the_hosts_engine_without_a_failed_request(self, selfhost: SelfHost) -> None:
+    def check_a_signed_push_deploys_on_the_hosts_engine_without_a_failed_request(self, selfhost: SelfHost) -> None:
         """A signed push makes the worker container build and roll out the sample app on the host's engine, its
         page bind-mounted from the release checkout at the same path on the host, with no failed request under
         load, and the commit status reaches the git host."""
@@ -337,7 +349,7 @@ class TestSelfHostComposeRuns:
               + ", ".join(f"{name} {mib:.1f} MiB" for name, mib in memory.items())
               + f"; {report.ok} requests during the rollout, {report.failed} failed")
 
-    def test_stop_while_idle_takes_under_five_seconds(self, selfhost: SelfHost) -> None:
+    def check_stop_while_idle_takes_under_five_seconds(self, selfhost: SelfHost) -> None:
         """`docker compose stop` with no deployment running stops web, worker and redis within 5 s, each cleanly."""
         started = time.monotonic()
         selfhost.stack.compose("stop")
@@ -351,7 +363,7 @@ class TestSelfHostComposeRuns:
         finally:
             selfhost.up()
 
-    def test_stop_during_a_deployment_lets_it_finish(self, selfhost: SelfHost) -> None:
+    def check_stop_during_a_deployment_lets_it_finish(self, selfhost: SelfHost) -> None:
         """`docker compose stop` while the worker rolls out a release waits for it: the release goes live, and
         once hooksvc is up again its record says succeeded and the git host gets the success status."""
         sha = selfhost.push("v3", boot_seconds=4.0)
