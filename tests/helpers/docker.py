@@ -440,11 +440,12 @@ def remove_project(client: docker.DockerClient, project: str, images_since: int 
     # Summaries only: `images.list()` inspects each image in turn, which fails when another test
     # removes one meanwhile.
     for summary in client.api.images():
-        if any(tag.startswith((f"{project}-", f"{project}_", f"{project}."))
-               for tag in summary.get("RepoTags") or []):
-            # Shared layers or a concurrent removal: what is left costs only disk.
-            with contextlib.suppress(docker.errors.APIError):
-                client.api.remove_image(summary["Id"], force=True)
+        for tag in summary.get("RepoTags") or []:
+            if tag.startswith((f"{project}-", f"{project}_", f"{project}.")):
+                # By tag, not by id: another test's build of identical content has the same image id,
+                # and its tags must stay. The image goes with its last tag.
+                with contextlib.suppress(docker.errors.APIError):
+                    client.api.remove_image(tag)
     if images_since is not None:
         def dangling() -> list[dict[str, Any]]:
             return [s for s in client.api.images(filters={"dangling": True})
