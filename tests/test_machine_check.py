@@ -13,7 +13,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from tests.fixtures.machine import SETTLE_ENV, SKIP_ENV, MachineState, differences
+from tests.fixtures.machine import KEEP_SHARED_ENV, SETTLE_ENV, SKIP_ENV, MachineState, differences
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +54,8 @@ def test_a_session_that_leaves_a_network_fails(tmp_path: Path, docker_client: do
             docker.from_env().networks.create("{name}")
     """))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_") and k != SKIP_ENV}
-    env.update({"PYTHONPATH": str(ROOT), SETTLE_ENV: "1"})
+    # KEEP_SHARED_ENV: the base image this session's other processes use must outlive the inner session.
+    env.update({"PYTHONPATH": str(ROOT), SETTLE_ENV: "1", KEEP_SHARED_ENV: "1"})
     try:
         done = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.fixtures.machine",

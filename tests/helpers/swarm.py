@@ -143,10 +143,13 @@ def remove_stack(client: docker.DockerClient, stack: str, timeout: float = 60.0)
                 break
             except docker.errors.APIError:
                 time.sleep(0.5)
-    for image in client.images.list():
-        if any(_in_stack(tag, stack) for tag in image.tags):
-            with contextlib.suppress(docker.errors.APIError):
-                client.images.remove(image.id, force=True)
+    for summary in client.api.images():
+        for tag in summary.get("RepoTags") or []:
+            if _in_stack(tag, stack):
+                # By tag, not by id: an image of identical content (the shared base) has the same id,
+                # and force-removing the id would take the other tags with it.
+                with contextlib.suppress(docker.errors.APIError):
+                    client.api.remove_image(tag, force=True)
 
 
 def _in_stack(tag: str, stack: str) -> bool:
