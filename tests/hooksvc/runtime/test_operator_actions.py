@@ -165,8 +165,9 @@ def test_a_push_during_a_lock_is_held_then_deployed_at_unlock(
 
 
 def window_ending_soon(now: datetime) -> tuple[str, datetime]:
-    """A weekly UTC window that began ten minutes ago and ends at a whole minute 20-80 s from `now`."""
-    end = (now + timedelta(seconds=20)).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    """A weekly UTC window that began ten minutes ago and ends at a whole minute 8-68 s from `now` (the
+    push is held within a second; the worker then waits for the end)."""
+    end = (now + timedelta(seconds=8)).replace(second=0, microsecond=0) + timedelta(minutes=1)
     start = end - timedelta(minutes=11)
 
     def text(at: datetime) -> str:
