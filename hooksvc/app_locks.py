@@ -100,15 +100,18 @@ def settle_held(store: DeploymentStore, app: AppConfig, now: float | None = None
         if dep is None or dep.state is not DeploymentState.HELD:
             pipe.unwatch()
             return None
-        why = hold_reason(pipe, store, app, time.time() if now is None else now)
+        at = time.time() if now is None else now
+        why = hold_reason(pipe, store, app, at)
         if why == dep.error:
             pipe.unwatch()
             return None
         if why:
             new = replace(dep, error=why)
         elif dep.required_checks:
-            # A gated push released by its lock or window waits for its checks next (the gate reads them).
-            new = replace(dep, state=DeploymentState.WAITING_FOR_CHECKS, error=waiting_text((dep.required_checks,)))
+            # A gated push released by its lock or window waits for its checks next (the gate reads them);
+            # its checks_timeout counts from now: the time a lock or window held it does not count against its CI.
+            new = replace(dep, state=DeploymentState.WAITING_FOR_CHECKS, error=waiting_text((dep.required_checks,)),
+                          checks_since=at)
         else:
             new = replace(dep, state=DeploymentState.QUEUED, error="")
         pipe.multi()

@@ -113,8 +113,7 @@ class ChecksGate:
         due = self.store.checks.take_refresh(app.name, dep.sha) or now >= schedule.next_read
         reports = self.store.checks.read(app.name, dep.sha)
         verdict = self._decide(app, dep, reports, schedule, now)
-        if verdict.kind is not VerdictKind.SKIP and (due or self._needs_fresh_read(app, verdict, reports, schedule,
-                                                                                   now)):
+        if self._should_read(app, verdict, reports, schedule, now, due):
             self._read(app, dep, schedule, now)
             verdict = self._decide(app, dep, self.store.checks.read(app.name, dep.sha), schedule, now)
         return self._act(dep, verdict)
@@ -122,8 +121,19 @@ class ChecksGate:
     def _decide(self, app: AppConfig, dep: Deployment, reports: dict[str, CheckReport], schedule: ReadSchedule,
                 now: float) -> Verdict:
         assert app.require_checks is not None  # noqa: S101 - only gated apps' deployments get here
-        return decide(app.require_checks, reports, own_context=app.status_context, waited=now - dep.created_at,
+        return decide(app.require_checks, reports, own_context=app.status_context,
+                      waited=now - dep.checks_wait_began, age=now - dep.created_at,
                       timeout=app.checks_timeout, grace=self.timings.grace, complete=schedule.read_at > 0)
+
+    def _should_read(self, app: AppConfig, verdict: Verdict, reports: dict[str, CheckReport],
+                     schedule: ReadSchedule, now: float, due: bool) -> bool:
+        """Whether to read the host's check API before acting: when a read is due, when "all checks"
+        needs a fresh list, and before a timeout ends the push (its checks may have finished since
+        the last read, their webhooks lost: a burst worker may come by long after). A failed check
+        needs no read."""
+        if verdict.kind is VerdictKind.SKIP:
+            return verdict.failed is None and now - schedule.read_at > defaults.CHECKS_FRESH_READ_SECONDS
+        return due or self._needs_fresh_read(app, verdict, reports, schedule, now)
 
     def _needs_fresh_read(self, app: AppConfig, verdict: Verdict, reports: dict[str, CheckReport],
                           schedule: ReadSchedule, now: float) -> bool:
