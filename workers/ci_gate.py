@@ -118,6 +118,22 @@ class ChecksGate:
             verdict = self._decide(app, dep, self.store.checks.read(app.name, dep.sha), schedule, now)
         return self._act(dep, verdict)
 
+    def run_once(self) -> list[Deployment]:
+        """One pass for a burst worker, which runs no gate thread: read every waiting deployment's
+        checks from the host now and act on them (release, skip, or leave waiting). Nothing when
+        another worker's gate holds the lease: that one acts on them instead."""
+        if not self.lease.acquire():
+            log.info("checks gate: another worker's gate is acting, the pushes waiting for checks are left to it")
+            return []
+        try:
+            now = self.clock()
+            for _, dep in self.waiting():
+                self.schedules[dep.id] = ReadSchedule(next_read=now, gap=self.timings.poll_first)
+            return self.tick()
+        finally:
+            with contextlib.suppress(redis.RedisError):
+                self.lease.release()
+
     def _decide(self, app: AppConfig, dep: Deployment, reports: dict[str, CheckReport], schedule: ReadSchedule,
                 now: float) -> Verdict:
         assert app.require_checks is not None  # noqa: S101 - only gated apps' deployments get here

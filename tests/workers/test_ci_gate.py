@@ -262,6 +262,27 @@ class TestPolling:
         assert rig.fake.check_reads("github") == 2
 
 
+class TestBurstPass:
+    def test_a_pass_reads_every_waiting_push_at_once(self, rig: Rig, redis: redis_lib.Redis) -> None:
+        """A burst worker's pass reads the host's API right away (no first-poll delay), acts, and frees the lease."""
+        dep = rig.push_github()
+        rig.fake.set_check_runs("acme/gated", SHA, [PASSED])
+        rig.fake.set_commit_statuses("github", "acme/gated", SHA, [{"context": "lint", "state": "success"}])
+        [released] = rig.gate.run_once()
+        assert released.id == dep.id and released.state is DeploymentState.QUEUED
+        assert rig.fake.check_reads("github") == 2
+        assert redis.get(keys.CHECKS_GATE) is None
+
+    def test_a_pass_leaves_the_pushes_to_the_acting_gate(self, rig: Rig, redis: redis_lib.Redis) -> None:
+        """While another worker's gate holds the lease, a burst pass reads nothing and changes nothing."""
+        assert redis.set(keys.CHECKS_GATE, "someone-else", px=10_000)
+        dep = rig.push_github()
+        rig.fake.set_check_runs("acme/gated", SHA, [PASSED])
+        assert rig.gate.run_once() == []
+        assert rig.fake.check_reads("github") == 0
+        assert rig.store.get(dep.id).state is DeploymentState.WAITING_FOR_CHECKS
+
+
 class TestHeldFirst:
     """A gated push that a lock held first: its checks_timeout counts from the unlock, not from its arrival."""
 
