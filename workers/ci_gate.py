@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import redis
 
 from hooksvc import defaults, keys
+from hooksvc.app_locks import hold_passed
 from hooksvc.ci_checks import ALL, CheckReport, Verdict, VerdictKind, decide
 from hooksvc.config import AppConfig, Config, HostConfig
 from hooksvc.deployments import Deployment, DeploymentState
@@ -116,7 +117,7 @@ class ChecksGate:
         if self._should_read(app, verdict, reports, schedule, now, due):
             self._read(app, dep, schedule, now)
             verdict = self._decide(app, dep, self.store.checks.read(app.name, dep.sha), schedule, now)
-        return self._act(dep, verdict)
+        return self._act(app, dep, verdict)
 
     def run_once(self) -> list[Deployment]:
         """One pass for a burst worker, which runs no gate thread: read every waiting deployment's
@@ -177,8 +178,12 @@ class ChecksGate:
         self.store.checks.write(app.name, dep.sha, reports)
         schedule.read_at = now
 
-    def _act(self, dep: Deployment, verdict: Verdict) -> Deployment | None:
+    def _act(self, app: AppConfig, dep: Deployment, verdict: Verdict) -> Deployment | None:
         if verdict.kind is VerdictKind.DEPLOY:
+            held = hold_passed(self.store, app, dep.id)
+            if held is not None:
+                log.info("deployment %s of %s: %s, but held: %s", dep.id, dep.app, verdict.reason, held.error)
+                return held
             done = self.store.release(dep.id, DeploymentState.WAITING_FOR_CHECKS, verdict.reason)
             if done is not None:
                 log.info("deployment %s of %s: %s: queued", dep.id, dep.app, verdict.reason)

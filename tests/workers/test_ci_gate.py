@@ -284,7 +284,8 @@ class TestBurstPass:
 
 
 class TestHeldFirst:
-    """A gated push that a lock held first: its checks_timeout counts from the unlock, not from its arrival."""
+    """A gated push and a lock: its checks_timeout counts from the unlock, not from its arrival, and a
+    lock holds it whether it came before the push or while the push waited for its CI."""
 
     def held_an_hour(self, rig: Rig, redis: redis_lib.Redis) -> Deployment:
         """A push that arrived an hour ago (a 30 s checks_timeout) and was held by a lock all along, its
@@ -323,6 +324,28 @@ class TestHeldFirst:
         [done] = rig.gate.tick()
         assert done.id == dep.id and done.state is DeploymentState.SKIPPED
         assert done.error == "not deployed: checks did not finish within 30s (still waiting for ci/test, lint)"
+
+
+    def test_checks_passing_while_the_app_is_locked_hold_the_push(self, rig: Rig) -> None:
+        """Locked while the push waited for its CI: its checks passing hold it (no job, its status naming
+        the lock), and the unlock deploys it."""
+        app = rig.config.apps["gated"]
+        dep = rig.push_github()
+        lock(rig.store, app, "token-1", "database migration")
+        assert rig.store.get(dep.id).state is DeploymentState.WAITING_FOR_CHECKS
+        rig.check_run("ci/test", "success")
+        rig.check_run("lint", "success")
+        [held] = rig.gate.tick()
+        assert held.id == dep.id and held.state is DeploymentState.HELD
+        assert held.error == "deploys to gated are locked by token-1: database migration"
+        assert rig.store.queue.job_ids == []
+        assert rig.statuses()[-1] == ("pending", held.error)
+        assert rig.gate.tick() == []
+        assert unlock(rig.store, app) is not None
+        [released] = rig.gate.tick()
+        assert released.state is DeploymentState.QUEUED and rig.store.queue.job_ids == [f"deploy-{dep.id}"]
+        lines, _ = rig.store.logs.read(dep.id, "0")
+        assert ("its checks passed, but held: deploys to gated are locked by token-1: database migration" in lines)
 
 
 class TestAllChecks:
