@@ -197,9 +197,8 @@ def work(config: Config, *, burst: bool = False) -> int:
         if gated(config):
             # No gate thread either: one pass over the pushes waiting for checks, so those that passed run now.
             for dep in ChecksGate(config, runtime.store).run_once():
-                log.info("burst: deployment %s of %s %s", dep.id, dep.app,
-                         "queued: its checks passed" if dep.state is DeploymentState.QUEUED else f"{dep.state}: "
-                         f"{dep.error}")
+                log.info("burst: deployment %s of %s: %s%s", dep.id, dep.app, dep.state,
+                         f": {dep.error}" if dep.error else "")
         worker.work(burst=True, logging_level="INFO")
         OutboxSender(config, connection).run_once()
         return 0
