@@ -102,7 +102,7 @@ def test_a_push_deploys_a_private_repository_and_reports_as_the_app(rig: AppRig)
 GATED = 'require_checks = ["ci/test", "lint"]\nchecks_timeout = "10m"\n'
 
 
-@pytest.mark.parametrize("rig", [GATED], indirect=True)
+@pytest.mark.parametrize("rig", [GATED], indirect=True, ids=["gated"])
 def test_a_gated_push_reads_its_checks_as_the_app(rig: AppRig) -> None:
     """require_checks on an App host: the worker's gate reads the Checks and combined-status APIs with
     an installation token (the stand-in verified the App's JWT), and deploys once both checks passed;
