@@ -4,8 +4,10 @@ A lock is a HASH in Redis (`keys.app_locked`: by, reason, at). The intake script
 exists (or while the app's freeze window is in force) a new deployment starts `held`, in the app's
 queued slot, with the reason as its `error`. `settle_held` moves the held one on when nothing holds
 it any more (unlock calls it at once, a worker's duty every `HOLD_CHECK_SECONDS` for windows that
-end): `held → queued` with its RQ job, in one transaction that also tells the listeners, so its
-commit status follows. Not to be confused with `workers.locks`, the deploy lease one worker holds.
+end): `held → queued` with its RQ job (a gated push: `held → waiting-for-checks`), in one
+transaction that also tells the listeners, so its commit status follows. A gated push whose checks
+pass while a lock or window holds the app is held then (`hold_passed`). Not to be confused with
+`workers.locks`, the deploy lease one worker holds.
 """
 
 from __future__ import annotations
@@ -100,15 +102,18 @@ def settle_held(store: DeploymentStore, app: AppConfig, now: float | None = None
         if dep is None or dep.state is not DeploymentState.HELD:
             pipe.unwatch()
             return None
-        why = hold_reason(pipe, store, app, time.time() if now is None else now)
+        at = time.time() if now is None else now
+        why = hold_reason(pipe, store, app, at)
         if why == dep.error:
             pipe.unwatch()
             return None
         if why:
             new = replace(dep, error=why)
         elif dep.required_checks:
-            # A gated push released by its lock or window waits for its checks next (the gate reads them).
-            new = replace(dep, state=DeploymentState.WAITING_FOR_CHECKS, error=waiting_text((dep.required_checks,)))
+            # A gated push released by its lock or window waits for its checks next (the gate reads them);
+            # its checks_timeout counts from now: the time a lock or window held it does not count against its CI.
+            new = replace(dep, state=DeploymentState.WAITING_FOR_CHECKS, error=waiting_text((dep.required_checks,)),
+                          checks_since=at)
         else:
             new = replace(dep, state=DeploymentState.QUEUED, error="")
         pipe.multi()
@@ -124,6 +129,31 @@ def settle_held(store: DeploymentStore, app: AppConfig, now: float | None = None
         return new
 
     return store.transaction([qkey, lkey], body)  # type: ignore[no-any-return]
+
+
+def hold_passed(store: DeploymentStore, app: AppConfig, deployment_id: str,
+                now: float | None = None) -> Deployment | None:
+    """A gated push whose checks just passed → `held` when a lock or freeze window holds the app now:
+    it has not started, and a lock or window holds whatever has not (a lock set while the push waited
+    for its CI, a window begun meanwhile). Released later, it waits for its checks again, which pass
+    at once from what is recorded. None when nothing holds the app (the caller queues the push) or
+    the push no longer waits for its checks. One transaction, watching the deployment and the lock."""
+    dkey, lkey = keys.deployment(deployment_id), keys.app_locked(app.name)
+
+    def body(pipe: Pipeline) -> Deployment | None:
+        dep = store.load(pipe, deployment_id)
+        why = hold_reason(pipe, store, app, time.time() if now is None else now) if dep is not None else ""
+        if dep is None or dep.state is not DeploymentState.WAITING_FOR_CHECKS or not why:
+            pipe.unwatch()
+            return None
+        new = replace(dep, state=DeploymentState.HELD, error=why)
+        pipe.multi()
+        pipe.hset(dkey, mapping=new.to_fields())
+        store.logs.append_in(pipe, dep.id, f"its checks passed, but held: {why}")
+        store.notify(pipe, new)
+        return new
+
+    return store.transaction([dkey, lkey], body)  # type: ignore[no-any-return]
 
 
 def settle_all(store: DeploymentStore, apps: Mapping[str, AppConfig]) -> list[Deployment]:

@@ -106,15 +106,19 @@ def decide(
     timeout: float,
     grace: float,
     complete: bool,
+    age: float | None = None,
 ) -> Verdict:
     """Whether a push waiting for `requirement` deploys, is skipped, or waits on.
 
     `reports` are the checks known on its commit by name; hooksvc's own status (`own_context`)
-    never counts. `waited` is the time since the push arrived. `complete` says that the host's
-    check API was read since the last change, so `reports` names every check there is: only then
-    can "all checks" pass, or a commit with none deploy (after `grace`). A failure wins over a
-    timeout: the reason a team must read is the failed check.
+    never counts. `waited` is the time it has waited for its checks (`timeout` bounds it): since the
+    push arrived, or since a lock or freeze window that held it let it go. `age` is the time since
+    the push arrived (default: `waited`): CI had that long to report a check. `complete` says that
+    the host's check API was read since the last change, so `reports` names every check there is:
+    only then can "all checks" pass, or a commit with none deploy (after `grace`). A failure wins
+    over a timeout: the reason a team must read is the failed check.
     """
+    age = waited if age is None else age
     known = {name: report for name, report in reports.items() if name != own_context}
     if requirement.every:
         failed = sorted((r for r in known.values() if r.state is CheckState.FAILURE), key=lambda r: r.name)
@@ -123,7 +127,7 @@ def decide(
         pending = tuple(sorted(n for n, r in known.items() if r.state is not CheckState.SUCCESS))
         if not pending and complete and known:
             return Verdict(VerdictKind.DEPLOY, f"every check succeeded: {', '.join(sorted(known))}")
-        if not known and complete and waited >= grace:
+        if not known and complete and age >= grace:
             return Verdict(VerdictKind.DEPLOY, f"no check reported on this commit within {_duration(grace)}: "
                                                "deploying without CI")
         waiting = pending or (ALL,)

@@ -120,6 +120,8 @@ class Deployment:
     required_checks: str = ""
     #: Set when its checks kept a gated push from deploying (one failed, or they timed out).
     checks_failed: bool = False
+    #: When a gated push that was `held` first began waiting for its checks (None: at its arrival).
+    checks_since: float | None = None
 
     #: The commit's subject line and author, recorded by the worker once it fetched the commit.
     commit_message: str = ""
@@ -178,9 +180,16 @@ class Deployment:
             operator=fields.get("operator", ""),
             required_checks=fields.get("required_checks", ""),
             checks_failed=fields.get("checks_failed") == "1",
+            checks_since=opt_float("checks_since"),
             commit_message=fields.get("commit_message", ""),
             commit_author=fields.get("commit_author", ""),
         )
+
+    @property
+    def checks_wait_began(self) -> float:
+        """When it began waiting for its checks, which `checks_timeout` counts from: its arrival, or
+        the moment nothing held it any more (a lock or freeze window held it first)."""
+        return self.created_at if self.checks_since is None else self.checks_since
 
     def to_json(self) -> dict[str, Any]:
         """The public JSON shape of a deployment record (docs/contract.md, Deployments)."""

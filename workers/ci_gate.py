@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import redis
 
 from hooksvc import defaults, keys
+from hooksvc.app_locks import hold_passed
 from hooksvc.ci_checks import ALL, CheckReport, Verdict, VerdictKind, decide
 from hooksvc.config import AppConfig, Config, HostConfig
 from hooksvc.deployments import Deployment, DeploymentState
@@ -113,17 +114,43 @@ class ChecksGate:
         due = self.store.checks.take_refresh(app.name, dep.sha) or now >= schedule.next_read
         reports = self.store.checks.read(app.name, dep.sha)
         verdict = self._decide(app, dep, reports, schedule, now)
-        if verdict.kind is not VerdictKind.SKIP and (due or self._needs_fresh_read(app, verdict, reports, schedule,
-                                                                                   now)):
+        if self._should_read(app, verdict, reports, schedule, now, due):
             self._read(app, dep, schedule, now)
             verdict = self._decide(app, dep, self.store.checks.read(app.name, dep.sha), schedule, now)
-        return self._act(dep, verdict)
+        return self._act(app, dep, verdict)
+
+    def run_once(self) -> list[Deployment]:
+        """One pass for a burst worker, which runs no gate thread: read every waiting deployment's
+        checks from the host now and act on them (release, skip, or leave waiting). Nothing when
+        another worker's gate holds the lease: that one acts on them instead."""
+        if not self.lease.acquire():
+            log.info("checks gate: another worker's gate is acting, the pushes waiting for checks are left to it")
+            return []
+        try:
+            now = self.clock()
+            for _, dep in self.waiting():
+                self.schedules[dep.id] = ReadSchedule(next_read=now, gap=self.timings.poll_first)
+            return self.tick()
+        finally:
+            with contextlib.suppress(redis.RedisError):
+                self.lease.release()
 
     def _decide(self, app: AppConfig, dep: Deployment, reports: dict[str, CheckReport], schedule: ReadSchedule,
                 now: float) -> Verdict:
         assert app.require_checks is not None  # noqa: S101 - only gated apps' deployments get here
-        return decide(app.require_checks, reports, own_context=app.status_context, waited=now - dep.created_at,
+        return decide(app.require_checks, reports, own_context=app.status_context,
+                      waited=now - dep.checks_wait_began, age=now - dep.created_at,
                       timeout=app.checks_timeout, grace=self.timings.grace, complete=schedule.read_at > 0)
+
+    def _should_read(self, app: AppConfig, verdict: Verdict, reports: dict[str, CheckReport],
+                     schedule: ReadSchedule, now: float, due: bool) -> bool:
+        """Whether to read the host's check API before acting: when a read is due, when "all checks"
+        needs a fresh list, and before a timeout ends the push (its checks may have finished since
+        the last read, their webhooks lost: a burst worker may come by long after). A failed check
+        needs no read."""
+        if verdict.kind is VerdictKind.SKIP:
+            return verdict.failed is None and now - schedule.read_at > defaults.CHECKS_FRESH_READ_SECONDS
+        return due or self._needs_fresh_read(app, verdict, reports, schedule, now)
 
     def _needs_fresh_read(self, app: AppConfig, verdict: Verdict, reports: dict[str, CheckReport],
                           schedule: ReadSchedule, now: float) -> bool:
@@ -151,8 +178,12 @@ class ChecksGate:
         self.store.checks.write(app.name, dep.sha, reports)
         schedule.read_at = now
 
-    def _act(self, dep: Deployment, verdict: Verdict) -> Deployment | None:
+    def _act(self, app: AppConfig, dep: Deployment, verdict: Verdict) -> Deployment | None:
         if verdict.kind is VerdictKind.DEPLOY:
+            held = hold_passed(self.store, app, dep.id)
+            if held is not None:
+                log.info("deployment %s of %s: %s, but held: %s", dep.id, dep.app, verdict.reason, held.error)
+                return held
             done = self.store.release(dep.id, DeploymentState.WAITING_FOR_CHECKS, verdict.reason)
             if done is not None:
                 log.info("deployment %s of %s: %s: queued", dep.id, dep.app, verdict.reason)

@@ -139,15 +139,33 @@ SOURCES = {
 
 
 def read_checks(host: HostConfig, repo: str, sha: str) -> list[CheckReport]:
-    """Every check the host reports on `repo`'s commit `sha`; CheckReadError when it cannot tell."""
+    """Every check the host reports on `repo`'s commit `sha`; CheckReadError when it cannot tell.
+
+    A GitHub App's installation token can lapse between two reads (GitHub revoked it, or this
+    process's clock ran behind): answered 401, the token is renewed and the read tried once more.
+    """
     source = SOURCES.get(host.kind)
     if source is None:
         raise CheckReadError(f"hosts of kind {host.kind!r} have no check API hooksvc reads")
+    try:
+        return source.parse(_answers(source, host, repo, sha))
+    except _Refused:
+        host_auth.refused(host, repo)  # the next `authorization` renews the token
+        return source.parse(_answers(source, host, repo, sha, retry=False))
+
+
+class _Refused(Exception):
+    """A GitHub App host answered 401: its installation token is to be renewed before a retry."""
+
+
+def _answers(source: CheckSource, host: HostConfig, repo: str, sha: str, retry: bool = True) -> list[Any]:
     answers = []
     for request in source.requests(host, repo, sha):
         response = send(request, max_bytes=defaults.CHECKS_API_MAX_BYTES)
         if response.status == 401 and host.kind == "github":
-            host_auth.refused(host, repo)  # a lapsed installation token: the next read renews it
+            if retry and host.app is not None:
+                raise _Refused
+            host_auth.refused(host, repo)  # the next read renews it
         if not response.ok:
             raise CheckReadError(f"{host.kind} check API {request.describe()} answered {response.status}: "
                                  f"{response.text()}")
@@ -155,7 +173,7 @@ def read_checks(host: HostConfig, repo: str, sha: str) -> list[CheckReport]:
             answers.append(json.loads(response.body))
         except ValueError:
             raise CheckReadError(f"{host.kind} check API {request.describe()} answered with no JSON") from None
-    return source.parse(answers)
+    return answers
 
 
 def _statuses(statuses: list[dict[str, Any]], state_key: str) -> list[CheckReport]:

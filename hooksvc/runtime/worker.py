@@ -169,8 +169,9 @@ class DeployWorker(Worker):
 
 
 def work(config: Config, *, burst: bool = False) -> int:
-    """Run deployments. With `burst`, dispatch the waiting intake, run what is queued, deliver the
-    outbox once, and exit; without, run the worker's background threads and serve forever."""
+    """Run deployments. With `burst`, dispatch the waiting intake, settle held deployments, decide
+    the pushes waiting for their checks once (`ChecksGate.run_once`), run what is queued, deliver
+    the outbox once, and exit; without, run the worker's background threads and serve forever."""
     # The config holds every secret now: a build context of /proc/<this pid> must find none in the
     # environment. Git and compose get their credentials from the config, never from here.
     # Redis's password too: whoever writes to the queue runs code in every worker.
@@ -193,6 +194,11 @@ def work(config: Config, *, burst: bool = False) -> int:
         dispatched = runtime.store.intake.dispatch()
         settle_all(runtime.store, config.apps)  # held deployments whose window ended run in this burst
         log.info("burst: dispatched %d waiting intake entr%s", dispatched, "y" if dispatched == 1 else "ies")
+        if gated(config):
+            # No gate thread either: one pass over the pushes waiting for checks, so those that passed run now.
+            for dep in ChecksGate(config, runtime.store).run_once():
+                log.info("burst: deployment %s of %s: %s%s", dep.id, dep.app, dep.state,
+                         f": {dep.error}" if dep.error else "")
         worker.work(burst=True, logging_level="INFO")
         OutboxSender(config, connection).run_once()
         return 0

@@ -94,6 +94,15 @@ class TestAllChecks:
         assert late.kind is VerdictKind.DEPLOY
         assert late.reason == "no check reported on this commit within 1m: deploying without CI"
 
+    def test_the_grace_counts_from_the_push_and_the_timeout_from_the_wait(self) -> None:
+        """A push held an hour before it waited 5 s for its checks: CI had its grace (no check: deploy),
+        and the timeout has not run out for a check still pending."""
+        none = decide(EVERY, {}, own_context=OWN, waited=5, age=3605, timeout=30, grace=60, complete=True)
+        assert none.kind is VerdictKind.DEPLOY
+        pending = decide(EVERY, reports(lint="pending"), own_context=OWN, waited=5, age=3605, timeout=30, grace=60,
+                         complete=True)
+        assert pending.kind is VerdictKind.WAIT and pending.waiting_for == ("lint",)
+
 
 def test_link_keeps_only_http_urls() -> None:
     """A check's link is shown only when it is an http(s) URL (never `javascript:`)."""

@@ -14,6 +14,7 @@ import redis as redis_lib
 from flask.testing import FlaskClient
 
 from hooksvc import keys
+from hooksvc.app_locks import lock, unlock
 from hooksvc.cli import cmd_status
 from hooksvc.config import Config
 from hooksvc.deployments import Deployment, DeploymentState
@@ -245,6 +246,106 @@ class TestPolling:
         assert done.id == dep.id and done.state is DeploymentState.SKIPPED
         assert done.error == "not deployed: checks did not finish within 30s (still waiting for ci/test, lint)"
         assert rig.statuses()[-1][0] == "failure"
+
+
+    def test_a_timeout_is_confirmed_by_a_read(self, tmp_path: Path, redis: redis_lib.Redis,
+                                              fake: FakeGitHost) -> None:
+        """Past checks_timeout, checks that passed at the host (their webhooks lost) deploy the push, not skip it."""
+        rig = Rig(gated_config(tmp_path, fake.url, timeout="30s"), redis, fake, [0.0])
+        dep = rig.push_github()
+        rig.check_run("ci/test", None)
+        rig.fake.set_check_runs("acme/gated", SHA, [PASSED])
+        rig.fake.set_commit_statuses("github", "acme/gated", SHA, [{"context": "lint", "state": "success"}])
+        rig.offset[0] = 31.0
+        [released] = rig.gate.tick()
+        assert released.id == dep.id and released.state is DeploymentState.QUEUED
+        assert rig.fake.check_reads("github") == 2
+
+
+class TestBurstPass:
+    def test_a_pass_reads_every_waiting_push_at_once(self, rig: Rig, redis: redis_lib.Redis) -> None:
+        """A burst worker's pass reads the host's API right away (no first-poll delay), acts, and frees the lease."""
+        dep = rig.push_github()
+        rig.fake.set_check_runs("acme/gated", SHA, [PASSED])
+        rig.fake.set_commit_statuses("github", "acme/gated", SHA, [{"context": "lint", "state": "success"}])
+        [released] = rig.gate.run_once()
+        assert released.id == dep.id and released.state is DeploymentState.QUEUED
+        assert rig.fake.check_reads("github") == 2
+        assert redis.get(keys.CHECKS_GATE) is None
+
+    def test_a_pass_leaves_the_pushes_to_the_acting_gate(self, rig: Rig, redis: redis_lib.Redis) -> None:
+        """While another worker's gate holds the lease, a burst pass reads nothing and changes nothing."""
+        assert redis.set(keys.CHECKS_GATE, "someone-else", px=10_000)
+        dep = rig.push_github()
+        rig.fake.set_check_runs("acme/gated", SHA, [PASSED])
+        assert rig.gate.run_once() == []
+        assert rig.fake.check_reads("github") == 0
+        assert rig.store.get(dep.id).state is DeploymentState.WAITING_FOR_CHECKS
+
+
+class TestHeldFirst:
+    """A gated push and a lock: its checks_timeout counts from the unlock, not from its arrival, and a
+    lock holds it whether it came before the push or while the push waited for its CI."""
+
+    def held_an_hour(self, rig: Rig, redis: redis_lib.Redis) -> Deployment:
+        """A push that arrived an hour ago (a 30 s checks_timeout) and was held by a lock all along, its
+        check `ci/test` still running; then the unlock."""
+        app = rig.config.apps["gated"]
+        lock(rig.store, app, "token-1", "database migration")
+        dep = rig.push_github()
+        assert dep.state is DeploymentState.HELD
+        rig.check_run("ci/test", None)
+        redis.hset(keys.deployment(dep.id), "created_at", repr(time.time() - 3600))
+        assert rig.gate.tick() == []  # a held push is not the gate's
+        released = unlock(rig.store, app)
+        assert released is not None and released.state is DeploymentState.WAITING_FOR_CHECKS
+        return released
+
+    def test_checks_passing_after_the_unlock_deploy_it(self, tmp_path: Path, redis: redis_lib.Redis,
+                                                       fake: FakeGitHost) -> None:
+        """Held longer than checks_timeout, it still waits after the unlock, and deploys once its checks passed."""
+        rig = Rig(gated_config(tmp_path, fake.url, timeout="30s"), redis, fake, [0.0])
+        dep = self.held_an_hour(rig, redis)
+        assert rig.gate.tick() == []
+        assert rig.store.get(dep.id).state is DeploymentState.WAITING_FOR_CHECKS
+        rig.check_run("ci/test", "success")
+        rig.check_run("lint", "success")
+        [released] = rig.gate.tick()
+        assert released.id == dep.id and released.state is DeploymentState.QUEUED
+
+    def test_the_timeout_counts_from_the_unlock(self, tmp_path: Path, redis: redis_lib.Redis,
+                                                fake: FakeGitHost) -> None:
+        """Checks still unfinished 30 s after the unlock end it skipped, with the usual reason."""
+        rig = Rig(gated_config(tmp_path, fake.url, timeout="30s"), redis, fake, [0.0])
+        dep = self.held_an_hour(rig, redis)
+        rig.offset[0] = 29.0
+        assert rig.gate.tick() == []
+        rig.offset[0] = 31.0
+        [done] = rig.gate.tick()
+        assert done.id == dep.id and done.state is DeploymentState.SKIPPED
+        assert done.error == "not deployed: checks did not finish within 30s (still waiting for ci/test, lint)"
+
+
+    def test_checks_passing_while_the_app_is_locked_hold_the_push(self, rig: Rig) -> None:
+        """Locked while the push waited for its CI: its checks passing hold it (no job, its status naming
+        the lock), and the unlock deploys it."""
+        app = rig.config.apps["gated"]
+        dep = rig.push_github()
+        lock(rig.store, app, "token-1", "database migration")
+        assert rig.store.get(dep.id).state is DeploymentState.WAITING_FOR_CHECKS
+        rig.check_run("ci/test", "success")
+        rig.check_run("lint", "success")
+        [held] = rig.gate.tick()
+        assert held.id == dep.id and held.state is DeploymentState.HELD
+        assert held.error == "deploys to gated are locked by token-1: database migration"
+        assert rig.store.queue.job_ids == []
+        assert rig.statuses()[-1] == ("pending", held.error)
+        assert rig.gate.tick() == []
+        assert unlock(rig.store, app) is not None
+        [released] = rig.gate.tick()
+        assert released.state is DeploymentState.QUEUED and rig.store.queue.job_ids == [f"deploy-{dep.id}"]
+        lines, _ = rig.store.logs.read(dep.id, "0")
+        assert ("its checks passed, but held: deploys to gated are locked by token-1: database migration" in lines)
 
 
 class TestAllChecks:

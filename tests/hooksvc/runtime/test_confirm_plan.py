@@ -12,12 +12,12 @@ from flask import Flask
 
 from hooksvc.deployments import DeploymentState
 from hooksvc.web import create_app
-from tests.hooksvc.runtime.test_worker import Harness, harness  # noqa: F401 - the fixture this test uses
+from tests.helpers.worker_harness import OPERATOR_TOKEN, Harness
+from tests.hooksvc.runtime.test_worker import harness  # noqa: F401 - the fixture this test uses
 from tests.hooksvc.web.test_pages import CHROMIUM, DESKTOP, Chromium, LiveServer, Tab
 
 pytestmark = pytest.mark.docker
 
-OPERATOR_TOKEN = "operator-token-1"  # the harness's api token: token-1, an admin
 AUTHOR = "Test Author"  # tests.helpers.git commits as this author
 CSRF = re.compile(r'name="csrf_token" value="([^"]*)"')
 

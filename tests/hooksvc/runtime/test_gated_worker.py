@@ -1,6 +1,6 @@
 """End to end for CI-gated deploys: signed push → Redis → a real `hooksvc worker` process (its checks
-gate and its deploy jobs) → git → compose → live, with the checks reported by webhook or found by
-polling the stand-in GitHub's Checks API.
+gate and its deploy jobs), or `hooksvc worker --burst` processes (one pass of the gate each) → git →
+compose → live, with the checks reported by webhook or found by polling the stand-in GitHub's Checks API.
 
 Everything is real (Redis, the Docker engine, git, the worker process) except the git host's APIs,
 which are the checking stand-in of fake_git_host.
@@ -8,6 +8,7 @@ which are the checking stand-in of fake_git_host.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from hooksvc.deployments import DeploymentState
 from tests.helpers.docker import wait_for
 from tests.helpers.fake_git_host import FakeGitHost
 from tests.helpers.payloads import github_request, load
-from tests.hooksvc.runtime.test_worker import DEPLOY_TIMEOUT, GH_TOKEN, SECRET, Harness
+from tests.helpers.worker_harness import BEARER, DEPLOY_TIMEOUT, HOST_TOKEN, SECRET, Harness
 
 pytestmark = pytest.mark.docker
 
@@ -38,6 +39,14 @@ class GatedHarness(Harness):
         answer = self.client.open("/hooks/github", **github_request(payload, SECRET, event="check_run").client_kwargs())
         assert answer.status_code == 202, answer.json
 
+    def ci_reports(self, sha: str, test: str, lint: str = "pending") -> None:
+        """What the Checks and combined-status APIs say of `sha` (no webhook): `ci/test` a check run in
+        `test` (in_progress or a conclusion), `lint` a commit status."""
+        run = {"name": "ci/test", "status": "in_progress"} if test == "in_progress" else {
+            "name": "ci/test", "status": "completed", "conclusion": test}
+        self.host.set_check_runs("acme/web", sha, [run])
+        self.host.set_commit_statuses("github", "acme/web", sha, [{"context": "lint", "state": lint}])
+
     def status_texts(self, sha: str) -> list[tuple[str, str]]:
         return [(a.state, a.description) for a in self.host.accepted if a.sha == sha and a.context == CONTEXT]
 
@@ -46,7 +55,7 @@ class GatedHarness(Harness):
 def harness(tmp_path: Path, make_git_origin: object, compose_project: str, base_image: str,
             redis: redis_lib.Redis) -> Iterator[GatedHarness]:
     origin = make_git_origin("web")  # type: ignore[operator]
-    with FakeGitHost(tokens={"github": GH_TOKEN}) as host:
+    with FakeGitHost(tokens={"github": HOST_TOKEN}) as host:
         h = GatedHarness(tmp_path, origin, compose_project, host, redis,
                          app_extra='require_checks = ["ci/test"]\nchecks_timeout = "20s"\n')
         try:
@@ -54,6 +63,17 @@ def harness(tmp_path: Path, make_git_origin: object, compose_project: str, base_
             yield h
         finally:
             h.stop()
+
+
+@pytest.fixture
+def bursts(tmp_path: Path, make_git_origin: object, compose_project: str, base_image: str,
+           redis: redis_lib.Redis) -> Iterator[GatedHarness]:
+    """App `web` requiring `ci/test` and `lint` (timeout 10 s), and no worker running: the test runs
+    `hooksvc worker --burst` processes."""
+    origin = make_git_origin("web")  # type: ignore[operator]
+    with FakeGitHost(tokens={"github": HOST_TOKEN}) as host:
+        yield GatedHarness(tmp_path, origin, compose_project, host, redis,
+                           app_extra='require_checks = ["ci/test", "lint"]\nchecks_timeout = "10s"\n')
 
 
 def test_push_waits_then_a_check_webhook_deploys_it(harness: GatedHarness) -> None:
@@ -112,3 +132,69 @@ def test_checks_that_never_finish_time_out(harness: GatedHarness) -> None:
     assert done.state is DeploymentState.SKIPPED
     assert done.error == "not deployed: checks did not finish within 20s (still waiting for ci/test)"
     assert done.created_at + 20 <= (done.finished_at or 0) < done.created_at + 40
+
+
+class TestBurstWorker:
+    """A burst worker runs no gate thread: it reads each waiting push's checks once, then runs what is queued."""
+
+    def test_a_burst_deploys_what_passed_and_leaves_what_still_runs(self, bursts: GatedHarness) -> None:
+        """Checks still running: the push keeps waiting; once the APIs say they passed (no webhook came),
+        the next burst deploys it."""
+        v1 = bursts.commit("v1")
+        d1 = bursts.push(v1)
+        bursts.ci_reports(v1, test="in_progress")
+        bursts.burst()
+        assert bursts.store.get(d1).state is DeploymentState.WAITING_FOR_CHECKS
+        assert bursts.host.check_reads("github") == 2  # the check runs and the combined status, once
+        assert bursts.status_texts(v1) == [("pending", "waiting for checks: ci/test, lint")]
+        bursts.ci_reports(v1, test="success", lint="success")
+        bursts.burst()
+        done = bursts.store.get(d1)
+        assert done.state is DeploymentState.SUCCEEDED, "\n".join(bursts.log(d1)[-30:])
+        assert "required checks succeeded: ci/test, lint" in bursts.log(d1)
+        assert bursts.statuses(v1)[-1:] == ["success"]
+        assert bursts.host.violations == []
+
+    def test_a_burst_skips_a_failed_push_and_one_past_its_timeout(self, bursts: GatedHarness) -> None:
+        """A failed check skips the push, naming it; checks unfinished after checks_timeout skip the next one."""
+        v1 = bursts.commit("v1")
+        d1 = bursts.push(v1)
+        bursts.ci_reports(v1, test="failure", lint="success")
+        bursts.burst()
+        failed = bursts.store.get(d1)
+        assert failed.state is DeploymentState.SKIPPED
+        assert failed.error == "not deployed: ci/test failed (https://github.com/acme/web/runs/4000)"
+        v2 = bursts.commit("v2")
+        d2 = bursts.push(v2, before=v1)
+        bursts.ci_reports(v2, test="in_progress")
+        time.sleep(10.5)  # checks_timeout
+        bursts.burst()
+        late = bursts.store.get(d2)
+        assert late.state is DeploymentState.SKIPPED
+        assert late.error == "not deployed: checks did not finish within 10s (still waiting for ci/test, lint)"
+        assert [state for state, _ in bursts.status_texts(v2)] == ["pending", "failure"]
+        assert bursts.store.live("web") is None
+
+
+def test_time_held_by_a_lock_does_not_count_against_checks_timeout(bursts: GatedHarness) -> None:
+    """Locked longer than checks_timeout, with one check passed meanwhile and one still running at the
+    unlock: the push waits on (its timeout counts from the unlock) and deploys once that check passed."""
+    assert bursts.client.post("/api/apps/web/lock", json={"reason": "database migration"},
+                              headers=BEARER).status_code == 200
+    v1 = bursts.commit("v1")
+    d1 = bursts.push(v1)
+    bursts.ci_reports(v1, test="success", lint="pending")
+    bursts.burst()  # the lock holds it: nothing read, nothing run
+    assert bursts.store.get(d1).state is DeploymentState.HELD
+    time.sleep(10.5)  # the lock outlasts checks_timeout
+    unlocked = bursts.client.post("/api/apps/web/unlock", headers=BEARER)
+    assert unlocked.status_code == 200 and unlocked.json["deployment"]["state"] == "waiting-for-checks"
+    bursts.burst()
+    waiting = bursts.store.get(d1)
+    assert waiting.state is DeploymentState.WAITING_FOR_CHECKS, waiting.error
+    assert waiting.error == "waiting for checks: lint"
+    bursts.ci_reports(v1, test="success", lint="success")
+    bursts.burst()
+    done = bursts.store.get(d1)
+    assert done.state is DeploymentState.SUCCEEDED, "\n".join(bursts.log(d1)[-30:])
+    assert bursts.host.violations == []

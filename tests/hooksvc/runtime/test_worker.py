@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,112 +17,23 @@ from pathlib import Path
 import docker
 import pytest
 import redis as redis_lib
-from flask.testing import FlaskClient
 
 from hooksvc import keys
-from hooksvc.config import Config, load_config
 from hooksvc.deployments import Deployment, DeploymentState, NewDeployment, Trigger
-from hooksvc.store import DeploymentStore
-from hooksvc.web import create_app
-from tests.helpers.config import TEST_REDIS_URL
 from tests.helpers.docker import HealthyProxy, LoadLoop, get_text, wait_for
 from tests.helpers.fake_git_host import FakeGitHost
 from tests.helpers.fleet import sample_app_files as app_files
-from tests.helpers.git import GitOrigin
 from tests.helpers.payloads import github_push, github_request
-from tests.helpers.processes import stop_process_groups
+from tests.helpers.worker_harness import DEPLOY_TIMEOUT, HOST_TOKEN, SECRET, Harness
 
 pytestmark = pytest.mark.docker
-
-SECRET = "web-webhook-secret"
-GH_TOKEN = "gh-status-token"
-#: A deployment of the sample app takes a few seconds; this bounds a stuck one.
-DEPLOY_TIMEOUT = 90.0
-
-
-class Harness:
-    """One app `web` on a git origin, its config, a webhook client, and worker processes."""
-
-    def __init__(
-        self, tmp: Path, origin: GitOrigin, project: str, host: FakeGitHost, redis: redis_lib.Redis,
-        app_extra: str = "",
-    ) -> None:
-        """`app_extra`: more keys of `[apps.web]`, one per line."""
-        self.tmp = tmp
-        self.origin = origin
-        self.project = project
-        self.host = host
-        self.env = {**os.environ, "WEB_SECRET": SECRET, "GH_TOKEN": GH_TOKEN, "HOOKSVC_API_TOKENS": "operator-token-1"}
-        self.env.pop("REDIS_URL", None)
-        self.config_path = tmp / "hooksvc.toml"
-        self.config_path.write_text(textwrap.dedent(f"""
-            [server]
-            public_url = "http://deploy.test"
-            [redis]
-            url = "{TEST_REDIS_URL}"
-            [worker]
-            state_dir = "{tmp / 'state'}"
-            keep_releases = 2
-            [hosts.github]
-            kind = "github"
-            api_url = "{host.url}/github"
-            token_env = "GH_TOKEN"
-            [apps.web]
-            host = "github"
-            repo = "acme/web"
-            clone_url = "{origin.path}"
-            branch = "main"
-            secret_env = "WEB_SECRET"
-            project = "{project}"
-            health_timeout = "40s"
-            start_grace = "2s"
-        """) + textwrap.dedent(app_extra))
-        self.config: Config = load_config(str(self.config_path), self.env)
-        self.redis = redis
-        self.store = DeploymentStore(redis)
-        self.client: FlaskClient = create_app(self.config, connection=redis).test_client()
-        self.workers: list[subprocess.Popen[bytes]] = []
-
-    def commit(self, version: str, **kwargs: bool) -> str:
-        return self.origin.commit(f"release {version}", app_files(self.tmp, version, **kwargs))
-
-    def push(self, sha: str, before: str | None = None, forced: bool = False) -> str:
-        """Send GitHub's push webhook for `sha` on main; returns the queued deployment's id."""
-        hook = github_request(github_push(repo="acme/web", after=sha, before=before, forced=forced), SECRET)
-        resp = self.client.open("/hooks/github", **hook.client_kwargs())
-        assert resp.status_code == 202, resp.json
-        return str(resp.json["deployments"][0]["id"])
-
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        log = (self.tmp / f"worker-{len(self.workers)}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hooksvc.cli", "--config", str(self.config_path), "worker"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self.workers.append(proc)
-        return proc
-
-    def wait(self, deployment_id: str, timeout: float = DEPLOY_TIMEOUT) -> Deployment:
-        assert wait_for(lambda: self.store.get(deployment_id).state.is_final, timeout), (
-            f"deployment {deployment_id} did not end: " + "\n".join(self.store.logs.read(deployment_id)[0][-30:])
-        )
-        return self.store.get(deployment_id)
-
-    def wait_for_log(self, deployment_id: str, text: str, timeout: float = DEPLOY_TIMEOUT) -> None:
-        assert wait_for(lambda: any(text in line for line in self.store.logs.read(deployment_id)[0]), timeout)
-
-    def statuses(self, sha: str) -> list[str]:
-        return self.host.statuses("github", sha, "hooksvc/web")
-
-    def stop(self) -> None:
-        stop_process_groups(self.workers, grace=15)
 
 
 @pytest.fixture
 def harness(tmp_path: Path, make_git_origin: object, compose_project: str, base_image: str,
             redis: redis_lib.Redis) -> Iterator[Harness]:
     origin = make_git_origin("web")  # type: ignore[operator]
-    with FakeGitHost(tokens={"github": GH_TOKEN}) as host:
+    with FakeGitHost(tokens={"github": HOST_TOKEN}) as host:
         h = Harness(tmp_path, origin, compose_project, host, redis)
         try:
             yield h
@@ -222,7 +132,7 @@ class TestHostileReleases:
         assert done.state is DeploymentState.FAILED
         assert f"services.web.build.context: '/proc/{worker.pid}' is outside the release checkout" in done.error
         environ = Path(f"/proc/{worker.pid}/environ").read_bytes()
-        assert SECRET.encode() not in environ and GH_TOKEN.encode() not in environ
+        assert SECRET.encode() not in environ and HOST_TOKEN.encode() not in environ
 
     def test_a_replayed_forced_push_does_not_roll_the_app_back(self, harness: Harness) -> None:
         """A forced push deploys while it is the branch head; the same delivery replayed once the branch has

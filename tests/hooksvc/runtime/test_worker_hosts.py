@@ -7,10 +7,6 @@ API, which is the checking stand-in of fake_git_host.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +20,6 @@ from hooksvc.deployments import DeploymentState
 from hooksvc.providers import ZERO_SHA
 from hooksvc.store import DeploymentStore
 from hooksvc.web import create_app
-from tests.helpers.config import TEST_REDIS_URL
 from tests.helpers.fake_git_host import FakeGitHost
 from tests.helpers.fleet import sample_app_files
 from tests.helpers.git import GitOrigin
@@ -38,13 +33,9 @@ from tests.helpers.payloads import (
     gogs_push,
     gogs_request,
 )
+from tests.helpers.worker_harness import HOST_TOKEN, SECRET, environment, run_burst, token_host, write_config
 
 pytestmark = pytest.mark.docker
-
-SECRET = "host-webhook-secret"
-TOKEN = "host-api-token"
-#: A deployment of the sample app takes a few seconds; this bounds a stuck one.
-DEPLOY_TIMEOUT = 180
 
 
 @dataclass(frozen=True)
@@ -74,32 +65,6 @@ HOSTS = [
 ]
 
 
-def config_text(tmp: Path, host: Host, api_url: str, origin: GitOrigin, project: str) -> str:
-    # Gogs has no status API: no api_url, and nothing should reach the stand-in.
-    api = f'api_url = "{api_url}/{host.kind}"' if host.statuses else ""
-    return textwrap.dedent(f"""
-        [server]
-        public_url = "http://deploy.test"
-        [redis]
-        url = "{TEST_REDIS_URL}"
-        [worker]
-        state_dir = "{tmp / 'state'}"
-        [hosts.origin]
-        kind = "{host.kind}"
-        {api}
-        token_env = "HOST_TOKEN"
-        [apps.web]
-        host = "origin"
-        repo = "{host.repo}"
-        clone_url = "{origin.path}"
-        branch = "main"
-        secret_env = "WEB_SECRET"
-        project = "{project}"
-        health_timeout = "40s"
-        start_grace = "2s"
-    """)
-
-
 @pytest.mark.parametrize("host", HOSTS, ids=[h.kind for h in HOSTS])
 def test_a_push_deploys_and_its_status_reaches_the_host(
     host: Host, tmp_path: Path, make_git_origin: Any, compose_project: str, base_image: str,
@@ -109,21 +74,16 @@ def test_a_push_deploys_and_its_status_reaches_the_host(
     statuses (Gogs, which has no status API, gets no request at all)."""
     origin: GitOrigin = make_git_origin("web")
     sha = origin.commit("release v1", sample_app_files(tmp_path, "v1"))
-    env = {**os.environ, "WEB_SECRET": SECRET, "HOST_TOKEN": TOKEN, "HOOKSVC_API_TOKENS": "operator-token-000001"}
-    env.pop("REDIS_URL", None)
-    with FakeGitHost(tokens={host.kind: TOKEN}) as fake:
-        path = tmp_path / "hooksvc.toml"
-        path.write_text(config_text(tmp_path, host, fake.url, origin, compose_project))
-        client = create_app(load_config(str(path), env), connection=redis).test_client()
+    with FakeGitHost(tokens={host.kind: HOST_TOKEN}) as fake:
+        # Gogs has no status API: no api_url, and nothing should reach the stand-in.
+        api_url = f"{fake.url}/{host.kind}" if host.statuses else ""
+        path = write_config(tmp_path, token_host(host.kind, api_url), origin, compose_project, repo=host.repo)
+        client = create_app(load_config(str(path), environment()), connection=redis).test_client()
         resp = client.open(f"/hooks/{host.route}", **host.push(host.repo, sha).client_kwargs())
         assert resp.status_code == 202, resp.json
         [queued] = resp.json["deployments"]
 
-        result = subprocess.run(
-            [sys.executable, "-m", "hooksvc.cli", "--config", str(path), "worker", "--burst"],
-            env=env, capture_output=True, text=True, timeout=DEPLOY_TIMEOUT,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
+        run_burst(path)
         store = DeploymentStore(redis)
         done = store.get(queued["id"])
         assert done.state is DeploymentState.SUCCEEDED, "\n".join(store.logs.read(done.id)[0][-30:])
