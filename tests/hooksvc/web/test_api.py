@@ -177,7 +177,7 @@ class TestDeploymentsAndApps:
     def test_cancel_of_a_running_deployment_is_accepted_not_done(self, client: FlaskClient,
                                                                  store: DeploymentStore) -> None:
         """Cancelling a running deployment answers 202 with it still running and `cancel_requested_by`, and its
-        log says who asked; the job ends it (tests/workers/test_cancel.py)."""
+        log says who asked; the job ends it (tests/hooksvc/runtime/test_cancel_running.py)."""
         dep_id = client.post("/api/apps/shop/deploy", headers=AUTH).json["id"]
         store.start(dep_id, "")
         resp = client.post(f"/api/deployments/{dep_id}/cancel", headers=AUTH)
