@@ -3,7 +3,8 @@ waiting at the health gate, or already past the switch, with real compose, git a
 
 One app and one worker serve every case in turn (each deployment takes seconds): v1 goes live, v2 is
 cancelled while its slow build runs, v3 while its never-healthy container waits at the gate (under
-load through a health-aware proxy), and v4's cancel comes too late, during its `post_deploy` step.
+load through a health-aware proxy), v5 while its `pre_deploy` step runs, and v4's cancel comes too
+late, during its `post_deploy` step.
 """
 
 from __future__ import annotations
@@ -41,9 +42,13 @@ from tests.hooksvc.runtime.test_operator_actions import (
 
 pytestmark = pytest.mark.docker
 
-#: The build step that keeps v2 building; its odd length names its process on the machine.
+#: The build step that keeps v2 building, and the `pre_deploy` step of a release holding /www/slow-step:
+#: their odd lengths name their processes on the machine.
 SLOW_BUILD_SECONDS = 317
-POST_DEPLOY = 'post_deploy = [{ service = "web", command = ["sh", "-c", "sleep 3"] }]\n'
+SLOW_STEP_SECONDS = 293
+RELEASE_STEPS = (f'pre_deploy = [{{ service = "web", command = ["sh", "-c", '
+                 f'"test ! -e /www/slow-step || sleep {SLOW_STEP_SECONDS}"] }}]\n'
+                 'post_deploy = [{ service = "web", command = ["sh", "-c", "sleep 3"] }]\n')
 #: How soon a cancelled deployment must end: the watcher polls every 0.25 s, then a kill or a gate poll.
 ENDS_WITHIN_SECONDS = 10.0
 OPERATOR = "token-1"
@@ -59,9 +64,9 @@ def slow_build_files(tmp: Path) -> dict[str, str | bytes | None]:
     return files
 
 
-def build_sleeps() -> list[str]:
-    """The machine's processes running the slow build step (a build container's process shows on the host)."""
-    found = subprocess.run(["pgrep", "-f", f"^sleep {SLOW_BUILD_SECONDS}$"], capture_output=True, text=True)
+def sleeping(seconds: int) -> list[str]:
+    """The machine's processes running `sleep seconds` (a build's or a container's process shows on the host)."""
+    found = subprocess.run(["pgrep", "-f", f"^sleep {seconds}$"], capture_output=True, text=True)
     return found.stdout.split()
 
 
@@ -100,13 +105,14 @@ def test_cancel_while_building_at_the_gate_and_too_late(
     docker_client: docker.DockerClient,
 ) -> None:
     """A cancel while building kills the build and leaves no container or image behind; one at the health gate
-    removes the new container while the old one serves every request; one during `post_deploy` comes too
-    late and the deployment succeeds; a finished deployment's cancel is 409. Each is audited and logged."""
+    removes the new container while the old one serves every request; one during `pre_deploy` kills the
+    step and removes its container; one during `post_deploy` comes too late and the deployment succeeds; a
+    finished deployment's cancel is 409. Each is audited and logged."""
     origin: GitOrigin = make_git_origin("web")
     v1 = origin.commit("release v1", sample_app_files(tmp_path, "v1"))
     store = DeploymentStore(redis)
     with FakeGitHost(tokens={"github": HOST_TOKEN}) as fake:
-        path = write_config(tmp_path, fake.url, origin, compose_project, POST_DEPLOY)
+        path = write_config(tmp_path, fake.url, origin, compose_project, RELEASE_STEPS)
         client = web_client(path, redis)
         worker = start_worker(path)
         try:
@@ -119,7 +125,8 @@ def test_cancel_while_building_at_the_gate_and_too_late(
                 # v2: cancelled while `RUN sleep 317` builds.
                 v2 = origin.commit("release v2", slow_build_files(tmp_path))
                 building = push(client, v2)
-                assert wait_for(lambda: bool(build_sleeps()), DEPLOY_TIMEOUT, 0.1), log_of(store, building["id"])
+                assert wait_for(lambda: bool(sleeping(SLOW_BUILD_SECONDS)), DEPLOY_TIMEOUT, 0.1), \
+                    log_of(store, building["id"])
                 asked, answer = cancel(client, building["id"])
                 assert answer["cancel_requested_by"] == OPERATOR
                 done = wait_final(store, building["id"])
@@ -127,7 +134,7 @@ def test_cancel_while_building_at_the_gate_and_too_late(
                 assert done.state is DeploymentState.CANCELLED, log_of(store, done.id)
                 assert done.error == f"cancelled by {OPERATOR} while building; {v1[:12]} is still live"
                 assert took < ENDS_WITHIN_SECONDS, f"ended {took:.1f}s after the cancel"
-                assert wait_for(lambda: not build_sleeps(), 15, 0.2), "the build step still runs"
+                assert wait_for(lambda: not sleeping(SLOW_BUILD_SECONDS), 15, 0.2), "the build step still runs"
                 assert web_containers(docker_client, compose_project) == containers
                 assert project_images(docker_client, compose_project) == images
                 assert get_text(f"{proxy.url}/version.txt") == (200, "v1")
@@ -153,8 +160,21 @@ def test_cancel_while_building_at_the_gate_and_too_late(
             assert any("removing 1 new container(s); the old ones keep serving" in line
                        for line in store.logs.read(done.id)[0])
 
+            # v5: its pre_deploy step sleeps; cancelled while it runs, the step's container goes with it.
+            stepping = push(client, origin.commit("release v5", {**sample_app_files(tmp_path, "v5"),
+                                                                 "www/slow-step": "1\n"}))
+            assert wait_for(lambda: bool(sleeping(SLOW_STEP_SECONDS)), DEPLOY_TIMEOUT, 0.1), \
+                log_of(store, stepping["id"])
+            cancel(client, stepping["id"])
+            done = wait_final(store, stepping["id"])
+            assert done.state is DeploymentState.CANCELLED, log_of(store, done.id)
+            assert done.error == f"cancelled by {OPERATOR} while running pre_deploy; {v1[:12]} is still live"
+            assert wait_for(lambda: not sleeping(SLOW_STEP_SECONDS), 15, 0.2), "the pre_deploy step still runs"
+            assert docker_client.containers.list(all=True, filters={"name": f"{compose_project}-pre-deploy-"}) == []
+            assert web_containers(docker_client, compose_project) == containers
+
             # v4: healthy; the cancel arrives while post_deploy (sleep 3) runs, after the switch.
-            v4 = origin.commit("release v4", sample_app_files(tmp_path, "v4"))
+            v4 = origin.commit("release v4", {**sample_app_files(tmp_path, "v4"), "www/slow-step": None})
             late = push(client, v4)
             wait_for_line(store, late["id"], "release step post_deploy 1/1 on web: $")
             cancel(client, late["id"])
@@ -175,6 +195,7 @@ def test_cancel_while_building_at_the_gate_and_too_late(
         assert cancels == [
             (building["id"], audit.REQUESTED, "127.0.0.1"), (building["id"], audit.OK, "worker"),
             (gated["id"], audit.REQUESTED, "127.0.0.1"), (gated["id"], audit.OK, "worker"),
+            (stepping["id"], audit.REQUESTED, "127.0.0.1"), (stepping["id"], audit.OK, "worker"),
             (late["id"], audit.REQUESTED, "127.0.0.1"), (late["id"], audit.FAILED, "worker"),
             (late["id"], audit.FAILED, "127.0.0.1"),
         ]
