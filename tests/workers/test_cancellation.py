@@ -10,16 +10,19 @@ import threading
 import time
 from pathlib import Path
 
+import docker
 import pytest
 
 from hooksvc.connection import connect
 from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
 from hooksvc.errors import DeploymentCancelled
 from hooksvc.store import DeploymentStore
-from tests.helpers.docker import wait_for
+from tests.helpers.docker import wait_for, write_sample_app
 from tests.helpers.redis_server import RedisServer
+from tests.workers.test_rollout import Deployer, make_app, service_ids
 from workers import process
 from workers.cancellation import NOT_CANCELLABLE, Cancellation, CancelWatch, active, descendants
+from workers.strategies import compose_rollout
 
 LIVE = "1" * 40
 
@@ -153,6 +156,42 @@ class TestWatch:
         with CancelWatch(store, dep_id, cancel, poll_seconds=30):
             store.cancel(dep_id, "alice")
         assert lines == ["cancel requested by alice came too late: the deployment had finished its steps"]
+
+
+class TestRecreate:
+    @pytest.mark.docker
+    def test_recreate_stops_before_compose_up_and_is_too_late_after(
+        self, tmp_path: Path, compose_project: str, base_image: str, docker_client: docker.DockerClient,
+    ) -> None:
+        """Strategy `recreate`: a request once the images are built stops the rollout with the live container
+        untouched; one once `compose up` starts replacing containers comes too late and the rollout ends."""
+        deployer = Deployer(make_app(compose_project, strategy="recreate"), tmp_path)
+        deployer.deploy(write_sample_app(deployer.release("v1"), "v1"))
+        live = service_ids(docker_client, compose_project, "web")
+        v2 = write_sample_app(deployer.release("v2"), "v2")
+
+        def deploy_asking_when(trigger: str) -> Cancellation:
+            """Deploy v2, asking to cancel (as the job's watcher would) once a log line holds `trigger`."""
+            cancel = Cancellation(deployer.lines.append, "")
+
+            def watching(line: str) -> None:
+                deployer.lines.append(line)
+                if trigger in line:
+                    cancel.request("alice")
+
+            with cancel.installed():
+                compose_rollout(deployer.app, v2, log=watching, state_dir=tmp_path / "state")
+            return cancel
+
+        with pytest.raises(DeploymentCancelled, match="cancelled by alice while running pre_deploy"):
+            deploy_asking_when("images built")
+        assert service_ids(docker_client, compose_project, "web") == live
+
+        late = deploy_asking_when("--remove-orphans")
+        assert late.too_late == "strategy recreate had started replacing the containers" and not late.acted
+        assert "cancel requested by alice came too late: strategy recreate had started replacing the containers" \
+            in deployer.lines
+        assert service_ids(docker_client, compose_project, "web") != live
 
 
 def _cancelled(store: DeploymentStore, dep_id: str) -> bool:
