@@ -212,7 +212,10 @@ class CancelWatch:
         self._stop.set()
         self._thread.join()
         self.cancellation.ended()
-        self.look()  # a request that came after the last poll is answered too: it came too late
+        try:
+            self.look()  # a request that came after the last poll is answered too: it came too late
+        except Exception:  # the deployment's outcome is known: a failed look must not change it
+            log.exception("deployment %s: looking for a cancel request", self.deployment_id)
 
     def look(self) -> bool:
         """Hand a recorded request to the cancellation; whether there was one."""
