@@ -206,7 +206,8 @@ def run(
                     captured.append(line)
                 if log is not None:
                     log(line)
-            returncode = proc.wait()
+        # Reaped only once out of the killable block: a reaped pid may be reused by another process.
+        returncode = proc.wait()
         stop.check()
     finally:
         if timer is not None:
