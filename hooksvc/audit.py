@@ -16,6 +16,7 @@ import redis
 
 from hooksvc import defaults, keys
 from hooksvc.connection import call
+from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.redact import escape_controls
 
 # What was done (`action`).
@@ -34,8 +35,17 @@ ACCESS = "access"
 OK = "ok"
 #: The action was tried and failed (a wrong token at login, a cancel of a finished deployment).
 FAILED = "failed"
+#: Asked of a running deployment, which acts on it at its next safe point (a cancel); the worker
+#: then records how it ended: `ok` (cancelled) or `failed` (it came too late).
+REQUESTED = "requested"
 #: Refused before anything was tried: no or bad credentials (401), a role too low (403).
 REFUSED = "refused"
+
+def result_of(action: str, dep: Deployment) -> str:
+    """The result of an `action` that succeeded on `dep`: `requested` for a cancel of a running deployment
+    (it ends later, and the worker records how), `ok` for everything else."""
+    return REQUESTED if action == CANCEL and dep.state is DeploymentState.RUNNING else OK
+
 
 _FIELDS = ("operator", "action", "app", "sha", "deployment", "address", "user_agent", "result", "reason")
 

@@ -170,11 +170,12 @@ def command_operator(config: Config, name: str | None, env: dict[str, str] | Non
 
 
 def _audited(store: DeploymentStore, args: argparse.Namespace, action: str, what: str,
-             act: Callable[[str], Deployment]) -> Deployment:
-    """Check the command's operator against the deployer role, run `act`, and audit how it ended."""
+             act: Callable[[str], Deployment], deployment: str | None = None) -> Deployment:
+    """Check the command's operator against the deployer role, run `act`, and audit how it ended
+    (`deployment`: the one the command names, audited even when the action fails)."""
     operator: Operator = args.operator
-    entry = audit.AuditEntry(action=action, result=audit.OK, operator=operator.name, app=args.app,
-                             address=CLI_ADDRESS, user_agent=CLI_AGENT)
+    entry = audit.AuditEntry(action=action, result=audit.OK, operator=operator.name, app=getattr(args, "app", None),
+                             deployment=deployment, address=CLI_ADDRESS, user_agent=CLI_AGENT)
     try:
         require(operator, Role.DEPLOYER, what)
         dep = act(operator.name)
@@ -182,7 +183,8 @@ def _audited(store: DeploymentStore, args: argparse.Namespace, action: str, what
         refused = exc.status_code == 403
         audit.record(store.redis, replace(entry, result=audit.REFUSED if refused else audit.FAILED, reason=str(exc)))
         raise
-    audit.record(store.redis, replace(entry, sha=dep.sha or None, deployment=dep.id))
+    audit.record(store.redis, replace(entry, result=audit.result_of(action, dep), app=dep.app, sha=dep.sha or None,
+                                      deployment=dep.id))
     return dep
 
 
@@ -256,6 +258,19 @@ def cmd_rollback(config: Config, args: argparse.Namespace) -> int:
     dep = _audited(store, args, audit.ROLLBACK, f"rolling back {app.name}",
                    lambda who: queue_rollback(store, app, args.to or "", who))
     return _queued(config, store, dep, args.wait)
+
+
+def cmd_cancel(config: Config, args: argparse.Namespace) -> int:
+    store = open_store(config)
+    dep = _audited(store, args, audit.CANCEL, f"cancelling deployment {args.id}",
+                   lambda who: store.cancel(args.id, who), deployment=args.id)
+    if dep.state is DeploymentState.RUNNING:
+        print(f"deployment {dep.id} of {dep.app} is running: cancel requested by {dep.cancel_requested_by}; it "
+              f"stops at its next safe point, unless its rollout already replaced the live release (follow it: "
+              f"hooksvc logs -f {dep.id})")
+    else:
+        print(f"deployment {dep.id} of {dep.app} cancelled")
+    return 0
 
 
 def cmd_audit(config: Config, args: argparse.Namespace) -> int:
@@ -550,6 +565,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("--follow", "-f", action="store_true")
     p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("cancel", parents=[common],
+                       help="cancel a waiting deployment, or stop a running one at its next safe point")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser("audit", parents=[common], help="who did what: the audit trail, newest first")
     p.add_argument("--app", help="only this app's entries")

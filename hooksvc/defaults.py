@@ -73,6 +73,8 @@ LOCK_TTL_SECONDS = 15.0
 LOCK_RENEW_SECONDS = 5.0
 #: How often a waiting job re-checks the lock and whether it was superseded meanwhile.
 LOCK_POLL_SECONDS = 0.2
+#: How often a running deployment's job looks for an operator's cancel request: noticed within a second.
+CANCEL_POLL_SECONDS = 0.25
 #: A deployment waits this long for a Redis that went away (a restart takes seconds) before the
 #: write it needs (its sha, its log, its final state) fails; its containers are not touched meanwhile.
 REDIS_OUTAGE_WAIT_SECONDS = 300.0

@@ -126,6 +126,9 @@ class Deployment:
     #: The commit's subject line and author, recorded by the worker once it fetched the commit.
     commit_message: str = ""
     commit_author: str = ""
+    #: The operator who asked to cancel it while it ran ("" when nobody did); its job stops at its
+    #: next safe point, or logs that the request came too late.
+    cancel_requested_by: str = ""
 
     @classmethod
     def create(cls, deployment_id: str, new: NewDeployment, now: float | None = None,
@@ -183,6 +186,7 @@ class Deployment:
             checks_since=opt_float("checks_since"),
             commit_message=fields.get("commit_message", ""),
             commit_author=fields.get("commit_author", ""),
+            cancel_requested_by=fields.get("cancel_requested_by", ""),
         )
 
     @property
@@ -210,6 +214,7 @@ class Deployment:
             "required_checks": self.required_checks or None,
             "commit_message": self.commit_message or None,
             "commit_author": self.commit_author or None,
+            "cancel_requested_by": self.cancel_requested_by or None,
         }
 
     def summary(self) -> dict[str, str]:

@@ -113,6 +113,10 @@ class PostDeployFailed(ReleaseStepFailed):
     """A `post_deploy` step failed after the rollout: the new release is live all the same."""
 
 
+class DeploymentCancelled(DeployError):
+    """An operator cancelled the running deployment before its rollout replaced the live release."""
+
+
 class GatewayTimeout(HooksvcError):
     """A worker was asked and did not answer in time (no worker running, or all of them busy)."""
 

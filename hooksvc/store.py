@@ -63,6 +63,10 @@ def freeze_reasons(config: Config) -> FreezeReason:
     return frozen
 
 
+def _ended(dep: Deployment) -> Conflict:
+    return Conflict(f"deployment {dep.id} is {dep.state}, only a queued, waiting or running one can be cancelled")
+
+
 @dataclass(frozen=True)
 class LiveRelease:
     app: str
@@ -154,27 +158,57 @@ class DeploymentStore:
 
     # -- state changes -----------------------------------------------------------------------------
 
-    def cancel(self, deployment_id: str) -> Deployment:
-        """Cancel a deployment that has not started (queued, held or waiting for its checks); Conflict when it
-        started or ended."""
+    def cancel(self, deployment_id: str, operator: str = "") -> Deployment:
+        """Cancel a deployment for `operator`: one that has not started (queued, held or waiting for its
+        checks) at once; a running one by recording the request, which its job acts on at its next safe
+        point (the answer is still `running`, with `cancel_requested_by`). Conflict when it ended."""
         if not (deployment_id.isascii() and deployment_id.isdigit()):  # not an id: see find()
             raise NotFound(f"no deployment {deployment_id!r}")
+        by = operator or "an operator"
 
-        def change(dep: Deployment | None) -> Deployment:
+        def change(dep: Deployment | None) -> Deployment | None:
             if dep is None:
                 raise NotFound(f"no deployment {deployment_id!r}")
+            if dep.state is DeploymentState.RUNNING:
+                return None
             if not dep.state.is_waiting:
-                raise Conflict(f"deployment {deployment_id} is {dep.state}, only a queued or waiting one can be "
-                               "cancelled")
+                raise _ended(dep)
             return replace(dep, state=DeploymentState.CANCELLED, finished_at=time.time(), error="cancelled")
 
         def writes(pipe: Pipeline, dep: Deployment) -> None:
             drop_job(self.queue, pipe, deployment_id)
-            self.logs.append_in(pipe, deployment_id, "cancelled by an operator")
+            self.logs.append_in(pipe, deployment_id, f"cancelled by {by}")
 
         done = self._transition(deployment_id, change, writes)
-        assert done is not None  # noqa: S101 - change() raises rather than answer None
-        return done
+        return done if done is not None else self._request_cancel(deployment_id, by)
+
+    def _request_cancel(self, deployment_id: str, by: str) -> Deployment:
+        """Record `by`'s request to cancel a running deployment (its job watches the field) and log it.
+
+        The listeners hear nothing: the deployment's state, and so its commit status, is unchanged until
+        its job ends it. Asking again keeps the first operator's name."""
+        dkey = keys.deployment(deployment_id)
+
+        def body(pipe: Pipeline) -> Deployment:
+            dep = self.load(pipe, deployment_id)
+            if dep is None:
+                raise NotFound(f"no deployment {deployment_id!r}")
+            if dep.state is not DeploymentState.RUNNING:  # it ended since cancel() looked
+                raise _ended(dep)
+            if dep.cancel_requested_by:
+                pipe.unwatch()
+                return dep
+            pipe.multi()
+            pipe.hset(dkey, "cancel_requested_by", by)
+            self.logs.append_in(pipe, deployment_id, f"cancel requested by {by}")
+            return replace(dep, cancel_requested_by=by)
+
+        return self.transaction([dkey], body)  # type: ignore[no-any-return]
+
+    def cancel_requester(self, deployment_id: str) -> str:
+        """Who asked to cancel the running deployment ("" when nobody did): what its job watches."""
+        raw = call(self.redis.hget, keys.deployment(deployment_id), "cancel_requested_by")
+        return raw.decode() if raw else ""
 
     def release(self, deployment_id: str, from_state: DeploymentState, reason: str) -> Deployment | None:
         """A waiting deployment (`from_state`) → queued, with its RQ job; None when it no longer waits

@@ -136,23 +136,25 @@ class ComposeProject:
     # ---- running ------------------------------------------------------------------------------
 
     def run(self, argv: Sequence[str], *, log: LogFn | None, timeout: float,
-            capture: bool = False) -> ProcessResult:
-        """Run a compose argv in the release directory, logging the command line first."""
+            capture: bool = False, cancellable: bool = False) -> ProcessResult:
+        """Run a compose argv in the release directory, logging the command line first; `cancellable`:
+        an operator's cancel of the deployment kills it (see `process.run`)."""
         if log is not None:
             log("$ " + " ".join(argv))
         return process.run(argv, cwd=self.directory, env=self.env(), inherit=DOCKER_ENV, log=log,
-                           timeout=timeout, capture=capture)
+                           timeout=timeout, capture=capture, cancellable=cancellable)
 
     def check(self, argv: Sequence[str], *, log: LogFn | None, timeout: float, what: str,
-              capture: bool = False) -> ProcessResult:
+              capture: bool = False, cancellable: bool = False) -> ProcessResult:
         """Like `run`, but a non-zero exit raises ComposeError quoting the last output lines."""
-        result = self.run(argv, log=log, timeout=timeout, capture=capture)
+        result = self.run(argv, log=log, timeout=timeout, capture=capture, cancellable=cancellable)
         if not result.ok:
             raise ComposeError(failure_message(what, result))
         return result
 
     def build(self, log: LogFn) -> None:
-        self.check(self.build_argv(), log=log, timeout=BUILD_TIMEOUT_SECONDS, what="compose build")
+        # Nothing live changes while images build: an operator's cancel stops the build at once.
+        self.check(self.build_argv(), log=log, timeout=BUILD_TIMEOUT_SECONDS, what="compose build", cancellable=True)
 
     def config(self, log: LogFn) -> dict[str, Any]:
         """The resolved compose model (all files merged, variables interpolated)."""

@@ -287,8 +287,9 @@ class GitMirror:
         return GitError(self._redact(f"{what}: {reason}{'. ' + hint if hint else ''}"))
 
     def _run(self, argv: Sequence[str], cwd: Path | None = None, env: Mapping[str, str] | None = None) -> ProcessResult:
+        # Git runs before anything is built: an operator's cancel of the deployment kills it at once.
         return run(argv, cwd=cwd, env={**self._transport.env, **(env or {})}, inherit=GIT_INHERITED_ENV,
-                   log=self._emit, timeout=self._timeout)
+                   log=self._emit, timeout=self._timeout, cancellable=True)
 
     # -- the mirror ------------------------------------------------------------------------------
 
@@ -563,7 +564,7 @@ class GitMirror:
         # the commits the superproject records, nothing else.
         argv = ["git", "submodule", "update", "--init", "--checkout", *([] if local else ["--recursive"])]
         update = run(argv, cwd=directory, env=self._transport.submodule_env(), inherit=GIT_INHERITED_ENV,
-                     log=self._emit, timeout=self._timeout)
+                     log=self._emit, timeout=self._timeout, cancellable=True)
         if not update.ok:
             raise self._fail(
                 f"cannot fetch the submodules of {sha}",

@@ -20,17 +20,25 @@ from typing import Any, TypeVar
 import redis
 from rq import get_current_job
 
-from hooksvc import defaults, keys
+from hooksvc import audit, defaults, keys
 from hooksvc.config import AppConfig, Config, load_config
 from hooksvc.connection import connect, redis_url
 from hooksvc.deployments import Deployment, DeploymentState, Trigger
 from hooksvc.disk_usage import record_disk_usage
-from hooksvc.errors import DeployError, EngineUnavailable, GitError, PostDeployFailed, RedisUnavailable
+from hooksvc.errors import (
+    DeployError,
+    DeploymentCancelled,
+    EngineUnavailable,
+    GitError,
+    PostDeployFailed,
+    RedisUnavailable,
+)
 from hooksvc.live_services import ServiceRecord, record_services
 from hooksvc.logs import LogFn
 from hooksvc.redact import redact
 from hooksvc.store import DeploymentStore, open_store
-from workers import host_auth
+from workers import cancellation, host_auth
+from workers.cancellation import Cancellation, CancelWatch
 from workers.compose import ComposeProject, detect_compose
 from workers.compose_confinement import check_compose_model, check_compose_sources
 from workers.git import CredentialsRefused, GitMirror, touches
@@ -193,7 +201,9 @@ def _execute(config: Config, store: DeploymentStore, connection: redis.Redis, de
         secrets = config.secrets()
         job_log = JobLog(store, deployment_id, secrets)
         deployer = Deployer(config, store, app, running, live.sha if live else "", job_log)
-        state, error = deployer.run()
+        cancel = Cancellation(job_log, live.sha if live else "")
+        with cancel.installed(), CancelWatch(store, deployment_id, cancel):
+            state, error = deployer.run()
         # The error quotes command output (a failed build, a container's log), which may print a
         # secret; it becomes the record's `error`, the `finished:` log line, the commit status and
         # the notifications, so it is redacted like every log line.
@@ -207,10 +217,22 @@ def _execute(config: Config, store: DeploymentStore, connection: redis.Redis, de
                                  else None),
             f"deployment {deployment_id}: recording {state}",
         )
+        if cancel.requested_by:
+            wait_out_redis(lambda: _audit_cancel(store, running, cancel, error),
+                           f"deployment {deployment_id}: auditing its cancel")
         # Still under the app's lock, so the next deployment never prunes beside it.
         deployer.after_live()
         job_log.flush()
         return str(state)
+
+
+def _audit_cancel(store: DeploymentStore, dep: Deployment, cancel: Cancellation, error: str) -> None:
+    """The audit trail's second entry of a cancel of a running deployment: how it ended (the request was
+    the first, with result `requested`)."""
+    reason = error if cancel.acted else f"came too late: {cancel.too_late}"
+    audit.record(store.redis, audit.AuditEntry(
+        action=audit.CANCEL, result=audit.OK if cancel.acted else audit.FAILED, operator=cancel.requested_by,
+        app=dep.app, sha=dep.sha or None, deployment=dep.id, address="worker", reason=reason))
 
 
 class Deployer:
@@ -243,6 +265,9 @@ class Deployer:
     def run(self) -> tuple[DeploymentState, str]:
         try:
             return self._run()
+        except DeploymentCancelled as exc:
+            self.log(f"cancelled: {exc}")
+            return DeploymentState.CANCELLED, str(exc)
         except EngineUnavailable as exc:
             self.log(f"error: {exc}")
             return DeploymentState.ERROR, str(exc)
@@ -280,7 +305,9 @@ class Deployer:
         from workers.strategies import Release, strategy_for
 
         app, dep, secrets = self.app, self.dep, self.config.secrets()
+        stop = cancellation.active()
         self.step(f"deployment {dep.id}: {dep.trigger} of {app.name} ({dep.sha or dep.ref}), worker pid {os.getpid()}")
+        stop.at("fetching")
         self.step(f"fetching {redact(app.clone_url, secrets)}")
         mirror = self._fetched_mirror(secrets)
         sha = mirror.resolve(dep.sha or dep.ref)
@@ -298,8 +325,10 @@ class Deployer:
         if skip:
             self.log(f"skipped: {skip}")
             return DeploymentState.SKIPPED, skip
+        stop.at("checking out")
         self.step(f"checking out {sha}")
         checkout = mirror.checkout_release(sha)
+        stop.at("checking the release")
         self.step("checking what compose reads and the services' rollout settings")
         model = self._check_release(checkout)
         release = Release(app, checkout, sha, dep.id, self.log, self.config.worker.state_dir,

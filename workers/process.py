@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hooksvc.logs import LogFn
+from workers import cancellation
 
 log = logging.getLogger("hooksvc.worker")
 
@@ -154,6 +155,7 @@ def run(
     timeout: float | None = None,
     capture: bool = False,
     stdin: bytes | None = None,
+    cancellable: bool = False,
 ) -> ProcessResult:
     """Run `argv`, sending each output line to `log` as it comes; never raises on a non-zero exit.
 
@@ -161,7 +163,13 @@ def run(
     worker's environment, those named in `inherit`, and `env`; never the rest. `capture` keeps the
     whole output (for commands whose output is parsed); otherwise only the tail is kept. A command
     still running after `timeout` seconds is killed and reported with return code -9.
+
+    `cancellable`: an operator's cancel of the deployment this process runs (`workers.cancellation`)
+    kills the command and every process it started, and raises DeploymentCancelled once it is gone;
+    a cancel that came before it starts raises at once.
     """
+    stop = cancellation.active() if cancellable else cancellation.NOT_CANCELLABLE
+    stop.check()
     full_env = command_env(inherit, env)
     started = time.monotonic()
     proc = subprocess.Popen(
@@ -189,15 +197,18 @@ def run(
         timer.daemon = True
         timer.start()
     try:
-        assert proc.stdout is not None  # noqa: S101 - set by stdout=PIPE above
-        for raw in proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            tail.append(line)
-            if capture:
-                captured.append(line)
-            if log is not None:
-                log(line)
+        with stop.killable(proc.pid):
+            assert proc.stdout is not None  # noqa: S101 - set by stdout=PIPE above
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                tail.append(line)
+                if capture:
+                    captured.append(line)
+                if log is not None:
+                    log(line)
+        # Reaped only once out of the killable block: a reaped pid may be reused by another process.
         returncode = proc.wait()
+        stop.check()
     finally:
         if timer is not None:
             timer.cancel()

@@ -145,8 +145,10 @@ class ComposeReleaseSteps(StepRunner):
     def _run_step(self, phase: str, number: int, step: ReleaseStep) -> StepEnd:
         name = f"{self._container_prefix(phase)}{number}-{uuid.uuid4().hex[:8]}"
         try:
+            # Before the switch (`pre_deploy`) an operator's cancel kills the step; its container goes below.
             result = self.compose.run(self.compose.run_oneoff_argv(step.service, step.command, name),
-                                      log=lambda line: self.log(f"  {line}"), timeout=self.app.health_timeout)
+                                      log=lambda line: self.log(f"  {line}"), timeout=self.app.health_timeout,
+                                      cancellable=True)
         finally:
             # `--rm` removes it on a normal end; after a timeout or a killed client it would stay.
             self.engine.remove(name)

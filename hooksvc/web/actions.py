@@ -2,9 +2,9 @@
 
 A GET shows what a deploy, redeploy or rollback would do (`/apps/<app>/deploy?sha=`,
 `/apps/<app>/redeploy`, `/apps/<app>/rollback?to=`) with a form that POSTs to the same path;
-`/apps/<app>/rollback` without `to` lists the releases to roll back to; a waiting deployment's page
-posts to `/deployments/<id>/cancel`; an app's card posts to `/apps/<app>/lock` (with a reason) and
-`/apps/<app>/unlock`. Every route needs a login session (basic auth and `public_read` open none of
+`/apps/<app>/rollback` without `to` lists the releases to roll back to; a waiting or running
+deployment's page posts to `/deployments/<id>/cancel`; an app's card posts to `/apps/<app>/lock`
+(with a reason) and `/apps/<app>/unlock`. Every route needs a login session (basic auth and `public_read` open none of
 them) and the deployer role (lock and unlock: admin). A POST must come
 from this site (Origin) and carry the session's CSRF token (`csrf_token`, synchronizer pattern:
 kept in the session's Redis record); without it the answer is 403 and nothing changes. Each
@@ -179,9 +179,11 @@ def rollback(name: str) -> BaseResponse | str:
 
 @bp.post("/deployments/<deployment_id>/cancel")
 def cancel(deployment_id: str) -> BaseResponse:
-    """Cancel a deployment that has not started (queued or held), then show its page."""
+    """Cancel a deployment that has not started, or ask a running one to stop at its next safe point; then
+    show its page."""
     what = f"cancelling deployment {deployment_id}"
-    return _done(audited(audit.CANCEL, Role.DEPLOYER, what, lambda _operator: context().store.cancel(deployment_id)))
+    return _done(audited(audit.CANCEL, Role.DEPLOYER, what,
+                         lambda operator: context().store.cancel(deployment_id, operator)))
 
 
 @bp.route("/apps/<name>/redeploy", methods=["GET", "POST"])

@@ -149,11 +149,14 @@ def rollback(name: str) -> tuple[Response, int]:
 
 
 @bp.post("/api/deployments/<deployment_id>/cancel")
-def cancel(deployment_id: str) -> Response:
-    def act(_operator: str) -> Deployment:
-        return context().store.cancel(deployment_id)
+def cancel(deployment_id: str) -> tuple[Response, int]:
+    """Cancel a waiting deployment (200, `cancelled`) or ask a running one to stop (202, still `running`,
+    with `cancel_requested_by`: its job stops at its next safe point, or logs that the request came too late)."""
+    def act(operator: str) -> Deployment:
+        return context().store.cancel(deployment_id, operator)
 
-    return jsonify(audited(audit.CANCEL, Role.DEPLOYER, f"cancelling deployment {deployment_id}", act).to_json())
+    dep = audited(audit.CANCEL, Role.DEPLOYER, f"cancelling deployment {deployment_id}", act)
+    return jsonify(dep.to_json()), 202 if dep.state is DeploymentState.RUNNING else 200
 
 
 @bp.get("/api/audit")

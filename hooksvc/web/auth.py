@@ -215,5 +215,6 @@ def audited(action: str, role: Role, what: str, act: Callable[[str], Deployment]
     except HooksvcError as exc:
         audit_request(ctx, action, audit.FAILED, operator, reason=str(exc))
         raise
-    audit_request(ctx, action, audit.OK, operator, app=dep.app, sha=dep.sha or None, deployment=dep.id)
+    audit_request(ctx, action, audit.result_of(action, dep), operator, app=dep.app, sha=dep.sha or None,
+                  deployment=dep.id)
     return dep

@@ -45,3 +45,30 @@ def test_lock_without_reason_and_redeploy_without_live_release_fail_clearly(
     assert "a lock needs a 'reason'" in capsys.readouterr().err
     assert main(["--config", str(config_path), "redeploy", "shop"]) == 1
     assert "has no live release to redeploy: deploy it first" in capsys.readouterr().err
+
+
+def test_cancel_ends_a_queued_deployment_and_asks_a_running_one(
+    config_path: Path, redis: redis_lib.Redis, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`hooksvc cancel ID` ends a queued deployment; of a running one it records the request (still
+    running, audited `requested`); of an ended one it exits 1 saying why."""
+    from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
+    from hooksvc.store import DeploymentStore
+
+    store = DeploymentStore(redis)
+    queued = store.intake.submit([NewDeployment("shop", "a" * 40, "refs/heads/main", Trigger.PUSH)]).deployments[0]
+    assert main(["--config", str(config_path), "cancel", queued.id]) == 0
+    assert f"deployment {queued.id} of shop cancelled" in capsys.readouterr().out
+    assert store.get(queued.id).state is DeploymentState.CANCELLED
+
+    running = store.intake.submit([NewDeployment("shop", "b" * 40, "refs/heads/main", Trigger.PUSH)]).deployments[0]
+    store.start(running.id, "")
+    assert main(["--config", str(config_path), "cancel", running.id]) == 0
+    assert f"cancel requested by {local_admin().name}" in capsys.readouterr().out
+    assert store.get(running.id).state is DeploymentState.RUNNING
+    assert store.cancel_requester(running.id) == local_admin().name
+    assert main(["--config", str(config_path), "cancel", queued.id]) == 1
+    assert "is cancelled, only a queued, waiting or running one can be cancelled" in capsys.readouterr().err
+    assert [(e.action, e.result, e.deployment, e.app) for e in audit.recent(redis)] == [
+        ("cancel", audit.FAILED, queued.id, None), ("cancel", audit.REQUESTED, running.id, "shop"),
+        ("cancel", audit.OK, queued.id, "shop")]

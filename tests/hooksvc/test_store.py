@@ -16,7 +16,7 @@ from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
 from hooksvc.errors import Conflict, NotFound, RedisUnavailable
 from hooksvc.intake import DEDUPE_PERIOD_SECONDS
 from hooksvc.jobqueue import job_id_for
-from hooksvc.store import DeploymentStore
+from hooksvc.store import LISTENERS, DeploymentStore
 from tests.helpers.redis_server import RedisServer
 
 SHA_A, SHA_B, SHA_C = "a" * 40, "b" * 40, "c" * 40
@@ -132,17 +132,39 @@ class TestTransitions:
         assert store.finish(dep.id, DeploymentState.SUCCEEDED) is None
         assert store.get(dep.id).state is DeploymentState.FAILED
 
-    def test_cancel_only_while_queued(self, store: DeploymentStore) -> None:
-        """Cancelling removes a queued deployment's job; a running one cannot be cancelled."""
+    def test_cancel_ends_a_queued_deployment_at_once(self, store: DeploymentStore) -> None:
+        """Cancelling a queued deployment ends it `cancelled` and removes its job; an ended one is a Conflict."""
         a = store.intake.submit([push("shop", SHA_A)]).deployments[0]
-        assert store.cancel(a.id).state is DeploymentState.CANCELLED
+        assert store.cancel(a.id, "alice").state is DeploymentState.CANCELLED
         assert store.queue.job_ids == []
-        b = store.intake.submit([push("shop", SHA_B)]).deployments[0]
-        store.start(b.id, "")
-        with pytest.raises(Conflict, match="only a queued or waiting one can be cancelled"):
-            store.cancel(b.id)
+        assert store.logs.read(a.id)[0][-1] == "cancelled by alice"
+        with pytest.raises(Conflict, match="is cancelled, only a queued, waiting or running one can be cancelled"):
+            store.cancel(a.id)
         with pytest.raises(NotFound):
             store.cancel("999")
+
+    def test_cancel_of_a_running_deployment_is_recorded_for_its_job(self, redis: redis_lib.Redis) -> None:
+        """A running deployment stays running with the request recorded and logged (the first operator's name
+        kept), and no state change reaches the outbox; once it ended, a cancel is a Conflict."""
+        store = DeploymentStore(redis, listeners=LISTENERS)
+        b = store.intake.submit([push("shop", SHA_B)]).deployments[0]
+        store.start(b.id, "")
+
+        def outbox() -> dict[bytes, bytes | None]:
+            return {k: redis.dump(k) for k in redis.scan_iter(f"{keys.OUTBOX_PREFIX}*")}
+
+        events = outbox()
+        assert events, "the start wrote outbox events: the comparison below can fail"
+        asked = store.cancel(b.id, "alice")
+        assert (asked.state, asked.cancel_requested_by) == (DeploymentState.RUNNING, "alice")
+        assert store.cancel(b.id, "bob").cancel_requested_by == "alice"
+        assert store.cancel_requester(b.id) == "alice"
+        assert store.get(b.id).to_json()["cancel_requested_by"] == "alice"
+        assert store.logs.read(b.id)[0].count("cancel requested by alice") == 1
+        assert outbox() == events
+        store.finish(b.id, DeploymentState.SUCCEEDED)
+        with pytest.raises(Conflict, match="is succeeded"):
+            store.cancel(b.id, "alice")
 
     @pytest.mark.parametrize("name", ["next", "1:log", "", "-1", "1 ", "\u00b2", "1\n"])
     def test_a_name_that_is_not_an_id_finds_nothing(self, store: DeploymentStore, name: str) -> None:

@@ -20,6 +20,7 @@ import redis
 from hooksvc.config import AppConfig
 from hooksvc.logs import LogFn
 from hooksvc.release_steps import POST_DEPLOY, PRE_DEPLOY
+from workers import cancellation
 from workers.compose import ComposeProject, detect_compose
 from workers.docker_engine import DockerEngine
 from workers.images import release_id, tag_release_images
@@ -57,6 +58,8 @@ def roll_out(strategy: ComposeSteps, app: AppConfig, release_dir: Path, *, log: 
     `force`: recreate every service even when nothing changed (a redeploy).
 
     Raises ComposeError (build or compose failed; with a failed build nothing is touched),
+    DeploymentCancelled (an operator cancelled before the strategy started replacing the live
+    release: as after a failed gate, the new containers are removed and the old ones keep serving),
     HealthCheckFailed (a new container failed its gate; the old ones keep serving), ReleaseStepFailed
     (a `pre_deploy` step failed; nothing was rolled out), PostDeployFailed (a `post_deploy` step failed;
     the new release is live) or DeployError.
@@ -91,7 +94,9 @@ def roll_out(strategy: ComposeSteps, app: AppConfig, release_dir: Path, *, log: 
         hashes_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compose-config-hash")
         hashes = hashes_pool.submit(compose.config_hashes, log)
         hashes_pool.shutdown(wait=False)
+        stop = cancellation.active()
         try:
+            stop.at("building")
             building = time.monotonic()
             compose.build(log)
             log(f"images built in {time.monotonic() - building:.1f}s")
@@ -99,13 +104,16 @@ def roll_out(strategy: ComposeSteps, app: AppConfig, release_dir: Path, *, log: 
             rollout.services = services
             tag_release_images(compose, engine, services, release_id(release_dir), log)
             rollout.hashes = hashes.result()
+            stop.at("running pre_deploy")
             steps.run(PRE_DEPLOY, services)
+            stop.at("starting the new containers")
             result = strategy.apply(rollout)
         except Exception as exc:
             if engine_lost(rollout, exc):
                 recover_from_engine_outage(rollout, exc, strategy.remove_leftovers)
             put_back_tags(rollout)
             raise
+        stop.past_return("the new release is live (post_deploy runs once it is)")
         steps.run(POST_DEPLOY, services)
     finally:
         rollout.engine.close()

@@ -8,6 +8,7 @@ from typing import NoReturn
 
 from hooksvc import defaults
 from hooksvc.errors import HealthCheckFailed
+from workers import cancellation
 from workers.docker_engine import ContainerState
 from workers.rollout.context import Rollout
 
@@ -20,16 +21,20 @@ def wait_until_healthy(rollout: Rollout, service: str, ids: Sequence[str], *, al
     """Wait until every container is healthy (or, without a healthcheck, running for start_grace).
 
     Fails fast on `unhealthy`, exit, restart or disappearance; `allow_completed` accepts an exit
-    with code 0 (a one-shot service). Raises HealthCheckFailed with the reason and the logs.
+    with code 0 (a one-shot service). Raises HealthCheckFailed with the reason and the logs, or
+    DeploymentCancelled when an operator cancels meanwhile (each poll is a safe point).
     """
     if not ids:
         return
     timeout, grace = rollout.app.health_timeout, rollout.app.start_grace
     rollout.log(f"{service}: waiting for {len(ids)} container(s) to be healthy (at most {timeout:.0f}s)")
+    stop = cancellation.active()
+    stop.stage = f"waiting for {service} to be healthy"
     begin = time.monotonic()
     running_since: dict[str, float] = {}
     restarts: dict[str, int] = {}
     while True:
+        stop.check()
         now = time.monotonic()
         pending: list[ContainerState] = []
         for cid in ids:

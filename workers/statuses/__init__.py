@@ -100,7 +100,9 @@ def describe_state(deployment_id: str, state: DeploymentState, error: str = "", 
         case DeploymentState.SUPERSEDED:
             return f"Not deployed: {reason}" if reason else "Not deployed: superseded by a newer push"
         case DeploymentState.CANCELLED:
-            return "Not deployed: cancelled by an operator"
+            # A running deployment's job says who cancelled it, while doing what, and what still serves.
+            return f"Not deployed: {reason}" if reason.startswith("cancelled by ") else \
+                "Not deployed: cancelled by an operator"
         case DeploymentState.WAITING_FOR_CHECKS:
             return reason or "waiting for checks"
 

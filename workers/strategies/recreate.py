@@ -6,6 +6,7 @@ container's stop and its new one's start: the brief downtime is accepted.
 
 from __future__ import annotations
 
+from workers import cancellation
 from workers.compose import UP_TIMEOUT_SECONDS
 from workers.rollout.context import Rollout, RolloutResult, ServiceOutcome
 from workers.rollout.gate import wait_until_healthy
@@ -28,6 +29,7 @@ class Recreate(ComposeStrategy):
         if not rollout.services:  # the conductor hands over the model it read before the build
             rollout.services = rollout.compose.config(rollout.log)["services"]
         before = {c.id for c in rollout.engine.containers(rollout.project)}
+        cancellation.active().past_return("strategy recreate had started replacing the containers")
         rollout.compose.check(rollout.compose.up_all_argv(force=rollout.force), log=rollout.log,
                               timeout=UP_TIMEOUT_SECONDS, what="compose up")
         outcomes: list[ServiceOutcome] = []

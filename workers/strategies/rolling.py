@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from hooksvc.errors import ComposeError
+from workers import cancellation
 from workers.compose import UP_TIMEOUT_SECONDS
 from workers.rollout.context import Rollout, RolloutResult, ServiceOutcome
 from workers.rollout.drain import drain_and_remove
@@ -58,6 +59,9 @@ class Rolling(ComposeStrategy):
         try:
             for step in plan.services:
                 outcomes[step.service] = _phase_a(rollout, step, beside)
+            # The last moment an operator's cancel is honoured: it takes the path of a failed gate.
+            cancellation.active().past_return("the new containers had passed the health gate and were replacing "
+                                              "the old ones")
         except Exception as exc:
             if engine_lost(rollout, exc):
                 raise  # nothing can be removed now; the conductor cleans up once the engine is back

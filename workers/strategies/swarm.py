@@ -46,11 +46,11 @@ import yaml
 
 from hooksvc import defaults
 from hooksvc.config import AppConfig
-from hooksvc.errors import Conflict, DeployError, HealthCheckFailed
+from hooksvc.errors import Conflict, DeployError, DeploymentCancelled, HealthCheckFailed
 from hooksvc.live_services import ServiceRecord, stack_services
 from hooksvc.logs import LogFn
 from hooksvc.release_steps import POST_DEPLOY, PRE_DEPLOY
-from workers import process
+from workers import cancellation, process
 from workers.compose import UP_TIMEOUT_SECONDS, ComposeProject, detect_compose, failure_message
 from workers.process import DOCKER_ENV
 from workers.release_plan import ReleasePlan
@@ -133,6 +133,7 @@ def deploy_stack(app: AppConfig, release_dir: Path, release: SwarmRelease, *, lo
             log(f"rollback: running the images of release {reused} again, without building")
         else:
             log("building images")
+            cancellation.active().at("building")
             compose.build(log)
             _tag_release_images(engine, plan, log)
         if app.registry:
@@ -142,12 +143,18 @@ def deploy_stack(app: AppConfig, release_dir: Path, release: SwarmRelease, *, lo
         # Before anything else: `--prune` would remove a left-over step service without a word.
         steps.remove_leftovers()
         try:
+            cancellation.active().at("running pre_deploy")
             steps.run(PRE_DEPLOY, services)
         except Exception:
             steps.remove_deployed()
             raise
         before = _snapshot(engine, stack)
         pruned = _pruned_specs(engine, plan, before)
+        try:  # the last moment an operator's cancel is honoured
+            cancellation.active().past_return("docker stack deploy had started updating the stack's services")
+        except DeploymentCancelled:
+            steps.remove_deployed()
+            raise
         _stack_deploy(app, plan.stack, plan.document, release_dir, log)
         _Convergence(engine, plan, before, app.docker_host, log, pruned=pruned).wait()
         steps.run(POST_DEPLOY, services)

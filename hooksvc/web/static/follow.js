@@ -30,6 +30,19 @@
     setText("duration", data.duration);
     setText("error", d.error);
     document.title = "#" + d.id + " " + d.app + " " + data.state + " \u2014 hooksvc";
+    // The cancel button goes once the deployment ended, or once someone asked (their name replaces it).
+    var cancel = document.getElementById("cancel-form");
+    if (cancel && (data.final || d.cancel_requested_by)) {
+      if (!data.final) {
+        var asked = document.createElement("span");
+        asked.className = "muted";
+        asked.id = "cancel-requested";
+        asked.textContent = "cancel requested by " + d.cancel_requested_by;
+        cancel.parentNode.insertBefore(asked, cancel);
+      }
+      cancel.remove();
+    }
+    if (data.final) { var note = document.getElementById("cancel-requested"); if (note) { note.remove(); } }
   }
 
   function poll() {

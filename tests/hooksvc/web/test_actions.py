@@ -204,6 +204,25 @@ class TestActions:
         assert again.status_code == 409 and "can be cancelled" in again.get_data(as_text=True)
 
 
+    def test_a_running_deployment_page_offers_cancel_then_says_who_asked(
+        self, team: Flask, store: DeploymentStore, redis: redis_lib.Redis, history: dict[str, str]
+    ) -> None:
+        """A running deployment's page has the cancel form; posting it records dan's request (still running,
+        audited `requested`), and the page then names who asked instead of offering the form again."""
+        store.start(history["queued"], SHA_LIVE)
+        dan = logged_in(team, DAN_TOKEN)
+        page = dan.get(f"/deployments/{history['queued']}").get_data(as_text=True)
+        assert f'action="/deployments/{history["queued"]}/cancel"' in page
+        answer = dan.post(f"/deployments/{history['queued']}/cancel", data={"csrf_token": csrf_of(dan)})
+        assert answer.status_code == 303
+        assert (store.get(history["queued"]).state, store.cancel_requester(history["queued"])) == (
+            DeploymentState.RUNNING, "dan")
+        entry = audit.recent(redis, limit=1)[0]
+        assert (entry.action, entry.result, entry.operator) == (audit.CANCEL, audit.REQUESTED, "dan")
+        page = dan.get(f"/deployments/{history['queued']}").get_data(as_text=True)
+        assert "cancel requested by dan" in page and "/cancel" not in page
+
+
 class TestCsrfRefusals:
     """Every form route refuses a POST without its session's token with 403, and changes nothing."""
 

@@ -174,6 +174,18 @@ class TestDeploymentsAndApps:
         assert client.post(f"/api/deployments/{dep_id}/cancel", headers=AUTH).status_code == 409
         assert client.post("/api/deployments/12345/cancel", headers=AUTH).status_code == 404
 
+    def test_cancel_of_a_running_deployment_is_accepted_not_done(self, client: FlaskClient,
+                                                                 store: DeploymentStore) -> None:
+        """Cancelling a running deployment answers 202 with it still running and `cancel_requested_by`, and its
+        log says who asked; the job ends it (tests/hooksvc/runtime/test_cancel_running.py)."""
+        dep_id = client.post("/api/apps/shop/deploy", headers=AUTH).json["id"]
+        store.start(dep_id, "")
+        resp = client.post(f"/api/deployments/{dep_id}/cancel", headers=AUTH)
+        assert resp.status_code == 202, resp.json
+        assert (resp.json["state"], resp.json["cancel_requested_by"]) == ("running", "token-1")
+        assert client.get(f"/api/deployments/{dep_id}", headers=AUTH).json["cancel_requested_by"] == "token-1"
+        assert "cancel requested by token-1" in store.logs.read(dep_id)[0]
+
     def test_list_filters_and_validation(self, client: FlaskClient, store: DeploymentStore) -> None:
         """Deployments list newest first, filter by app and state, and refuse bad filters."""
         first = succeed(store, "shop", SHA_A)

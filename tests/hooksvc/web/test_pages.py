@@ -849,6 +849,26 @@ class TestActionsInBrowser:
         assert tab.evaluate("document.getElementById('state').textContent") == "cancelled"
         assert not tab.evaluate("!!document.getElementById('cancel')")
 
+    def test_a_deployer_cancels_a_running_deployment(self, tab: Tab, team_live: LiveServer,
+                                                     store: DeploymentStore) -> None:
+        """On a running deployment's page the cancel button records dan's request (the page says so, the
+        deployment still runs); when its job ends it, the followed page shows `cancelled` and no button."""
+        dep_id = store.intake.submit([push("shop", "9c4d2e7a" * 5)]).deployments[0].id
+        store.start(dep_id, "")
+        tab.goto(f"{team_live.url}/login")
+        tab.submit_login(DAN_TOKEN)
+        tab.goto(f"{team_live.url}/deployments/{dep_id}")
+        self.click(tab, "#cancel")
+        assert tab.path() == f"/deployments/{dep_id}"
+        assert store.cancel_requester(dep_id) == "dan"
+        assert tab.evaluate("document.getElementById('cancel-requested').textContent") == "cancel requested by dan"
+        assert not tab.evaluate("!!document.getElementById('cancel')")
+        assert tab.evaluate("document.getElementById('state').textContent") == "running"
+        store.finish(dep_id, DeploymentState.CANCELLED, "cancelled by dan while building; nothing was live before it")
+        tab.wait_for("document.getElementById('state').textContent === 'cancelled'")
+        assert not tab.evaluate("!!document.getElementById('cancel-requested') || !!document.getElementById('cancel')")
+        assert "cancelled by dan while building" in tab.evaluate("document.getElementById('error').textContent")
+
     def test_a_forged_form_is_refused(self, tab: Tab, team_live: LiveServer, store: DeploymentStore) -> None:
         """A confirm form whose CSRF token was changed gets a 403 page and queues nothing."""
         tab.goto(f"{team_live.url}/login")

@@ -130,7 +130,7 @@ class TestAttribution:
             (audit.CANCEL, "dan", audit.OK, rolled["id"]),
             (audit.ROLLBACK, "token-1", audit.OK, rolled["id"]),
         ]
-        assert "only a queued or waiting one can be cancelled" in audit.recent(redis)[0].reason
+        assert "only a queued, waiting or running one can be cancelled" in audit.recent(redis)[0].reason
 
     def test_the_deployment_page_shows_who_triggered_it(self, web: FlaskClient) -> None:
         """The page of a manual deploy names its operator."""

@@ -255,6 +255,13 @@ class TestDescriptions:
         text = describe_state("7", S.SUPERSEDED, f"superseded by {NEWER[:12]} (deployment 8)")
         assert text == f"Not deployed: superseded by {NEWER[:12]} (deployment 8)"
 
+    def test_a_running_deployment_cancelled_says_who_when_and_what_serves(self) -> None:
+        """A deployment cancelled while it ran carries its job's reason; one cancelled before it ran the
+        generic sentence."""
+        reason = f"cancelled by alice while building; {NEWER[:12]} is still live"
+        assert describe_state("7", S.CANCELLED, reason) == f"Not deployed: {reason}"
+        assert describe_state("7", S.CANCELLED, "cancelled") == "Not deployed: cancelled by an operator"
+
     def test_only_the_first_line_of_an_error(self) -> None:
         """A multi-line error (a container log) becomes its first non-blank line, whitespace collapsed."""
         text = describe_state("7", S.FAILED, "\n  health check   failed: web\nline 2\nline 3")
