@@ -70,6 +70,8 @@ class NewDeployment:
     operator: str = ""
     #: The checks the commit must pass first (`CheckRequirement.label`): "" deploys at once.
     required_checks: str = ""
+    #: The pull request whose preview this deploys (SPEC §13); None for the app itself.
+    preview: int | None = None
 
     @property
     def state(self) -> DeploymentState:
@@ -94,6 +96,8 @@ class NewDeployment:
             fields += ("operator", self.operator)
         if self.required_checks:
             fields += ("required_checks", self.required_checks, "error", waiting_text((self.required_checks,)))
+        if self.preview is not None:
+            fields += ("preview", str(self.preview))
         return fields
 
 
@@ -124,6 +128,8 @@ class Deployment:
     #: The commit's subject line and author, recorded by the worker once it fetched the commit.
     commit_message: str = ""
     commit_author: str = ""
+    #: The pull request whose preview it deployed (SPEC §13); None for the app itself.
+    preview: int | None = None
 
     @classmethod
     def create(cls, deployment_id: str, new: NewDeployment, now: float | None = None,
@@ -143,6 +149,7 @@ class Deployment:
             operator=new.operator,
             error=waiting_text((new.required_checks,)) if new.required_checks else "",
             required_checks=new.required_checks,
+            preview=new.preview,
         )
 
     def to_fields(self) -> dict[str, str]:
@@ -180,6 +187,7 @@ class Deployment:
             checks_failed=fields.get("checks_failed") == "1",
             commit_message=fields.get("commit_message", ""),
             commit_author=fields.get("commit_author", ""),
+            preview=int(fields["preview"]) if fields.get("preview") else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -201,6 +209,7 @@ class Deployment:
             "required_checks": self.required_checks or None,
             "commit_message": self.commit_message or None,
             "commit_author": self.commit_author or None,
+            "preview": self.preview,
         }
 
     def summary(self) -> dict[str, str]:
