@@ -222,3 +222,5 @@ class TestDashboard:
         queued = store.get(redis.get(keys.app_queued("shop", 5)).decode())
         assert (queued.trigger, queued.operator) == (Trigger.TEARDOWN, "dan")
         assert audit.recent(redis, app="shop", limit=1)[0].action == audit.REMOVE_PREVIEW
+        page = dan.get(answer.headers["Location"]).get_data(as_text=True)
+        assert '<dd id="preview">pull request #5' in page and "teardown" in page
