@@ -251,6 +251,10 @@ def test_max_refuses_or_evicts_and_ttl_tears_down(
     evicting = world.deploy_pr(2, two_sha)
     assert evicting.state is DeploymentState.SUCCEEDED, evicting.error
     assert "evicting preview #1, the least recently pushed" in world.log(evicting)
+    evicted = world.store.recent(app="web", limit=5)
+    teardown = next(d for d in evicted if d.trigger is Trigger.TEARDOWN)
+    assert (teardown.preview, teardown.state) == (1, DeploymentState.SUCCEEDED)
+    assert f"evicted by deployment {evicting.id}" in world.log(teardown)
     assert world.leftovers(1) == []
     assert [r.number for r in PreviewRecords(redis).of_app("web")] == [2]
 
