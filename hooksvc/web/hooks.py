@@ -184,24 +184,28 @@ def receive(route: str) -> tuple[Response, int]:
         log.info("%s delivery %s is a duplicate", route, delivery.delivery_id)
         answer: dict[str, Any] = {"duplicate": True, "deployments": list(result.duplicate_of)}
         return jsonify(answer), 200
+    answered = list(result.deployments)
     if decision.refused:
-        _end_refused(result.deployments[len(decision.deployments):], [why for _, why in decision.refused])
+        kept = len(decision.deployments)
+        answered[kept:] = _end_refused(answered[kept:], [why for _, why in decision.refused])
     if decision.ignored is not None:
         return jsonify(ignored=decision.ignored), 200
     # The server log's line for each queued deployment comes from the workers' intake dispatcher
     # (`Intake.dispatch`): a log line here is a measurable share of the answer.
     # Built directly: Flask's jsonify costs more than the rest of the answer on this hot path.
-    answer_json = orjson.dumps({"deployments": [d.summary() for d in result.deployments]})
+    answer_json = orjson.dumps({"deployments": [d.summary() for d in answered]})
     return Response(answer_json, status=202, content_type="application/json"), 202
 
 
-def _end_refused(recorded: Sequence[Deployment], reasons: Sequence[str]) -> None:
+def _end_refused(recorded: Sequence[Deployment], reasons: Sequence[str]) -> list[Deployment]:
     """End `failed` the deployments recorded only to say why they never run (a fork's pull request):
-    their commit status and the deployment list say so."""
+    their commit status and the deployment list say so. Returns them as they ended."""
     store = context().store
+    ended = []
     for dep, why in zip(recorded, reasons, strict=True):
-        store.finish(dep.id, DeploymentState.FAILED, why)
+        ended.append(store.finish(dep.id, DeploymentState.FAILED, why) or dep)
         log.info("deployment %s of %s refused: %s", dep.id, dep.app, why)
+    return ended
 
 
 def _record_checks(route: str, event: CheckEvent, apps: Sequence[AppConfig]) -> tuple[Response, int]:

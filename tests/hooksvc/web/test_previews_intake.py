@@ -127,6 +127,27 @@ class TestIntake:
         assert statuses[-1]["state"] == "failed" and "forks" in statuses[-1]["error"]
         assert store.queued_id("shop", 9) is None
 
+    def test_one_app_allows_a_fork_another_refuses_it(self, tmp_path: Path, redis: redis_lib.Redis,
+                                                       store: DeploymentStore) -> None:
+        """Two apps of one repository: the one allowing forks queues the fork's preview, the other records
+        it failed; the answer (202) lists both as they are."""
+        extra = PREVIEWS + """
+            [apps.shop-forks]
+            host = "github"
+            repo = "acme/shop"
+            clone_url = "/srv/git/shop.git"
+            secret_env = "SHOP_SECRET"
+
+            [apps.shop-forks.previews]
+            url = "https://pr-{number}.forks.example.com"
+            labels = { "pr" = "{number}" }
+            allow_forks = true
+        """
+        web = create_app(make_config(tmp_path, extra), connection=redis, listeners=[]).test_client()
+        answer = github_pr(web, "opened", 6, fork="mallory/shop")
+        assert {(d["app"], d["state"]) for d in answer["deployments"]} == {("shop-forks", "queued"),  # type: ignore[union-attr]
+                                                                           ("shop", "failed")}
+
     def test_gitea_synchronized_and_allowed_fork(self, web: FlaskClient, store: DeploymentStore) -> None:
         """Gitea's `synchronized` queues the head; an app with allow_forks takes a fork's PR, marked as one."""
         hook = gitea_request(gitea_pull_request("synchronized", 12, commit_sha(120), fork="mallory/blog"), BLOG,
