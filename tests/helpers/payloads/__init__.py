@@ -451,6 +451,22 @@ def _move_repository(repo_object: dict[str, Any], repo: str) -> None:
         repo_object["owner"].update(login=owner)
 
 
+def _pull_request(example: str, action: str, number: int, head_sha: str, repo: str, fork: str | None,
+                  merged: bool) -> dict[str, Any]:
+    """A GitHub-shaped `pull_request` example moved to `repo`, PR `number`, `action` and `head_sha`."""
+    data = load(example)
+    pull = data["pull_request"]
+    data.update(action=action, number=number)
+    pull.update(number=number, merged=merged, state="closed" if action == "closed" else "open")
+    pull["head"]["sha"] = head_sha
+    for holder in (data["repository"], pull["base"]["repo"], pull["head"]["repo"]):
+        _move_repository(holder, repo)
+    if fork is not None:
+        _move_repository(pull["head"]["repo"], fork)
+        pull["head"]["repo"].update(id=99, fork=True)
+    return data
+
+
 def github_pull_request(
     action: str = "synchronize",
     number: int = 2,
@@ -462,17 +478,8 @@ def github_pull_request(
 ) -> dict[str, Any]:
     """GitHub's documented `pull_request` (synchronize) example moved to `repo`, PR `number`, `action`;
     `fork` names the repository the head comes from (a fork), `merged` marks a closed PR merged."""
-    data = load("github_pull_request_synchronize")
-    pull = data["pull_request"]
-    data.update(action=action, number=number)
-    pull.update(number=number, merged=merged, state="closed" if action == "closed" else "open")
-    pull["head"]["sha"] = head_sha or commit_sha(100 + number)
-    for holder in (data["repository"], pull["base"]["repo"], pull["head"]["repo"]):
-        _move_repository(holder, repo)
-    if fork is not None:
-        _move_repository(pull["head"]["repo"], fork)
-        pull["head"]["repo"]["fork"] = True
-    return data
+    return _pull_request("github_pull_request_synchronize", action, number, head_sha or commit_sha(100 + number),
+                         repo, fork, merged)
 
 
 def gitea_pull_request(
@@ -486,17 +493,11 @@ def gitea_pull_request(
 ) -> dict[str, Any]:
     """Gitea's `pull_request` payload (`PullRequestPayload`, modules/structs/hook.go) moved to `repo`, PR
     `number` and `action` (Gitea spells GitHub's synchronize `synchronized`); `fork` as for GitHub."""
-    data = load("gitea_pull_request_opened")
-    pull = data["pull_request"]
-    data.update(action=action, number=number)
-    pull.update(number=number, id=number, merged=merged, state="closed" if action == "closed" else "open")
-    pull["head"]["sha"] = head_sha or commit_sha(200 + number)
-    for holder in (data["repository"], pull["base"]["repo"], pull["head"]["repo"]):
-        _move_repository(holder, repo)
+    data = _pull_request("gitea_pull_request_opened", action, number, head_sha or commit_sha(200 + number), repo,
+                         fork, merged)
+    data["pull_request"]["id"] = number
     if fork is not None:
-        _move_repository(pull["head"]["repo"], fork)
-        pull["head"]["repo"].update(id=99, fork=True)
-        pull["head"]["repo_id"] = 99
+        data["pull_request"]["head"]["repo_id"] = 99
     return data
 
 
