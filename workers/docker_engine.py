@@ -242,7 +242,15 @@ class DockerEngine:
         return sorted(str(n["Name"]) for n in self.client.api.networks(filters={"label": f"{PROJECT_LABEL}={project}"}))
 
     def remove_network(self, name: str) -> str | None:
-        """Remove a network; None when done (or gone), else the engine's reason."""
+        """Remove a network, disconnecting what is still attached first (a proxy that joined it to reach
+        the project's containers keeps running); None when done (or gone), else the engine's reason."""
+        try:
+            attached = self.client.api.inspect_network(name).get("Containers") or {}
+        except docker.errors.NotFound:
+            return None
+        for container in attached:
+            with contextlib.suppress(docker.errors.APIError):  # gone meanwhile; else removal says why
+                self.client.api.disconnect_container_from_network(container, name, force=True)
         return _refusal(lambda: self.client.api.remove_network(name))
 
     def project_volumes(self, project: str) -> list[str]:

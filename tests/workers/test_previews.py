@@ -19,7 +19,7 @@ from hooksvc.deployments import Deployment, DeploymentState, NewDeployment, Trig
 from hooksvc.preview_records import PreviewRecords, request_teardown, sweep_expired
 from hooksvc.store import DeploymentStore
 from tests.helpers.config import make_config
-from tests.helpers.docker import HEALTH_TEST, LoadLoop, get_text, remove_project, wait_for, write_sample_app
+from tests.helpers.docker import BASE_IMAGE, HEALTH_TEST, LoadLoop, get_text, remove_project, wait_for, write_sample_app
 from tests.helpers.git import GitOrigin, git
 from workers.jobs import execute
 
@@ -258,10 +258,20 @@ def test_max_refuses_or_evicts_and_ttl_tears_down(
     assert world.leftovers(1) == []
     assert [r.number for r in PreviewRecords(redis).of_app("web")] == [2]
 
+    # A proxy that joined the preview's network to reach it keeps running when the network goes.
+    proxy = docker_client.containers.run(BASE_IMAGE, ["sleep", "300"], detach=True, init=True,
+                                         network=f"{compose_project}-pr-2_default",
+                                         labels={"com.docker.compose.project": f"{compose_project}-proxy"})
     queued = sweep_expired(world.store, world.config, now=time.time() + 3601)
     assert [(d.preview, d.trigger) for d in queued] == [(2, Trigger.TEARDOWN)]
-    execute(world.config, world.store, redis, queued[0].id)
-    assert world.leftovers(2) == [] and PreviewRecords(redis).of_app("web") == []
+    try:
+        execute(world.config, world.store, redis, queued[0].id)
+        assert world.store.get(queued[0].id).state is DeploymentState.SUCCEEDED, world.log(queued[0])
+        assert world.leftovers(2) == [] and PreviewRecords(redis).of_app("web") == []
+        proxy.reload()
+        assert proxy.status == "running" and list(proxy.attrs["NetworkSettings"]["Networks"]) == []
+    finally:
+        proxy.remove(force=True)
 
 
 def test_a_forks_preview_runs_confined_and_without_registry_logins(
