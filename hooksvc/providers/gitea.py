@@ -63,8 +63,9 @@ def parse(req: WebhookRequest, signed: bytes | None = None) -> WebhookDelivery:
     return parsed
 
 
-#: Gitea sends label, assignee, milestone and review changes as events of their own
-#: (`pull_request_label`, ...); `pull_request` itself carries these actions and `edited`.
+#: The `X-Gitea-Event` of a pull request opened, closed, pushed to (the "Pull Request Synchronized"
+#: hook event), labelled, assigned or milestoned (HookEventType.Event in modules/webhook/type.go);
+#: the action tells them apart.
 PULL_REQUEST_EVENT = "pull_request"
 #: Gitea's and Forgejo's spelling of GitHub's `synchronize` is `synchronized` (modules/structs/hook.go,
 #: HookIssueSynchronized); a merge is `closed` with `merged: true`.
