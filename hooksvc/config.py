@@ -25,6 +25,15 @@ from hooksvc.ci_checks import ALL, CheckRequirement
 from hooksvc.errors import ConfigError
 from hooksvc.freeze import Freeze, FreezeWindow, frozen_at, parse_window, zone
 from hooksvc.operators import API_TOKEN_ROLE, Operator, Role, api_token_name, parse_role
+from hooksvc.previews import (
+    ENVIRONMENT_FIELDS,
+    LABEL_FIELDS,
+    ON_MAX_CHOICES,
+    URL_FIELDS,
+    PreviewsConfig,
+    check_template,
+    parse_port_range,
+)
 from hooksvc.providers import HOST_KINDS
 from hooksvc.release_steps import PHASES, ReleaseStep, read_release_steps
 from hooksvc.strategies import STRATEGIES, strategy_info
@@ -182,6 +191,8 @@ class AppConfig:
     #: When deployments are held (`hooksvc.freeze`), read in `timezone`.
     freeze: tuple[FreezeWindow, ...] = ()
     timezone: str = defaults.TIMEZONE
+    #: `[apps.NAME.previews]`: pull-request previews (None: the app has none).
+    previews: PreviewsConfig | None = None
 
     def frozen_at(self, at: datetime) -> Freeze | None:
         """The freeze window in force at the aware time `at`, if any."""
@@ -481,9 +492,12 @@ _APP_KEYS = {
     "project", "strategy", "health_timeout", "start_grace", "status_context", "docker_host", "paths",
     "poll_interval", "ssh_key_file", "token_env", "token_file", "notify_url", "notify_secret_env",
     "notify_secret_file", "slack_url_env", "slack_url_file",
-    "environment", "environment_url", "require_checks", "checks_timeout", "freeze", "timezone",
+    "environment", "environment_url", "require_checks", "checks_timeout", "freeze", "timezone", "previews",
     *PHASES,
 }
+_PREVIEW_KEYS = {"enabled", "url", "service", "ports", "labels", "max", "on_max", "ttl", "services", "environment",
+                 "allow_forks"}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _check_listen(r: _Reader, key: str, value: str) -> None:
@@ -745,6 +759,14 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
     if "checks_timeout" in t and require_checks is None:
         r.problem(f"{prefix}.checks_timeout", "only applies with require_checks: set it, or remove checks_timeout")
     freeze, timezone = _read_freeze(r, t, prefix)
+    previews = _read_previews(r, t, prefix)
+    if previews is not None and strategy in defaults.STRATEGIES and not strategy_info(strategy).previews:
+        runs = " or ".join(repr(s.name) for s in STRATEGIES if s.previews)
+        r.problem(f"{prefix}.previews", f"strategy {strategy!r} runs no previews (each is a compose project): use "
+                                        f"strategy {runs}, or remove the previews table")
+    if previews is not None and host is not None and not HOST_KINDS[host.kind].pull_head_ref:
+        r.problem(f"{prefix}.previews", f"hosts of kind {host.kind!r} send no pull-request events hooksvc reads "
+                                        "(previews work with github, gitea, forgejo and gitlab)")
     if len(r.problems) > before or host is None or secret is None:
         return None
     return AppConfig(
@@ -777,7 +799,83 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
         checks_timeout=checks_timeout,
         freeze=freeze,
         timezone=timezone,
+        previews=previews,
     )
+
+
+def _read_previews(r: _Reader, t: Mapping[str, Any], prefix: str) -> PreviewsConfig | None:
+    """`[apps.NAME.previews]` (SPEC §13), each problem naming its key; None when the app has none."""
+    if "previews" not in t:
+        return None
+    key = f"{prefix}.previews"
+    p = r.table(t, key)
+    r.unknown_keys(p, key, _PREVIEW_KEYS)
+    before = len(r.problems)
+    url = r.get(p, key, "url", str, "")
+    if not url:
+        r.problem(f"{key}.url", 'required: where a preview is reached, e.g. "https://pr-{number}.shop.example.com"')
+    elif not _HTTP_URL.fullmatch(url):
+        r.problem(f"{key}.url", f"expected an http(s) URL template, got {url!r}")
+    elif (wrong := check_template(url, URL_FIELDS if "ports" in p else URL_FIELDS - {"port"})) is not None:
+        r.problem(f"{key}.url", wrong + ("" if "ports" in p else " ({port} needs ports)"))
+    ports = None
+    if "ports" in p:
+        try:
+            ports = parse_port_range(p["ports"])
+        except ValueError as exc:
+            r.problem(f"{key}.ports", str(exc))
+    labels = _read_preview_labels(r, p, key)
+    if ("ports" in p) == ("labels" in p):
+        r.problem(key, 'give exactly one of ports (host ports, e.g. "9100-9199") or labels (templates for a proxy, '
+                       'e.g. { "traefik.http.routers.pr{number}.rule" = "Host(`pr-{number}.example.com`)" })')
+    service = r.get(p, key, "service", str, None)
+    if service is not None and not service:
+        r.problem(f"{key}.service", "expected a service name of the app's compose files (leave it out for the first "
+                                    "service with a healthcheck)")
+    most = r.get(p, key, "max", int, defaults.PREVIEWS_MAX)
+    if most < 1:
+        r.problem(f"{key}.max", f"expected at least 1 live preview, got {most!r}")
+    on_max = r.get(p, key, "on_max", str, ON_MAX_CHOICES[0])
+    if on_max not in ON_MAX_CHOICES:
+        r.problem(f"{key}.on_max", f"expected one of {', '.join(repr(c) for c in ON_MAX_CHOICES)}, got {on_max!r}")
+    services = r.get(p, key, "services", list, [])
+    for i, s in enumerate(services):
+        if not isinstance(s, str) or not s:
+            r.problem(f"{key}.services[{i}]", f"expected a service name, got {s!r}")
+    if service is not None and services and service not in services:
+        r.problem(f"{key}.service", f"{service!r} is not one of services {services!r}: the preview would not run it")
+    environment = r.get(p, key, "environment", dict, {})
+    for name, value in environment.items():
+        if not _ENV_NAME.fullmatch(name):
+            r.problem(f"{key}.environment.{name}", "expected a variable name (letters, digits, '_')")
+        elif not isinstance(value, str):
+            r.problem(f"{key}.environment.{name}", f"expected a string, got {value!r}")
+        elif (wrong := check_template(value, ENVIRONMENT_FIELDS)) is not None:
+            r.problem(f"{key}.environment.{name}", wrong)
+    enabled = r.get(p, key, "enabled", bool, True)
+    allow_forks = r.get(p, key, "allow_forks", bool, False)
+    ttl = r.duration(p, key, "ttl", defaults.PREVIEW_TTL_SECONDS)
+    if len(r.problems) > before:
+        return None
+    return PreviewsConfig(url=url, enabled=enabled, service=service, ports=ports, labels=labels, max=most,
+                          on_max=on_max, ttl=ttl, services=tuple(services), environment=dict(environment),
+                          allow_forks=allow_forks)
+
+
+def _read_preview_labels(r: _Reader, p: Mapping[str, Any], key: str) -> dict[str, str] | None:
+    if "labels" not in p:
+        return None
+    labels = r.get(p, key, "labels", dict, {})
+    if not labels:
+        r.problem(f"{key}.labels", "expected a table of label templates, e.g. "
+                                   '{ "traefik.http.routers.pr{number}.rule" = "Host(`pr-{number}.example.com`)" }')
+    for name, value in labels.items():
+        at = f"{key}.labels.{name}"
+        if not isinstance(value, str):
+            r.problem(at, f"expected a string, got {value!r}")
+        elif (wrong := check_template(name, LABEL_FIELDS) or check_template(value, LABEL_FIELDS)) is not None:
+            r.problem(at, wrong)
+    return dict(labels)
 
 
 def _read_require_checks(r: _Reader, t: Mapping[str, Any], prefix: str) -> CheckRequirement | None:

@@ -272,3 +272,11 @@ PLAN_WAIT_SECONDS = 30.0
 PLAN_JOB_TIMEOUT_SECONDS = 60
 #: A plan waits this long for the app's deploy lock (to fetch and check out), then says the app is busy.
 PLAN_LOCK_WAIT_SECONDS = 3.0
+#: Live previews per app: each is a whole copy of the app (its containers, volumes and images), so a
+#: shared server holds a handful, not one per open pull request of a busy repository.
+PREVIEWS_MAX = 5
+#: A preview no one pushed to for three days is torn down: a pull request left open over a weekend
+#: keeps its preview, a forgotten one gives its resources back.
+PREVIEW_TTL_SECONDS = 72 * 3600.0
+#: How often workers look for previews past their `ttl`: a ttl is hours, a minute late is on time.
+PREVIEW_SWEEP_SECONDS = 60.0

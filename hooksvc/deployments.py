@@ -50,6 +50,9 @@ class Trigger(StrEnum):
     ROLLBACK = "rollback"
     #: The live release again, every service recreated even when nothing changed.
     REDEPLOY = "redeploy"
+    #: A pull request's preview removed (SPEC §13): closed or merged, its `ttl` ran out, an operator's
+    #: request, or evicted for a newer one past `max`.
+    TEARDOWN = "teardown"
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,10 @@ class NewDeployment:
     operator: str = ""
     #: The checks the commit must pass first (`CheckRequirement.label`): "" deploys at once.
     required_checks: str = ""
+    #: The pull request whose preview this deploys (SPEC §13); None for the app itself.
+    preview: int | None = None
+    #: A preview of a fork's pull request: built with none of the app's secrets.
+    fork: bool = False
 
     @property
     def state(self) -> DeploymentState:
@@ -94,6 +101,10 @@ class NewDeployment:
             fields += ("operator", self.operator)
         if self.required_checks:
             fields += ("required_checks", self.required_checks, "error", waiting_text((self.required_checks,)))
+        if self.preview is not None:
+            fields += ("preview", str(self.preview))
+        if self.fork:
+            fields += ("fork", "1")
         return fields
 
 
@@ -129,6 +140,10 @@ class Deployment:
     #: The operator who asked to cancel it while it ran ("" when nobody did); its job stops at its
     #: next safe point, or logs that the request came too late.
     cancel_requested_by: str = ""
+    #: The pull request whose preview it deployed (SPEC §13); None for the app itself.
+    preview: int | None = None
+    #: A preview of a fork's pull request (built with none of the app's secrets).
+    fork: bool = False
 
     @classmethod
     def create(cls, deployment_id: str, new: NewDeployment, now: float | None = None,
@@ -148,6 +163,8 @@ class Deployment:
             operator=new.operator,
             error=waiting_text((new.required_checks,)) if new.required_checks else "",
             required_checks=new.required_checks,
+            preview=new.preview,
+            fork=new.fork,
         )
 
     def to_fields(self) -> dict[str, str]:
@@ -187,6 +204,8 @@ class Deployment:
             commit_message=fields.get("commit_message", ""),
             commit_author=fields.get("commit_author", ""),
             cancel_requested_by=fields.get("cancel_requested_by", ""),
+            preview=int(fields["preview"]) if fields.get("preview") else None,
+            fork=fields.get("fork") == "1",
         )
 
     @property
@@ -215,6 +234,7 @@ class Deployment:
             "commit_message": self.commit_message or None,
             "commit_author": self.commit_author or None,
             "cancel_requested_by": self.cancel_requested_by or None,
+            "preview": self.preview,
         }
 
     def summary(self) -> dict[str, str]:

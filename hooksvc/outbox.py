@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from redis.client import Pipeline
 
 from hooksvc import keys
-from hooksvc.deployments import Deployment, DeploymentState
+from hooksvc.deployments import Deployment, DeploymentState, Trigger
 
 #: Event kinds: a commit status, or one of the two notification targets.
 STATUS = "status"
@@ -147,12 +147,17 @@ def write_events(pipe: Pipeline, deployment: Deployment) -> None:
     Notifications are queued for every final state; the sender drops those the app has no target
     for (this listener has no config, so that choice is made where the config is).
     """
+    # A preview's teardown says nothing about its commit: no status, no check run (its host
+    # deployment still hears of it, to be marked inactive).
+    teardown = deployment.trigger is Trigger.TEARDOWN
     if is_full_sha(deployment.sha):
-        append(pipe, status_lane(deployment.app, deployment.sha), OutboxEvent.from_deployment(STATUS, deployment))
+        if not teardown:
+            append(pipe, status_lane(deployment.app, deployment.sha), OutboxEvent.from_deployment(STATUS, deployment))
         if not waits_for_ci(deployment):
             append(pipe, host_deployment_lane(deployment.app),
                    OutboxEvent.from_deployment(HOST_DEPLOYMENT, deployment))
-        append(pipe, check_run_lane(deployment.id), OutboxEvent.from_deployment(CHECK_RUN, deployment))
+        if not teardown:
+            append(pipe, check_run_lane(deployment.id), OutboxEvent.from_deployment(CHECK_RUN, deployment))
     if deployment.state.is_final:
         for kind in NOTIFY_KINDS:
             append(pipe, notify_lane(deployment.id, kind), OutboxEvent.from_deployment(kind, deployment))

@@ -27,6 +27,7 @@ from hooksvc.errors import BadRequest, Forbidden, HooksvcError
 from hooksvc.operations import app_overview, queue_manual, queue_redeploy, queue_rollback
 from hooksvc.operators import Role
 from hooksvc.plans import request_plan
+from hooksvc.preview_records import request_teardown
 from hooksvc.redact import loggable
 from hooksvc.store import DeploymentStore
 from hooksvc.web import pages
@@ -95,7 +96,7 @@ def kept_releases(store: DeploymentStore, app: str, limit: int = ROLLBACK_CHOICE
     out: list[Release] = []
     seen: set[str] = set()
     for dep in store.recent(app=app, state=DeploymentState.SUCCEEDED, limit=limit * 2):
-        if dep.sha and dep.sha not in seen:
+        if dep.sha and dep.sha not in seen and dep.preview is None:
             seen.add(dep.sha)
             out.append(Release(dep.sha, dep, live is not None and live.sha == dep.sha))
     return out[:limit]
@@ -184,6 +185,14 @@ def cancel(deployment_id: str) -> BaseResponse:
     what = f"cancelling deployment {deployment_id}"
     return _done(audited(audit.CANCEL, Role.DEPLOYER, what,
                          lambda operator: context().store.cancel(deployment_id, operator)))
+
+
+@bp.post("/apps/<name>/previews/<int:number>/remove")
+def remove_preview(name: str, number: int) -> BaseResponse:
+    """Tear pull request `number`'s preview of the app down (deployers), then show the teardown's page."""
+    what = f"removing preview #{number} of {name}"
+    return _done(audited(audit.REMOVE_PREVIEW, Role.DEPLOYER, what, lambda operator: request_teardown(
+        context().store, app_or_404(name), number, operator=operator)))
 
 
 @bp.route("/apps/<name>/redeploy", methods=["GET", "POST"])
