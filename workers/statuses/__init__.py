@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import quote
 
+from hooksvc import defaults
 from hooksvc.config import HostConfig
 from hooksvc.deployments import DeploymentState
 from hooksvc.discovery import declared
@@ -103,6 +104,54 @@ def describe_state(deployment_id: str, state: DeploymentState, error: str = "", 
             return "Not deployed: cancelled by an operator"
         case DeploymentState.WAITING_FOR_CHECKS:
             return reason or "waiting for checks"
+
+
+def describe_preview_state(number: int, state: DeploymentState, error: str = "",
+                           checks_failed: bool = False) -> str:
+    """The sentence shown next to the commit status of pull request `number`'s preview: the pull
+    request comes first, so a reviewer never takes it for a production deployment."""
+    reason = one_line(error)
+    what = f"Preview of PR #{number}"
+    if checks_failed:
+        return f"{what} not deployed: {reason}" if reason else f"{what} not deployed: its checks failed"
+    match state:
+        case DeploymentState.QUEUED:
+            return f"{what} queued"
+        case DeploymentState.HELD | DeploymentState.WAITING_FOR_CHECKS:
+            return f"{what} waiting: {reason}" if reason else f"{what} waiting"
+        case DeploymentState.RUNNING:
+            return f"{what} deploying"
+        case DeploymentState.SUCCEEDED:
+            return f"{what} is live"
+        case DeploymentState.FAILED | DeploymentState.ERROR:
+            return f"{what} failed: {reason}" if reason else f"{what} failed"
+        case DeploymentState.SKIPPED:
+            return f"{what} not built: {reason}" if reason else f"{what} not built"
+        case DeploymentState.SUPERSEDED:
+            return f"{what} not deployed: {reason}" if reason else f"{what} not deployed: superseded by a newer push"
+        case DeploymentState.CANCELLED:
+            return f"{what} not deployed: cancelled by an operator"
+
+
+#: Why a preview was torn down, in words; another reason is shown as it is.
+REMOVAL_REASONS: Mapping[str, str] = {
+    "closed": "the pull request was closed",
+    "merged": "the pull request was merged",
+    "ttl": "no push came within its time to live",
+    "removed": "an operator removed it",
+    "evicted": "a newer preview took its place (the app's preview limit)",
+}
+
+
+def describe_removal(why: str) -> str:
+    """Why a preview was torn down, as a clause (`closed` -> "the pull request was closed")."""
+    return REMOVAL_REASONS.get(why, one_line(why))
+
+
+def status_context(context: str, preview: int | None) -> str:
+    """The status context of a deployment: the app's, or, for a preview, the app's plus `/preview`,
+    so a preview's status never overwrites production's on the same commit."""
+    return context if preview is None else f"{context}{defaults.PREVIEW_STATUS_CONTEXT_SUFFIX}"
 
 
 def mark_skipped(description: str) -> str:
