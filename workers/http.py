@@ -72,6 +72,18 @@ def id_in_answer(answer: HttpResponse, what: str) -> str:
     return str(value)
 
 
+def list_in_answer(answer: HttpResponse, what: str) -> list[object]:
+    """The JSON array an answer listing `what` ("comment", "environment") holds; ValueError when it
+    holds none."""
+    try:
+        listed = json.loads(answer.body)
+    except ValueError:
+        raise ValueError(f"the {what} list is not JSON") from None
+    if not isinstance(listed, list):
+        raise ValueError(f"the {what} list is no JSON array (got {type(listed).__name__})")
+    return listed
+
+
 class HttpTransportError(Exception):
     """No HTTP answer: connection refused, DNS failure, TLS error, timeout. Always worth retrying."""
 

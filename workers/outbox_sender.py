@@ -43,6 +43,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import redis
 
@@ -80,6 +81,13 @@ LOCK_MARGIN_SECONDS = 10.0
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
 #: Characters of an answer body quoted in a log line (enough for a host's error message).
 ANSWER_QUOTE_CHARS = 200
+#: (sent, failed attempts, dropped) counters of each kind of event sent to the git host.
+HOST_COUNTERS = {
+    STATUS: (keys.STATUS_SENT, keys.STATUS_FAILURES, keys.STATUS_DROPPED),
+    HOST_DEPLOYMENT: (keys.HOST_DEPLOYMENT_SENT, keys.HOST_DEPLOYMENT_FAILURES, keys.HOST_DEPLOYMENT_DROPPED),
+    CHECK_RUN: (keys.CHECK_RUN_SENT, keys.CHECK_RUN_FAILURES, keys.CHECK_RUN_DROPPED),
+    PREVIEW_COMMENT: (keys.PREVIEW_COMMENT_SENT, keys.PREVIEW_COMMENT_FAILURES, keys.PREVIEW_COMMENT_DROPPED),
+}
 
 # Removes the head only if it is still the event we delivered, and the lane from `due` once empty:
 # atomic against a listener appending (its RPUSH + ZADD NX land either before or after this).
@@ -318,13 +326,7 @@ class OutboxSender:
             return self._prepare_for(event, app)
         except HostAuthError as exc:
             host = self.config.hosts[app.host]
-            counters = {STATUS: (keys.STATUS_SENT, keys.STATUS_FAILURES, keys.STATUS_DROPPED),
-                        HOST_DEPLOYMENT: (keys.HOST_DEPLOYMENT_SENT, keys.HOST_DEPLOYMENT_FAILURES,
-                                          keys.HOST_DEPLOYMENT_DROPPED),
-                        CHECK_RUN: (keys.CHECK_RUN_SENT, keys.CHECK_RUN_FAILURES, keys.CHECK_RUN_DROPPED),
-                        PREVIEW_COMMENT: (keys.PREVIEW_COMMENT_SENT, keys.PREVIEW_COMMENT_FAILURES,
-                                          keys.PREVIEW_COMMENT_DROPPED)}
-            sent, failures, dropped = counters.get(event.kind, counters[STATUS])
+            sent, failures, dropped = HOST_COUNTERS.get(event.kind, HOST_COUNTERS[STATUS])
             return OutboxRequest(None, host.kind, f"{event.kind} on {host.kind} {app.repo}@{event.sha[:12]}", sent,
                                  failures, dropped, unavailable=f"no installation token: {exc}")
 
@@ -375,12 +377,7 @@ class OutboxSender:
         description = self._describe(event, checks=False)
         preview_address = self._preview_url(app, event.preview) if event.preview is not None else None
         planned = self.host_deployments.prepare(event, app, host, description, self._deployment_url, preview_address)
-        if planned is None:
-            return None
-        return OutboxRequest(planned.request, host.kind, planned.what, keys.HOST_DEPLOYMENT_SENT,
-                             keys.HOST_DEPLOYMENT_FAILURES, keys.HOST_DEPLOYMENT_DROPPED,
-                             delivered=planned.delivered, dropped=planned.dropped, hint=planned.hint,
-                             app_auth=_app_auth(configured, app))
+        return _stepped(planned, configured, app, HOST_DEPLOYMENT) if planned is not None else None
 
     def _prepare_check_run(self, event: OutboxEvent, app: AppConfig, url: str) -> OutboxRequest | None:
         """The check run's next request: only hosts with GitHub App credentials (GitHub lets only an
@@ -417,12 +414,7 @@ class OutboxSender:
                            deployment_id=event.deployment_id)
         host = host_auth.with_token(configured, app.repo)
         planned = self.preview_comments.prepare(host, app.repo, view, event)
-        if planned is None:
-            return None
-        return OutboxRequest(planned.request, configured.kind, planned.what, keys.PREVIEW_COMMENT_SENT,
-                             keys.PREVIEW_COMMENT_FAILURES, keys.PREVIEW_COMMENT_DROPPED,
-                             delivered=planned.delivered, dropped=planned.dropped, hint=planned.hint,
-                             app_auth=_app_auth(configured, app))
+        return _stepped(planned, configured, app, PREVIEW_COMMENT) if planned is not None else None
 
     def _describe(self, event: OutboxEvent, *, checks: bool = True) -> str:
         """The status sentence of `event` (a preview's names its pull request), redacted."""
@@ -467,3 +459,26 @@ class OutboxSender:
 def _app_auth(host: HostConfig, app: AppConfig) -> tuple[HostConfig, str] | None:
     """(host, repository) when requests for `app` carry a GitHub App installation token."""
     return (host, app.repo) if host.app is not None else None
+
+
+class PlannedStep(Protocol):
+    """A step of a multi-step event (`HostDeployments.prepare`, `PreviewComments.prepare`)."""
+
+    @property
+    def request(self) -> HttpRequest: ...
+    @property
+    def what(self) -> str: ...
+    @property
+    def hint(self) -> str: ...
+    @property
+    def delivered(self) -> Callable[[http.HttpResponse], None]: ...
+    @property
+    def dropped(self) -> Callable[[bool], None]: ...
+
+
+def _stepped(planned: PlannedStep, host: HostConfig, app: AppConfig, kind: str) -> OutboxRequest:
+    """`planned` made an `OutboxRequest`, counted under `kind`'s counters."""
+    sent, failures, dropped = HOST_COUNTERS[kind]
+    return OutboxRequest(planned.request, host.kind, planned.what, sent, failures, dropped,
+                         delivered=planned.delivered, dropped=planned.dropped, hint=planned.hint,
+                         app_auth=_app_auth(host, app))

@@ -10,7 +10,6 @@ when the preview is torn down."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from urllib.parse import quote
 
@@ -19,7 +18,7 @@ from hooksvc.deployments import DeploymentState
 from hooksvc.outbox import OutboxEvent
 from hooksvc.presentation import short_ref
 from workers.host_deployments import Action, DeploymentsApi, Record, Step, Target
-from workers.http import HttpRequest, HttpResponse, id_in_answer
+from workers.http import HttpRequest, HttpResponse, id_in_answer, list_in_answer
 from workers.statuses import api_base, json_headers
 from workers.statuses.gitlab import API_PATH, project_id
 
@@ -94,13 +93,7 @@ def build_stop_environment_request(host: HostConfig, repo: str, environment_id: 
 
 def found_environment(answer: HttpResponse) -> Mapping[str, str]:
     """The environment record after a lookup: its id, or that there is none (ValueError: no list)."""
-    try:
-        listed = json.loads(answer.body)
-    except ValueError:
-        raise ValueError("the environment list is not JSON") from None
-    if not isinstance(listed, list):
-        raise ValueError(f"the environment list is no JSON array (got {type(listed).__name__})")
-    for environment in listed:
+    for environment in list_in_answer(answer, "environment"):
         if isinstance(environment, dict) and isinstance(environment.get("id"), int):
             return {"environment_id": str(environment["id"])}
     return {"looked_up": "1"}

@@ -21,20 +21,19 @@ kind. Builders and the body are pure; `PreviewComments` holds the Redis side.
 
 from __future__ import annotations
 
-import json
+import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
 
 import redis
 
 from hooksvc import keys
 from hooksvc.config import HostConfig
 from hooksvc.deployments import DeploymentState
-from hooksvc.discovery import declared
-from hooksvc.outbox import OutboxEvent, preview_comment_lane
+from hooksvc.discovery import by_kind, declared
+from hooksvc.outbox import OutboxEvent, append, preview_comment_lane
 from hooksvc.providers import HOST_KINDS
-from workers.http import HttpRequest, HttpResponse, id_in_answer
+from workers.http import HttpRequest, HttpResponse, id_in_answer, list_in_answer
 from workers.statuses import describe_removal, one_line, truncate
 
 #: The record outlives a pull request that stays open for weeks; each write renews it.
@@ -73,28 +72,29 @@ def _cell(text: str) -> str:
     return one_line(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
+#: The state cell's words per state, and whether the deployment's reason follows them.
+STATE_WORDS: Mapping[DeploymentState, tuple[str, bool]] = {
+    DeploymentState.QUEUED: ("**queued**", False),
+    DeploymentState.WAITING_FOR_CHECKS: ("**waiting**", True),
+    DeploymentState.HELD: ("**held**", True),
+    DeploymentState.RUNNING: ("**deploying**", False),
+    DeploymentState.SUCCEEDED: ("**live**", False),
+    DeploymentState.FAILED: ("**failed**", True),
+    DeploymentState.ERROR: ("**failed**", True),
+    DeploymentState.SKIPPED: ("**not deployed**", True),
+    DeploymentState.SUPERSEDED: ("**superseded** by a newer push", False),
+    DeploymentState.CANCELLED: ("**cancelled** by an operator", False),
+}
+
+
 def state_text(view: CommentView) -> str:
     """The state cell: what a reviewer wants to know of the preview now."""
-    reason = _cell(truncate(view.reason, REASON_LIMIT)) if view.reason else ""
     if view.removed:
         return f"**removed**: {_cell(truncate(describe_removal(view.removed), REASON_LIMIT))}"
-    match view.state:
-        case DeploymentState.SUCCEEDED:
-            return "**live**"
-        case DeploymentState.RUNNING:
-            return "**deploying**"
-        case DeploymentState.FAILED | DeploymentState.ERROR:
-            return f"**failed**: {reason}" if reason else "**failed**"
-        case DeploymentState.SKIPPED:
-            return f"**not deployed**: {reason}" if reason else "**not deployed**"
-        case DeploymentState.SUPERSEDED:
-            return "**superseded** by a newer push"
-        case DeploymentState.CANCELLED:
-            return "**cancelled** by an operator"
-        case DeploymentState.HELD:
-            return f"**held**: {reason}" if reason else "**held**"
-        case _:
-            return "**queued**"
+    words, with_reason = STATE_WORDS[view.state]
+    if with_reason and view.reason:
+        return f"{words}: {_cell(truncate(view.reason, REASON_LIMIT))}"
+    return words
 
 
 def comment_body(view: CommentView) -> str:
@@ -122,34 +122,38 @@ def comment_body(view: CommentView) -> str:
     ])
 
 
-class ListRequest(Protocol):
-    def __call__(self, host: HostConfig, repo: str, number: int, page: int, /) -> HttpRequest:
-        """The request for page `page` (from 1) of the pull request's comments."""
-
-
-class CreateRequest(Protocol):
-    def __call__(self, host: HostConfig, repo: str, number: int, body: str, /) -> HttpRequest:
-        """The request that adds a comment with `body` to the pull request."""
-
-
-class UpdateRequest(Protocol):
-    def __call__(self, host: HostConfig, repo: str, number: int, comment_id: str, body: str, /) -> HttpRequest:
-        """The request that replaces the body of comment `comment_id` with `body`."""
-
-
 @dataclass(frozen=True)
 class CommentsApi:
-    """What one module of `workers.preview_comments` declares as its `COMMENTS`."""
+    """What one module of `workers.preview_comments` declares as its `COMMENTS`: where a host keeps a
+    pull request's comments and how it is asked; the requests are built here, alike for every host."""
 
     #: The host kinds (`[hosts.*] kind`) whose comments API it speaks.
     kinds: frozenset[str]
-    list: ListRequest
-    create: CreateRequest
-    update: UpdateRequest
+    #: The pull request's comments: listed (GET) and added to (POST) there.
+    comments_url: Callable[[HostConfig, str, int], str]
+    #: One comment, edited there (`edit_method`); the pull request number is given for hosts that need it.
+    comment_url: Callable[[HostConfig, str, int, str], str]
+    edit_method: str
+    #: The query of page N of the list ("" when the host answers every comment at once).
+    list_query: Callable[[int], str]
     #: Comments per page the list asks for; None when the host answers all of them at once.
     page_size: int | None
+    headers: Callable[[HostConfig], dict[str, str]]
     #: Said with a refused request: the usual cause is a token that may not comment.
     permission_hint: str
+
+    def list_request(self, host: HostConfig, repo: str, number: int, page: int) -> HttpRequest:
+        query = self.list_query(page)
+        url = self.comments_url(host, repo, number) + (f"?{query}" if query else "")
+        return HttpRequest("GET", url, headers=self.headers(host))
+
+    def create_request(self, host: HostConfig, repo: str, number: int, body: str) -> HttpRequest:
+        return HttpRequest("POST", self.comments_url(host, repo, number), headers=self.headers(host),
+                           json={"body": body})
+
+    def update_request(self, host: HostConfig, repo: str, number: int, comment_id: str, body: str) -> HttpRequest:
+        return HttpRequest(self.edit_method, self.comment_url(host, repo, number, comment_id),
+                           headers=self.headers(host), json={"body": body})
 
 
 @dataclass(frozen=True)
@@ -186,12 +190,7 @@ class CommentStep:
 def marked_comment(answer: HttpResponse, mark: str) -> tuple[str | None, int]:
     """(the id of the first listed comment whose body starts with `mark`, or None; how many comments
     the page listed). ValueError when the answer is no list of comments."""
-    try:
-        listed = json.loads(answer.body)
-    except ValueError:
-        raise ValueError("the comment list is not JSON") from None
-    if not isinstance(listed, list):
-        raise ValueError(f"the comment list is no JSON array (got {type(listed).__name__})")
+    listed = list_in_answer(answer, "comment")
     for comment in listed:
         if isinstance(comment, dict) and str(comment.get("body") or "").startswith(mark):
             found = comment.get("id")
@@ -210,7 +209,7 @@ def plan(api: CommentsApi, host: HostConfig, repo: str, view: CommentView, event
     where = f"{repo} #{view.number}"
     done = {"sent": event.id}
     if record.comment_id:
-        return CommentStep(api.update(host, repo, view.number, record.comment_id, body),
+        return CommentStep(api.update_request(host, repo, view.number, record.comment_id, body),
                            f"preview comment {record.comment_id} on {where}: {_short(view)}", lambda _answer: done)
     if not record.searched:
         mark = marker(view.app)
@@ -223,9 +222,9 @@ def plan(api: CommentsApi, host: HostConfig, repo: str, view: CommentView, event
                 return {"page": str(record.page + 1)}
             return {"searched": "1"}
 
-        return CommentStep(api.list(host, repo, view.number, record.page),
+        return CommentStep(api.list_request(host, repo, view.number, record.page),
                            f"preview comment on {where}: look for it (page {record.page})", found)
-    return CommentStep(api.create(host, repo, view.number, body),
+    return CommentStep(api.create_request(host, repo, view.number, body),
                        f"preview comment on {where}: create ({_short(view)})",
                        lambda answer: {"comment_id": id_in_answer(answer, "comment"), **done})
 
@@ -280,22 +279,29 @@ class PreviewComments:
             pipe.execute()
 
     def _dropped(self, event: OutboxEvent, record: CommentRecord, rejected: bool) -> None:
-        """An edit the host refused (the comment was deleted, say): the next event looks for it anew."""
-        if rejected and record.comment_id and event.preview is not None:
-            self.redis.delete(keys.preview_comment(event.app, event.preview))
+        """An edit the host refused (someone deleted the comment, or may edit it no longer): a new
+        comment shows the preview from now on, made by this event again unless a newer one waits.
+        Only a refused edit does so, and the next attempt creates: a refusal never loops."""
+        if not (rejected and record.comment_id) or event.preview is None:
+            return
+        lane = preview_comment_lane(event.app, event.preview)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.preview_comment(event.app, event.preview))
+            pipe.hset(keys.preview_comment(event.app, event.preview), mapping={"searched": "1"})
+            pipe.expire(keys.preview_comment(event.app, event.preview), RECORD_TTL_SECONDS)
+            pipe.execute()
+        if self.redis.llen(keys.outbox_lane(lane)) == 0:
+            with self.redis.pipeline(transaction=True) as pipe:
+                append(pipe, lane, replace(event, id=uuid.uuid4().hex))
+                pipe.execute()
 
 
 def _by_kind(apis: list[CommentsApi]) -> dict[str, CommentsApi]:
     """kind -> its comments API; ValueError when two claim a kind or a kind is no host kind."""
-    by_kind: dict[str, CommentsApi] = {}
-    for api in apis:
-        for kind in api.kinds:
-            if kind in by_kind:
-                raise ValueError(f"host kind {kind!r} has two comments APIs")
-            if kind not in HOST_KINDS:
-                raise ValueError(f"workers/preview_comments/ speaks to {kind!r}, which is no host kind")
-            by_kind[kind] = api
-    return by_kind
+    found = by_kind(apis, "comments APIs")
+    if unknown := sorted(set(found) - set(HOST_KINDS)):
+        raise ValueError(f"workers/preview_comments/ speaks to {unknown[0]!r}, which is no host kind")
+    return found
 
 
 #: Host kinds with a pull request comments API (GitHub, Gitea, Forgejo, GitLab) -> it.

@@ -7,7 +7,6 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from hooksvc.config import HostConfig
-from workers.http import HttpRequest
 from workers.preview_comments import CommentsApi
 from workers.statuses import api_base, json_headers
 from workers.statuses.gitea import API_PATH
@@ -24,28 +23,15 @@ def _headers(host: HostConfig) -> dict[str, str]:
     return json_headers(("Authorization", f"token {host.token.reveal()}"))
 
 
-def build_list_request(host: HostConfig, repo: str, number: int, page: int) -> HttpRequest:
-    """All of the pull request's comments (`page` plays no part: Gitea answers them all)."""
-    return HttpRequest("GET", f"{_repo_url(host, repo)}/issues/{number}/comments", headers=_headers(host))
-
-
-def build_create_request(host: HostConfig, repo: str, number: int, body: str) -> HttpRequest:
-    return HttpRequest("POST", f"{_repo_url(host, repo)}/issues/{number}/comments", headers=_headers(host),
-                       json={"body": body})
-
-
-def build_update_request(host: HostConfig, repo: str, number: int, comment_id: str, body: str) -> HttpRequest:
-    return HttpRequest("PATCH", f"{_repo_url(host, repo)}/issues/comments/{comment_id}", headers=_headers(host),
-                       json={"body": body})
-
-
 #: Forgejo is a Gitea fork with the same comments API.
 COMMENTS = CommentsApi(
     kinds=frozenset({"gitea", "forgejo"}),
-    list=build_list_request,
-    create=build_create_request,
-    update=build_update_request,
+    comments_url=lambda host, repo, number: f"{_repo_url(host, repo)}/issues/{number}/comments",
+    comment_url=lambda host, repo, _number, comment_id: f"{_repo_url(host, repo)}/issues/comments/{comment_id}",
+    edit_method="PATCH",
+    list_query=lambda _page: "",
     page_size=None,
+    headers=_headers,
     permission_hint="if the token may not comment, give it the write:issue scope and write access to the "
                     "repository's pull requests",
 )

@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 from hooksvc.config import HostConfig
-from workers.http import HttpRequest
 from workers.preview_comments import CommentsApi
 from workers.statuses import api_base, json_headers
 from workers.statuses.gitlab import API_PATH, project_id
 
-#: GitLab's largest page.
+#: GitLab's largest page; asked oldest first (its default is newest first).
 PAGE_SIZE = 100
 
 
@@ -23,26 +22,13 @@ def _headers(host: HostConfig) -> dict[str, str]:
     return json_headers(("PRIVATE-TOKEN", host.token.reveal()))
 
 
-def build_list_request(host: HostConfig, repo: str, number: int, page: int) -> HttpRequest:
-    """Page `page` of the merge request's notes, oldest first (GitLab's default is newest first)."""
-    url = f"{_notes_url(host, repo, number)}?sort=asc&order_by=created_at&per_page={PAGE_SIZE}&page={page}"
-    return HttpRequest("GET", url, headers=_headers(host))
-
-
-def build_create_request(host: HostConfig, repo: str, number: int, body: str) -> HttpRequest:
-    return HttpRequest("POST", _notes_url(host, repo, number), headers=_headers(host), json={"body": body})
-
-
-def build_update_request(host: HostConfig, repo: str, number: int, comment_id: str, body: str) -> HttpRequest:
-    return HttpRequest("PUT", f"{_notes_url(host, repo, number)}/{comment_id}", headers=_headers(host),
-                       json={"body": body})
-
-
 COMMENTS = CommentsApi(
     kinds=frozenset({"gitlab"}),
-    list=build_list_request,
-    create=build_create_request,
-    update=build_update_request,
+    comments_url=_notes_url,
+    comment_url=lambda host, repo, number, note_id: f"{_notes_url(host, repo, number)}/{note_id}",
+    edit_method="PUT",
+    list_query=lambda page: f"sort=asc&order_by=created_at&per_page={PAGE_SIZE}&page={page}",
     page_size=PAGE_SIZE,
+    headers=_headers,
     permission_hint="if the token may not comment, give it the api scope and at least the Reporter role",
 )

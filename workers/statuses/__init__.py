@@ -18,7 +18,7 @@ from urllib.parse import quote
 from hooksvc import defaults
 from hooksvc.config import HostConfig
 from hooksvc.deployments import DeploymentState
-from hooksvc.discovery import declared
+from hooksvc.discovery import by_kind, declared
 from hooksvc.providers import HOST_KINDS
 from workers.http import HttpRequest
 
@@ -210,17 +210,6 @@ def json_headers(credential: tuple[str, str], accept: str = "application/json") 
     return {name: value, "Accept": accept, "Content-Type": "application/json", "User-Agent": USER_AGENT}
 
 
-def _by_kind(declared_reporters: list[StatusReporter]) -> dict[str, StatusReporter]:
-    """kind -> reporter; ValueError when two reporters claim one kind."""
-    reporters: dict[str, StatusReporter] = {}
-    for reporter in declared_reporters:
-        for kind in reporter.kinds:
-            if kind in reporters:
-                raise ValueError(f"host kind {kind!r} has two status reporters")
-            reporters[kind] = reporter
-    return reporters
-
-
 def unmatched_kinds(reporters: Mapping[str, StatusReporter]) -> list[str]:
     """Why `reporters` and the host registry disagree: one sentence per kind, none when they agree."""
     problems = [f"host kind {name!r} declares a status API but has no reporter in workers/statuses/"
@@ -231,6 +220,7 @@ def unmatched_kinds(reporters: Mapping[str, StatusReporter]) -> list[str]:
 
 
 #: Host kind -> the reporter that builds its commit-status requests.
-REPORTERS: Mapping[str, StatusReporter] = _by_kind(declared(__name__, __path__, "REPORTER", StatusReporter))
+REPORTERS: Mapping[str, StatusReporter] = by_kind(declared(__name__, __path__, "REPORTER", StatusReporter),
+                                                   "status reporters")
 if _problems := unmatched_kinds(REPORTERS):
     raise ImportError("; ".join(_problems))
