@@ -23,6 +23,8 @@ DEPLOY = "deploy"
 REDEPLOY = "redeploy"
 ROLLBACK = "rollback"
 CANCEL = "cancel"
+#: A pull request preview torn down on an operator's request (SPEC §13).
+REMOVE_PREVIEW = "remove-preview"
 LOCK = "lock"
 UNLOCK = "unlock"
 OVERRIDE_FREEZE = "override-freeze"

@@ -27,7 +27,7 @@ from typing import TypeVar
 
 from hooksvc import app_locks, audit, defaults, redact
 from hooksvc.config import AppConfig, Config, load_config, resolve_config_path
-from hooksvc.deployments import Deployment, DeploymentState
+from hooksvc.deployments import Deployment, DeploymentState, iso_time
 from hooksvc.disk_usage import format_bytes, read_disk_usage
 from hooksvc.errors import ConfigError, HooksvcError
 from hooksvc.jobqueue import workers_alive
@@ -43,6 +43,7 @@ from hooksvc.operations import (
 )
 from hooksvc.operators import Operator, Role, find_by_token, require
 from hooksvc.presentation import format_ago
+from hooksvc.preview_records import PreviewRecords, request_teardown
 from hooksvc.store import DeploymentStore, open_store
 
 log = logging.getLogger("hooksvc")
@@ -256,6 +257,23 @@ def cmd_rollback(config: Config, args: argparse.Namespace) -> int:
     dep = _audited(store, args, audit.ROLLBACK, f"rolling back {app.name}",
                    lambda who: queue_rollback(store, app, args.to or "", who))
     return _queued(config, store, dep, args.wait)
+
+
+def cmd_previews(config: Config, args: argparse.Namespace) -> int:
+    """List the app's previews, or (`--remove N`) queue the teardown of pull request N's."""
+    app = _app(config, args.app)
+    store = open_store(config)
+    if args.remove is not None:
+        dep = _audited(store, args, audit.REMOVE_PREVIEW, f"removing preview #{args.remove} of {app.name}",
+                       lambda who: request_teardown(store, app, args.remove, operator=who))
+        return _queued(config, store, dep, args.wait)
+    found = PreviewRecords(store.redis).of_app(app.name)
+    if not found:
+        print(f"{app.name}: no previews" + ("" if app.previews is not None else f" (no [apps.{app.name}.previews])"))
+    for preview in found:
+        print(f"#{preview.number}  {preview.state:<9}  {preview.sha[:12]}  {preview.url}  "
+              f"(last push {iso_time(preview.updated_at)})")
+    return 0
 
 
 def cmd_audit(config: Config, args: argparse.Namespace) -> int:
@@ -541,6 +559,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", help="a sha to roll back to")
     p.add_argument("--wait", action="store_true", help="follow progress; exit non-zero unless it succeeds")
     p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("previews", parents=[common], help="an app's pull-request previews; --remove N tears one down")
+    p.add_argument("app")
+    p.add_argument("--remove", type=int, metavar="N", help="queue the teardown of pull request N's preview")
+    p.add_argument("--wait", action="store_true", help="with --remove: follow it; exit non-zero unless it succeeds")
+    p.set_defaults(func=cmd_previews)
 
     p = sub.add_parser("status", parents=[common], help="apps, their live sha, recent deployments")
     p.add_argument("app", nargs="?")

@@ -50,6 +50,9 @@ class Trigger(StrEnum):
     ROLLBACK = "rollback"
     #: The live release again, every service recreated even when nothing changed.
     REDEPLOY = "redeploy"
+    #: A pull request's preview removed (SPEC §13): closed or merged, its `ttl` ran out, an operator's
+    #: request, or evicted for a newer one past `max`.
+    TEARDOWN = "teardown"
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ class NewDeployment:
     required_checks: str = ""
     #: The pull request whose preview this deploys (SPEC §13); None for the app itself.
     preview: int | None = None
+    #: A preview of a fork's pull request: built with none of the app's secrets.
+    fork: bool = False
 
     @property
     def state(self) -> DeploymentState:
@@ -98,6 +103,8 @@ class NewDeployment:
             fields += ("required_checks", self.required_checks, "error", waiting_text((self.required_checks,)))
         if self.preview is not None:
             fields += ("preview", str(self.preview))
+        if self.fork:
+            fields += ("fork", "1")
         return fields
 
 
@@ -130,6 +137,8 @@ class Deployment:
     commit_author: str = ""
     #: The pull request whose preview it deployed (SPEC §13); None for the app itself.
     preview: int | None = None
+    #: A preview of a fork's pull request (built with none of the app's secrets).
+    fork: bool = False
 
     @classmethod
     def create(cls, deployment_id: str, new: NewDeployment, now: float | None = None,
@@ -150,6 +159,7 @@ class Deployment:
             error=waiting_text((new.required_checks,)) if new.required_checks else "",
             required_checks=new.required_checks,
             preview=new.preview,
+            fork=new.fork,
         )
 
     def to_fields(self) -> dict[str, str]:
@@ -188,6 +198,7 @@ class Deployment:
             commit_message=fields.get("commit_message", ""),
             commit_author=fields.get("commit_author", ""),
             preview=int(fields["preview"]) if fields.get("preview") else None,
+            fork=fields.get("fork") == "1",
         )
 
     def to_json(self) -> dict[str, Any]:

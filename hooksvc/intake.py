@@ -38,8 +38,9 @@ DEDUPE_PERIOD_SECONDS = defaults.DEDUPE_TTL_SECONDS
 
 # ARGV: now, metric field suffix ("" counts nothing), number n of dedupe ids, the n ids; then per
 #       deployment: app, sha, state (queued, or waiting-for-checks for a gated push), why it is
-#       frozen ("" when not: Python reads the app's windows) and the field/value pairs of its record,
-#       ending with an empty field name.
+#       frozen ("" when not: Python reads the app's windows), its queued slot (`keys.queued_slot`:
+#       the app's, or a preview's own) and the field/value pairs of its record, ending with an empty
+#       field name. A preview's deployment is never held: locks and freeze windows are production's.
 # Returns {"dup", first answer} or {"ok", {new ids}, {ids of the deployments they superseded},
 # {the new ones' states}}. A deployment of a locked (`app_locks`) or frozen app starts `held`, with
 # the reason as its `error` (a gated one waits for its checks once released); a new deployment
@@ -65,19 +66,21 @@ end
 local created, superseded, states, answer = {}, {}, {}, {}
 local a = 4 + nseen
 while a <= #ARGV do
-  local app, sha, state, why, from = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], a + 4
+  local app, sha, state, why, slot, from = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], a + 5
   a = from
   while ARGV[a] ~= '' do a = a + 2 end
   local id = tostring(redis.call('INCR', '@NEXT@'))
-  local lock = redis.call('HMGET', '@APP@' .. app .. ':locked', 'by', 'reason')
-  if lock[1] then why = 'deploys to ' .. app .. ' are locked by ' .. lock[1] .. ': ' .. lock[2] end
+  if slot == '@OWN_SLOT@' then
+    local lock = redis.call('HMGET', '@APP@' .. app .. ':locked', 'by', 'reason')
+    if lock[1] then why = 'deploys to ' .. app .. ' are locked by ' .. lock[1] .. ': ' .. lock[2] end
+  end
   if why ~= '' then state = 'held' end
   redis.call('HSET', '@DEPLOYMENT@' .. id, 'id', id, 'state', state, 'created_at', now,
              unpack(ARGV, from, a - 1))
   if why ~= '' then redis.call('HSET', '@DEPLOYMENT@' .. id, 'error', why) end
   a = a + 1
   redis.call('LPUSH', '@APP@' .. app .. ':index', id)
-  local old = redis.call('SET', '@APP@' .. app .. ':queued', id, 'GET')
+  local old = redis.call('SET', '@APP@' .. app .. ':' .. slot, id, 'GET')
   if old then
     local okey = '@DEPLOYMENT@' .. old
     if WAITING[redis.call('HGET', okey, 'state')] then
@@ -105,6 +108,7 @@ return {'ok', created, superseded, states}
 for _name, _value in (("@SEEN@", keys.SEEN_PREFIX), ("@DEPLOYMENT@", keys.DEPLOYMENT_PREFIX),
                       ("@APP@", keys.APP_PREFIX), ("@INTAKE@", keys.INTAKE), ("@WEBHOOKS@", keys.WEBHOOKS),
                       ("@NEXT@", keys.NEXT_ID), ("@PERIOD@", str(DEDUPE_PERIOD_SECONDS)),
+                      ("@OWN_SLOT@", keys.queued_slot(None)),
                       ("@WAITING@", ", ".join(f"['{s}'] = true" for s in sorted(WAITING_STATES)))):
     SUBMIT_SCRIPT = SUBMIT_SCRIPT.replace(_name, _value)
 
@@ -168,8 +172,8 @@ class Intake:
         now = self.store.clock()
         args: list[object] = [repr(now), webhook_provider, len(dedupe_keys), *dedupe_keys]
         for r in requests:
-            frozen = "" if r.override_freeze else self.store.frozen(r.app, now)
-            args += (r.app, r.sha, str(r.state), frozen, *r.record_fields(), "")
+            frozen = "" if r.override_freeze or r.preview is not None else self.store.frozen(r.app, now)
+            args += (r.app, r.sha, str(r.state), frozen, keys.queued_slot(r.preview), *r.record_fields(), "")
         reply = call(self._run_submit_script, args)
         if reply[0] == b"dup":
             return SubmitResult(deployments=(), duplicate_of=first_answer(reply[1]))

@@ -48,9 +48,15 @@ def app_index(app: str) -> str:
     return f"{APP_PREFIX}{app}:index"
 
 
-def app_queued(app: str) -> str:
-    """The id of the app's queued deployment, if any (STRING): what a newer push supersedes."""
-    return f"{APP_PREFIX}{app}:queued"
+def queued_slot(preview: int | None) -> str:
+    """The name of a queued slot below the app's prefix: the app's own, or pull request N's preview's."""
+    return "queued" if preview is None else f"pr-{preview}:queued"
+
+
+def app_queued(app: str, preview: int | None = None) -> str:
+    """The id of the app's queued deployment, if any (STRING): what a newer push supersedes. A preview
+    (SPEC §13) has a slot of its own, so pushes to one PR coalesce without touching production's."""
+    return f"{APP_PREFIX}{app}:{queued_slot(preview)}"
 
 
 def app_live(app: str) -> str:
@@ -79,9 +85,25 @@ def app_locked(app: str) -> str:
     return f"{APP_PREFIX}{app}:locked"
 
 
-def app_lock(app: str) -> str:
-    """The per-app deploy lock, holding the id of the deployment (or poller) that holds it."""
-    return f"{APP_PREFIX}{app}:lock"
+def preview_queued_pattern(app: str) -> str:
+    """A SCAN pattern of the queued slots of the app's previews (app names hold no glob characters)."""
+    return f"{APP_PREFIX}{app}:pr-*:queued"
+
+
+def app_lock(app: str, preview: int | None = None) -> str:
+    """The per-app deploy lock, holding the id of the deployment (or poller) that holds it. A preview
+    has a lock of its own: it never waits for, or blocks, production or another PR's preview."""
+    return f"{APP_PREFIX}{app}:lock" if preview is None else f"{APP_PREFIX}{app}:pr-{preview}:lock"
+
+
+def app_previews(app: str) -> str:
+    """The app's live previews (HASH: PR number -> JSON `hooksvc.preview_records.PreviewRecord`)."""
+    return f"{APP_PREFIX}{app}:previews"
+
+
+#: The host ports previews were given, across apps (HASH: port -> "app pr-N"), so two previews never
+#: publish on one port.
+PREVIEW_PORTS = f"{PREFIX}:preview-ports"
 
 
 # -- CI checks of gated pushes (`require_checks`) ---------------------------------------------------

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from redis.client import Pipeline
 
 from hooksvc import keys
-from hooksvc.deployments import Deployment, DeploymentState
+from hooksvc.deployments import Deployment, DeploymentState, Trigger
 
 #: Event kinds: a commit status, or one of the two notification targets.
 STATUS = "status"
@@ -75,13 +75,14 @@ class OutboxEvent:
     checks_failed: bool = False
     #: The pull request whose preview the deployment is (None: the app itself).
     preview: int | None = None
-    #: Set when the preview was torn down, saying why (`closed`, `merged`, `ttl`, `removed`, or a
-    #: sentence); the event then reports the removal, not a deployment's state.
+    #: Set for a preview's teardown, saying why (`removal_reason`); the event then reports the
+    #: removal (its state: whether it is done), not a deployment of the preview.
     removed: str = ""
+    #: A preview of a fork's pull request (refused unless its app's previews allow forks).
+    fork: bool = False
 
     @classmethod
-    def from_deployment(cls, kind: str, deployment: Deployment, now: float | None = None,
-                        removed: str = "") -> OutboxEvent:
+    def from_deployment(cls, kind: str, deployment: Deployment, now: float | None = None) -> OutboxEvent:
         return cls(
             id=uuid.uuid4().hex,
             kind=kind,
@@ -94,7 +95,8 @@ class OutboxEvent:
             at=time.time() if now is None else now,
             checks_failed=deployment.checks_failed,
             preview=deployment.preview,
-            removed=removed,
+            removed=removal_reason(deployment),
+            fork=deployment.fork,
         )
 
     def to_json(self) -> str:
@@ -117,7 +119,19 @@ class OutboxEvent:
             checks_failed=bool(data.get("checks_failed", False)),
             preview=int(data["preview"]) if data.get("preview") is not None else None,
             removed=str(data.get("removed", "")),
+            fork=bool(data.get("fork", False)),
         )
+
+
+def removal_reason(deployment: Deployment) -> str:
+    """Why a teardown removes its preview, read from who asked: an operator (`removed`), the pull
+    request's webhook (`closed`: a merged pull request is closed too), else the ttl sweep (`ttl`);
+    "" for a deployment that is no teardown."""
+    if deployment.trigger is not Trigger.TEARDOWN:
+        return ""
+    if deployment.operator:
+        return "removed"
+    return "closed" if deployment.delivery_id else "ttl"
 
 
 def status_lane(app: str, sha: str, preview: int | None = None) -> str:
@@ -169,30 +183,23 @@ def write_events(pipe: Pipeline, deployment: Deployment) -> None:
     Notifications are queued for every final state; the sender drops those the app has no target
     for (this listener has no config, so that choice is made where the config is).
     """
+    # A preview's teardown says nothing about its commit: no status, no check run. Its preview's
+    # environment and pull request comment hear of it once it has ended (removed, or not).
+    teardown = deployment.trigger is Trigger.TEARDOWN
+    news = not teardown or deployment.state.is_final
     if is_full_sha(deployment.sha):
-        append(pipe, status_lane(deployment.app, deployment.sha, deployment.preview),
-               OutboxEvent.from_deployment(STATUS, deployment))
-        if not waits_for_ci(deployment):
+        if not teardown:
+            append(pipe, status_lane(deployment.app, deployment.sha, deployment.preview),
+                   OutboxEvent.from_deployment(STATUS, deployment))
+        if news and not waits_for_ci(deployment):
             append(pipe, host_deployment_lane(deployment.app, deployment.preview),
                    OutboxEvent.from_deployment(HOST_DEPLOYMENT, deployment))
-        append(pipe, check_run_lane(deployment.id), OutboxEvent.from_deployment(CHECK_RUN, deployment))
-    if deployment.preview is not None:
+        if not teardown:
+            append(pipe, check_run_lane(deployment.id), OutboxEvent.from_deployment(CHECK_RUN, deployment))
+    if news and deployment.preview is not None:
         append(pipe, preview_comment_lane(deployment.app, deployment.preview),
                OutboxEvent.from_deployment(PREVIEW_COMMENT, deployment))
     if deployment.state.is_final:
         for kind in NOTIFY_KINDS:
             append(pipe, notify_lane(deployment.id, kind), OutboxEvent.from_deployment(kind, deployment))
 
-
-def write_preview_removed(pipe: Pipeline, deployment: Deployment, why: str) -> None:
-    """Queue the news that `deployment`'s preview (its last deployment) was torn down, `why` saying
-    why: its environment on the host is marked inactive (GitHub) or stopped (GitLab), and its pull
-    request comment says it was removed. Call it in the transaction that records the teardown."""
-    if deployment.preview is None:
-        raise ValueError(f"deployment {deployment.id} is no preview: only a preview is torn down")
-    if not why:
-        raise ValueError("a preview's removal needs a reason (closed, merged, ttl, removed, ...)")
-    append(pipe, host_deployment_lane(deployment.app, deployment.preview),
-           OutboxEvent.from_deployment(HOST_DEPLOYMENT, deployment, removed=why))
-    append(pipe, preview_comment_lane(deployment.app, deployment.preview),
-           OutboxEvent.from_deployment(PREVIEW_COMMENT, deployment, removed=why))

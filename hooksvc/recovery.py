@@ -27,16 +27,16 @@ log = logging.getLogger("hooksvc.recovery")
 def recover_stranded(
     store: DeploymentStore, apps: Iterable[str], older_than: float = defaults.STRANDED_QUEUED_SECONDS,
 ) -> list[tuple[Deployment, str]]:
-    """Re-queue or end each app's queued deployment whose job is missing or dead; returns what was done.
+    """Re-queue or end each app's queued deployment (its previews' too) whose job is missing or dead; returns
+    what was done.
 
     Only deployments queued for longer than `older_than` are looked at: a fresh one may still be
     waiting for the intake dispatcher to write its job.
     """
     done: list[tuple[Deployment, str]] = []
     now = time.time()
-    for app in apps:
-        deployment_id = store.queued_id(app)
-        dep = store.find(deployment_id) if deployment_id else None
+    for deployment_id in (i for app in apps for i in store.queued_ids(app)):
+        dep = store.find(deployment_id)
         if dep is None or dep.state is not DeploymentState.QUEUED or now - dep.created_at < older_than:
             continue
         fate, why = job_fate(store.queue, dep.id)

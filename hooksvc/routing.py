@@ -7,7 +7,11 @@ from dataclasses import dataclass
 
 from hooksvc.config import AppConfig
 from hooksvc.deployments import NewDeployment, Trigger
-from hooksvc.providers import ZERO_SHA, RefChange, WebhookDelivery
+from hooksvc.providers import HOST_KINDS, ZERO_SHA, PreviewAction, PullRequestEvent, RefChange, WebhookDelivery
+
+#: The commit status and record of a fork's pull request when its app does not allow forks.
+FORK_REFUSED = ("previews are not built for pull requests from forks: their code would run on this server "
+                "(the app's previews set allow_forks = false)")
 
 
 @dataclass(frozen=True)
@@ -17,6 +21,9 @@ class RoutingDecision:
     deployments: tuple[NewDeployment, ...] = ()
     #: A reason for the sender when nothing deploys, e.g. "ref refs/heads/dev matches no app's branch".
     ignored: str | None = None
+    #: Deployments recorded only to end `failed` at once, with the reason: a fork's pull request
+    #: (its commit status says why no preview was built).
+    refused: tuple[tuple[NewDeployment, str], ...] = ()
 
 
 def select_apps(delivery: WebhookDelivery, verified: Sequence[AppConfig]) -> list[AppConfig]:
@@ -92,3 +99,47 @@ def _pattern_kind(ref: str) -> str:
     if ref.startswith("refs/tags/"):
         return "tag pattern"
     return "branch or tag pattern"
+
+
+def plan_previews(delivery: WebhookDelivery, apps: Sequence[AppConfig]) -> RoutingDecision:
+    """What a pull-request event asks of the previews of the apps of its repository (SPEC §13).
+
+    Opened, reopened or pushed: a deployment of its head into the PR's preview (a fork's is refused
+    unless the app allows forks); closed or merged: a teardown. Apps without enabled previews, and
+    events that change no code, are ignored.
+    """
+    pull = delivery.pull_request
+    if pull is None:
+        return RoutingDecision(ignored=f"event {delivery.event!r} is not a pull request")
+    candidates = [a for a in select_apps(delivery, apps) if a.previews is not None and a.previews.enabled]
+    if not candidates:
+        return RoutingDecision(ignored=f"no app of repository {delivery.repo!r} has previews enabled")
+    if pull.action is PreviewAction.NONE:
+        return RoutingDecision(ignored=f"pull request #{pull.number} {pull.host_action}: its preview stays as it is")
+    deployments: list[NewDeployment] = []
+    refused: list[tuple[NewDeployment, str]] = []
+    for app in candidates:
+        new = preview_deployment(delivery, app, pull)
+        assert app.previews is not None  # noqa: S101 - candidates have previews
+        if pull.action is PreviewAction.DEPLOY and pull.fork and not app.previews.allow_forks:
+            refused.append((new, FORK_REFUSED))
+        else:
+            deployments.append(new)
+    if not deployments and refused:
+        return RoutingDecision(ignored=f"pull request #{pull.number} comes from a fork: {FORK_REFUSED}",
+                               refused=tuple(refused))
+    return RoutingDecision(deployments=tuple(deployments), refused=tuple(refused))
+
+
+def preview_deployment(delivery: WebhookDelivery, app: AppConfig, pull: PullRequestEvent) -> NewDeployment:
+    """The deployment (or teardown) of pull request `pull`'s preview of `app`: its head, fetched from
+    the host's ref for it."""
+    return NewDeployment(
+        app=app.name,
+        sha=pull.head_sha,
+        ref=HOST_KINDS[app.host_kind].pull_ref(pull.number),
+        trigger=Trigger.TEARDOWN if pull.action is PreviewAction.CLOSE else Trigger.PUSH,
+        delivery_id=delivery.delivery_id,
+        preview=pull.number,
+        fork=pull.fork,
+    )

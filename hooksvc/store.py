@@ -139,7 +139,7 @@ class DeploymentStore:
             if new is None:
                 pipe.unwatch()
                 return None
-            qkey = keys.app_queued(new.app)
+            qkey = keys.app_queued(new.app, new.preview)
             pipe.watch(qkey)
             pointer = pipe.get(qkey)
             pipe.multi()
@@ -283,7 +283,7 @@ class DeploymentStore:
             if dep is None:
                 call(self.redis.srem, keys.RUNNING, deployment_id)
                 continue
-            holder = call(self.redis.get, keys.app_lock(dep.app))
+            holder = call(self.redis.get, keys.app_lock(dep.app, dep.preview))
             if holder is not None and holder.decode() == deployment_id:
                 continue
             done = self.finish(deployment_id, DeploymentState.ERROR, "the worker running this deployment died")
@@ -338,9 +338,16 @@ class DeploymentStore:
             start += page
         return out[:limit]
 
-    def queued_id(self, app: str) -> str | None:
-        raw = call(self.redis.get, keys.app_queued(app))
+    def queued_id(self, app: str, preview: int | None = None) -> str | None:
+        raw = call(self.redis.get, keys.app_queued(app, preview))
         return raw.decode() if raw else None
+
+    def queued_ids(self, app: str) -> list[str]:
+        """The ids in every queued slot of the app: its own, then its previews' (SPEC §13)."""
+        own = self.queued_id(app)
+        slots = sorted(call(lambda: list(self.redis.scan_iter(match=keys.preview_queued_pattern(app), count=1000))))
+        found = [raw.decode() for raw in call(self.redis.mget, slots)] if slots else []
+        return [i for i in [own, *found] if i]
 
     def running_ids(self) -> list[str]:
         return sorted((i.decode() for i in call(self.redis.smembers, keys.RUNNING)), key=int)
@@ -352,9 +359,9 @@ class DeploymentStore:
         return LiveRelease(app=app, sha=raw["sha"], deployment_id=raw["deployment_id"], since=float(raw["since"]))
 
     def previous_success(self, app: str, before_sha: str | None) -> Deployment | None:
-        """The newest succeeded deployment of `app` whose sha differs from `before_sha`."""
+        """The newest succeeded deployment of `app` (not of a preview) whose sha differs from `before_sha`."""
         for dep in self.recent(app=app, state=DeploymentState.SUCCEEDED, limit=defaults.KEEP_DEPLOYMENTS):
-            if dep.sha != before_sha:
+            if dep.sha != before_sha and dep.preview is None:
                 return dep
         return None
 

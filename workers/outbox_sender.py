@@ -53,6 +53,7 @@ from hooksvc.deployments import DeploymentState
 from hooksvc.errors import RedisUnavailable
 from hooksvc.logs import DeploymentLogs
 from hooksvc.outbox import CHECK_RUN, HOST_DEPLOYMENT, PREVIEW_COMMENT, SLACK, STATUS, WEBHOOK, OutboxEvent
+from hooksvc.preview_records import PreviewRecords
 from hooksvc.previews import preview_url, template_fields
 from hooksvc.redact import redact
 from hooksvc.store import DeploymentStore
@@ -371,8 +372,8 @@ class OutboxSender:
 
     def _prepare_host_deployment(self, event: OutboxEvent, app: AppConfig) -> OutboxRequest | None:
         configured = self.config.hosts.get(app.host)
-        if configured is None or not configured.has_credentials:
-            return None
+        if configured is None or not configured.has_credentials or self._refused(event):
+            return None  # a refused fork's preview never runs: no environment is made for it
         host = host_auth.with_token(configured, app.repo)
         description = self._describe(event, checks=False)
         preview_address = self._preview_url(app, event.preview) if event.preview is not None else None
@@ -411,7 +412,8 @@ class OutboxSender:
         reason = redact(event.error, self.secrets) if event.error else ""
         view = CommentView(app=app.name, number=event.preview, url=self._preview_url(app, event.preview) or "",
                            sha=event.sha, state=event.state, reason=reason, removed=event.removed, page_url=url,
-                           deployment_id=event.deployment_id)
+                           deployment_id=event.deployment_id,
+                           refused=self._refused(event) and event.state is DeploymentState.FAILED)
         host = host_auth.with_token(configured, app.repo)
         planned = self.preview_comments.prepare(host, app.repo, view, event)
         return _stepped(planned, configured, app, PREVIEW_COMMENT) if planned is not None else None
@@ -420,13 +422,24 @@ class OutboxSender:
         """The status sentence of `event` (a preview's names its pull request), redacted."""
         checks_failed = event.checks_failed and checks
         if event.preview is not None:
-            text = describe_preview_state(event.preview, event.state, event.error, checks_failed)
+            text = describe_preview_state(event.preview, event.state, event.error, checks_failed,
+                                          refused=self._refused(event) and event.state is DeploymentState.FAILED)
         else:
             text = describe_state(event.deployment_id, event.state, event.error, checks_failed)
         return redact(text, self.secrets)
 
+    def _refused(self, event: OutboxEvent) -> bool:
+        """A fork's preview its app does not build (its status and comment say why, nothing else)."""
+        app = self.config.apps.get(event.app)
+        previews = app.previews if app is not None else None
+        return event.fork and (previews is None or not previews.allow_forks)
+
     def _preview_url(self, app: AppConfig, number: int) -> str | None:
-        """Where pull request `number`'s preview of `app` is reached; None when that is not known."""
+        """Where pull request `number`'s preview of `app` is reached: as its record says (the worker
+        filled in its port), else from the template when it names no port; None when not known."""
+        record = PreviewRecords(self.redis).get(app.name, number)
+        if record is not None and record.url:
+            return record.url
         previews = app.previews
         if previews is None or "port" in template_fields(previews.url):
             return None

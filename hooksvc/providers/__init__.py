@@ -15,7 +15,9 @@ from hooksvc.discovery import declared
 from hooksvc.providers.base import (
     ZERO_SHA,
     HostKind,
+    PreviewAction,
     Provider,
+    PullRequestEvent,
     PushEvent,
     RefChange,
     WebhookDelivery,
@@ -58,6 +60,6 @@ def host_kind(name: str) -> HostKind:
 
 
 __all__ = [
-    "HOST_KINDS", "PROVIDERS", "ZERO_SHA", "HostKind", "Provider", "PushEvent", "RefChange", "WebhookDelivery",
-    "WebhookRequest", "host_kind",
+    "HOST_KINDS", "PROVIDERS", "ZERO_SHA", "HostKind", "PreviewAction", "Provider", "PullRequestEvent", "PushEvent",
+    "RefChange", "WebhookDelivery", "WebhookRequest", "host_kind",
 ]

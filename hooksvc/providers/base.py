@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 from hooksvc.ci_checks import CheckEvent
@@ -58,6 +59,33 @@ class PushEvent:
     changes: tuple[RefChange, ...]
 
 
+class PreviewAction(StrEnum):
+    """What a pull-request event asks of the PR's preview (SPEC §13)."""
+
+    #: Opened, reopened, or new commits pushed: deploy the head.
+    DEPLOY = "deploy"
+    #: Closed or merged: tear the preview down.
+    CLOSE = "close"
+    #: Anything else (a label, a title, a review): the preview stays as it is.
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class PullRequestEvent:
+    """One pull-request (GitLab: merge-request) delivery, as previews need it."""
+
+    number: int
+    action: PreviewAction
+    #: The host's own name for what happened (`synchronize`, `update`, `labeled`...), for messages.
+    host_action: str
+    #: The head commit as the payload names it (the worker fetches the PR's head ref, not a URL).
+    head_sha: str
+    #: True when the head lives in another repository than the base (a fork).
+    fork: bool
+    #: The source branch's name, for messages only.
+    head_branch: str = ""
+
+
 @dataclass(frozen=True)
 class WebhookDelivery:
     """One parsed webhook delivery."""
@@ -71,6 +99,8 @@ class WebhookDelivery:
     push: PushEvent | None = None
     #: The check reports of a CI event (GitHub `check_run`/`status`, Gitea `status`, GitLab `pipeline`).
     checks: CheckEvent | None = None
+    #: A pull or merge request's event (GitHub/Gitea `pull_request`, GitLab `Merge Request Hook`).
+    pull_request: PullRequestEvent | None = None
 
 
 #: The user name sent with an HTTPS clone token when the clone URL names none: GitLab accepts
@@ -95,6 +125,15 @@ class HostKind:
     #: Whether the host reports CI checks hooksvc can wait for (`require_checks`): its provider
     #: parses check webhooks, and `workers.ci_status` reads its check API.
     checks: bool = False
+    #: Where the host keeps pull request N's head (`{number}` filled in); "" when it sends no
+    #: pull-request events hooksvc reads. Previews fetch this ref, never a URL of the payload.
+    pull_head_ref: str = ""
+
+    def pull_ref(self, number: int) -> str:
+        """The ref of pull request `number`'s head on this kind of host."""
+        if not self.pull_head_ref:
+            raise ValueError(f"hosts of kind {self.name!r} send no pull-request events")
+        return self.pull_head_ref.format(number=number)
 
 
 class SignedBytes(Protocol):

@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from hooksvc.errors import BadRequest
-from hooksvc.providers.base import HostKind, Provider, WebhookDelivery, WebhookRequest
+from hooksvc.providers.base import HostKind, PreviewAction, Provider, WebhookDelivery, WebhookRequest
 from hooksvc.providers.payload import (
     commit_status_event,
     delivery_id,
     github_shaped_delivery,
+    github_shaped_pull_request,
     json_object,
     normalised_event,
     payload_signatures_match,
@@ -56,7 +57,21 @@ def parse(req: WebhookRequest, signed: bytes | None = None) -> WebhookDelivery:
         # A commit status, shaped as GitHub's `status` event (sha, context, state, target_url).
         return replace(parsed, repo=repository_name(data, required=True),
                        checks=commit_status_event(data, "status payload"))
+    if event == PULL_REQUEST_EVENT:
+        return replace(parsed, repo=repository_name(data, required=True),
+                       pull_request=github_shaped_pull_request(data, PULL_REQUEST_ACTIONS))
     return parsed
+
+
+#: Gitea sends label, assignee, milestone and review changes as events of their own
+#: (`pull_request_label`, ...); `pull_request` itself carries these actions and `edited`.
+PULL_REQUEST_EVENT = "pull_request"
+#: Gitea's and Forgejo's spelling of GitHub's `synchronize` is `synchronized` (modules/structs/hook.go,
+#: HookIssueSynchronized); a merge is `closed` with `merged: true`.
+PULL_REQUEST_ACTIONS = {"opened": PreviewAction.DEPLOY, "reopened": PreviewAction.DEPLOY,
+                        "synchronized": PreviewAction.DEPLOY, "closed": PreviewAction.CLOSE}
+#: Gitea and Forgejo keep pull request N's head where GitHub does.
+PULL_HEAD_REF = "refs/pull/{number}/head"
 
 
 def _first_header(req: WebhookRequest, names: tuple[str, ...]) -> str | None:
@@ -70,7 +85,8 @@ def _first_header(req: WebhookRequest, names: tuple[str, ...]) -> str | None:
 PROVIDER = Provider(
     route=ROUTE,
     #: Forgejo is a Gitea fork and signs and sends its webhooks the same way.
-    kinds=(HostKind("gitea", checks=True), HostKind("forgejo", checks=True)),
+    kinds=(HostKind("gitea", checks=True, pull_head_ref=PULL_HEAD_REF),
+           HostKind("forgejo", checks=True, pull_head_ref=PULL_HEAD_REF)),
     signed_bytes=signed_bytes,
     verify=verify,
     parse=parse,

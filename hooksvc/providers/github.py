@@ -8,13 +8,14 @@ from typing import Any
 
 from hooksvc.ci_checks import CheckEvent, CheckState
 from hooksvc.errors import BadRequest
-from hooksvc.providers.base import HostKind, Provider, WebhookDelivery, WebhookRequest
+from hooksvc.providers.base import HostKind, PreviewAction, Provider, WebhookDelivery, WebhookRequest
 from hooksvc.providers.payload import (
     BodySignature,
     check_report,
     commit_status_event,
     delivery_id,
     github_shaped_delivery,
+    github_shaped_pull_request,
     json_object,
     normalised_event,
     posted_payload,
@@ -48,7 +49,17 @@ def parse(req: WebhookRequest, signed: bytes | None = None) -> WebhookDelivery:
     parsed = github_shaped_delivery(ROUTE, event, delivery, data, flags=True)
     if event in CHECK_EVENTS:
         return replace(parsed, repo=repository_name(data, required=True), checks=CHECK_EVENTS[event](data))
+    if event == PULL_REQUEST_EVENT:
+        return replace(parsed, repo=repository_name(data, required=True),
+                       pull_request=github_shaped_pull_request(data, PULL_REQUEST_ACTIONS))
     return parsed
+
+
+PULL_REQUEST_EVENT = "pull_request"
+#: The `pull_request` actions a preview follows; the others (labeled, edited, review_requested, ...)
+#: leave it as it is. A merge is `closed` with `merged: true`.
+PULL_REQUEST_ACTIONS = {"opened": PreviewAction.DEPLOY, "reopened": PreviewAction.DEPLOY,
+                        "synchronize": PreviewAction.DEPLOY, "closed": PreviewAction.CLOSE}
 
 
 #: A completed check run's conclusions that let a deploy through, as branch protection counts them.
@@ -103,7 +114,7 @@ PROVIDER = Provider(
     route=ROUTE,
     # GitHub wants `x-access-token` as the user name of an app installation token (and ignores the
     # name for personal tokens).
-    kinds=(HostKind("github", clone_user="x-access-token", checks=True),),
+    kinds=(HostKind("github", clone_user="x-access-token", checks=True, pull_head_ref="refs/pull/{number}/head"),),
     signed_bytes=signed_bytes,
     verify=verify,
     parse=parse,

@@ -11,12 +11,23 @@ from typing import Any
 
 from hooksvc.ci_checks import CheckEvent, CheckState
 from hooksvc.errors import BadRequest
-from hooksvc.providers.base import ZERO_SHA, HostKind, Provider, PushEvent, RefChange, WebhookDelivery, WebhookRequest
+from hooksvc.providers.base import (
+    ZERO_SHA,
+    HostKind,
+    PreviewAction,
+    Provider,
+    PullRequestEvent,
+    PushEvent,
+    RefChange,
+    WebhookDelivery,
+    WebhookRequest,
+)
 from hooksvc.providers.payload import (
     check_report,
     delivery_id,
     json_body,
     normalised_event,
+    read_number,
     read_ref,
     read_sha,
     repository_name,
@@ -72,14 +83,51 @@ def parse(req: WebhookRequest, signed: bytes | None = None) -> WebhookDelivery:
     data = json_body(req)
     push = _read_push(hook, data) if hook in PUSH_HOOKS else None
     checks = pipeline_event(data) if hook == PIPELINE_HOOK else None
+    merge_request = merge_request_event(data) if hook == MERGE_REQUEST_HOOK else None
     return WebhookDelivery(
         provider=ROUTE,
         event="push" if push is not None else hook,
         delivery_id=_delivery_id(req),
-        repo=repository_name(data, required=push is not None or checks is not None, container="project",
-                             key="path_with_namespace"),
+        repo=repository_name(data, required=push is not None or checks is not None or merge_request is not None,
+                             container="project", key="path_with_namespace"),
         push=push,
         checks=checks,
+        pull_request=merge_request,
+    )
+
+
+MERGE_REQUEST_HOOK = "merge request hook"
+#: The merge-request actions a preview follows (webhook_events.md, "Merge request events"); the
+#: approvals leave it as it is, and so does an `update` that changed no code (it has no `oldrev`).
+MERGE_REQUEST_ACTIONS = {"open": PreviewAction.DEPLOY, "reopen": PreviewAction.DEPLOY, "update": PreviewAction.DEPLOY,
+                         "close": PreviewAction.CLOSE, "merge": PreviewAction.CLOSE}
+
+
+def merge_request_event(data: dict[str, Any]) -> PullRequestEvent:
+    """A `Merge Request Hook`: merge request `iid`, what happened, its head and whether it comes from a fork."""
+    where = "merge_request payload"
+    attrs = data.get("object_attributes")
+    if data.get("object_kind") != "merge_request" or not isinstance(attrs, dict):
+        raise BadRequest(f"{where}: needs object_kind 'merge_request' and an 'object_attributes' object")
+    action = attrs.get("action")
+    if not isinstance(action, str):
+        raise BadRequest(f"{where}: 'object_attributes.action' must be a string, got {show(action)}")
+    preview = MERGE_REQUEST_ACTIONS.get(action, PreviewAction.NONE)
+    if action == "update" and not attrs.get("oldrev"):
+        preview = PreviewAction.NONE  # a title, label or assignee changed, not the code
+    last = attrs.get("last_commit")
+    if not isinstance(last, dict):
+        raise BadRequest(f"{where}: 'object_attributes.last_commit' must be an object, got {show(last)}")
+    source, target = attrs.get("source_project_id"), attrs.get("target_project_id")
+    branch = attrs.get("source_branch")
+    return PullRequestEvent(
+        number=read_number(attrs, "iid", where),
+        action=preview,
+        host_action=action,
+        head_sha=read_sha(last, "id", where=f"{where} object_attributes.last_commit"),
+        # A deleted source project has no id: its head can only have come from elsewhere.
+        fork=source is None or source != target,
+        head_branch=branch if isinstance(branch, str) else "",
     )
 
 
@@ -146,7 +194,7 @@ PROVIDER = Provider(
     route=ROUTE,
     # GitLab accepts `oauth2` for personal, project and OAuth tokens (a deploy token needs its own
     # user name in the clone URL).
-    kinds=(HostKind("gitlab", checks=True),),
+    kinds=(HostKind("gitlab", checks=True, pull_head_ref="refs/merge-requests/{number}/head"),),
     signed_bytes=signed_bytes,
     verify=verify,
     parse=parse,

@@ -11,7 +11,7 @@ import codecs
 import hashlib
 import hmac
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,15 @@ import orjson
 from hooksvc import defaults
 from hooksvc.ci_checks import CheckEvent, CheckReport, CheckState, link
 from hooksvc.errors import BadRequest
-from hooksvc.providers.base import ZERO_SHA, PushEvent, RefChange, WebhookDelivery, WebhookRequest
+from hooksvc.providers.base import (
+    ZERO_SHA,
+    PreviewAction,
+    PullRequestEvent,
+    PushEvent,
+    RefChange,
+    WebhookDelivery,
+    WebhookRequest,
+)
 
 JSON_CONTENT_TYPE = "application/json"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
@@ -295,3 +303,46 @@ def commit_status_event(data: dict[str, Any], where: str) -> CheckEvent:
     sha = read_sha(data, "sha", where=where)
     report = check_report(data.get("context"), commit_status_state(data.get("state")), data.get("target_url"), where)
     return CheckEvent(sha=sha, reports=(report,))
+
+
+def read_number(data: dict[str, Any], key: str, where: str) -> int:
+    """A pull request's number (GitLab: a merge request's iid): a positive integer."""
+    value = data.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**53:
+        raise BadRequest(f"{where}: {key!r} must be the pull request's number, got {show(value)}")
+    return value
+
+
+def _repo_of(branch: dict[str, Any]) -> str | None:
+    repo = branch.get("repo")
+    name = repo.get("full_name") if isinstance(repo, dict) else None
+    return name.casefold() if isinstance(name, str) and name else None
+
+
+def github_shaped_pull_request(data: dict[str, Any], actions: Mapping[str, PreviewAction]) -> PullRequestEvent:
+    """The pull request of a GitHub-shaped `pull_request` payload (GitHub, Gitea, Forgejo).
+
+    `actions` maps the host's `action` names to what the preview does; any other action leaves it as
+    it is. The head is a fork's when its repository is not the base's, or is gone (a deleted fork).
+    """
+    where = "pull_request payload"
+    action = data.get("action")
+    if not isinstance(action, str):
+        raise BadRequest(f"{where}: 'action' must be a string, got {show(action)}")
+    pull = data.get("pull_request")
+    if not isinstance(pull, dict):
+        raise BadRequest(f"{where}: 'pull_request' must be an object, got {show(pull)}")
+    head, base = pull.get("head"), pull.get("base")
+    if not isinstance(head, dict) or not isinstance(base, dict):
+        raise BadRequest(f"{where}: 'pull_request.head' and 'pull_request.base' must be objects")
+    number = read_number(data if "number" in data else pull, "number", where)
+    head_repo, base_repo = _repo_of(head), _repo_of(base) or repository_name(data, required=True).casefold()
+    branch = head.get("ref")
+    return PullRequestEvent(
+        number=number,
+        action=actions.get(action, PreviewAction.NONE),
+        host_action=action,
+        head_sha=read_sha(head, "sha", where=f"{where} pull_request.head"),
+        fork=head_repo is None or head_repo != base_repo,
+        head_branch=branch if isinstance(branch, str) else "",
+    )

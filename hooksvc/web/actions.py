@@ -95,7 +95,7 @@ def kept_releases(store: DeploymentStore, app: str, limit: int = ROLLBACK_CHOICE
     out: list[Release] = []
     seen: set[str] = set()
     for dep in store.recent(app=app, state=DeploymentState.SUCCEEDED, limit=limit * 2):
-        if dep.sha and dep.sha not in seen:
+        if dep.sha and dep.sha not in seen and dep.preview is None:
             seen.add(dep.sha)
             out.append(Release(dep.sha, dep, live is not None and live.sha == dep.sha))
     return out[:limit]

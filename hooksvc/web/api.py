@@ -13,6 +13,7 @@ from hooksvc.errors import BadRequest, HooksvcError, NotFound
 from hooksvc.operations import FreezeOverride, app_overview, queue_manual, queue_redeploy, queue_rollback
 from hooksvc.operators import Role
 from hooksvc.plans import request_plan
+from hooksvc.preview_records import PreviewRecords, request_teardown
 from hooksvc.web.auth import audit_request, audited, authorize, require_operator
 from hooksvc.web.context import app_or_404, claim_stream_slot, client_gone, context
 from hooksvc.web.inputs import REF, SHA, field
@@ -146,6 +147,25 @@ def rollback(name: str) -> tuple[Response, int]:
         return queue_rollback(context().store, app_or_404(name), field(_json_body(), "to", SHA), operator)
 
     return jsonify(audited(audit.ROLLBACK, Role.DEPLOYER, f"rolling back {name}", act).to_json()), 202
+
+
+@bp.get("/api/apps/<name>/previews")
+def previews(name: str) -> Response:
+    """The app's previews (SPEC §13): number, url, sha, state, updated_at."""
+    app = app_or_404(name)
+    found = PreviewRecords(context().store.redis).of_app(app.name)
+    return jsonify(previews=[p.to_json() for p in found])
+
+
+@bp.delete("/api/apps/<name>/previews/<int:number>")
+def remove_preview(name: str, number: int) -> tuple[Response, int]:
+    """Tear pull request `number`'s preview down: a teardown deployment, queued (deployers; audited)."""
+
+    def act(operator: str) -> Deployment:
+        return request_teardown(context().store, app_or_404(name), number, operator=operator)
+
+    return jsonify(audited(audit.REMOVE_PREVIEW, Role.DEPLOYER, f"removing preview #{number} of {name}",
+                           act).to_json()), 202
 
 
 @bp.post("/api/deployments/<deployment_id>/cancel")

@@ -14,6 +14,7 @@ from werkzeug.datastructures import Headers
 from hooksvc import counters, routing
 from hooksvc.ci_checks import CheckEvent
 from hooksvc.config import AppConfig
+from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.errors import BadRequest, BodyTooLarge, NotFound, Unauthorized
 from hooksvc.providers import PROVIDERS, Provider, WebhookDelivery, WebhookRequest
 from hooksvc.providers.payload import FORM_CONTENT_TYPE
@@ -165,8 +166,11 @@ def receive(route: str) -> tuple[Response, int]:
         raise Unauthorized(f"{route}: signature valid for app(s) {names}, but repository '{repo}' is none of theirs")
     if delivery.checks is not None:
         return _record_checks(route, delivery.checks, apps)
-    decision = routing.plan_deployments(delivery, apps)
-    if decision.ignored is not None:
+    if delivery.pull_request is not None:
+        decision = routing.plan_previews(delivery, apps)
+    else:
+        decision = routing.plan_deployments(delivery, apps)
+    if decision.ignored is not None and not decision.refused:
         log.info("%s delivery %s ignored: %s", route, delivery.delivery_id, loggable(decision.ignored))
         return jsonify(ignored=decision.ignored), 200
     keys = [_replay_key(route, signed, apps)]
@@ -174,16 +178,30 @@ def receive(route: str) -> tuple[Response, int]:
         keys.insert(0, _delivery_key(route, delivery.delivery_id, apps))
     # The script counts this webhook itself (accepted or duplicate): no second round trip.
     g.webhook_counted = True
-    result = ctx.store.intake.submit(decision.deployments, keys, webhook_provider=route)
+    refused = tuple(new for new, _ in decision.refused)
+    result = ctx.store.intake.submit(decision.deployments + refused, keys, webhook_provider=route)
     if result.duplicate_of is not None:
         log.info("%s delivery %s is a duplicate", route, delivery.delivery_id)
         answer: dict[str, Any] = {"duplicate": True, "deployments": list(result.duplicate_of)}
         return jsonify(answer), 200
+    if decision.refused:
+        _end_refused(result.deployments[len(decision.deployments):], [why for _, why in decision.refused])
+    if decision.ignored is not None:
+        return jsonify(ignored=decision.ignored), 200
     # The server log's line for each queued deployment comes from the workers' intake dispatcher
     # (`Intake.dispatch`): a log line here is a measurable share of the answer.
     # Built directly: Flask's jsonify costs more than the rest of the answer on this hot path.
     answer_json = orjson.dumps({"deployments": [d.summary() for d in result.deployments]})
     return Response(answer_json, status=202, content_type="application/json"), 202
+
+
+def _end_refused(recorded: Sequence[Deployment], reasons: Sequence[str]) -> None:
+    """End `failed` the deployments recorded only to say why they never run (a fork's pull request):
+    their commit status and the deployment list say so."""
+    store = context().store
+    for dep, why in zip(recorded, reasons, strict=True):
+        store.finish(dep.id, DeploymentState.FAILED, why)
+        log.info("deployment %s of %s refused: %s", dep.id, dep.app, why)
 
 
 def _record_checks(route: str, event: CheckEvent, apps: Sequence[AppConfig]) -> tuple[Response, int]:

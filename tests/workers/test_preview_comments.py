@@ -43,8 +43,8 @@ class TestBody:
 
     def test_a_removed_preview_shows_no_url(self) -> None:
         """After teardown the comment says why, and no longer offers the address."""
-        body = comment_body(view(removed="merged"))
-        assert "**removed**: the pull request was merged" in body and "https://pr-7" not in body
+        body = comment_body(view(removed="closed"))
+        assert "**removed**: the pull request was closed or merged" in body and "https://pr-7" not in body
 
     def test_an_unknown_removal_reason_is_quoted(self) -> None:
         """A reason without words of its own is shown as given."""

@@ -14,8 +14,9 @@ import redis as redis_lib
 from hooksvc import keys
 from hooksvc.config import Config
 from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
-from hooksvc.outbox import write_preview_removed
+from hooksvc.preview_records import PreviewRecord, PreviewRecords
 from hooksvc.previews import PreviewsConfig
+from hooksvc.routing import FORK_REFUSED
 from hooksvc.store import DeploymentStore
 from tests.helpers.fake_git_host import Comment, FakeGitHost, FakeGitHubApp
 from tests.helpers.github_app import APP_ID, INSTALLATION_ID, app_key
@@ -57,6 +58,12 @@ def with_previews(config: Config, *apps: str) -> Config:
     return replace(config, apps={**config.apps, **changed})
 
 
+def with_port_previews(config: Config, app: str) -> Config:
+    """`config` with the app's previews reached on a host port from 9100-9199."""
+    previews = PreviewsConfig(url="http://127.0.0.1:{port}/", ports=(9100, 9199))
+    return replace(config, apps={**config.apps, app: replace(config.apps[app], previews=previews)})
+
+
 def previews_config(tmp_path: Path, base: str, redis_url: str) -> Config:
     """shop on GitHub (production environment), wiki on GitLab, blog on Gitea: each with previews."""
     return with_previews(environments_config(tmp_path, base, redis_url), "shop", "wiki", "blog")
@@ -93,13 +100,18 @@ class Reporting:
         self.store.finish(dep.id, S.SUCCEEDED, "", live_sha=sha)
         return dep.id
 
-    def tear_down(self, deployment_id: str, why: str) -> None:
-        """What the worker writes once it has torn the preview down."""
-        deployment = DeploymentStore.load(self.redis, deployment_id)
-        assert deployment is not None
-        with self.redis.pipeline(transaction=True) as pipe:
-            write_preview_removed(pipe, deployment, why)
-            pipe.execute()
+    def tear_down(self, deployment_id: str, why: str, final: DeploymentState = S.SUCCEEDED, error: str = "") -> str:
+        """The teardown of `deployment_id`'s preview, asked for as `why` says (the pull request's
+        webhook, an operator, the ttl sweep), run and ended `final`; its id."""
+        last = DeploymentStore.load(self.redis, deployment_id)
+        assert last is not None and last.preview is not None
+        new = NewDeployment(last.app, last.sha, last.ref, Trigger.TEARDOWN, preview=last.preview,
+                            delivery_id="delivery-1" if why == "closed" else "",
+                            operator="alice" if why == "removed" else "")
+        dep = self.store.intake.submit([new]).deployments[0]
+        self.store.start(dep.id, previous_sha="")
+        self.store.finish(dep.id, final, error)
+        return dep.id
 
     def drain(self) -> None:
         drain(self.sender, self.clock, self.redis)
@@ -183,12 +195,11 @@ class TestGithub:
         assert new.statuses == ["queued", "in_progress", "success"]
         assert r.fake.violations == []
 
-    @pytest.mark.parametrize("why, said", [("closed", "the pull request was closed"),
-                                           ("merged", "the pull request was merged"),
+    @pytest.mark.parametrize("why, said", [("closed", "the pull request was closed or merged"),
                                            ("ttl", "no push came within its time to live"),
                                            ("removed", "an operator removed it")])
     def test_teardown_marks_the_environment_inactive_and_says_so(self, r: Reporting, why: str, said: str) -> None:
-        """Closed, merged, expired or removed: every deployment of pr-7 ends inactive, the comment says why."""
+        """Closed, expired or removed: every deployment of pr-7 ends inactive, the comment says why."""
         r.preview("shop", 7, SHA1, S.SUCCEEDED)
         last = r.preview("shop", 7, SHA2, S.FAILED, "health check failed")
         r.drain()
@@ -210,7 +221,7 @@ class TestGithub:
         production = r.production("shop", SHA1)
         last = r.preview("shop", 7, SHA1, S.SUCCEEDED)
         r.drain()
-        r.tear_down(last, "merged")
+        r.tear_down(last, "closed")
         r.drain()
         prod, pr = r.fake.deployments("github")
         assert prod.statuses == ["queued", "in_progress", "success"]
@@ -243,6 +254,46 @@ class TestGithub:
         assert [m for m, _ in r.fake.comment_requests] == ["GET", "POST", "PATCH", "POST"]
 
 
+    def test_a_failed_teardown_leaves_the_environment_and_says_so(self, r: Reporting) -> None:
+        """A teardown that failed removed nothing: the deployment stays active, the comment says so."""
+        last = r.preview("shop", 7, SHA1, S.SUCCEEDED)
+        r.drain()
+        r.tear_down(last, "ttl", S.FAILED, "docker compose down: exit 1")
+        r.drain()
+        [deployment] = r.fake.deployments("github")
+        assert deployment.statuses[-1] == "success"
+        comment = only_comment(r.fake, "github", "acme/shop", 7)
+        assert "**removal failed**: docker compose down: exit 1" in comment.body
+        assert "https://pr-7.shop.example.com" in comment.body
+        assert r.fake.statuses("github", SHA1, "hooksvc/shop/preview") == ["pending", "pending", "success"]
+
+    def test_a_refused_fork_gets_a_status_and_a_comment_but_no_environment(self, r: Reporting) -> None:
+        """A fork's pull request, ended failed before it ran, reads as refused, not as broken code."""
+        new = NewDeployment("shop", SHA1, "refs/pull/9/head", Trigger.PUSH, preview=9, fork=True)
+        dep = r.store.intake.submit([new]).deployments[0]
+        r.store.finish(dep.id, S.FAILED, FORK_REFUSED)
+        r.drain()
+        assert r.fake.violations == []
+        assert r.fake.statuses("github", SHA1, "hooksvc/shop/preview") == ["pending", "failure"]
+        refusal = [a for a in r.fake.accepted if a.context == "hooksvc/shop/preview"][-1]
+        assert refusal.description.startswith("PR #9: previews are not built for pull requests from forks")
+        assert len(refusal.description) <= 140
+        assert r.fake.deployments("github") == []
+        comment = only_comment(r.fake, "github", "acme/shop", 9)
+        assert "**not built**: previews are not built for pull requests from forks" in comment.body
+        assert "https://pr-9" not in comment.body
+
+    def test_the_url_the_worker_recorded_is_shown(self, r: Reporting) -> None:
+        """In ports mode the address is the one the worker recorded for the preview (its port filled in)."""
+        r.sender.config = with_port_previews(r.sender.config, "shop")
+        PreviewRecords(r.redis).put(PreviewRecord(app="shop", number=7, sha=SHA1, url="http://127.0.0.1:9107/",
+                                                  state="live", updated_at=0.0, port=9107))
+        r.preview("shop", 7, SHA1, S.SUCCEEDED)
+        r.drain()
+        assert "| URL | http://127.0.0.1:9107/ |" in only_comment(r.fake, "github", "acme/shop", 7).body
+        assert [u["environment_url"] for u in r.fake.deployments("github")[0].updates] == ["http://127.0.0.1:9107/"] * 3
+
+
 class TestGitlab:
     """A review app: environment review/mr-<iid> with the preview's URL, stopped on teardown; one note."""
 
@@ -261,11 +312,12 @@ class TestGitlab:
         assert second.statuses == ["running", "success"]
         note = only_comment(r.fake, "gitlab", "acme/docs/wiki", 5)
         assert note.body.startswith(marker("wiki")) and f"`{SHA2[:12]}`" in note.body and len(note.edits) == 1
-        r.tear_down(last, "merged")
+        r.tear_down(last, "closed")
         r.drain()
         assert r.fake.violations == []
         assert [e.state for e in r.fake.environments()] == ["stopped"]
-        assert "**removed**: the pull request was merged" in only_comment(r.fake, "gitlab", "acme/docs/wiki", 5).body
+        note = only_comment(r.fake, "gitlab", "acme/docs/wiki", 5)
+        assert "**removed**: the pull request was closed or merged" in note.body
         assert [f"{m} {p.split('/api/v4', 1)[1]}" for m, p in r.fake.comment_requests if "environments" in p] == [
             "GET /projects/acme%2Fdocs%2Fwiki/environments",
             "POST /projects/acme%2Fdocs%2Fwiki/environments",
@@ -302,7 +354,7 @@ class TestGitea:
         assert r.fake.violations == []
         comment = only_comment(r.fake, "gitea", "acme/blog", 3)
         assert len(comment.edits) == 2 and "**failed**: pre_deploy failed: exit 1" in comment.edits[1]
-        assert "**removed**: the pull request was closed" in comment.body
+        assert "**removed**: the pull request was closed or merged" in comment.body
         assert r.fake.statuses("gitea", SHA2, "hooksvc/blog/preview") == ["pending", "pending", "failure"]
         assert r.fake.statuses("gitea", SHA2, "hooksvc/blog") == []
         [failed] = [a for a in r.fake.accepted if a.sha == SHA2 and a.state == "failure"]
@@ -328,7 +380,7 @@ class TestDelivery:
         assert r.fake.faults_served(f"{kind}-comments") == 4
         assert r.fake.violations == []
         comment = only_comment(r.fake, kind, repo, number)
-        assert "**removed**: the pull request was closed" in comment.body
+        assert "**removed**: the pull request was closed or merged" in comment.body
         failures = read_counters(r.redis)[keys.PREVIEW_COMMENT_FAILURES]
         assert failures == {kind: 4}
         if kind == "gitlab":

@@ -40,6 +40,7 @@ import redis
 
 from hooksvc import keys
 from hooksvc.config import AppConfig, HostConfig
+from hooksvc.deployments import DeploymentState
 from hooksvc.discovery import declared
 from hooksvc.outbox import OutboxEvent
 from hooksvc.providers import HOST_KINDS
@@ -194,7 +195,7 @@ class HostDeployments:
         target = target_of(host, app, event, preview_url, environment)
         step = plan(host, app, event, self.record(event.deployment_id), description, page_url, target)
         if step is None:
-            if event.removed:
+            if event.removed and event.state is DeploymentState.SUCCEEDED:
                 self.redis.delete(active_key)
             elif event.state.is_final:
                 self.redis.delete(keys.host_deployment(event.deployment_id))
@@ -259,7 +260,7 @@ class HostDeployments:
 
     def _dropped(self, step: Step, event: OutboxEvent, rejected: bool) -> None:
         key = keys.host_deployment(event.deployment_id)
-        if event.removed:
+        if event.removed and event.state is DeploymentState.SUCCEEDED:
             # Nothing more will be said of this environment: forget it (a reopened pull request
             # finds GitLab's environment again by its name).
             self.redis.delete(keys.host_deployment_active(event.app, event.preview))

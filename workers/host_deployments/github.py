@@ -84,8 +84,8 @@ def plan(
 ) -> Step | None:
     """Create, then this event's status, then (after a success) `inactive` on the replaced release;
     for a preview torn down, `inactive` on its deployments instead."""
-    if event.removed:
-        return plan_removal(host, app, event, target)
+    if event.removed:  # a teardown: only one that succeeded removed the preview
+        return plan_removal(host, app, event, target) if event.state is DeploymentState.SUCCEEDED else None
     if not record.host_id:
         about: dict[str, object] = {"app": app.name, "deployment_id": event.deployment_id}
         if page_url(event.deployment_id):

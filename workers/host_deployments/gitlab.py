@@ -144,8 +144,8 @@ def plan(
 
     GitLab's deployment has no description or link: `description` and `page_url` play no part.
     """
-    if event.removed:
-        return plan_removal(host, app, event, target)
+    if event.removed:  # a teardown: only one that succeeded removed the preview
+        return plan_removal(host, app, event, target) if event.state is DeploymentState.SUCCEEDED else None
     status = STATE_MAP[event.state]
     if status is None:
         return None

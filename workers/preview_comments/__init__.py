@@ -43,6 +43,10 @@ REASON_LIMIT = 300
 
 
 
+#: The teardown states the comment tells of: done, or failed (the preview still runs).
+ENDED_TEARDOWN = frozenset({DeploymentState.SUCCEEDED, DeploymentState.FAILED, DeploymentState.ERROR})
+
+
 def marker(app: str) -> str:
     """The hidden first line of the app's preview comment, by which it is found again."""
     return f"<!-- hooksvc-preview:{app} -->"
@@ -65,6 +69,13 @@ class CommentView:
     #: The deployment's page; "" when `[server] public_url` is not set.
     page_url: str
     deployment_id: str
+    #: Refused before it ran (a fork's pull request): `reason` says why.
+    refused: bool = False
+
+    @property
+    def gone(self) -> bool:
+        """The preview was torn down: its teardown succeeded."""
+        return bool(self.removed) and self.state is DeploymentState.SUCCEEDED
 
 
 def _cell(text: str) -> str:
@@ -89,8 +100,13 @@ STATE_WORDS: Mapping[DeploymentState, tuple[str, bool]] = {
 
 def state_text(view: CommentView) -> str:
     """The state cell: what a reviewer wants to know of the preview now."""
-    if view.removed:
+    if view.gone:
         return f"**removed**: {_cell(truncate(describe_removal(view.removed), REASON_LIMIT))}"
+    if view.refused:
+        return f"**not built**: {_cell(truncate(view.reason, REASON_LIMIT))}" if view.reason else "**not built**"
+    if view.removed:
+        return f"**removal failed**: {_cell(truncate(view.reason, REASON_LIMIT))}" if view.reason else \
+            "**removal failed**"
     words, with_reason = STATE_WORDS[view.state]
     if with_reason and view.reason:
         return f"{words}: {_cell(truncate(view.reason, REASON_LIMIT))}"
@@ -100,14 +116,14 @@ def state_text(view: CommentView) -> str:
 def comment_body(view: CommentView) -> str:
     """The whole comment (Markdown), marker first."""
     rows = [("State", state_text(view))]
-    if view.url and not view.removed:
+    if view.url and not view.gone and not view.refused:
         rows.append(("URL", _cell(view.url)))
     rows.append(("Commit", f"`{view.sha[:12]}`"))
     if view.page_url:
         rows.append(("Deployment", f"[{view.deployment_id}]({view.page_url})"))
     elif view.deployment_id:
         rows.append(("Deployment", view.deployment_id))
-    footer = ("The preview and everything it ran were removed." if view.removed
+    footer = ("The preview and everything it ran were removed." if view.gone
               else "hooksvc edits this comment on each push to this pull request.")
     return "\n".join([
         marker(view.app),
@@ -230,7 +246,7 @@ def plan(api: CommentsApi, host: HostConfig, repo: str, view: CommentView, event
 
 
 def _short(view: CommentView) -> str:
-    return f"removed ({view.removed})" if view.removed else str(view.state)
+    return f"removal ({view.removed}) {view.state}" if view.removed else str(view.state)
 
 
 @dataclass(frozen=True)
@@ -257,8 +273,8 @@ class PreviewComments:
         """The next request of `event`; None when there is none: the host has no comments API here,
         the comment shows it already, or a newer event waits behind it (it rewrites the whole comment)."""
         api = COMMENT_APIS.get(host.kind)
-        if api is None or event.preview is None:
-            return None
+        if api is None or event.preview is None or event.removed and event.state not in ENDED_TEARDOWN:
+            return None  # a teardown superseded or cancelled by a newer push changed nothing
         record = self.record(event.app, event.preview)
         if record.sent != event.id and self.redis.llen(keys.outbox_lane(preview_comment_lane(event.app,
                                                                                               event.preview))) > 1:

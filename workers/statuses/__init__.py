@@ -107,11 +107,14 @@ def describe_state(deployment_id: str, state: DeploymentState, error: str = "", 
 
 
 def describe_preview_state(number: int, state: DeploymentState, error: str = "",
-                           checks_failed: bool = False) -> str:
+                           checks_failed: bool = False, refused: bool = False) -> str:
     """The sentence shown next to the commit status of pull request `number`'s preview: the pull
-    request comes first, so a reviewer never takes it for a production deployment."""
+    request comes first, so a reviewer never takes it for a production deployment. A preview refused
+    before it ran (a fork's) is its reason alone: "failed" would blame the pull request's code."""
     reason = one_line(error)
     what = f"Preview of PR #{number}"
+    if refused and reason:
+        return f"PR #{number}: {reason}"
     if checks_failed:
         return f"{what} not deployed: {reason}" if reason else f"{what} not deployed: its checks failed"
     match state:
@@ -133,13 +136,12 @@ def describe_preview_state(number: int, state: DeploymentState, error: str = "",
             return f"{what} not deployed: cancelled by an operator"
 
 
-#: Why a preview was torn down, in words; another reason is shown as it is.
+#: Why a preview was torn down (`hooksvc.outbox.removal_reason`), in words; another reason is
+#: shown as it is.
 REMOVAL_REASONS: Mapping[str, str] = {
-    "closed": "the pull request was closed",
-    "merged": "the pull request was merged",
+    "closed": "the pull request was closed or merged",
     "ttl": "no push came within its time to live",
     "removed": "an operator removed it",
-    "evicted": "a newer preview took its place (the app's preview limit)",
 }
 
 

@@ -10,7 +10,12 @@ push example of gogs/gogs docs/advancing/webhooks.mdx). The CI events: GitHub's 
 trimmed of the URL fields of users and apps; Gitea's and Forgejo's `status` event, whose documented
 shape is `CommitStatusPayload` in Gitea's modules/structs/hook.go (commit, context, created_at,
 description, id, repository, sender, sha, state, target_url, updated_at); GitLab's pipeline event
-example of webhook_events.md ("Pipeline events"), trimmed of its jobs' runner details. The builders sign
+example of webhook_events.md ("Pipeline events"), trimmed of its jobs' runner details. The pull-request
+events (previews): GitHub's `pull_request` synchronize example of octokit/webhooks payload-examples, trimmed
+of its URL fields; Gitea's `pull_request` payload in the shape of `PullRequestPayload` and `PullRequest`
+(modules/structs/hook.go, pull.go: top-level number, head/base with ref, sha, repo_id, repo), its values
+those of Gitea's own webhook test payload (test/repo, PR 12, "Fix bug"); GitLab's merge request event
+example of webhook_events.md ("Merge request events"). The builders sign
 independently of `hooksvc.providers`, so a test of a verifier checks it against the host's scheme,
 not against itself.
 
@@ -222,7 +227,7 @@ def gitlab_request(
     text = payload_text(payload)
     if event is None:
         kind = payload.get("object_kind") if isinstance(payload, Mapping) else None
-        event = "Tag Push Hook" if kind == "tag_push" else "Push Hook"
+        event = {"tag_push": "Tag Push Hook", "merge_request": "Merge Request Hook"}.get(str(kind), "Push Hook")
     headers = {
         "User-Agent": "GitLab/17.5.0",
         "Content-Type": JSON,
@@ -433,4 +438,88 @@ def gogs_push(
     data["repository"]["owner"].update(login=owner, username=owner)
     data.update(ref=ref, before=before or commit_sha(0), after=after)
     data["commits"][0]["id"] = after
+    return data
+
+
+# --- Pull-request payloads (previews) ---------------------------------------------------------------
+
+
+def _move_repository(repo_object: dict[str, Any], repo: str) -> None:
+    owner, _, name = repo.partition("/")
+    repo_object.update(full_name=repo, name=name)
+    if isinstance(repo_object.get("owner"), dict):
+        repo_object["owner"].update(login=owner)
+
+
+def github_pull_request(
+    action: str = "synchronize",
+    number: int = 2,
+    head_sha: str | None = None,
+    *,
+    repo: str = "acme/shop",
+    fork: str | None = None,
+    merged: bool = False,
+) -> dict[str, Any]:
+    """GitHub's documented `pull_request` (synchronize) example moved to `repo`, PR `number`, `action`;
+    `fork` names the repository the head comes from (a fork), `merged` marks a closed PR merged."""
+    data = load("github_pull_request_synchronize")
+    pull = data["pull_request"]
+    data.update(action=action, number=number)
+    pull.update(number=number, merged=merged, state="closed" if action == "closed" else "open")
+    pull["head"]["sha"] = head_sha or commit_sha(100 + number)
+    for holder in (data["repository"], pull["base"]["repo"], pull["head"]["repo"]):
+        _move_repository(holder, repo)
+    if fork is not None:
+        _move_repository(pull["head"]["repo"], fork)
+        pull["head"]["repo"]["fork"] = True
+    return data
+
+
+def gitea_pull_request(
+    action: str = "opened",
+    number: int = 12,
+    head_sha: str | None = None,
+    *,
+    repo: str = "acme/blog",
+    fork: str | None = None,
+    merged: bool = False,
+) -> dict[str, Any]:
+    """Gitea's `pull_request` payload (`PullRequestPayload`, modules/structs/hook.go) moved to `repo`, PR
+    `number` and `action` (Gitea spells GitHub's synchronize `synchronized`); `fork` as for GitHub."""
+    data = load("gitea_pull_request_opened")
+    pull = data["pull_request"]
+    data.update(action=action, number=number)
+    pull.update(number=number, id=number, merged=merged, state="closed" if action == "closed" else "open")
+    pull["head"]["sha"] = head_sha or commit_sha(200 + number)
+    for holder in (data["repository"], pull["base"]["repo"], pull["head"]["repo"]):
+        _move_repository(holder, repo)
+    if fork is not None:
+        _move_repository(pull["head"]["repo"], fork)
+        pull["head"]["repo"].update(id=99, fork=True)
+        pull["head"]["repo_id"] = 99
+    return data
+
+
+def gitlab_merge_request(
+    action: str = "open",
+    iid: int = 1,
+    head_sha: str | None = None,
+    *,
+    repo: str = "acme/wiki",
+    fork: bool = False,
+    oldrev: str | None = None,
+) -> dict[str, Any]:
+    """GitLab's documented merge request event moved to `repo`, merge request `iid` and `action`;
+    `fork` makes the source project another one; `oldrev` is what an `update` with new commits carries."""
+    data = load("gitlab_merge_request")
+    attrs = data["object_attributes"]
+    data["project"]["path_with_namespace"] = repo
+    attrs.update(iid=iid, action=action)
+    attrs["last_commit"]["id"] = head_sha or commit_sha(300 + iid)
+    if fork:
+        attrs["source_project_id"] = attrs["target_project_id"] + 1
+    if oldrev is not None:
+        attrs["oldrev"] = oldrev
+    if action in ("close", "merge"):
+        attrs["state"] = "closed" if action == "close" else "merged"
     return data

@@ -140,9 +140,9 @@ class TestGitlabParse:
 
     def test_other_events_keep_their_name(self) -> None:
         """Other hooks are reported by GitLab's name, lower-cased, with the project if present."""
-        payload = {"object_kind": "merge_request", "project": {"path_with_namespace": "acme/wiki"}}
-        delivery = gitlab.parse(gitlab_request(payload, TOKEN, "Merge Request Hook").to_request())
-        assert (delivery.event, delivery.repo, delivery.push) == ("merge request hook", "acme/wiki", None)
+        payload = {"object_kind": "issue", "project": {"path_with_namespace": "acme/wiki"}}
+        delivery = gitlab.parse(gitlab_request(payload, TOKEN, "Issue Hook").to_request())
+        assert (delivery.event, delivery.repo, delivery.push) == ("issue hook", "acme/wiki", None)
 
     def test_other_events_need_no_push_fields(self) -> None:
         """A non-push event without project or ref still parses."""
