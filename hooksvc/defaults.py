@@ -280,3 +280,5 @@ PREVIEWS_MAX = 5
 #: A preview no one pushed to for three days is torn down: a pull request left open over a weekend
 #: keeps its preview, a forgotten one gives its resources back.
 PREVIEW_TTL_SECONDS = 72 * 3600.0
+#: How often workers look for previews past their `ttl`: a ttl is hours, a minute late is on time.
+PREVIEW_SWEEP_SECONDS = 60.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,6 +230,30 @@ class DockerEngine:
                 return
             raise
 
+    def project_container_ids(self, project: str) -> list[str]:
+        """Ids of every container of a compose project, one-off ones included, whatever their state."""
+        return [str(c["Id"]) for c in self.client.api.containers(all=True,
+                                                                 filters={"label": f"{PROJECT_LABEL}={project}"})]
+
+    # ---- networks and volumes ----
+
+    def project_networks(self, project: str) -> list[str]:
+        """Names of the networks compose created for a project."""
+        return sorted(str(n["Name"]) for n in self.client.api.networks(filters={"label": f"{PROJECT_LABEL}={project}"}))
+
+    def remove_network(self, name: str) -> str | None:
+        """Remove a network; None when done (or gone), else the engine's reason."""
+        return _refusal(lambda: self.client.api.remove_network(name))
+
+    def project_volumes(self, project: str) -> list[str]:
+        """Names of the volumes compose created for a project."""
+        found = self.client.api.volumes(filters={"label": f"{PROJECT_LABEL}={project}"}).get("Volumes") or []
+        return sorted(str(v["Name"]) for v in found)
+
+    def remove_volume(self, name: str) -> str | None:
+        """Remove a volume; None when done (or gone), else the engine's reason."""
+        return _refusal(lambda: self.client.api.remove_volume(name))
+
     # ---- images ----
 
     def images(self, *, reference: str | None = None, label: str | None = None,
@@ -253,15 +277,7 @@ class DockerEngine:
 
         Returns None when done (or already gone), else the engine's reason (e.g. a container uses it).
         """
-        try:
-            self.client.api.remove_image(reference, force=False, noprune=False)
-        except docker.errors.ImageNotFound:
-            return None
-        except docker.errors.NotFound:
-            return None
-        except docker.errors.APIError as exc:
-            return _api_error_text(exc)
-        return None
+        return _refusal(lambda: self.client.api.remove_image(reference, force=False, noprune=False))
 
 
 def container_info(summary: Mapping[str, Any]) -> ContainerInfo | None:
@@ -320,6 +336,17 @@ def unhealthy_within(healthcheck: Mapping[str, Any] | None) -> float:
     timeout = (healthcheck.get("Timeout") or 0) / _NANOSECONDS or DOCKER_HEALTH_TIMEOUT_SECONDS
     retries = int(healthcheck.get("Retries") or 0) or DOCKER_HEALTH_RETRIES
     return float(interval + (interval + timeout) * retries)
+
+
+def _refusal(remove: Callable[[], object]) -> str | None:
+    """Run a removal: None when done or the thing was gone already, else the engine's reason."""
+    try:
+        remove()
+    except docker.errors.NotFound:  # ImageNotFound included
+        return None
+    except docker.errors.APIError as exc:
+        return _api_error_text(exc)
+    return None
 
 
 def _api_error_text(exc: docker.errors.APIError) -> str:

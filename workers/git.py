@@ -251,10 +251,12 @@ class GitMirror:
         *,
         timeout: float = NETWORK_TIMEOUT_SECONDS,
         other_origins: Mapping[str, str] | None = None,
+        releases_dir: Path | None = None,
     ) -> None:
         self.app = app
         self.mirror_dir = state_dir / "mirrors" / f"{app.name}.git"
-        self.releases_dir = state_dir / "releases" / app.name
+        #: Where release checkouts go: the app's own, or (a preview's) a folder of their own.
+        self.releases_dir = releases_dir or state_dir / "releases" / app.name
         self.scratch_dir = state_dir / "tmp" / app.name
         self._transport = _transport(app)
         self._secrets = tuple(s for s in (*secrets, *self._transport.secrets) if s)
@@ -332,13 +334,42 @@ class GitMirror:
             "fetch", "--prune", "--force", "--no-write-fetch-head",
             "--end-of-options", self._transport.url, *FETCH_REFSPECS,
         ]
+        self._run_fetch(argv, f"cannot fetch app {self.app.name!r} from {self._url}")
+
+    def _run_fetch(self, argv: Sequence[str], what: str) -> None:
+        """Run a fetch; GitError saying `what` failed and why (CredentialsRefused when the origin refused them)."""
         result = self._run(argv)
         if not result.ok:
             hint = self._fetch_hint(result)
-            failure = self._fail(f"cannot fetch app {self.app.name!r} from {self._url}", result, hint)
+            failure = self._fail(what, result, hint)
             if hint.startswith(CREDENTIALS_REFUSED):
                 raise CredentialsRefused(str(failure))
             raise failure
+
+    def fetch_ref(self, ref: str, into: str) -> str:
+        """Fetch one ref of the origin (a pull request's head, `refs/pull/7/head`) into the mirror's
+        `into` (outside refs/heads and refs/tags, so a branch fetch's prune leaves it); its commit.
+
+        The mirror must exist (`fetch` first). Only this ref's objects come along: a repository's many
+        pull-request refs are never mirrored.
+        """
+        if _BAD_REF.search(ref) or _BAD_REF.search(into) or not ref.startswith("refs/") or not into.startswith("refs/"):
+            raise GitError(f"{ref!r} is not a ref this mirror fetches")
+        self._git()
+        argv = [
+            "git", "--git-dir", str(self.mirror_dir), "fetch", "--force", "--no-write-fetch-head", "--no-tags",
+            "--end-of-options", self._transport.url, f"+{ref}:{into}",
+        ]
+        self._run_fetch(argv, f"cannot fetch {ref} of app {self.app.name!r} from {self._url}")
+        sha = self._commit_of(into)
+        if sha is None:
+            raise GitError(f"{ref} of {self._url} is not a commit")
+        return sha
+
+    def drop_ref(self, ref: str) -> None:
+        """Delete a ref `fetch_ref` wrote (a torn-down preview's head); nothing when it is gone."""
+        if ref.startswith("refs/") and not _BAD_REF.search(ref) and self._mirror_exists():
+            self._query("update-ref", "-d", ref)
 
     def _fetch_hint(self, result: ProcessResult) -> str:
         output = "\n".join(result.tail).lower()

@@ -101,7 +101,7 @@ def end_cut_deployment(store: DeploymentStore, deployment_id: str, reason: str =
     if dep is None or dep.state is not DeploymentState.RUNNING:
         return None
     ended = store.finish(deployment_id, DeploymentState.ERROR, reason)
-    AppLock(store.redis, keys.app_lock(dep.app), deployment_id).lease.release()
+    AppLock(store.redis, keys.app_lock(dep.app, dep.preview), deployment_id).lease.release()
     return ended
 
 
@@ -175,7 +175,7 @@ def _execute(config: Config, store: DeploymentStore, connection: redis.Redis, de
     if app is None:
         store.finish(deployment_id, DeploymentState.ERROR, f"app {dep.app!r} is no longer configured")
         return str(DeploymentState.ERROR)
-    lock = AppLock(connection, keys.app_lock(app.name), deployment_id)
+    lock = AppLock(connection, keys.app_lock(app.name, dep.preview), deployment_id)
 
     def still_queued() -> bool:
         current = store.find(deployment_id)
@@ -186,13 +186,13 @@ def _execute(config: Config, store: DeploymentStore, connection: redis.Redis, de
     with lock:
         # The lock was free, so any deployment of this app still marked running lost its worker.
         store.reap_abandoned()
-        live = store.live(app.name)
-        running = store.start(deployment_id, previous_sha=live.sha if live else "")
+        live_sha = _live_sha(store, app, dep.preview)
+        running = store.start(deployment_id, previous_sha=live_sha)
         if running is None:
             return "superseded or cancelled"
         secrets = config.secrets()
         job_log = JobLog(store, deployment_id, secrets)
-        deployer = Deployer(config, store, app, running, live.sha if live else "", job_log)
+        deployer = _deployer_for(running)(config, store, app, running, live_sha, job_log)
         state, error = deployer.run()
         # The error quotes command output (a failed build, a container's log), which may print a
         # secret; it becomes the record's `error`, the `finished:` log line, the commit status and
@@ -203,14 +203,34 @@ def _execute(config: Config, store: DeploymentStore, connection: redis.Redis, de
         final = wait_out_redis(lambda: store.get(deployment_id), f"deployment {deployment_id}: reading it back")
         wait_out_redis(
             lambda: store.finish(deployment_id, state, error,
-                                 live_sha=final.sha if state is DeploymentState.SUCCEEDED or deployer.went_live
-                                 else None),
+                                 live_sha=final.sha if dep.preview is None and (
+                                     state is DeploymentState.SUCCEEDED or deployer.went_live) else None),
             f"deployment {deployment_id}: recording {state}",
         )
         # Still under the app's lock, so the next deployment never prunes beside it.
         deployer.after_live()
         job_log.flush()
         return str(state)
+
+
+def _live_sha(store: DeploymentStore, app: AppConfig, preview: int | None) -> str:
+    """What the deployment replaces: the app's live release, or the preview's (SPEC §13)."""
+    if preview is None:
+        live = store.live(app.name)
+        return live.sha if live else ""
+    from hooksvc.preview_records import PreviewRecords
+
+    record = PreviewRecords(store.redis).get(app.name, preview)
+    return record.sha if record else ""
+
+
+def _deployer_for(dep: Deployment) -> type[Deployer]:
+    """The steps a deployment takes: the app's own, or a pull request preview's (`workers.previews`)."""
+    if dep.preview is None:
+        return Deployer
+    from workers.previews import PreviewDeployer
+
+    return PreviewDeployer
 
 
 class Deployer:
@@ -236,6 +256,8 @@ class Deployer:
         self.went_live = False
         #: Set by a successful run: the upkeep `after_live` does once the outcome is recorded.
         self._after_live: Callable[[], None] | None = None
+        #: Where the release checkouts go (None: the app's own folder); a preview has its own.
+        self.releases_dir: Path | None = None
 
     def step(self, name: str) -> None:
         self.log(f"==> {name} (+{time.monotonic() - self.started:.1f}s)")
@@ -263,7 +285,8 @@ class Deployer:
 
         def fetched() -> GitMirror:
             app = host_auth.with_clone_token(self.app, host)
-            mirror = GitMirror(app, self.config.worker.state_dir, self.log, secrets, other_origins=origins)
+            mirror = GitMirror(app, self.config.worker.state_dir, self.log, secrets, other_origins=origins,
+                               releases_dir=self.releases_dir)
             mirror.fetch()
             return mirror
 

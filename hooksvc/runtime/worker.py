@@ -24,6 +24,7 @@ from hooksvc.deployments import DeploymentState
 from hooksvc.errors import HooksvcError
 from hooksvc.jobqueue import deployment_of_job
 from hooksvc.plans import plan_queue
+from hooksvc.preview_records import sweep_expired
 from hooksvc.recovery import recover_stranded, release_ungated
 from hooksvc.retention import trim
 from hooksvc.runtime.base import Runtime, leave
@@ -43,7 +44,7 @@ class WorkerRuntime(Runtime):
     """A worker's background threads: the reaper, the janitor (stranded queued deployments, retention), the
     intake dispatcher, the outbox sender and, when any app sets `poll_interval`, the branch poller, and
     when any sets `require_checks`, the checks gate; when any sets `freeze` windows, the thaw (held
-    deployments whose window ended)."""
+    deployments whose window ended); when any has previews, the preview ttl sweep."""
 
     def start(self) -> None:
         super().start()
@@ -58,6 +59,17 @@ class WorkerRuntime(Runtime):
             self.start_thread("hooksvc-checks-gate", ChecksGate(self.config, self.store).run_forever)
         if any(app.freeze for app in self.config.apps.values()):
             self.start_thread("hooksvc-thaw", self.thaw_forever)
+        if any(app.previews is not None for app in self.config.apps.values()):
+            self.start_thread("hooksvc-preview-ttl", self.expire_previews_forever)
+
+    def expire_previews_forever(self, stop: threading.Event) -> None:
+        """Every `PREVIEW_SWEEP_SECONDS`: queue the teardown of each preview not pushed to for its app's
+        `ttl`. Every worker runs it; a teardown already queued is not queued again."""
+        while not stop.wait(defaults.PREVIEW_SWEEP_SECONDS):
+            try:
+                sweep_expired(self.store, self.config)
+            except HooksvcError as exc:
+                log.warning("preview ttl: %s", exc)
 
     def thaw_forever(self, stop: threading.Event) -> None:
         """Every `HOLD_CHECK_SECONDS`: queue each app's held deployment once its freeze window ended (an
@@ -190,6 +202,7 @@ def work(config: Config, *, burst: bool = False) -> int:
     if burst:
         # A burst worker runs no dispatcher thread: turn what webhooks left waiting into jobs first.
         runtime.store.intake.recover()  # entries a dispatcher that died left half done
+        sweep_expired(runtime.store, config)  # previews past their ttl are torn down in this burst
         dispatched = runtime.store.intake.dispatch()
         settle_all(runtime.store, config.apps)  # held deployments whose window ended run in this burst
         log.info("burst: dispatched %d waiting intake entr%s", dispatched, "y" if dispatched == 1 else "ies")
