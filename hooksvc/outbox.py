@@ -29,7 +29,7 @@ import json
 import re
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from redis.client import Pipeline
 
@@ -203,3 +203,17 @@ def write_events(pipe: Pipeline, deployment: Deployment) -> None:
         for kind in NOTIFY_KINDS:
             append(pipe, notify_lane(deployment.id, kind), OutboxEvent.from_deployment(kind, deployment))
 
+
+def write_preview_removed(pipe: Pipeline, deployment: Deployment, why: str) -> None:
+    """Queue the news that `deployment`'s preview (its last deployment) was torn down outside a
+    teardown deployment (evicted for a newer one: `why` = "evicted"): its environment on the host is
+    marked inactive or stopped and its pull request comment says why. Call it in the transaction
+    that records the removal, or right after the removal when nothing is recorded."""
+    if deployment.preview is None:
+        raise ValueError(f"deployment {deployment.id} is no preview: only a preview is torn down")
+    if not why:
+        raise ValueError("a preview's removal needs a reason (evicted, ...)")
+    for kind, lane in ((HOST_DEPLOYMENT, host_deployment_lane(deployment.app, deployment.preview)),
+                       (PREVIEW_COMMENT, preview_comment_lane(deployment.app, deployment.preview))):
+        event = replace(OutboxEvent.from_deployment(kind, deployment), removed=why, state=DeploymentState.SUCCEEDED)
+        append(pipe, lane, event)

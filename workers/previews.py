@@ -29,6 +29,7 @@ from hooksvc.connection import call
 from hooksvc.deployments import Deployment, DeploymentState, Trigger, iso_time
 from hooksvc.errors import DeployError, GitError
 from hooksvc.logs import LogFn
+from hooksvc.outbox import write_preview_removed
 from hooksvc.preview_records import DEPLOYING, FAILED, LIVE, PreviewRecord, PreviewRecords
 from hooksvc.previews import PreviewsConfig, preview_environment, preview_labels, preview_project, preview_url
 from hooksvc.store import DeploymentStore
@@ -115,6 +116,16 @@ class PreviewDeployer(Deployer):
         lock.acquire(lambda: True)
         with lock:
             tear_down(self.config, self.app, oldest.number, self.log, self.store)
+        self._report_evicted(oldest)
+
+    def _report_evicted(self, evicted: PreviewRecord) -> None:
+        """The evicted preview's environment and comment hear of it (no teardown deployment did it)."""
+        last = self.store.find(evicted.deployment_id) if evicted.deployment_id else None
+        if last is None or last.preview is None:
+            return
+        with self.store.redis.pipeline(transaction=True) as pipe:
+            write_preview_removed(pipe, last, "evicted")
+            pipe.execute()
 
     def _deploy(self, previews: PreviewsConfig, known: PreviewRecord | None) -> tuple[DeploymentState, str]:
         from workers.service_labels import check_service_settings

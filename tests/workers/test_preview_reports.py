@@ -14,6 +14,7 @@ import redis as redis_lib
 from hooksvc import keys
 from hooksvc.config import Config
 from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
+from hooksvc.outbox import write_preview_removed
 from hooksvc.preview_records import PreviewRecord, PreviewRecords
 from hooksvc.previews import PreviewsConfig
 from hooksvc.routing import FORK_REFUSED
@@ -253,6 +254,21 @@ class TestGithub:
         assert f"`{SHA2[:12]}`" in comment.body and comment.edits == []
         assert [m for m, _ in r.fake.comment_requests] == ["GET", "POST", "PATCH", "POST"]
 
+
+    def test_an_evicted_preview_is_reported_removed(self, r: Reporting) -> None:
+        """A preview evicted for a newer one (no teardown deployment) ends inactive, its comment says why."""
+        last = r.preview("shop", 7, SHA1, S.SUCCEEDED)
+        r.drain()
+        deployment = DeploymentStore.load(r.redis, last)
+        assert deployment is not None
+        with r.redis.pipeline(transaction=True) as pipe:
+            write_preview_removed(pipe, deployment, "evicted")
+            pipe.execute()
+        r.drain()
+        assert r.fake.violations == []
+        assert r.fake.deployments("github")[0].statuses[-1] == "inactive"
+        comment = only_comment(r.fake, "github", "acme/shop", 7)
+        assert "**removed**: a newer pull request's preview took its place (the app's preview limit)" in comment.body
 
     def test_a_failed_teardown_leaves_the_environment_and_says_so(self, r: Reporting) -> None:
         """A teardown that failed removed nothing: the deployment stays active, the comment says so."""

@@ -13,8 +13,10 @@ import docker
 import pytest
 import redis as redis_lib
 
+from hooksvc import keys
 from hooksvc.config import Config
 from hooksvc.deployments import Deployment, DeploymentState, NewDeployment, Trigger
+from hooksvc.outbox import OutboxEvent, preview_comment_lane
 from hooksvc.preview_records import PreviewRecords, request_teardown, sweep_expired
 from hooksvc.store import DeploymentStore
 from tests.helpers.config import make_config
@@ -248,6 +250,8 @@ def test_max_refuses_or_evicts_and_ttl_tears_down(
     assert evicting.state is DeploymentState.SUCCEEDED, evicting.error
     assert "evicting preview #1, the least recently pushed" in world.log(evicting)
     assert world.leftovers(1) == []
+    news = [OutboxEvent.from_json(e) for e in redis.lrange(keys.outbox_lane(preview_comment_lane("web", 1)), 0, -1)]
+    assert [(e.removed, e.deployment_id) for e in news] == [("evicted", one.id)]  # its PR comment hears of it
     assert [r.number for r in PreviewRecords(redis).of_app("web")] == [2]
 
     queued = sweep_expired(world.store, world.config, now=time.time() + 3601)

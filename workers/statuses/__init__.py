@@ -142,6 +142,7 @@ REMOVAL_REASONS: Mapping[str, str] = {
     "closed": "the pull request was closed or merged",
     "ttl": "no push came within its time to live",
     "removed": "an operator removed it",
+    "evicted": "a newer pull request's preview took its place (the app's preview limit)",
 }
 
 
