@@ -103,11 +103,11 @@ def state_text(view: CommentView) -> str:
     if view.gone:
         return f"**removed**: {_cell(truncate(describe_removal(view.removed), REASON_LIMIT))}"
     if view.refused:
-        return f"**not built**: {_cell(truncate(view.reason, REASON_LIMIT))}" if view.reason else "**not built**"
-    if view.removed:
-        return f"**removal failed**: {_cell(truncate(view.reason, REASON_LIMIT))}" if view.reason else \
-            "**removal failed**"
-    words, with_reason = STATE_WORDS[view.state]
+        words, with_reason = "**not built**", True
+    elif view.removed:
+        words, with_reason = "**removal failed**", True
+    else:
+        words, with_reason = STATE_WORDS[view.state]
     if with_reason and view.reason:
         return f"{words}: {_cell(truncate(view.reason, REASON_LIMIT))}"
     return words
