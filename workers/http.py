@@ -6,7 +6,7 @@ import http.client
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO
 from urllib.parse import urlsplit
@@ -57,6 +57,20 @@ class HttpResponse:
     def text(self, limit: int = 300) -> str:
         """The start of the body as one line of text, for a log line."""
         return " ".join(self.body[:limit].decode("utf-8", "replace").split())
+
+
+@dataclass(frozen=True)
+class PlannedRequest:
+    """One step of an outbox event that takes several requests (a host deployment, a preview
+    comment), made ready for the outbox sender: what to record once it is delivered or given up."""
+
+    request: HttpRequest
+    what: str
+    #: Said with a refused request: what the operator may have to fix.
+    hint: str
+    delivered: Callable[[HttpResponse], None]
+    #: Told when the step is given up (True: the host refused it).
+    dropped: Callable[[bool], None]
 
 
 def id_in_answer(answer: HttpResponse, what: str) -> str:

@@ -43,7 +43,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import redis
 
@@ -61,7 +60,7 @@ from workers import host_auth, http, notify
 from workers.check_runs import CheckRunReport, CheckRuns, summary_text
 from workers.host_auth import HostAuthError
 from workers.host_deployments import HostDeployments
-from workers.http import HttpRequest
+from workers.http import HttpRequest, PlannedRequest
 from workers.locks import Lease
 from workers.preview_comments import CommentView, PreviewComments
 from workers.statuses import REPORTERS, StatusUpdate, describe_preview_state, describe_state, status_context
@@ -474,22 +473,7 @@ def _app_auth(host: HostConfig, app: AppConfig) -> tuple[HostConfig, str] | None
     return (host, app.repo) if host.app is not None else None
 
 
-class PlannedStep(Protocol):
-    """A step of a multi-step event (`HostDeployments.prepare`, `PreviewComments.prepare`)."""
-
-    @property
-    def request(self) -> HttpRequest: ...
-    @property
-    def what(self) -> str: ...
-    @property
-    def hint(self) -> str: ...
-    @property
-    def delivered(self) -> Callable[[http.HttpResponse], None]: ...
-    @property
-    def dropped(self) -> Callable[[bool], None]: ...
-
-
-def _stepped(planned: PlannedStep, host: HostConfig, app: AppConfig, kind: str) -> OutboxRequest:
+def _stepped(planned: PlannedRequest, host: HostConfig, app: AppConfig, kind: str) -> OutboxRequest:
     """`planned` made an `OutboxRequest`, counted under `kind`'s counters."""
     sent, failures, dropped = HOST_COUNTERS[kind]
     return OutboxRequest(planned.request, host.kind, planned.what, sent, failures, dropped,

@@ -44,7 +44,7 @@ from hooksvc.deployments import DeploymentState
 from hooksvc.discovery import declared
 from hooksvc.outbox import OutboxEvent
 from hooksvc.providers import HOST_KINDS
-from workers.http import HttpRequest, HttpResponse, id_in_answer
+from workers.http import HttpRequest, HttpResponse, PlannedRequest, id_in_answer
 
 #: A record outlives every retry of its events; delivered ones are deleted at once.
 RECORD_TTL_SECONDS = 30 * 24 * 3600
@@ -159,17 +159,6 @@ def plan(
 def host_id_of(answer: HttpResponse) -> str:
     """The deployment id in a create's answer; ValueError when there is none."""
     return id_in_answer(answer, "deployment")
-
-
-@dataclass(frozen=True)
-class PlannedRequest:
-    """A step made ready for the outbox sender, with what to record once it is delivered or given up."""
-
-    request: HttpRequest
-    what: str
-    hint: str
-    delivered: Callable[[HttpResponse], None]
-    dropped: Callable[[bool], None]
 
 
 class HostDeployments:

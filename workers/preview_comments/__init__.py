@@ -33,7 +33,7 @@ from hooksvc.deployments import DeploymentState
 from hooksvc.discovery import by_kind, declared
 from hooksvc.outbox import OutboxEvent, append, preview_comment_lane
 from hooksvc.providers import HOST_KINDS
-from workers.http import HttpRequest, HttpResponse, id_in_answer, list_in_answer
+from workers.http import HttpRequest, HttpResponse, PlannedRequest, id_in_answer, list_in_answer
 from workers.statuses import describe_removal, one_line, truncate
 
 #: The record outlives a pull request that stays open for weeks; each write renews it.
@@ -249,17 +249,6 @@ def _short(view: CommentView) -> str:
     return f"removal ({view.removed}) {view.state}" if view.removed else str(view.state)
 
 
-@dataclass(frozen=True)
-class PlannedComment:
-    """A step made ready for the outbox sender."""
-
-    request: HttpRequest
-    what: str
-    hint: str
-    delivered: Callable[[HttpResponse], None]
-    dropped: Callable[[bool], None]
-
-
 class PreviewComments:
     """The Redis side: which comment shows a preview, and which event it shows."""
 
@@ -269,7 +258,7 @@ class PreviewComments:
     def record(self, app: str, number: int) -> CommentRecord:
         return CommentRecord.from_hash(self.redis.hgetall(keys.preview_comment(app, number)))
 
-    def prepare(self, host: HostConfig, repo: str, view: CommentView, event: OutboxEvent) -> PlannedComment | None:
+    def prepare(self, host: HostConfig, repo: str, view: CommentView, event: OutboxEvent) -> PlannedRequest | None:
         """The next request of `event`; None when there is none: the host has no comments API here,
         the comment shows it already, or a newer event waits behind it (it rewrites the whole comment)."""
         api = COMMENT_APIS.get(host.kind)
@@ -282,7 +271,7 @@ class PreviewComments:
         step = plan(api, host, repo, view, event, record)
         if step is None:
             return None
-        return PlannedComment(step.request, step.what, api.permission_hint,
+        return PlannedRequest(step.request, step.what, api.permission_hint,
                               delivered=lambda answer: self._update(event.app, event.preview or 0,
                                                                     step.remember(answer)),
                               dropped=lambda rejected: self._dropped(event, record, rejected))
