@@ -760,6 +760,13 @@ def _read_app(r: _Reader, name: str, t: dict[str, Any], hosts: Mapping[str, Host
         r.problem(f"{prefix}.checks_timeout", "only applies with require_checks: set it, or remove checks_timeout")
     freeze, timezone = _read_freeze(r, t, prefix)
     previews = _read_previews(r, t, prefix)
+    if previews is not None and strategy in defaults.STRATEGIES and not strategy_info(strategy).previews:
+        runs = " or ".join(repr(s.name) for s in STRATEGIES if s.previews)
+        r.problem(f"{prefix}.previews", f"strategy {strategy!r} runs no previews (each is a compose project): use "
+                                        f"strategy {runs}, or remove the previews table")
+    if previews is not None and host is not None and not HOST_KINDS[host.kind].pull_head_ref:
+        r.problem(f"{prefix}.previews", f"hosts of kind {host.kind!r} send no pull-request events hooksvc reads "
+                                        "(previews work with github, gitea, forgejo and gitlab)")
     if len(r.problems) > before or host is None or secret is None:
         return None
     return AppConfig(

@@ -20,6 +20,8 @@ class StrategyInfo:
     needs_swarm_manager: bool = False
     #: It can push release images to the app's `registry` (the only strategy that may set one).
     pushes_to_registry: bool = False
+    #: It runs pull-request previews: each a compose project of its own on the app's engine.
+    previews: bool = True
 
 
 #: Every strategy, the default first. Adding one: an entry here, a module in workers/strategies/.
@@ -29,7 +31,7 @@ STRATEGIES: tuple[StrategyInfo, ...] = (
     #: Compose replaces every changed container in place (brief downtime accepted).
     StrategyInfo("recreate"),
     #: A Docker Swarm stack, rolled out and rolled back by Swarm.
-    StrategyInfo("swarm", needs_swarm_manager=True, pushes_to_registry=True),
+    StrategyInfo("swarm", needs_swarm_manager=True, pushes_to_registry=True, previews=False),
 )
 
 

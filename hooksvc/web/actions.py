@@ -27,6 +27,7 @@ from hooksvc.errors import BadRequest, Forbidden, HooksvcError
 from hooksvc.operations import app_overview, queue_manual, queue_redeploy, queue_rollback
 from hooksvc.operators import Role
 from hooksvc.plans import request_plan
+from hooksvc.preview_records import request_teardown
 from hooksvc.redact import loggable
 from hooksvc.store import DeploymentStore
 from hooksvc.web import pages
@@ -182,6 +183,14 @@ def cancel(deployment_id: str) -> BaseResponse:
     """Cancel a deployment that has not started (queued or held), then show its page."""
     what = f"cancelling deployment {deployment_id}"
     return _done(audited(audit.CANCEL, Role.DEPLOYER, what, lambda _operator: context().store.cancel(deployment_id)))
+
+
+@bp.post("/apps/<name>/previews/<int:number>/remove")
+def remove_preview(name: str, number: int) -> BaseResponse:
+    """Tear pull request `number`'s preview of the app down (deployers), then show the teardown's page."""
+    what = f"removing preview #{number} of {name}"
+    return _done(audited(audit.REMOVE_PREVIEW, Role.DEPLOYER, what, lambda operator: request_teardown(
+        context().store, app_or_404(name), number, operator=operator)))
 
 
 @bp.route("/apps/<name>/redeploy", methods=["GET", "POST"])

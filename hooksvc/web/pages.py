@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +29,7 @@ from hooksvc.logs import parse_cursor
 from hooksvc.operations import AppOverview, app_overview
 from hooksvc.operators import Role
 from hooksvc.presentation import format_ago, short_ref
+from hooksvc.preview_records import PreviewRecord, PreviewRecords
 from hooksvc.redact import loggable
 from hooksvc.release_steps import steps_from_log
 from hooksvc.sessions import credential_fingerprint
@@ -180,6 +181,8 @@ class AppCard:
     single_branch: bool
     #: Who locked the app and why; None when it is not locked.
     lock: AppLockState | None
+    #: The app's pull-request previews (SPEC §13), by number.
+    previews: list[PreviewRecord] = field(default_factory=list)
 
 
 @bp.get("/")
@@ -191,8 +194,9 @@ def dashboard() -> str:
         recent = ctx.store.recent(app=app.name, limit=RECENT_PER_APP)
         # What the app is doing now: a running deployment outranks a newer queued one behind it.
         running = [d for d in recent if d.state is DeploymentState.RUNNING]
+        previews = PreviewRecords(ctx.store.redis).of_app(app.name) if app.previews is not None else []
         apps.append(AppCard(overview, recent, str(running[0].state) if running else overview.state,
-                            app.single_branch, read_lock(ctx.store.redis, app.name)))
+                            app.single_branch, read_lock(ctx.store.redis, app.name), previews))
     newest = ctx.store.recent(limit=DASHBOARD_DEPLOYMENTS)
     # Reloads while something moves soon; a deployment held for a lock or a window may wait for days.
     busy = any(d.state in (DeploymentState.QUEUED, DeploymentState.RUNNING) for d in newest)

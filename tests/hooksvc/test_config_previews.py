@@ -90,11 +90,31 @@ class TestProblems:
         (PORTS + 'allow_forks = "yes"\n', "apps.shop.previews.allow_forks: expected bool"),
         (PORTS + 'wait = true\n', "apps.shop.previews.wait: unknown key"),
         ("previews = 3\n", "apps.shop.previews: expected a table"),
+        ('strategy = "swarm"\n' + PORTS, "apps.shop.previews: strategy 'swarm' runs no previews"),
     ])
     def test_bad_values_name_the_key(self, text: str, message: str) -> None:
         """check-config refuses a bad previews table with the file and the key at fault."""
         problems = problems_of(text)
         assert [p for p in problems if p.startswith(f"/etc/hooksvc.toml: {message}")], problems
+
+
+class TestHosts:
+    def test_hosts_without_pull_request_events_get_no_previews(self) -> None:
+        """An app on a plain git server (or Bitbucket, Gogs) cannot have previews: nothing announces PRs."""
+        text = """
+[hosts.server]
+kind = "git"
+
+[apps.site]
+host = "server"
+clone_url = "/srv/git/site.git"
+secret_env = "SHOP_SECRET"
+
+[apps.site.previews]
+url = "http://127.0.0.1:{port}/"
+ports = "9100-9199"
+"""
+        assert [p for p in problems_of(text) if "apps.site.previews: hosts of kind 'git' send no pull-request" in p]
 
 
 class TestNames:

@@ -28,6 +28,7 @@ from tests.helpers.payloads import (
     gitlab_merge_request,
     gitlab_request,
 )
+from tests.hooksvc.web.test_actions import csrf_of, logged_in
 
 SHOP, BLOG, WIKI = "shop-webhook-secret", "blog-webhook-secret", "wiki-webhook-secret"
 AUTH = {"Authorization": "Bearer operator-token-1"}
@@ -202,3 +203,23 @@ class TestTtl:
         queued = sweep_expired(store, config, now=1000.0 + 3601)
         assert [(d.preview, d.trigger) for d in queued] == [(1, Trigger.TEARDOWN)]
         assert sweep_expired(store, config, now=1000.0 + 3601) == []
+
+
+class TestDashboard:
+    def test_lists_previews_and_tears_one_down_with_the_csrf_token(self, previews_app: Flask,
+                                                                  store: DeploymentStore,
+                                                                  redis: redis_lib.Redis) -> None:
+        """The dashboard lists each preview (PR, URL, age) with a tear-down form for deployers; posting it
+        with the session's CSRF token queues the teardown, audited; a viewer sees no form."""
+        TestApi().live(redis, 5)
+        dan = logged_in(previews_app, DAN_TOKEN)
+        page = dan.get("/").get_data(as_text=True)
+        assert 'id="preview-shop-5"' in page and "PR #5" in page and "http://127.0.0.1:9105/" in page
+        assert "/apps/shop/previews/5/remove" in page
+        assert "/apps/shop/previews/5/remove" not in logged_in(previews_app, VERA_TOKEN).get("/").get_data(as_text=True)
+        assert dan.post("/apps/shop/previews/5/remove", data={}).status_code == 403
+        answer = dan.post("/apps/shop/previews/5/remove", data={"csrf_token": csrf_of(dan)})
+        assert answer.status_code == 303
+        queued = store.get(redis.get(keys.app_queued("shop", 5)).decode())
+        assert (queued.trigger, queued.operator) == (Trigger.TEARDOWN, "dan")
+        assert audit.recent(redis, app="shop", limit=1)[0].action == audit.REMOVE_PREVIEW
