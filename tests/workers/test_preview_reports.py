@@ -270,6 +270,19 @@ class TestGithub:
         comment = only_comment(r.fake, "github", "acme/shop", 7)
         assert "**removed**: a newer pull request's preview took its place (the app's preview limit)" in comment.body
 
+    def test_closing_a_pull_request_without_a_preview_comments_nothing(self, r: Reporting) -> None:
+        """A teardown of a pull request that never had a preview looks for the comment, and makes none."""
+        new = NewDeployment("shop", SHA1, "refs/pull/8/head", Trigger.TEARDOWN, preview=8, delivery_id="d-8")
+        dep = r.store.intake.submit([new]).deployments[0]
+        r.store.start(dep.id, previous_sha="")
+        r.store.finish(dep.id, S.SUCCEEDED, "nothing of the preview was left to remove")
+        r.drain()
+        assert r.fake.violations == []
+        assert r.fake.comments("github", "acme/shop", 8) == [] and r.fake.deployments("github") == []
+        assert [m for m, _ in r.fake.comment_requests] == ["GET"]
+        assert r.fake.accepted == []  # a teardown posts no commit status
+        assert_nothing_left(r.redis)
+
     def test_a_failed_teardown_leaves_the_environment_and_says_so(self, r: Reporting) -> None:
         """A teardown that failed removed nothing: the deployment stays active, the comment says so."""
         last = r.preview("shop", 7, SHA1, S.SUCCEEDED)
@@ -388,17 +401,21 @@ class TestDelivery:
     def test_a_host_that_is_down_gets_every_report_later(self, r: Reporting, app: str, kind: str, repo: str,
                                                          number: int) -> None:
         """Comments (and environments) answered 503 for a while are retried through the outbox until sent."""
-        r.fake.fail_next(f"{kind}-comments", 4, status=503)
+        r.fake.fail_next(f"{kind}-comments", 3, status=503)
         r.fake.fail_next(f"{kind}-deployments", 3, status=503)
         last = r.preview(app, number, SHA1, S.SUCCEEDED)
+        r.drain()
+        assert "**live**" in only_comment(r.fake, kind, repo, number).body
+        r.fake.fail_next(f"{kind}-comments", 2, status=502)
+        r.fake.fail_next(f"{kind}-deployments", 2, status=502)
         r.tear_down(last, "closed")
         r.drain()
-        assert r.fake.faults_served(f"{kind}-comments") == 4
+        assert r.fake.faults_served(f"{kind}-comments") == 5
         assert r.fake.violations == []
         comment = only_comment(r.fake, kind, repo, number)
         assert "**removed**: the pull request was closed or merged" in comment.body
         failures = read_counters(r.redis)[keys.PREVIEW_COMMENT_FAILURES]
-        assert failures == {kind: 4}
+        assert failures == {kind: 5}
         if kind == "gitlab":
             assert [e.state for e in r.fake.environments()] == ["stopped"]
         if kind == "github":

@@ -217,8 +217,8 @@ def marked_comment(answer: HttpResponse, mark: str) -> tuple[str | None, int]:
 
 def plan(api: CommentsApi, host: HostConfig, repo: str, view: CommentView, event: OutboxEvent,
          record: CommentRecord) -> CommentStep | None:
-    """The next request `event` needs: edit the known comment, else look for it, else create it;
-    None once the comment shows `event`."""
+    """The next request `event` needs: edit the known comment, else look for it, else create it
+    (unless the news is a removal); None once the comment shows `event`."""
     if record.sent == event.id:
         return None
     body = comment_body(view)
@@ -240,6 +240,8 @@ def plan(api: CommentsApi, host: HostConfig, repo: str, view: CommentView, event
 
         return CommentStep(api.list_request(host, repo, view.number, record.page),
                            f"preview comment on {where}: look for it (page {record.page})", found)
+    if view.removed:
+        return None  # a pull request that never showed a preview gets no comment saying it is gone
     return CommentStep(api.create_request(host, repo, view.number, body),
                        f"preview comment on {where}: create ({_short(view)})",
                        lambda answer: {"comment_id": id_in_answer(answer, "comment"), **done})
