@@ -24,7 +24,7 @@ and the APIs a pull request's preview is reported through (docs/previews.md):
   takes no paging); GitLab's merge request notes: `GET|POST {prefix}/api/v4/projects/{id}/
   merge_requests/{iid}/notes`, `PUT .../notes/{note_id}`
 - GitLab's environments: `GET {prefix}/api/v4/projects/{id}/environments?name=...`, `POST` there,
-  `POST .../environments/{id}/stop`
+  `PUT .../environments/{id}`, `POST .../environments/{id}/stop`
 
 each checked for the host's credential, required fields, types, allowed states, unknown fields and
 length limits (and, for reads, the documented query parameters), answered like the host (201 with
@@ -134,7 +134,7 @@ _GITLAB_NOTES = re.compile(
     r"^/gitlab(?:/[^?]*)?/api/v4/projects/(?P<project>[^/?]+)/merge_requests/(?P<number>\d+)/notes"
     r"(?:/(?P<id>[^/?]+))?$")
 _GITLAB_ENVIRONMENTS = re.compile(
-    r"^/gitlab(?:/[^?]*)?/api/v4/projects/(?P<project>[^/?]+)/environments(?:/(?P<id>[^/?]+)/(?P<action>stop))?$")
+    r"^/gitlab(?:/[^?]*)?/api/v4/projects/(?P<project>[^/?]+)/environments(?:/(?P<id>[^/?]+)(?:/(?P<action>stop))?)?$")
 #: The query parameters of each list, and the values of those with a closed set.
 GITHUB_COMMENTS_QUERY: dict[str, set[str] | None] = {"since": None, "per_page": None, "page": None}
 GITEA_COMMENTS_QUERY: dict[str, set[str] | None] = {"since": None, "before": None}
@@ -971,6 +971,17 @@ class FakeGitHost:
                                           tier)
                 self._state.environments.append(environment)
             return 201, self._environment_answer(environment)
+        if m["id"] is not None and m["action"] is None and method == "PUT":
+            body = self._check_json(headers, raw)
+            self._check_keys(body, {"external_url", "tier", "cluster_agent_id", "kubernetes_namespace",
+                                    "flux_resource_path", "description", "auto_stop_setting"})
+            self._check_url(body, "external_url")
+            with self._lock:
+                found = [e for e in self._state.environments if str(e.id) == m["id"] and e.repo == repo]
+                if not found:
+                    raise _Breach(404, "404 Environment Not Found")
+                found[0].external_url = body.get("external_url", found[0].external_url)
+                return 200, self._environment_answer(found[0])
         if m["action"] == "stop" and method == "POST":
             body = self._check_json(headers, raw) if raw else {}
             self._check_keys(body, {"force"})

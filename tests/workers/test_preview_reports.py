@@ -355,15 +355,20 @@ class TestGitlab:
         assert_nothing_left(r.redis)
 
     def test_a_reopened_merge_request_finds_its_environment(self, r: Reporting) -> None:
-        """After a teardown the environment is looked up by name, never created twice (GitLab would refuse)."""
+        """After a teardown the environment is looked up by name, never created twice (GitLab would refuse),
+        and pointed at the reopened preview's address when that changed."""
         last = r.preview("wiki", 5, SHA1, S.SUCCEEDED)
         r.drain()
         r.tear_down(last, "closed")
         r.drain()
+        PreviewRecords(r.redis).put(PreviewRecord(app="wiki", number=5, sha=SHA2, url="http://127.0.0.1:9105/",
+                                                  state="deploying", updated_at=0.0, port=9105))
         r.preview("wiki", 5, SHA2, S.SUCCEEDED)
         r.drain()
         assert r.fake.violations == []
-        assert len(r.fake.environments()) == 1
+        [environment] = r.fake.environments()
+        assert environment.external_url == "http://127.0.0.1:9105/"
+        assert [m for m, p in r.fake.comment_requests if "environments" in p] == ["GET", "POST", "POST", "GET", "PUT"]
         assert [d.environment for d in r.fake.deployments("gitlab")] == ["review/mr-5", "review/mr-5"]
         note = only_comment(r.fake, "gitlab", "acme/docs/wiki", 5)
         assert "**live**" in note.body and f"`{SHA2[:12]}`" in note.body

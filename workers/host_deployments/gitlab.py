@@ -5,8 +5,8 @@ environment, `PUT .../deployments/{deployment_id}` changes its status (docs/cont
 A preview is a review app: environment `review/mr-<iid>` (GitLab groups `review/…` environments in
 one folder, as its own review apps do), created through the environments API with the preview's
 address as `external_url` before its first deployment (`GET .../environments?name=` first, so a
-reopened merge request reuses its environment), and stopped (`POST .../environments/{id}/stop`)
-when the preview is torn down."""
+reopened merge request reuses its environment, re-pointed with `PUT` if its address changed), and
+stopped (`POST .../environments/{id}/stop`) when the preview is torn down."""
 
 from __future__ import annotations
 
@@ -91,25 +91,39 @@ def build_stop_environment_request(host: HostConfig, repo: str, environment_id: 
     return HttpRequest(method="POST", url=url, headers=_headers(host), json={})
 
 
+def build_update_environment_request(host: HostConfig, repo: str, environment_id: str, url: str) -> HttpRequest:
+    """The request that points environment `environment_id` at `url`."""
+    return HttpRequest(method="PUT", url=f"{_project_url(host, repo)}/environments/{environment_id}",
+                       headers=_headers(host), json={"external_url": url})
+
+
 def found_environment(answer: HttpResponse) -> Mapping[str, str]:
-    """The environment record after a lookup: its id, or that there is none (ValueError: no list)."""
+    """The environment record after a lookup: its id and URL, or that there is none (ValueError: no list)."""
     for environment in list_in_answer(answer, "environment"):
         if isinstance(environment, dict) and isinstance(environment.get("id"), int):
-            return {"environment_id": str(environment["id"])}
+            url = str(environment.get("external_url") or "")
+            return {"environment_id": str(environment["id"]), "external_url": url}
     return {"looked_up": "1"}
 
 
 def plan_environment(host: HostConfig, app: AppConfig, target: Target) -> Step | None:
-    """A preview's environment, found or created before its first deployment; None once it is known."""
-    if target.record.get("environment_id"):
-        return None
-    name = target.environment
+    """A preview's environment, found or created before its first deployment, its URL the preview's
+    (a reopened merge request's preview may have another port); None once it is so."""
+    name, environment_id = target.environment, target.record.get("environment_id")
+    if environment_id:
+        if not target.url or target.record.get("external_url") == target.url:
+            return None
+        url = target.url
+        return Step(Action.ENVIRONMENT, build_update_environment_request(host, app.repo, environment_id, url),
+                    f"GitLab environment {name!r} of {app.repo}: point it at {url}",
+                    remember=lambda _answer: {"external_url": url})
     if not target.record.get("looked_up"):
         return Step(Action.ENVIRONMENT, build_find_environment_request(host, app.repo, name),
                     f"GitLab environment {name!r} of {app.repo}: look it up", remember=found_environment)
     return Step(Action.ENVIRONMENT, build_create_environment_request(host, app.repo, name, target.url),
                 f"GitLab environment {name!r} of {app.repo}: create",
-                remember=lambda answer: {"environment_id": id_in_answer(answer, "environment")})
+                remember=lambda answer: {"environment_id": id_in_answer(answer, "environment"),
+                                         "external_url": target.url or ""})
 
 
 def plan_removal(host: HostConfig, app: AppConfig, event: OutboxEvent, target: Target) -> Step | None:
