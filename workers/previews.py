@@ -177,7 +177,7 @@ class PreviewDeployer(Deployer):
                           shared=self.store.redis, resolved=model)
         strategy = strategy_for(app)
         self.step(f"rolling out preview #{self.number} ({strategy.name}): {', '.join(kept)}")
-        with _registry_logins_withheld() if dep.fork else contextlib.nullcontext():
+        with registry_logins_withheld() if dep.fork else contextlib.nullcontext():
             records = strategy.roll_out(release)
         self.records.put(replace(record, sha=sha, state=LIVE))
         self.step(f"preview #{self.number} of {app.name} ({sha[:12]}) is live at {url}")
@@ -219,7 +219,7 @@ def _port_free(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def _registry_logins_withheld() -> Iterator[None]:
+def registry_logins_withheld() -> Iterator[None]:
     """Compose runs with a Docker CLI config of its own, holding no registry logins (a fork's preview
     gets none of the app's credentials); the CLI plugins stay found."""
     before = os.environ.get("DOCKER_CONFIG")

@@ -3,6 +3,9 @@ file, and what a fork may not ask for."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +20,7 @@ from workers.preview_compose import (
     preview_service,
     target_port,
 )
+from workers.previews import registry_logins_withheld
 
 HEALTHY = {"test": ["CMD", "true"]}
 SERVICES: dict[str, Any] = {
@@ -91,3 +95,17 @@ class TestForks:
     def test_an_ordinary_service_is_fine(self) -> None:
         """Ports, volumes and healthchecks are no problem."""
         assert fork_problems(SERVICES) == []
+
+
+def test_a_fork_builds_with_no_registry_logins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside the fork's build, DOCKER_CONFIG names a config with no logins that still finds the CLI
+    plugins; afterwards the worker's own config is back."""
+    own = tmp_path / "docker"
+    (own / "cli-plugins").mkdir(parents=True)
+    (own / "config.json").write_text('{"auths": {"registry.example.com": {"auth": "c2VjcmV0"}}}')
+    monkeypatch.setenv("DOCKER_CONFIG", str(own))
+    with registry_logins_withheld():
+        inside = Path(os.environ["DOCKER_CONFIG"])
+        assert inside != own and json.loads((inside / "config.json").read_text()) == {}
+        assert (inside / "cli-plugins").resolve() == (own / "cli-plugins").resolve()
+    assert os.environ["DOCKER_CONFIG"] == str(own) and not inside.exists()

@@ -3,6 +3,7 @@ beside production, one per PR, each at its own port, and nothing of one left onc
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -87,9 +88,11 @@ class World:
     client: docker.DockerClient
     tmp_path: Path
 
-    def push_pr(self, number: int, version: str) -> str:
-        """Commit `version` on the PR's branch and point refs/pull/N/head at it, as GitHub does."""
-        sha = self.origin.commit(f"pr {number}: {version}", app_files(self.tmp_path, version), branch=f"pr{number}")
+    def push_pr(self, number: int, version: str, compose: str = COMPOSE) -> str:
+        """Commit `version` (with `compose` as its compose file) on the PR's branch and point
+        refs/pull/N/head at it, as GitHub does."""
+        files = {**app_files(self.tmp_path, version), "docker-compose.yml": compose}
+        sha = self.origin.commit(f"pr {number}: {version}", files, branch=f"pr{number}")
         git("--git-dir", str(self.origin.path), "update-ref", f"refs/pull/{number}/head", sha)
         return sha
 
@@ -98,8 +101,9 @@ class World:
         execute(self.config, self.store, self.redis, dep.id)
         return self.store.get(dep.id)
 
-    def deploy_pr(self, number: int, sha: str) -> Deployment:
-        return self.run(NewDeployment("web", sha, f"refs/pull/{number}/head", Trigger.PUSH, preview=number))
+    def deploy_pr(self, number: int, sha: str, *, fork: bool = False) -> Deployment:
+        return self.run(NewDeployment("web", sha, f"refs/pull/{number}/head", Trigger.PUSH, preview=number,
+                                      fork=fork))
 
     def log(self, dep: Deployment) -> str:
         return "\n".join(self.store.logs.read(dep.id)[0])
@@ -258,3 +262,33 @@ def test_max_refuses_or_evicts_and_ttl_tears_down(
     assert [(d.preview, d.trigger) for d in queued] == [(2, Trigger.TEARDOWN)]
     execute(world.config, world.store, redis, queued[0].id)
     assert world.leftovers(2) == [] and PreviewRecords(redis).of_app("web") == []
+
+
+def test_a_forks_preview_runs_confined_and_without_registry_logins(
+    tmp_path: Path, redis: redis_lib.Redis, compose_project: str, docker_client: docker.DockerClient,
+    base_image: str, cleanup: None, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With allow_forks a fork's PR is previewed, built with a Docker config holding no registry login;
+    one whose compose file asks for the host (privileged, a bind outside its checkout) fails naming it."""
+    del base_image, cleanup
+    logins = tmp_path / "docker-config"
+    logins.mkdir()
+    (logins / "config.json").write_text('{"auths": {"registry.example.com": {"auth": "c2VjcmV0OnNlY3JldA=="}}}')
+    plugins = Path.home() / ".docker" / "cli-plugins"
+    if plugins.is_dir():
+        (logins / "cli-plugins").symlink_to(plugins)
+    monkeypatch.setenv("DOCKER_CONFIG", str(logins))
+    world = make_world(tmp_path, redis, compose_project, docker_client,
+                       'url = "https://pr-{number}.example.com"\nlabels = { "pr" = "{number}" }\nallow_forks = true\n')
+    fork = world.deploy_pr(5, world.push_pr(5, "fork"), fork=True)
+    assert fork.state is DeploymentState.SUCCEEDED, fork.error
+    assert "(a fork: confined)" in world.log(fork)
+    assert os.environ["DOCKER_CONFIG"] == str(logins)  # put back once the preview was built
+
+    privileged = COMPOSE.replace("    init: true\n", "    init: true\n    privileged: true\n", 1)
+    refused = world.deploy_pr(6, world.push_pr(6, "privileged", privileged), fork=True)
+    assert refused.state is DeploymentState.FAILED and "services.web.privileged" in refused.error
+    binds = COMPOSE.replace("      - data:/data\n", "      - data:/data\n      - /etc:/host-etc\n")
+    refused = world.deploy_pr(6, world.push_pr(6, "binds", binds), fork=True)
+    assert refused.state is DeploymentState.FAILED and "services.db.volumes" in refused.error, refused.error
+    assert world.container_ids(f"{compose_project}-pr-6") == set()
