@@ -8,21 +8,23 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import docker
 import pytest
 import redis as redis_lib
 
 from hooksvc import keys
 from hooksvc.config import Config
 from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
-from hooksvc.outbox import write_preview_removed
-from hooksvc.preview_records import PreviewRecord, PreviewRecords
+from hooksvc.outbox import write_events, write_preview_removed
+from hooksvc.preview_records import PreviewRecord, PreviewRecords, request_teardown
 from hooksvc.previews import PreviewsConfig
 from hooksvc.routing import FORK_REFUSED
 from hooksvc.store import DeploymentStore
+from tests.helpers.docker import get_text
 from tests.helpers.fake_git_host import Comment, FakeGitHost, FakeGitHubApp
 from tests.helpers.github_app import APP_ID, INSTALLATION_ID, app_key
 from tests.helpers.outbox import outbox_backlog, read_counters
-from tests.workers import test_host_deployments, test_outbox_sender
+from tests.workers import test_host_deployments, test_outbox_sender, test_previews
 from tests.workers.test_github_app_reporting import app_config
 from tests.workers.test_host_deployments import environments_config
 from tests.workers.test_outbox_sender import (
@@ -38,6 +40,7 @@ from tests.workers.test_outbox_sender import (
 )
 from workers import host_auth
 from workers.host_auth import HostCredentials
+from workers.jobs import execute
 from workers.outbox_sender import OutboxSender
 from workers.preview_comments import marker
 
@@ -47,6 +50,7 @@ S = DeploymentState
 store = test_outbox_sender.store
 clock = test_outbox_sender.clock
 fake = test_host_deployments.fake
+cleanup = test_previews.cleanup
 #: A secret of the configuration's (the Gitea token) that a failing preview's error quotes: it must
 #: reach no host.
 LEAKED = TOKENS["gitea"]
@@ -471,3 +475,48 @@ class TestGithubApp:
             comment = only_comment(fake, "github", "acme/shop", 7)
             assert comment.headers["authorization"].removeprefix("Bearer ") in fake.issued_tokens
             assert [d.environment for d in fake.deployments("github")] == ["pr-7"]
+
+
+class TestWithTheWorker:
+    """A real preview (real git, Docker and compose, the worker's job) reported to the stand-in GitHub."""
+
+    def test_the_pull_request_shows_the_running_preview_then_its_removal(
+        self, tmp_path: Path, redis: redis_lib.Redis, clock: FakeClock, compose_project: str,
+        docker_client: docker.DockerClient, base_image: str, cleanup: None,
+    ) -> None:
+        """The comment and the environment carry the address the worker gave the preview, which serves the
+        PR's code; a push edits the comment; the operator's teardown marks it all removed."""
+        del base_image, cleanup
+        first, last = test_previews.free_port_range(2)
+        world = test_previews.make_world(tmp_path, redis, compose_project, docker_client,
+                                         f'url = "http://127.0.0.1:{{port}}/"\nports = "{first}-{last}"\n')
+        world.store = DeploymentStore(redis, listeners=[write_events])
+        with FakeGitHost({"github": "gh-api-token"}) as fake:
+            github = replace(world.config.hosts["github"], api_url=f"{fake.url}/github")
+            config = replace(world.config, hosts={**world.config.hosts, "github": github})
+            sender = OutboxSender(config, redis, sleep=clock.sleep, clock=clock, rng=lambda: 0.5,
+                                  http_timeout=CLIENT_TIMEOUT)
+            r = Reporting(world.store, sender, clock, redis, fake)
+            one = world.deploy_pr(3, world.push_pr(3, "pr3-a"))
+            assert one.state is S.SUCCEEDED, one.error
+            r.drain()
+            record = PreviewRecords(redis).get("web", 3)
+            assert record is not None and record.url == f"http://127.0.0.1:{record.port}/"
+            assert get_text(f"{record.url}version.txt") == (200, "pr3-a")
+            comment = only_comment(fake, "github", "acme/web", 3)
+            assert f"| URL | {record.url} |" in comment.body and "**live**" in comment.body
+            [deployment] = fake.deployments("github")
+            assert deployment.environment == "pr-3" and deployment.updates[-1]["environment_url"] == record.url
+            two = world.deploy_pr(3, world.push_pr(3, "pr3-b"))
+            assert two.state is S.SUCCEEDED, two.error
+            r.drain()
+            assert only_comment(fake, "github", "acme/web", 3).id == comment.id
+            assert f"`{two.sha[:12]}`" in only_comment(fake, "github", "acme/web", 3).body
+            removal = request_teardown(world.store, world.config.apps["web"], 3, operator="dan")
+            execute(world.config, world.store, redis, removal.id)
+            r.drain()
+            assert fake.violations == []
+            assert "**removed**: an operator removed it" in only_comment(fake, "github", "acme/web", 3).body
+            assert [d.statuses[-1] for d in fake.deployments("github")] == ["inactive", "inactive"]
+            assert fake.statuses("github", two.sha, "hooksvc/web/preview") == ["pending", "pending", "success"]
+            assert_nothing_left(redis)
