@@ -162,11 +162,16 @@ class AppOverview:
         }
 
 
+#: How many of an app's newest deployments the overview looks through for its own newest one (the
+#: others are its previews'): past that many preview deployments in a row, the app shows no state.
+OVERVIEW_LOOKBACK = 25
+
+
 def app_overview(store: DeploymentStore, app: AppConfig) -> AppOverview:
     """An app's live release, its newest deployment and the queued one, read from the store."""
     live = store.live(app.name)
-    recent = store.recent(app=app.name, limit=1)
-    last = recent[0] if recent else None
+    # The app's own newest deployment: a preview's (SPEC §13) says nothing of how production stands.
+    last = next((d for d in store.recent(app=app.name, limit=OVERVIEW_LOOKBACK) if d.preview is None), None)
     queued = store.queued_id(app.name)
     return AppOverview(
         name=app.name,

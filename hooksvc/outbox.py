@@ -29,7 +29,7 @@ import json
 import re
 import time
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 from redis.client import Pipeline
 
@@ -125,13 +125,14 @@ class OutboxEvent:
 
 def removal_reason(deployment: Deployment) -> str:
     """Why a teardown removes its preview, read from who asked: an operator (`removed`), the pull
-    request's webhook (`closed`: a merged pull request is closed too), else the ttl sweep (`ttl`);
-    "" for a deployment that is no teardown."""
+    request's webhook (`closed`: a merged pull request is closed too), else hooksvc itself (`limits`:
+    the ttl sweep, or an eviction at the app's `max`; the record does not say which, the teardown's
+    log does); "" for a deployment that is no teardown."""
     if deployment.trigger is not Trigger.TEARDOWN:
         return ""
     if deployment.operator:
         return "removed"
-    return "closed" if deployment.delivery_id else "ttl"
+    return "closed" if deployment.delivery_id else "limits"
 
 
 def status_lane(app: str, sha: str, preview: int | None = None) -> str:
@@ -203,17 +204,3 @@ def write_events(pipe: Pipeline, deployment: Deployment) -> None:
         for kind in NOTIFY_KINDS:
             append(pipe, notify_lane(deployment.id, kind), OutboxEvent.from_deployment(kind, deployment))
 
-
-def write_preview_removed(pipe: Pipeline, deployment: Deployment, why: str) -> None:
-    """Queue the news that `deployment`'s preview (its last deployment) was torn down outside a
-    teardown deployment (evicted for a newer one: `why` = "evicted"): its environment on the host is
-    marked inactive or stopped and its pull request comment says why. Call it in the transaction
-    that records the removal, or right after the removal when nothing is recorded."""
-    if deployment.preview is None:
-        raise ValueError(f"deployment {deployment.id} is no preview: only a preview is torn down")
-    if not why:
-        raise ValueError("a preview's removal needs a reason (evicted, ...)")
-    for kind, lane in ((HOST_DEPLOYMENT, host_deployment_lane(deployment.app, deployment.preview)),
-                       (PREVIEW_COMMENT, preview_comment_lane(deployment.app, deployment.preview))):
-        event = replace(OutboxEvent.from_deployment(kind, deployment), removed=why, state=DeploymentState.SUCCEEDED)
-        append(pipe, lane, event)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -29,8 +30,7 @@ from hooksvc.connection import call
 from hooksvc.deployments import Deployment, DeploymentState, Trigger, iso_time
 from hooksvc.errors import DeployError, GitError
 from hooksvc.logs import LogFn
-from hooksvc.outbox import write_preview_removed
-from hooksvc.preview_records import DEPLOYING, FAILED, LIVE, PreviewRecord, PreviewRecords
+from hooksvc.preview_records import DEPLOYING, FAILED, LIVE, PreviewRecord, PreviewRecords, request_teardown
 from hooksvc.previews import PreviewsConfig, preview_environment, preview_labels, preview_project, preview_url
 from hooksvc.store import DeploymentStore
 from workers.compose import ComposeProject, detect_compose
@@ -49,6 +49,8 @@ from workers.preview_compose import (
     target_port,
 )
 from workers.rollout.live_record import record_path
+
+log = logging.getLogger("hooksvc.worker")
 
 #: Where the mirror keeps the head of pull request N once fetched (outside refs/heads and refs/tags,
 #: which the branch fetch prunes to the origin's).
@@ -83,8 +85,9 @@ class PreviewDeployer(Deployer):
         self.step(f"deployment {dep.id}: {dep.trigger} of preview #{self.number} of {app.name} "
                   f"({dep.sha[:12] or dep.ref}), project {self.project}, worker pid {os.getpid()}")
         if dep.trigger is Trigger.TEARDOWN:
-            removed = tear_down(self.config, app, self.number, self.log, self.store)
-            return DeploymentState.SUCCEEDED, "" if removed else "nothing of the preview was left to remove"
+            if tear_down(self.config, app, self.number, self.log, self.store):
+                return DeploymentState.SUCCEEDED, ""
+            return DeploymentState.SKIPPED, f"nothing of preview #{self.number} was left to remove"
         previews = app.previews
         if previews is None or not previews.enabled:
             raise DeployError(f"app {app.name} has no enabled previews ([apps.{app.name}.previews])")
@@ -110,22 +113,22 @@ class PreviewDeployer(Deployer):
             raise DeployError(f"preview limit reached: app {self.app.name} has {len(others)} live previews "
                               f"({numbers}) of at most {previews.max}; close one, or set on_max = \"evict-oldest\"")
         oldest = min(others, key=lambda r: (r.updated_at, r.number))
-        self.log(f"preview limit reached ({previews.max}: {numbers}): evicting preview #{oldest.number}, the least "
-                 f"recently pushed (last push {iso_time(oldest.updated_at)})")
-        lock = AppLock(self.store.redis, keys.app_lock(self.app.name, oldest.number), f"evict-{self.dep.id}")
+        why = (f"preview limit reached ({previews.max}: {numbers}): evicting preview #{oldest.number}, the least "
+               f"recently pushed (last push {iso_time(oldest.updated_at)}), for preview #{self.number}")
+        self.log(why)
+        log.warning("deployment %s of %s: %s", self.dep.id, self.app.name, why)
+        # The eviction is a teardown deployment of its own, run here under the evicted PR's lock: it is
+        # listed with the app's deployments and reported like any teardown. A worker that took its job
+        # first has run it by the time the lock is free.
+        teardown = request_teardown(self.store, self.app, oldest.number, sha=oldest.sha)
+        lock = AppLock(self.store.redis, keys.app_lock(self.app.name, oldest.number), teardown.id)
         lock.acquire(lambda: True)
         with lock:
+            if self.store.start(teardown.id, previous_sha=oldest.sha) is None:
+                return
+            self.store.logs.append(teardown.id, f"evicted by deployment {self.dep.id}: {why}")
             tear_down(self.config, self.app, oldest.number, self.log, self.store)
-        self._report_evicted(oldest)
-
-    def _report_evicted(self, evicted: PreviewRecord) -> None:
-        """The evicted preview's environment and comment hear of it (no teardown deployment did it)."""
-        last = self.store.find(evicted.deployment_id) if evicted.deployment_id else None
-        if last is None or last.preview is None:
-            return
-        with self.store.redis.pipeline(transaction=True) as pipe:
-            write_preview_removed(pipe, last, "evicted")
-            pipe.execute()
+            self.store.finish(teardown.id, DeploymentState.SUCCEEDED)
 
     def _deploy(self, previews: PreviewsConfig, known: PreviewRecord | None) -> tuple[DeploymentState, str]:
         from workers.service_labels import check_service_settings

@@ -193,7 +193,7 @@ def dashboard() -> str:
         overview = app_overview(ctx.store, app)
         recent = ctx.store.recent(app=app.name, limit=RECENT_PER_APP)
         # What the app is doing now: a running deployment outranks a newer queued one behind it.
-        running = [d for d in recent if d.state is DeploymentState.RUNNING]
+        running = [d for d in recent if d.state is DeploymentState.RUNNING and d.preview is None]
         previews = PreviewRecords(ctx.store.redis).of_app(app.name) if app.previews is not None else []
         apps.append(AppCard(overview, recent, str(running[0].state) if running else overview.state,
                             app.single_branch, read_lock(ctx.store.redis, app.name), previews))

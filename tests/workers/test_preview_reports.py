@@ -15,7 +15,7 @@ import redis as redis_lib
 from hooksvc import keys
 from hooksvc.config import Config
 from hooksvc.deployments import DeploymentState, NewDeployment, Trigger
-from hooksvc.outbox import write_events, write_preview_removed
+from hooksvc.outbox import write_events
 from hooksvc.preview_records import PreviewRecord, PreviewRecords, request_teardown
 from hooksvc.previews import PreviewsConfig
 from hooksvc.routing import FORK_REFUSED
@@ -112,7 +112,7 @@ class Reporting:
         assert last is not None and last.preview is not None
         new = NewDeployment(last.app, last.sha, last.ref, Trigger.TEARDOWN, preview=last.preview,
                             delivery_id="delivery-1" if why == "closed" else "",
-                            operator="alice" if why == "removed" else "")
+                            operator="alice" if why == "removed" else "")  # else the ttl sweep or an eviction
         dep = self.store.intake.submit([new]).deployments[0]
         self.store.start(dep.id, previous_sha="")
         self.store.finish(dep.id, final, error)
@@ -201,7 +201,8 @@ class TestGithub:
         assert r.fake.violations == []
 
     @pytest.mark.parametrize("why, said", [("closed", "the pull request was closed or merged"),
-                                           ("ttl", "no push came within its time to live"),
+                                           ("limits", "no push came within its time to live, or a newer "
+                                                      "preview needed its place (the app's max)"),
                                            ("removed", "an operator removed it")])
     def test_teardown_marks_the_environment_inactive_and_says_so(self, r: Reporting, why: str, said: str) -> None:
         """Closed, expired or removed: every deployment of pr-7 ends inactive, the comment says why."""
@@ -259,21 +260,6 @@ class TestGithub:
         assert [m for m, _ in r.fake.comment_requests] == ["GET", "POST", "PATCH", "POST"]
 
 
-    def test_an_evicted_preview_is_reported_removed(self, r: Reporting) -> None:
-        """A preview evicted for a newer one (no teardown deployment) ends inactive, its comment says why."""
-        last = r.preview("shop", 7, SHA1, S.SUCCEEDED)
-        r.drain()
-        deployment = DeploymentStore.load(r.redis, last)
-        assert deployment is not None
-        with r.redis.pipeline(transaction=True) as pipe:
-            write_preview_removed(pipe, deployment, "evicted")
-            pipe.execute()
-        r.drain()
-        assert r.fake.violations == []
-        assert r.fake.deployments("github")[0].statuses[-1] == "inactive"
-        comment = only_comment(r.fake, "github", "acme/shop", 7)
-        assert "**removed**: a newer pull request's preview took its place (the app's preview limit)" in comment.body
-
     def test_closing_a_pull_request_without_a_preview_comments_nothing(self, r: Reporting) -> None:
         """A teardown of a pull request that never had a preview looks for the comment, and makes none."""
         new = NewDeployment("shop", SHA1, "refs/pull/8/head", Trigger.TEARDOWN, preview=8, delivery_id="d-8")
@@ -291,7 +277,7 @@ class TestGithub:
         """A teardown that failed removed nothing: the deployment stays active, the comment says so."""
         last = r.preview("shop", 7, SHA1, S.SUCCEEDED)
         r.drain()
-        r.tear_down(last, "ttl", S.FAILED, "docker compose down: exit 1")
+        r.tear_down(last, "limits", S.FAILED, "docker compose down: exit 1")
         r.drain()
         [deployment] = r.fake.deployments("github")
         assert deployment.statuses[-1] == "success"

@@ -140,9 +140,8 @@ def describe_preview_state(number: int, state: DeploymentState, error: str = "",
 #: shown as it is.
 REMOVAL_REASONS: Mapping[str, str] = {
     "closed": "the pull request was closed or merged",
-    "ttl": "no push came within its time to live",
     "removed": "an operator removed it",
-    "evicted": "a newer pull request's preview took its place (the app's preview limit)",
+    "limits": "no push came within its time to live, or a newer preview needed its place (the app's max)",
 }
 
 

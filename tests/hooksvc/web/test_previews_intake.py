@@ -223,3 +223,16 @@ class TestDashboard:
         queued = store.get(redis.get(keys.app_queued("shop", 5)).decode())
         assert (queued.trigger, queued.operator) == (Trigger.TEARDOWN, "dan")
         assert audit.recent(redis, app="shop", limit=1)[0].action == audit.REMOVE_PREVIEW
+        page = dan.get(answer.headers["Location"]).get_data(as_text=True)
+        assert '<dd id="preview">pull request #5' in page and "teardown" in page
+
+    def test_a_failed_preview_does_not_colour_the_app(self, web: FlaskClient, store: DeploymentStore) -> None:
+        """The app's state (API and dashboard) is its own newest deployment's, not a preview's."""
+        own = store.intake.submit([NewDeployment("shop", commit_sha(1), "refs/heads/main", Trigger.PUSH)])
+        store.start(own.deployments[0].id, "")
+        store.finish(own.deployments[0].id, DeploymentState.SUCCEEDED, live_sha=commit_sha(1))
+        preview = deployment(store, github_pr(web, "opened", 3))
+        store.start(preview.id, "")
+        store.finish(preview.id, DeploymentState.FAILED, "health check failed")
+        shop = next(a for a in web.get("/api/apps", headers=AUTH).json["apps"] if a["name"] == "shop")
+        assert shop["state"] == "succeeded"
