@@ -97,6 +97,10 @@ STRANDED_QUEUED_SECONDS = 120.0
 #: Commit-status descriptions: GitHub rejects more than 140 characters, GitLab more than 255.
 GITHUB_DESCRIPTION_LIMIT = 140
 GITLAB_DESCRIPTION_LIMIT = 255
+#: Appended to an app's `status_context` for its previews' commit statuses (`hooksvc/shop/preview`):
+#: a pull request's head may be the very commit production runs, and a host keeps one status per
+#: commit and context.
+PREVIEW_STATUS_CONTEXT_SUFFIX = "/preview"
 #: The `[hosts.*]` keys of GitHub App authentication, and the host kinds that take them.
 GITHUB_APP_KEYS = frozenset({"app_id", "private_key_file", "installation_id"})
 GITHUB_APP_KINDS = frozenset({"github"})

@@ -6,9 +6,19 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Iterable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 T = TypeVar("T")
+
+
+class ForKinds(Protocol):
+    """An entry of a registry keyed by host kind (a status reporter, a comments API)."""
+
+    @property
+    def kinds(self) -> frozenset[str]: ...
+
+
+K = TypeVar("K", bound=ForKinds)
 
 
 def declared(package: str, path: Iterable[str], attribute: str, kind: type[T]) -> list[T]:
@@ -22,4 +32,16 @@ def declared(package: str, path: Iterable[str], attribute: str, kind: type[T]) -
         if not isinstance(value, kind):
             raise TypeError(f"{package}.{module}.{attribute} must be a {kind.__name__}, got {type(value).__name__}")
         found.append(value)
+    return found
+
+
+def by_kind(entries: Iterable[K], what: str) -> dict[str, K]:
+    """kind -> the entry that claims it; ValueError when two entries claim one kind (`what` names
+    the entries in the message: "status reporters")."""
+    found: dict[str, K] = {}
+    for entry in entries:
+        for kind in entry.kinds:
+            if kind in found:
+                raise ValueError(f"host kind {kind!r} has two {what}")
+            found[kind] = entry
     return found

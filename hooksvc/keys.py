@@ -174,10 +174,19 @@ def check_run(deployment_id: str) -> str:
     return f"{OUTBOX_PREFIX}:check_run:{deployment_id}"
 
 
-def host_deployment_active(app: str) -> str:
+def host_deployment_active(app: str, preview: int | None = None) -> str:
     """The app's deployment the git host shows active (HASH: deployment_id, host_id): the one the
-    next successful release marks `inactive`."""
-    return f"{OUTBOX_PREFIX}:host_deployment_active:{app}"
+    next successful release marks `inactive`. A preview's environment has its own (`preview`: the
+    pull request), which also holds the host's last deployment there (`latest`) and, on GitLab, the
+    environment's id (see `workers.host_deployments`)."""
+    suffix = f":pr-{preview}" if preview is not None else ""
+    return f"{OUTBOX_PREFIX}:host_deployment_active:{app}{suffix}"
+
+
+def preview_comment(app: str, number: int) -> str:
+    """The pull request comment that shows the app's preview (HASH: the host's comment id, or how far
+    the search for it got; see `workers.preview_comments`)."""
+    return f"{OUTBOX_PREFIX}:preview_comment:{app}:{number}"
 
 
 # -- counters for /metrics (each a HASH of label -> count) ------------------------------------------
@@ -205,6 +214,11 @@ HOST_DEPLOYMENT_DROPPED = f"{METRICS_PREFIX}:host_deployment_dropped"
 CHECK_RUN_SENT = f"{METRICS_PREFIX}:check_run_sent"
 CHECK_RUN_FAILURES = f"{METRICS_PREFIX}:check_run_failures"
 CHECK_RUN_DROPPED = f"{METRICS_PREFIX}:check_run_dropped"
+#: By host kind (github, gitea, forgejo, gitlab): preview comment requests (find, create, edit)
+#: delivered, failed attempts, given up.
+PREVIEW_COMMENT_SENT = f"{METRICS_PREFIX}:preview_comment_sent"
+PREVIEW_COMMENT_FAILURES = f"{METRICS_PREFIX}:preview_comment_failures"
+PREVIEW_COMMENT_DROPPED = f"{METRICS_PREFIX}:preview_comment_dropped"
 
 
 # -- operator sessions and the login throttle -------------------------------------------------------

@@ -6,7 +6,7 @@ import http.client
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO
 from urllib.parse import urlsplit
@@ -59,6 +59,20 @@ class HttpResponse:
         return " ".join(self.body[:limit].decode("utf-8", "replace").split())
 
 
+@dataclass(frozen=True)
+class PlannedRequest:
+    """One step of an outbox event that takes several requests (a host deployment, a preview
+    comment), made ready for the outbox sender: what to record once it is delivered or given up."""
+
+    request: HttpRequest
+    what: str
+    #: Said with a refused request: what the operator may have to fix.
+    hint: str
+    delivered: Callable[[HttpResponse], None]
+    #: Told when the step is given up (True: the host refused it).
+    dropped: Callable[[bool], None]
+
+
 def id_in_answer(answer: HttpResponse, what: str) -> str:
     """The numeric `id` of the object a create answered with (`what`: "deployment", "check-run");
     ValueError when there is none."""
@@ -70,6 +84,18 @@ def id_in_answer(answer: HttpResponse, what: str) -> str:
     if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
         raise ValueError(f"the answer holds no {what} id (id: {value!r})")
     return str(value)
+
+
+def list_in_answer(answer: HttpResponse, what: str) -> list[object]:
+    """The JSON array an answer listing `what` ("comment", "environment") holds; ValueError when it
+    holds none."""
+    try:
+        listed = json.loads(answer.body)
+    except ValueError:
+        raise ValueError(f"the {what} list is not JSON") from None
+    if not isinstance(listed, list):
+        raise ValueError(f"the {what} list is no JSON array (got {type(listed).__name__})")
+    return listed
 
 
 class HttpTransportError(Exception):

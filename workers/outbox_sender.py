@@ -27,6 +27,11 @@ commit-status rules.
 A deployment recorded on the git host (`workers.host_deployments`) follows the commit-status rules;
 one of its events may take several requests (create, status, `inactive` of the replaced release),
 each built once the one before it was delivered, so a retry never repeats a delivered step.
+
+A preview's deployment (SPEC §13) is reported under a status context of its own (the app's plus
+`/preview`), its success linking to the preview itself; it is recorded in the preview's environment
+on the host, and shown in one pull request comment (`workers.preview_comments`), edited in place.
+Its teardown marks that environment inactive or stopped and says so in the comment. The same rules.
 """
 
 from __future__ import annotations
@@ -43,18 +48,22 @@ import redis
 
 from hooksvc import defaults, keys
 from hooksvc.config import AppConfig, Config, HostConfig
+from hooksvc.deployments import DeploymentState
 from hooksvc.errors import RedisUnavailable
 from hooksvc.logs import DeploymentLogs
-from hooksvc.outbox import CHECK_RUN, HOST_DEPLOYMENT, SLACK, STATUS, WEBHOOK, OutboxEvent
+from hooksvc.outbox import CHECK_RUN, HOST_DEPLOYMENT, PREVIEW_COMMENT, SLACK, STATUS, WEBHOOK, OutboxEvent
+from hooksvc.preview_records import PreviewRecords
+from hooksvc.previews import preview_url, template_fields
 from hooksvc.redact import redact
 from hooksvc.store import DeploymentStore
 from workers import host_auth, http, notify
 from workers.check_runs import CheckRunReport, CheckRuns, summary_text
 from workers.host_auth import HostAuthError
 from workers.host_deployments import HostDeployments
-from workers.http import HttpRequest
+from workers.http import HttpRequest, PlannedRequest
 from workers.locks import Lease
-from workers.statuses import REPORTERS, StatusUpdate, describe_state
+from workers.preview_comments import CommentView, PreviewComments
+from workers.statuses import REPORTERS, StatusUpdate, describe_preview_state, describe_state, status_context
 
 log = logging.getLogger("hooksvc.outbox")
 
@@ -72,6 +81,13 @@ LOCK_MARGIN_SECONDS = 10.0
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
 #: Characters of an answer body quoted in a log line (enough for a host's error message).
 ANSWER_QUOTE_CHARS = 200
+#: (sent, failed attempts, dropped) counters of each kind of event sent to the git host.
+HOST_COUNTERS = {
+    STATUS: (keys.STATUS_SENT, keys.STATUS_FAILURES, keys.STATUS_DROPPED),
+    HOST_DEPLOYMENT: (keys.HOST_DEPLOYMENT_SENT, keys.HOST_DEPLOYMENT_FAILURES, keys.HOST_DEPLOYMENT_DROPPED),
+    CHECK_RUN: (keys.CHECK_RUN_SENT, keys.CHECK_RUN_FAILURES, keys.CHECK_RUN_DROPPED),
+    PREVIEW_COMMENT: (keys.PREVIEW_COMMENT_SENT, keys.PREVIEW_COMMENT_FAILURES, keys.PREVIEW_COMMENT_DROPPED),
+}
 
 # Removes the head only if it is still the event we delivered, and the lane from `due` once empty:
 # atomic against a listener appending (its RPUSH + ZADD NX land either before or after this).
@@ -160,6 +176,7 @@ class OutboxSender:
         self._ack = connection.register_script(_ACK)
         self.host_deployments = HostDeployments(connection)
         self.check_runs = CheckRuns(connection)
+        self.preview_comments = PreviewComments(connection)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -280,7 +297,7 @@ class OutboxSender:
         return True
 
     def _retry_bound(self, event: OutboxEvent, waiting_behind: bool) -> tuple[float, str]:
-        if event.kind not in (STATUS, HOST_DEPLOYMENT, CHECK_RUN):
+        if event.kind not in (STATUS, HOST_DEPLOYMENT, CHECK_RUN, PREVIEW_COMMENT):
             return defaults.REPORT_RETRY_SECONDS, "notifications are retried that long"
         if not event.state.is_final and waiting_behind:
             if event.kind == HOST_DEPLOYMENT:
@@ -309,11 +326,7 @@ class OutboxSender:
             return self._prepare_for(event, app)
         except HostAuthError as exc:
             host = self.config.hosts[app.host]
-            counters = {STATUS: (keys.STATUS_SENT, keys.STATUS_FAILURES, keys.STATUS_DROPPED),
-                        HOST_DEPLOYMENT: (keys.HOST_DEPLOYMENT_SENT, keys.HOST_DEPLOYMENT_FAILURES,
-                                          keys.HOST_DEPLOYMENT_DROPPED),
-                        CHECK_RUN: (keys.CHECK_RUN_SENT, keys.CHECK_RUN_FAILURES, keys.CHECK_RUN_DROPPED)}
-            sent, failures, dropped = counters.get(event.kind, counters[STATUS])
+            sent, failures, dropped = HOST_COUNTERS.get(event.kind, HOST_COUNTERS[STATUS])
             return OutboxRequest(None, host.kind, f"{event.kind} on {host.kind} {app.repo}@{event.sha[:12]}", sent,
                                  failures, dropped, unavailable=f"no installation token: {exc}")
 
@@ -326,9 +339,11 @@ class OutboxSender:
                 if configured is None or not configured.has_credentials or reporter is None:
                     return None  # no token (the operator's choice) or no status API: no statuses
                 host = host_auth.with_token(configured, app.repo)
-                description = redact(describe_state(event.deployment_id, event.state, event.error,
-                                                    event.checks_failed), self.secrets)
-                update = StatusUpdate(repo=app.repo, sha=event.sha, state=event.state, context=app.status_context,
+                description = self._describe(event)
+                if event.preview is not None and event.state is DeploymentState.SUCCEEDED:
+                    url = self._preview_url(app, event.preview) or url  # "Details" opens the preview
+                update = StatusUpdate(repo=app.repo, sha=event.sha, state=event.state,
+                                      context=status_context(app.status_context, event.preview),
                                       description=description, target_url=url, ref=event.ref,
                                       checks_failed=event.checks_failed)
                 request = reporter.build(host, update)
@@ -340,6 +355,8 @@ class OutboxSender:
                 return self._prepare_host_deployment(event, app)
             if event.kind == CHECK_RUN:
                 return self._prepare_check_run(event, app, url)
+            if event.kind == PREVIEW_COMMENT:
+                return self._prepare_preview_comment(event, app, url)
             if event.kind == WEBHOOK and app.notify.webhook_url is not None:
                 request = notify.build_webhook_request(app.notify, event, url)
                 return OutboxRequest(request, WEBHOOK, "notification webhook", keys.NOTIFY_SENT,
@@ -354,17 +371,13 @@ class OutboxSender:
 
     def _prepare_host_deployment(self, event: OutboxEvent, app: AppConfig) -> OutboxRequest | None:
         configured = self.config.hosts.get(app.host)
-        if configured is None or not configured.has_credentials:
-            return None
+        if configured is None or not configured.has_credentials or self._refused(event):
+            return None  # a refused fork's preview never runs: no environment is made for it
         host = host_auth.with_token(configured, app.repo)
-        description = redact(describe_state(event.deployment_id, event.state, event.error), self.secrets)
-        planned = self.host_deployments.prepare(event, app, host, description, self._deployment_url)
-        if planned is None:
-            return None
-        return OutboxRequest(planned.request, host.kind, planned.what, keys.HOST_DEPLOYMENT_SENT,
-                             keys.HOST_DEPLOYMENT_FAILURES, keys.HOST_DEPLOYMENT_DROPPED,
-                             delivered=planned.delivered, dropped=planned.dropped, hint=planned.hint,
-                             app_auth=_app_auth(configured, app))
+        description = self._describe(event, checks=False)
+        preview_address = self._preview_url(app, event.preview) if event.preview is not None else None
+        planned = self.host_deployments.prepare(event, app, host, description, self._deployment_url, preview_address)
+        return _stepped(planned, configured, app, HOST_DEPLOYMENT) if planned is not None else None
 
     def _prepare_check_run(self, event: OutboxEvent, app: AppConfig, url: str) -> OutboxRequest | None:
         """The check run's next request: only hosts with GitHub App credentials (GitHub lets only an
@@ -376,7 +389,7 @@ class OutboxSender:
                          self.secrets)
         deployment = DeploymentStore.load(self.redis, event.deployment_id)
         report = CheckRunReport(
-            repo=app.repo, sha=event.sha, name=app.status_context, state=event.state,
+            repo=app.repo, sha=event.sha, name=status_context(app.status_context, event.preview), state=event.state,
             deployment_id=event.deployment_id, title=outcome.splitlines()[0] if outcome else str(event.state),
             summary=summary_text(app, event, deployment, outcome) + (f"\n\n[Deployment page]({url})" if url else ""),
             details_url=url, checks_failed=event.checks_failed,
@@ -389,6 +402,47 @@ class OutboxSender:
                              dropped=lambda _rejected: self.check_runs.dropped(event),
                              hint="if the App may not write checks, give it the Checks: read and write permission",
                              app_auth=_app_auth(configured, app))
+
+    def _prepare_preview_comment(self, event: OutboxEvent, app: AppConfig, url: str) -> OutboxRequest | None:
+        """The preview comment's next request: find it, create it, or edit it."""
+        configured = self.config.hosts.get(app.host)
+        if configured is None or not configured.has_credentials or event.preview is None:
+            return None
+        reason = redact(event.error, self.secrets) if event.error else ""
+        view = CommentView(app=app.name, number=event.preview, url=self._preview_url(app, event.preview) or "",
+                           sha=event.sha, state=event.state, reason=reason, removed=event.removed, page_url=url,
+                           deployment_id=event.deployment_id,
+                           refused=self._refused(event) and event.state is DeploymentState.FAILED)
+        host = host_auth.with_token(configured, app.repo)
+        planned = self.preview_comments.prepare(host, app.repo, view, event)
+        return _stepped(planned, configured, app, PREVIEW_COMMENT) if planned is not None else None
+
+    def _describe(self, event: OutboxEvent, *, checks: bool = True) -> str:
+        """The status sentence of `event` (a preview's names its pull request), redacted."""
+        checks_failed = event.checks_failed and checks
+        if event.preview is not None:
+            text = describe_preview_state(event.preview, event.state, event.error, checks_failed,
+                                          refused=self._refused(event) and event.state is DeploymentState.FAILED)
+        else:
+            text = describe_state(event.deployment_id, event.state, event.error, checks_failed)
+        return redact(text, self.secrets)
+
+    def _refused(self, event: OutboxEvent) -> bool:
+        """A fork's preview its app does not build (its status and comment say why, nothing else)."""
+        app = self.config.apps.get(event.app)
+        previews = app.previews if app is not None else None
+        return event.fork and (previews is None or not previews.allow_forks)
+
+    def _preview_url(self, app: AppConfig, number: int) -> str | None:
+        """Where pull request `number`'s preview of `app` is reached: as its record says (the worker
+        filled in its port), else from the template when it names no port; None when not known."""
+        record = PreviewRecords(self.redis).get(app.name, number)
+        if record is not None and record.url:
+            return record.url
+        previews = app.previews
+        if previews is None or "port" in template_fields(previews.url):
+            return None
+        return preview_url(previews, number, None)
 
     def _attempt(self, delivery: OutboxRequest) -> tuple[Attempt, http.HttpResponse | None]:
         if delivery.request is None:
@@ -417,3 +471,11 @@ class OutboxSender:
 def _app_auth(host: HostConfig, app: AppConfig) -> tuple[HostConfig, str] | None:
     """(host, repository) when requests for `app` carry a GitHub App installation token."""
     return (host, app.repo) if host.app is not None else None
+
+
+def _stepped(planned: PlannedRequest, host: HostConfig, app: AppConfig, kind: str) -> OutboxRequest:
+    """`planned` made an `OutboxRequest`, counted under `kind`'s counters."""
+    sent, failures, dropped = HOST_COUNTERS[kind]
+    return OutboxRequest(planned.request, host.kind, planned.what, sent, failures, dropped,
+                         delivered=planned.delivered, dropped=planned.dropped, hint=planned.hint,
+                         app_auth=_app_auth(host, app))

@@ -56,6 +56,12 @@ _OUTBOX_COUNTERS = (
     ("hooksvc_check_run_request_failures", "Failed check-run attempts (retried or not).",
      keys.CHECK_RUN_FAILURES, "host_kind"),
     ("hooksvc_check_run_requests_dropped", "Check-run requests given up on.", keys.CHECK_RUN_DROPPED, "host_kind"),
+    ("hooksvc_preview_comment_requests", "Preview comment requests (find, create, edit) delivered to the git host.",
+     keys.PREVIEW_COMMENT_SENT, "host_kind"),
+    ("hooksvc_preview_comment_request_failures", "Failed preview comment attempts (retried or not).",
+     keys.PREVIEW_COMMENT_FAILURES, "host_kind"),
+    ("hooksvc_preview_comment_requests_dropped", "Preview comment requests given up on.",
+     keys.PREVIEW_COMMENT_DROPPED, "host_kind"),
 )
 
 

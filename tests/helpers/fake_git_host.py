@@ -17,11 +17,22 @@ and the deployments APIs (docs/contract.md, "Deployments on the git host"):
 - GitHub's `POST {prefix}/repos/{owner}/{repo}/deployments` and `.../deployments/{id}/statuses`
 - GitLab's `POST {prefix}/api/v4/projects/{id}/deployments` and `PUT .../deployments/{deployment_id}`
 
+and the APIs a pull request's preview is reported through (docs/previews.md):
+
+- GitHub's issue comments: `GET|POST {prefix}/repos/{owner}/{repo}/issues/{number}/comments`,
+  `PATCH .../issues/comments/{comment_id}`; Gitea/Forgejo's the same under `/api/v1` (its list
+  takes no paging); GitLab's merge request notes: `GET|POST {prefix}/api/v4/projects/{id}/
+  merge_requests/{iid}/notes`, `PUT .../notes/{note_id}`
+- GitLab's environments: `GET {prefix}/api/v4/projects/{id}/environments?name=...`, `POST` there,
+  `PUT .../environments/{id}`, `POST .../environments/{id}/stop`
+
 each checked for the host's credential, required fields, types, allowed states, unknown fields and
-length limits, answered like the host (201 with the new object and its `id`; GitLab's PUT 200;
-404 for a deployment it never created; GitHub's 409 when a required commit status is not
-`success`; GitLab's 400 for a bad parameter), and applying GitHub's `auto_inactive` (a `success`
-marks the environment's earlier successful, non-production, non-transient deployments inactive).
+length limits (and, for reads, the documented query parameters), answered like the host (201 with
+the new object and its `id`; GitLab's PUT 200; 404 for a deployment or comment it does not have,
+403 for an edit of another user's comment; GitHub's 409 when a required commit status is not
+`success`; GitLab's 400 for a bad parameter or a taken environment name), and applying GitHub's
+`auto_inactive` (a `success` marks the environment's earlier successful, non-production,
+non-transient deployments inactive).
 
 The CI check read APIs (docs/gating.md) answer from what a test set with `set_check_runs`,
 `set_commit_statuses` and `set_pipelines`, plus the statuses hooksvc itself posted, each read
@@ -112,6 +123,28 @@ GITLAB_PIPELINE_STATUSES = frozenset({"created", "waiting_for_resource", "prepar
                                       "failed", "canceled", "skipped", "manual", "scheduled"})
 _GITLAB_DEPLOYMENTS = re.compile(
     r"^/gitlab(?:/[^?]*)?/api/v4/projects/(?P<project>[^/?]+)/deployments(?:/(?P<id>[^/?]+))?$")
+#: Pull request comments: `number` names the pull request (list, create), `id` the comment (edit).
+_GITHUB_COMMENTS = re.compile(
+    r"^/github(?:/[^?]*)?/repos/(?P<owner>[^/?]+)/(?P<repo>[^/?]+)/issues/"
+    r"(?:(?P<number>\d+)/comments|comments/(?P<id>[^/?]+))$")
+_GITEA_COMMENTS = re.compile(
+    r"^/gitea(?:/[^?]*)?/api/v1/repos/(?P<owner>[^/?]+)/(?P<repo>[^/?]+)/issues/"
+    r"(?:(?P<number>\d+)/comments|comments/(?P<id>[^/?]+))$")
+_GITLAB_NOTES = re.compile(
+    r"^/gitlab(?:/[^?]*)?/api/v4/projects/(?P<project>[^/?]+)/merge_requests/(?P<number>\d+)/notes"
+    r"(?:/(?P<id>[^/?]+))?$")
+_GITLAB_ENVIRONMENTS = re.compile(
+    r"^/gitlab(?:/[^?]*)?/api/v4/projects/(?P<project>[^/?]+)/environments(?:/(?P<id>[^/?]+)(?:/(?P<action>stop))?)?$")
+#: The query parameters of each list, and the values of those with a closed set.
+GITHUB_COMMENTS_QUERY: dict[str, set[str] | None] = {"since": None, "per_page": None, "page": None}
+GITEA_COMMENTS_QUERY: dict[str, set[str] | None] = {"since": None, "before": None}
+GITLAB_NOTES_QUERY: dict[str, set[str] | None] = {
+    "sort": {"asc", "desc"}, "order_by": {"created_at", "updated_at"}, "page": None, "per_page": None}
+GITLAB_ENVIRONMENTS_QUERY: dict[str, set[str] | None] = {
+    "name": None, "search": None, "states": {"available", "stopping", "stopped"}, "page": None, "per_page": None}
+GITLAB_TIERS = frozenset({"production", "staging", "testing", "development", "other"})
+#: GitHub refuses a comment body longer than this; GitLab's note limit is larger (1 000 000).
+GITHUB_COMMENT_LIMIT = 65536
 
 
 _GITHUB_APP_TOKENS = re.compile(r"^/github(?:/[^?]*)?/app/installations/(?P<id>[^/?]+)/access_tokens$")
@@ -188,6 +221,34 @@ class HostDeployment:
         return self.statuses[-1] if self.statuses else ""
 
 
+@dataclass
+class Comment:
+    """A pull request comment (GitLab: a merge request note) as the fake host keeps it."""
+
+    kind: str
+    id: int
+    repo: str
+    number: int
+    body: str
+    #: Who wrote it: "hooksvc" for the token's requests, else what `add_comment` said.
+    author: str
+    #: Every body it had before the current one, oldest first.
+    edits: list[str] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Environment:
+    """A GitLab environment as the fake host keeps it."""
+
+    id: int
+    repo: str
+    name: str
+    external_url: str | None
+    tier: str
+    state: str = "available"
+
+
 @dataclass(frozen=True)
 class AcceptedStatus:
     kind: str
@@ -245,6 +306,10 @@ class _State:
     pipelines: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     #: Check reads served, by host kind.
     check_reads: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    comments: list[Comment] = field(default_factory=list)
+    environments: list[Environment] = field(default_factory=list)
+    #: (method, path) of every comment and environment request served, in order.
+    comment_requests: list[tuple[str, str]] = field(default_factory=list)
 
 
 class FakeGitHost:
@@ -294,7 +359,8 @@ class FakeGitHost:
 
     def fail_next(self, route: str, times: int, status: int = 500) -> None:
         """The next `times` requests to `route` (github, gitea, gitlab, notify, slack; github-deployments,
-        gitlab-deployments for the deployments API alone) answer `status`."""
+        gitlab-deployments for the deployments API alone, GitLab's environments included;
+        github-comments, gitea-comments, gitlab-comments for pull request comments alone) answer `status`."""
         with self._lock:
             self._state.faults[route].extend(_Fault(status) for _ in range(times))
 
@@ -333,6 +399,36 @@ class FakeGitHost:
             return [HostDeployment(d.kind, d.id, d.repo, d.sha, d.ref, d.environment, dict(d.created),
                                    list(d.statuses), list(d.updates))
                     for d in self._state.deployments if d.kind == kind]
+
+    def comments(self, kind: str, repo: str, number: int) -> list[Comment]:
+        """The comments of one pull request, oldest first (copies)."""
+        with self._lock:
+            return [Comment(c.kind, c.id, c.repo, c.number, c.body, c.author, list(c.edits), dict(c.headers))
+                    for c in self._state.comments if (c.kind, c.repo, c.number) == (kind, repo, number)]
+
+    def add_comment(self, kind: str, repo: str, number: int, body: str, author: str = "reviewer") -> int:
+        """A comment someone else wrote on the pull request; its id."""
+        with self._lock:
+            comment = Comment(kind, 9001 + len(self._state.comments), repo, number, body, author)
+            self._state.comments.append(comment)
+            return comment.id
+
+    def delete_comment(self, comment_id: int) -> None:
+        """Someone deleted the comment: editing it answers 404 from now on."""
+        with self._lock:
+            self._state.comments = [c for c in self._state.comments if c.id != comment_id]
+
+    def environments(self) -> list[Environment]:
+        """GitLab's environments, oldest first (copies)."""
+        with self._lock:
+            return [Environment(e.id, e.repo, e.name, e.external_url, e.tier, e.state)
+                    for e in self._state.environments]
+
+    @property
+    def comment_requests(self) -> list[tuple[str, str]]:
+        """(method, path) of every comment and environment request served, in order."""
+        with self._lock:
+            return list(self._state.comment_requests)
 
     def expire_app_tokens(self) -> None:
         """Every installation token handed out so far lapses now (hooksvc's cache does not know)."""
@@ -759,6 +855,150 @@ class FakeGitHost:
             return 200, self._gitlab_answer(deployment)
         raise _Breach(404, f"no such endpoint: {method}")
 
+    # -- pull request comments and GitLab environments --------------------------------------------
+
+    def _comment_answer(self, comment: Comment) -> dict[str, Any]:
+        author = {"login": comment.author} if comment.kind != "gitlab" else {"username": comment.author}
+        key = "author" if comment.kind == "gitlab" else "user"
+        return {"id": comment.id, "body": comment.body, key: author}
+
+    def _comment_body(self, headers: dict[str, str], raw: bytes, allowed: set[str], limit: int | None) -> str:
+        body = self._check_json(headers, raw)
+        self._check_keys(body, allowed)
+        text = self._check_text(body, "body", limit, required=True) or ""
+        if not text.strip():
+            raise _Breach(422, "body cannot be blank")
+        return text
+
+    def _find_comment(self, kind: str, repo: str, raw_id: str, number: int | None = None) -> Comment:
+        with self._lock:
+            for c in self._state.comments:
+                if c.kind == kind and str(c.id) == raw_id and c.repo == repo and number in (None, c.number):
+                    return c
+        raise _Breach(404, "Not Found")
+
+    def _comments(self, kind: str, path: str, method: str, headers: dict[str, str],
+                  raw: bytes) -> tuple[int, Any] | None:
+        """A pull request comment request of any host; None when `path` is no comments route."""
+        path, _, query = path.partition("?")
+        patterns = {"github": _GITHUB_COMMENTS, "gitea": _GITEA_COMMENTS, "gitlab": _GITLAB_NOTES}
+        m = patterns[kind].match(path) if kind in patterns else None
+        if m is None:
+            return None
+        if kind == "github":
+            self._check_github_headers(headers)
+            repo = f"{m['owner']}/{m['repo']}"
+            list_query, edit_method, allowed, limit = GITHUB_COMMENTS_QUERY, "PATCH", {"body"}, GITHUB_COMMENT_LIMIT
+        elif kind == "gitea":
+            token = self.tokens["gitea"]
+            if headers.get("authorization", "") not in (f"token {token}", f"Bearer {token}"):
+                raise _Breach(401, "token is required")
+            repo = f"{m['owner']}/{m['repo']}"
+            list_query, edit_method, allowed, limit = GITEA_COMMENTS_QUERY, "PATCH", {"body"}, None
+        else:
+            self._check_gitlab_token(headers)
+            if not m["project"].isdigit() and "%2f" not in m["project"].lower():
+                raise _Breach(404, f"404 Project Not Found: {m['project']!r}")
+            repo = unquote(m["project"])
+            list_query, edit_method, limit = GITLAB_NOTES_QUERY, "PUT", 1_000_000
+            allowed = {"body", "internal", "created_at", "merge_request_diff_head_sha"} if m["id"] is None \
+                else {"body", "internal"}
+        number = int(m["number"]) if m["number"] is not None else None
+        with self._lock:
+            self._state.comment_requests.append((method, path))
+        if m["id"] is None and number is not None and method == "GET":
+            params = self._check_query(query, list_query)
+            listed = self.comments(kind, repo, number)
+            if kind == "gitlab" and params.get("sort", "desc") == "desc":
+                listed.reverse()  # GitLab lists the newest note first unless asked otherwise
+            if kind != "gitea":
+                size = int(params.get("per_page", "30" if kind == "github" else "20"))
+                page = int(params.get("page", "1"))
+                listed = listed[(page - 1) * size:page * size]
+            return 200, [self._comment_answer(c) for c in listed]
+        if m["id"] is None and number is not None and method == "POST":
+            text = self._comment_body(headers, raw, allowed, limit)
+            with self._lock:
+                comment = Comment(kind, 9001 + len(self._state.comments), repo, number, text, "hooksvc", [], headers)
+                self._state.comments.append(comment)
+            return 201, self._comment_answer(comment)
+        if m["id"] is not None and method == edit_method:
+            comment = self._find_comment(kind, repo, m["id"], number)
+            text = self._comment_body(headers, raw, allowed, limit)
+            if comment.author != "hooksvc":
+                raise _Breach(403, "Must have admin rights to edit another user's comment")
+            with self._lock:
+                comment.edits.append(comment.body)
+                comment.body = text
+            return 200, self._comment_answer(comment)
+        raise _Breach(404, f"{method} {path}: not an endpoint")
+
+    def _gitlab_environments(self, path: str, method: str, headers: dict[str, str],
+                             raw: bytes) -> tuple[int, Any] | None:
+        """GitLab's environments API; None when `path` is no environments route."""
+        path, _, query = path.partition("?")
+        m = _GITLAB_ENVIRONMENTS.match(path)
+        if m is None:
+            return None
+        self._check_gitlab_token(headers)
+        if not m["project"].isdigit() and "%2f" not in m["project"].lower():
+            raise _Breach(404, f"404 Project Not Found: {m['project']!r}")
+        repo = unquote(m["project"])
+        with self._lock:
+            self._state.comment_requests.append((method, path))
+        if m["id"] is None and method == "GET":
+            params = self._check_query(query, GITLAB_ENVIRONMENTS_QUERY)
+            if "name" in params and "search" in params:
+                raise _Breach(400, "name, search are mutually exclusive")
+            found = [e for e in self.environments() if e.repo == repo and params.get("name") in (None, e.name)]
+            return 200, [self._environment_answer(e) for e in found]
+        if m["id"] is None and method == "POST":
+            body = self._check_json(headers, raw)
+            self._check_keys(body, {"name", "external_url", "tier", "cluster_agent_id", "kubernetes_namespace",
+                                    "flux_resource_path", "description", "auto_stop_setting"})
+            name = self._check_text(body, "name", 255, required=True) or ""
+            if not re.fullmatch(r"[a-zA-Z0-9_\-/${}. ]+", name):
+                raise _Breach(400, "name can contain only letters, digits, '-', '_', '/', '$', '{', '}', '.', "
+                                   "and spaces")
+            self._check_url(body, "external_url")
+            tier = body.get("tier", "other")
+            if tier not in GITLAB_TIERS:
+                raise _Breach(400, f"tier does not have a valid value: {tier!r}")
+            with self._lock:
+                if any(e.repo == repo and e.name == name for e in self._state.environments):
+                    raise _Breach(400, "Name has already been taken")
+                environment = Environment(len(self._state.environments) + 71, repo, name, body.get("external_url"),
+                                          tier)
+                self._state.environments.append(environment)
+            return 201, self._environment_answer(environment)
+        if m["id"] is not None and m["action"] is None and method == "PUT":
+            body = self._check_json(headers, raw)
+            self._check_keys(body, {"external_url", "tier", "cluster_agent_id", "kubernetes_namespace",
+                                    "flux_resource_path", "description", "auto_stop_setting"})
+            self._check_url(body, "external_url")
+            with self._lock:
+                found = [e for e in self._state.environments if str(e.id) == m["id"] and e.repo == repo]
+                if not found:
+                    raise _Breach(404, "404 Environment Not Found")
+                found[0].external_url = body.get("external_url", found[0].external_url)
+                return 200, self._environment_answer(found[0])
+        if m["action"] == "stop" and method == "POST":
+            body = self._check_json(headers, raw) if raw else {}
+            self._check_keys(body, {"force"})
+            self._check_type(body, "force", bool)
+            with self._lock:
+                found = [e for e in self._state.environments if str(e.id) == m["id"] and e.repo == repo]
+                if not found:
+                    raise _Breach(404, "404 Environment Not Found")
+                found[0].state = "stopped"
+                return 200, self._environment_answer(found[0])
+        raise _Breach(404, f"{method} {path}: not an endpoint")
+
+    @staticmethod
+    def _environment_answer(e: Environment) -> dict[str, Any]:
+        return {"id": e.id, "name": e.name, "slug": e.name.replace("/", "-"), "external_url": e.external_url,
+                "state": e.state, "tier": e.tier}
+
     @staticmethod
     def _gitlab_answer(d: HostDeployment) -> dict[str, Any]:
         return {"id": d.id, "iid": d.id - 500, "ref": d.ref, "sha": d.sha, "status": d.state,
@@ -782,9 +1022,13 @@ class FakeGitHost:
             raise _Breach(422, "invalid_payload: expected {\"text\": \"...\"}")
 
     def _handle(self, path: str, headers: dict[str, str], raw: bytes,
-                method: str = "POST") -> tuple[int, dict[str, Any]]:
+                method: str = "POST") -> tuple[int, Any]:
         """Check one request and record it; returns the status code and JSON answer."""
         route = path.split("/", 2)[1] if path.count("/") >= 1 else ""
+        if (answer := self._comments(route, path, method, headers, raw)) is not None:
+            return answer
+        if route == "gitlab" and (answer := self._gitlab_environments(path, method, headers, raw)) is not None:
+            return answer
         if route == "github" and (answer := self._github_app(path, method, headers)) is not None:
             return answer
         if route == "github" and (cm := _GITHUB_CHECK_RUNS.match(path)):
@@ -902,7 +1146,7 @@ class FakeGitHost:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
                 pass
 
-            def _answer(self, status: int, body: dict[str, Any]) -> None:
+            def _answer(self, status: int, body: Any) -> None:
                 data = b"" if status == 204 else json.dumps(body).encode()
                 try:
                     self.send_response(status)
@@ -923,8 +1167,14 @@ class FakeGitHost:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 route = self.path.split("/", 2)[1] if self.path.count("/") >= 1 else ""
-                # `github-deployments` / `gitlab-deployments` faults hit the deployments API only.
-                fault = fake._take_fault(f"{route}-deployments") if "/deployments" in self.path else None
+                # `github-deployments` / `gitlab-deployments` faults hit the deployments API only
+                # (GitLab's environments too), `<kind>-comments` the pull request comments.
+                if "/deployments" in self.path or "/environments" in self.path:
+                    fault = fake._take_fault(f"{route}-deployments")
+                elif "/comments" in self.path or "/notes" in self.path:
+                    fault = fake._take_fault(f"{route}-comments")
+                else:
+                    fault = None
                 fault = fault or fake._take_fault(route)
                 if fault is not None:
                     if fault.status is None:
@@ -944,6 +1194,11 @@ class FakeGitHost:
 
             def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
                 if fake.github_app is not None and _GITHUB_INSTALLATION.match(self.path):
+                    self.do_POST("GET")
+                    return
+                plain = self.path.partition("?")[0]
+                reporting = (_GITHUB_COMMENTS, _GITEA_COMMENTS, _GITLAB_NOTES, _GITLAB_ENVIRONMENTS)
+                if any(p.match(plain) for p in reporting):
                     self.do_POST("GET")
                     return
                 headers = {k.lower(): v for k, v in self.headers.items()}

@@ -9,9 +9,9 @@ from collections.abc import Callable, Mapping
 from hooksvc.config import AppConfig, HostConfig
 from hooksvc.deployments import DeploymentState
 from hooksvc.outbox import OutboxEvent
-from workers.host_deployments import Action, DeploymentsApi, Record, Step
+from workers.host_deployments import Action, DeploymentsApi, Record, Step, Target, host_id_of
 from workers.http import HttpRequest
-from workers.statuses import truncate
+from workers.statuses import describe_removal, truncate
 from workers.statuses.github import DESCRIPTION_LIMIT, github_headers, github_repo_url
 
 #: A deployment status for each of our states. A deployment that never changed the environment
@@ -39,12 +39,14 @@ def _headers(host: HostConfig) -> dict[str, str]:
 
 def build_create_request(
     host: HostConfig, repo: str, sha: str, environment: str, payload: Mapping[str, object], description: str,
+    preview: bool = False,
 ) -> HttpRequest:
     """The request that creates a deployment of exactly `sha` in `environment`.
 
     `auto_merge` is off (GitHub would merge the default branch into the ref: not what was deployed)
     and `required_contexts` empty (by default every commit status must be `success`, and hooksvc's
-    own status for this commit is still `pending`).
+    own status for this commit is still `pending`). A preview's environment is transient (it goes
+    away with its pull request) and never production.
     """
     body: dict[str, object] = {
         "ref": sha,
@@ -54,6 +56,8 @@ def build_create_request(
         "payload": payload,
         "description": truncate(description, DESCRIPTION_LIMIT),
     }
+    if preview:
+        body |= {"transient_environment": True, "production_environment": False}
     url = f"{github_repo_url(host, repo)}/deployments"
     return HttpRequest(method="POST", url=url, headers=_headers(host), json=body)
 
@@ -75,22 +79,28 @@ def build_status_request(
 
 
 def plan(
-    host: HostConfig, app: AppConfig, event: OutboxEvent, record: Record, description: str,
+    host: HostConfig, app: AppConfig, event: OutboxEvent, record: Record, target: Target, description: str,
     page_url: Callable[[str], str], where: str,
 ) -> Step | None:
-    """Create, then this event's status, then (after a success) `inactive` on the replaced release."""
+    """Create, then this event's status, then (after a success) `inactive` on the replaced release;
+    for a preview torn down, `inactive` on its deployments instead."""
+    if event.removed:  # a teardown: only one that succeeded removed the preview
+        return plan_removal(host, app, event, target) if event.state is DeploymentState.SUCCEEDED else None
     if not record.host_id:
-        about = {"app": app.name, "deployment_id": event.deployment_id}
+        about: dict[str, object] = {"app": app.name, "deployment_id": event.deployment_id}
         if page_url(event.deployment_id):
             about["url"] = page_url(event.deployment_id)
+        if target.preview is not None:
+            about["pull_request"] = target.preview
         payload = {"hooksvc": about}
-        request = build_create_request(host, app.repo, event.sha, app.environment, payload,
-                                       f"hooksvc deployment {event.deployment_id}")
-        return Step(Action.CREATE, request, f"GitHub deployment {where}: create")
+        request = build_create_request(host, app.repo, event.sha, target.environment, payload,
+                                       f"hooksvc deployment {event.deployment_id}", preview=target.preview is not None)
+        remember = (lambda answer: {"latest": host_id_of(answer)}) if target.preview is not None else None
+        return Step(Action.CREATE, request, f"GitHub deployment {where}: create", remember=remember)
     if record.sent != event.id:
         state = STATE_MAP[event.state]
         request = build_status_request(host, app.repo, record.host_id, state, description,
-                                       page_url(event.deployment_id), app.environment_url)
+                                       page_url(event.deployment_id), target.url)
         return Step(Action.STATUS, request, f"GitHub deployment {record.host_id} {where}: {state} ({event.state})",
                     activates=event.state is DeploymentState.SUCCEEDED)
     if record.replaces:
@@ -100,9 +110,30 @@ def plan(
             page_url(record.replaces_deployment) if record.replaces_deployment else "", None,
         )
         return Step(Action.INACTIVATE, request,
-                    f"GitHub deployment {record.replaces} in environment {app.environment!r}: inactive "
+                    f"GitHub deployment {record.replaces} in environment {target.environment!r}: inactive "
                     f"(replaced by deployment {event.deployment_id})")
     return None
+
+
+def plan_removal(host: HostConfig, app: AppConfig, event: OutboxEvent, target: Target) -> Step | None:
+    """A torn-down preview: `inactive` on the deployment GitHub shows active in its environment, then on
+    the last one created there if that is another (one that failed, or never ended).
+
+    GitHub keeps a transient environment's deployments active until told otherwise (`auto_inactive`
+    spares them). The environment itself is left: deleting one takes the repository administration
+    permission, which a token that records deployments should not need; an environment whose
+    deployments are all inactive reads as gone in the pull request's timeline.
+    """
+    shown = [name for name in ("host_id", "latest") if target.record.get(name)]
+    if not shown:
+        return None
+    host_id = target.record[shown[0]]
+    forget = tuple(name for name in ("host_id", "latest") if target.record.get(name) == host_id)
+    description = f"Preview removed: {describe_removal(event.removed)}"
+    request = build_status_request(host, app.repo, host_id, INACTIVE, description, "", None)
+    return Step(Action.ENVIRONMENT, request,
+                f"GitHub deployment {host_id} in environment {target.environment!r}: inactive (preview removed: "
+                f"{event.removed})", forget=forget)
 
 
 DEPLOYMENTS = DeploymentsApi(
@@ -110,4 +141,5 @@ DEPLOYMENTS = DeploymentsApi(
     plan=plan,
     permission_hint="if the token may not write deployments, give it the repo_deployment scope (fine-grained: "
                     "Deployments read and write), or set the app's environment = \"\" to record none",
+    preview_environment=lambda number: f"pr-{number}",
 )

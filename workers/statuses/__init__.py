@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import quote
 
+from hooksvc import defaults
 from hooksvc.config import HostConfig
 from hooksvc.deployments import DeploymentState
-from hooksvc.discovery import declared
+from hooksvc.discovery import by_kind, declared
 from hooksvc.providers import HOST_KINDS
 from workers.http import HttpRequest
 
@@ -107,6 +108,56 @@ def describe_state(deployment_id: str, state: DeploymentState, error: str = "", 
             return reason or "waiting for checks"
 
 
+def describe_preview_state(number: int, state: DeploymentState, error: str = "",
+                           checks_failed: bool = False, refused: bool = False) -> str:
+    """The sentence shown next to the commit status of pull request `number`'s preview: the pull
+    request comes first, so a reviewer never takes it for a production deployment. A preview refused
+    before it ran (a fork's) is its reason alone: "failed" would blame the pull request's code."""
+    reason = one_line(error)
+    what = f"Preview of PR #{number}"
+    if refused and reason:
+        return f"PR #{number}: {reason}"
+    if checks_failed:
+        return f"{what} not deployed: {reason}" if reason else f"{what} not deployed: its checks failed"
+    match state:
+        case DeploymentState.QUEUED:
+            return f"{what} queued"
+        case DeploymentState.HELD | DeploymentState.WAITING_FOR_CHECKS:
+            return f"{what} waiting: {reason}" if reason else f"{what} waiting"
+        case DeploymentState.RUNNING:
+            return f"{what} deploying"
+        case DeploymentState.SUCCEEDED:
+            return f"{what} is live"
+        case DeploymentState.FAILED | DeploymentState.ERROR:
+            return f"{what} failed: {reason}" if reason else f"{what} failed"
+        case DeploymentState.SKIPPED:
+            return f"{what} not built: {reason}" if reason else f"{what} not built"
+        case DeploymentState.SUPERSEDED:
+            return f"{what} not deployed: {reason}" if reason else f"{what} not deployed: superseded by a newer push"
+        case DeploymentState.CANCELLED:
+            return f"{what} not deployed: cancelled by an operator"
+
+
+#: Why a preview was torn down (`hooksvc.outbox.removal_reason`), in words; another reason is
+#: shown as it is.
+REMOVAL_REASONS: Mapping[str, str] = {
+    "closed": "the pull request was closed or merged",
+    "removed": "an operator removed it",
+    "limits": "no push came within its time to live, or a newer preview needed its place (the app's max)",
+}
+
+
+def describe_removal(why: str) -> str:
+    """Why a preview was torn down, as a clause (`closed` -> "the pull request was closed")."""
+    return REMOVAL_REASONS.get(why, one_line(why))
+
+
+def status_context(context: str, preview: int | None) -> str:
+    """The status context of a deployment: the app's, or, for a preview, the app's plus `/preview`,
+    so a preview's status never overwrites production's on the same commit."""
+    return context if preview is None else f"{context}{defaults.PREVIEW_STATUS_CONTEXT_SUFFIX}"
+
+
 def mark_skipped(description: str) -> str:
     """Hosts without a `skipped` state show `success`; the description must then say it was skipped."""
     return description if description.lower().startswith("skipped") else f"Skipped: {description}"
@@ -163,17 +214,6 @@ def json_headers(credential: tuple[str, str], accept: str = "application/json") 
     return {name: value, "Accept": accept, "Content-Type": "application/json", "User-Agent": USER_AGENT}
 
 
-def _by_kind(declared_reporters: list[StatusReporter]) -> dict[str, StatusReporter]:
-    """kind -> reporter; ValueError when two reporters claim one kind."""
-    reporters: dict[str, StatusReporter] = {}
-    for reporter in declared_reporters:
-        for kind in reporter.kinds:
-            if kind in reporters:
-                raise ValueError(f"host kind {kind!r} has two status reporters")
-            reporters[kind] = reporter
-    return reporters
-
-
 def unmatched_kinds(reporters: Mapping[str, StatusReporter]) -> list[str]:
     """Why `reporters` and the host registry disagree: one sentence per kind, none when they agree."""
     problems = [f"host kind {name!r} declares a status API but has no reporter in workers/statuses/"
@@ -184,6 +224,7 @@ def unmatched_kinds(reporters: Mapping[str, StatusReporter]) -> list[str]:
 
 
 #: Host kind -> the reporter that builds its commit-status requests.
-REPORTERS: Mapping[str, StatusReporter] = _by_kind(declared(__name__, __path__, "REPORTER", StatusReporter))
+REPORTERS: Mapping[str, StatusReporter] = by_kind(declared(__name__, __path__, "REPORTER", StatusReporter),
+                                                   "status reporters")
 if _problems := unmatched_kinds(REPORTERS):
     raise ImportError("; ".join(_problems))

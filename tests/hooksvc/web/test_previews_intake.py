@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 
 from hooksvc import audit, keys
 from hooksvc.deployments import Deployment, DeploymentState, NewDeployment, Trigger
-from hooksvc.outbox import write_events
+from hooksvc.outbox import status_lane, write_events
 from hooksvc.preview_records import LIVE, PreviewRecord, PreviewRecords, sweep_expired
 from hooksvc.store import DeploymentStore
 from hooksvc.web import create_app
@@ -123,7 +123,8 @@ class TestIntake:
         refused = store.recent(app="shop")[0]
         assert (refused.preview, refused.state) == (9, DeploymentState.FAILED)
         assert "not built for pull requests from forks" in refused.error
-        statuses = [json.loads(e) for e in redis.lrange(keys.outbox_lane(f"status:shop:{commit_sha(90)}"), 0, -1)]
+        lane = keys.outbox_lane(status_lane("shop", commit_sha(90), 9))  # a preview's statuses have their own lane
+        statuses = [json.loads(e) for e in redis.lrange(lane, 0, -1)]
         assert statuses[-1]["state"] == "failed" and "forks" in statuses[-1]["error"]
         assert store.queued_id("shop", 9) is None
 
