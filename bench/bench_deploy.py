@@ -438,6 +438,8 @@ class HooksvcSide:
         if dep.state is not DeploymentState.SUCCEEDED or dep.started_at is None or dep.finished_at is None:
             raise BenchError(f"deployment of {version} ended {dep.state}: {dep.error}\n"
                              + "\n".join(line for _, line in log[-20:]))
+        # The old container goes in the job's upkeep, right after the record: wait for it.
+        wait_for(lambda: len(self.bench.containers(self.project)) == 1, EVENTS_GRACE_SECONDS, POLL_SECONDS)
         found = self.bench.containers(self.project)
         if len(found) != 1 or "(healthy)" not in str(found[0].get("Status")):
             raise BenchError(f"after deploying {version}: expected one healthy container, got "
@@ -467,7 +469,9 @@ class HooksvcSide:
         healthy = first(events, lambda e: e.container == new_id and e.action == "health_status: healthy")
         drain = first(events, lambda e: e.action.startswith("exec_start") and DRAIN_COMMAND in e.action)
         killed = first(events, lambda e: e.container != new_id and e.action == "kill")
-        died = first(events, lambda e: e.container != new_id and e.action == "die")
+        # `stop` comes when the engine has stopped it (its process died, its network went): what
+        # the rollout waits for before it records the deployment.
+        stopped = first(events, lambda e: e.container != new_id and e.action == "stop")
         destroyed = first(events, lambda e: e.container != new_id and e.action == "destroy")
 
         def line_at(predicate: Callable[[str], bool]) -> float | None:
@@ -490,7 +494,7 @@ class HooksvcSide:
             ("gate notices healthy", line_at(lambda s: ": healthy after " in s)),
             ("retire: record, drain command", drain.at if drain else None),
             ("drain (→ old stopped)", killed.at if killed else None),
-            ("stop old", died.at if died else None),
+            ("stop old", stopped.at if stopped else None),
             ("record, finish", dep.finished_at),
         ]
         phases: dict[str, float] = {}
