@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from hooksvc.operations import (
     queue_manual,
     queue_redeploy,
     queue_rollback,
+    wait_for_deployment,
     waiting_for_checks,
 )
 from hooksvc.operators import Operator, Role, find_by_token, require
@@ -84,42 +84,6 @@ def _follow(store: DeploymentStore, deployment_id: str, out: Callable[[str], Non
     for line in store.follow_log(deployment_id):
         out(redact.terminal_safe(line))
     return store.get(deployment_id)
-
-
-def wait_for_deployment(store: DeploymentStore, deployment_id: str, bound: float,
-                        out: Callable[[str], None] = print) -> int:
-    """Follow a deployment's log until it ends (0 when it succeeded), or give up after `bound` seconds (1).
-
-    While it is queued and no worker is registered to run it, say so at once and every
-    `NO_WORKER_WARNING_SECONDS`: a deployment nobody runs must not look like one that is slow. Log lines
-    are build output on their way to a terminal: their control characters are escaped.
-    """
-    deadline = time.monotonic() + bound
-    cursor = "0-0"
-    warned_at: float | None = None
-    while True:
-        dep = store.get(deployment_id)
-        lines, cursor = store.logs.read(deployment_id, cursor)
-        for line in lines:
-            out(redact.terminal_safe(line))
-        if dep.state.is_final:  # its `finished:` line was written with the state: it was just printed
-            out(f"deployment {dep.id}: {dep.state}" + (f": {redact.terminal_safe(dep.error)}" if dep.error else ""))
-            return 0 if dep.state is DeploymentState.SUCCEEDED else 1
-        now = time.monotonic()
-        if now >= deadline:
-            out(f"deployment {dep.id} is still {dep.state} after {bound:.0f}s (its job timeout plus "
-                f"{defaults.WAIT_MARGIN_SECONDS:.0f}s): stopped waiting; `hooksvc logs {dep.id} --follow` "
-                "follows it further")
-            return 1
-        if dep.state is DeploymentState.QUEUED and (
-            warned_at is None or now - warned_at >= defaults.NO_WORKER_WARNING_SECONDS
-        ) and not workers_alive(store.queue):
-            out(f"warning: no worker is running to take deployment {dep.id}: start `hooksvc worker` "
-                "or `hooksvc run` with this config; still waiting")
-            warned_at = now
-        lines, cursor = store.logs.read(deployment_id, cursor, block_ms=int(min(1.0, deadline - now) * 1000) + 1)
-        for line in lines:
-            out(redact.terminal_safe(line))
 
 
 def _queued(config: Config, store: DeploymentStore, dep: Deployment, wait: bool) -> int:
@@ -379,27 +343,12 @@ def cmd_git_hook_install(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_git_hook_post_receive(args: argparse.Namespace) -> int:
-    """Run by the hook itself: needs no config (its settings sit beside it in the repository)."""
+    """Run by hooks an earlier hooksvc installed; the hook now runs `hooksvc.runtime.post_receive` directly."""
     from pathlib import Path
 
-    from hooksvc.connection import connect
-    from hooksvc.runtime.post_receive import post_receive
+    from hooksvc.runtime.post_receive import run_hook
 
-    def say(line: str) -> None:
-        print(f"hooksvc: {line}", flush=True)
-
-    outcome = post_receive(Path(args.settings_dir), sys.stdin.read(), say)
-    status = 1 if outcome.failed else 0
-    if outcome.settings.wait and outcome.queued:
-        for deployment_id in outcome.queued:
-            try:
-                store = DeploymentStore(connect(outcome.settings.follow_url()))
-                status |= wait_for_deployment(store, deployment_id, outcome.settings.wait_seconds,
-                                              lambda line: print(line, flush=True))
-            except HooksvcError as exc:
-                say(f"cannot follow deployment {deployment_id} ({exc}): see hooksvc's dashboard")
-                status = 1
-    return status
+    return run_hook(Path(args.settings_dir), sys.stdin.read())
 
 
 # -- status --------------------------------------------------------------------------------------
@@ -614,7 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--wait", action=argparse.BooleanOptionalAction, default=False,
                    help="make each push follow its deployment's log and fail unless it succeeds")
     h.set_defaults(func=cmd_git_hook_install)
-    h = hook_sub.add_parser("post-receive", help="what the installed hook runs (reads git's ref lines on stdin)")
+    h = hook_sub.add_parser("post-receive", help="what hooks installed by earlier versions run (reads git's ref "
+                            "lines on stdin); hooks installed now run python -m hooksvc.runtime.post_receive")
     h.add_argument("settings_dir", help="the hook's settings folder, REPO.git/hooksvc")
     h.set_defaults(without_config=cmd_git_hook_post_receive)
     return parser

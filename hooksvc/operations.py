@@ -1,12 +1,15 @@
-"""Operator actions shared by the API and the command line: manual deploy, redeploy, rollback, overview."""
+"""Operator actions shared by the API and the command line: manual deploy, redeploy, rollback, overview,
+and following a deployment until it ends."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from hooksvc import defaults
+from hooksvc import defaults, redact
 from hooksvc.app_locks import AppLockState, read_lock
 from hooksvc.ci_checks import CheckReport
 from hooksvc.config import AppConfig
@@ -14,6 +17,7 @@ from hooksvc.connection import call
 from hooksvc.deployments import Deployment, DeploymentState, NewDeployment, Trigger
 from hooksvc.errors import BadRequest, Conflict
 from hooksvc.freeze import Freeze
+from hooksvc.jobqueue import workers_alive
 from hooksvc.live_services import LiveServices, read_services
 from hooksvc.store import DeploymentStore
 
@@ -190,3 +194,39 @@ def app_overview(store: DeploymentStore, app: AppConfig) -> AppOverview:
         windows=tuple(w.text for w in app.freeze),
         timezone=app.timezone,
     )
+
+
+def wait_for_deployment(store: DeploymentStore, deployment_id: str, bound: float,
+                        out: Callable[[str], None] = print) -> int:
+    """Follow a deployment's log until it ends (0 when it succeeded), or give up after `bound` seconds (1).
+
+    While it is queued and no worker is registered to run it, say so at once and every
+    `NO_WORKER_WARNING_SECONDS`: a deployment nobody runs must not look like one that is slow. Log lines
+    are build output on their way to a terminal: their control characters are escaped.
+    """
+    deadline = time.monotonic() + bound
+    cursor = "0-0"
+    warned_at: float | None = None
+    while True:
+        dep = store.get(deployment_id)
+        lines, cursor = store.logs.read(deployment_id, cursor)
+        for line in lines:
+            out(redact.terminal_safe(line))
+        if dep.state.is_final:  # its `finished:` line was written with the state: it was just printed
+            out(f"deployment {dep.id}: {dep.state}" + (f": {redact.terminal_safe(dep.error)}" if dep.error else ""))
+            return 0 if dep.state is DeploymentState.SUCCEEDED else 1
+        now = time.monotonic()
+        if now >= deadline:
+            out(f"deployment {dep.id} is still {dep.state} after {bound:.0f}s (its job timeout plus "
+                f"{defaults.WAIT_MARGIN_SECONDS:.0f}s): stopped waiting; `hooksvc logs {dep.id} --follow` "
+                "follows it further")
+            return 1
+        if dep.state is DeploymentState.QUEUED and (
+            warned_at is None or now - warned_at >= defaults.NO_WORKER_WARNING_SECONDS
+        ) and not workers_alive(store.queue):
+            out(f"warning: no worker is running to take deployment {dep.id}: start `hooksvc worker` "
+                "or `hooksvc run` with this config; still waiting")
+            warned_at = now
+        lines, cursor = store.logs.read(deployment_id, cursor, block_ms=int(min(1.0, deadline - now) * 1000) + 1)
+        for line in lines:
+            out(redact.terminal_safe(line))

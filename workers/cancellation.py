@@ -24,11 +24,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hooksvc import defaults
 from hooksvc.errors import DeploymentCancelled, RedisUnavailable
-from hooksvc.logs import LogFn
-from hooksvc.store import DeploymentStore
+
+if TYPE_CHECKING:  # types only: `workers.process` imports this module, and the post-receive hook loads no Redis
+    from hooksvc.logs import LogFn
+    from hooksvc.store import DeploymentStore
 
 log = logging.getLogger("hooksvc.worker")
 

@@ -1,6 +1,7 @@
 """Docker Compose: v1/v2 detection at run time, argv building (pure) and running compose.
 
-Compose v2 (`docker compose`, the CLI plugin) is preferred; Debian's `docker-compose` 1.x is the
+Compose v2 (`docker compose`, the CLI plugin) is preferred, and run directly where the Docker CLI
+would find it (the same program, without the CLI starting first); Debian's `docker-compose` 1.x is the
 fallback. `HOOKSVC_COMPOSE=v1|v2` forces one, so tests can exercise both on one machine. Every
 command goes through `workers.process.run`, with `-p project` and every `-f` file spelled out, so
 the result never depends on the worker's current directory or `COMPOSE_*` variables.
@@ -44,6 +45,10 @@ UP_TIMEOUT_SECONDS = 600.0
 ERROR_TAIL_LINES = 15
 
 Variant = Literal["v1", "v2"]
+
+#: Where the Docker CLI looks for its plugins after its config directory's `cli-plugins`, in its order.
+SYSTEM_PLUGIN_DIRS = ("/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/cli-plugins",
+                      "/usr/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins")
 
 _VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
 _HASH_LINE = re.compile(r"^(\S+)\s+([0-9a-f]{64})$")
@@ -272,7 +277,7 @@ def _detect(env: Mapping[str, str], log: LogFn | None) -> ComposeCommand:
         raise ComposeError(f"${COMPOSE_VARIANT_ENV} must be v1, v2 or auto, got {wanted!r}")
     search_path = env.get("PATH", os.defpath)
     if wanted in ("auto", "v2"):
-        found = _probe_v2(search_path)
+        found = _probe_v2(search_path, env)
         if found is not None:
             _note(log, found)
             return found
@@ -298,7 +303,7 @@ def _note(log: LogFn | None, found: ComposeCommand) -> None:
         log(f"using compose {found.variant} ({found.version}): {' '.join(found.base)}")
 
 
-def _probe_v2(search_path: str) -> ComposeCommand | None:
+def _probe_v2(search_path: str, env: Mapping[str, str]) -> ComposeCommand | None:
     if shutil.which("docker", path=search_path) is None:
         return None
     result = process.run(["docker", "compose", "version", "--short"], env={"PATH": search_path},
@@ -308,7 +313,30 @@ def _probe_v2(search_path: str) -> ComposeCommand | None:
     version = parse_version(result.output)
     if version is None or version[0] < 2:
         return None
-    return ComposeCommand("v2", ("docker", "compose"), result.output.strip().splitlines()[-1].lstrip("v"))
+    answer = result.output.strip().splitlines()[-1]
+    plugin = _plugin_binary(search_path, env, answer)
+    return ComposeCommand("v2", (plugin,) if plugin else ("docker", "compose"), answer.lstrip("v"))
+
+
+def _plugin_binary(search_path: str, env: Mapping[str, str], answer: str) -> str | None:
+    """The compose plugin `docker compose` runs, to be run directly: the same program, without the
+    Docker CLI starting first to find it (~45 ms of each compose command, measured).
+
+    The first `docker-compose` where the Docker CLI looks (its config directory's `cli-plugins`, then
+    the system's), used only when it answers `version` exactly as `docker compose` did; None otherwise
+    (the CLI may have found its plugin elsewhere), and `docker compose` is run.
+    """
+    config_dir = env.get("DOCKER_CONFIG") or (os.path.join(env["HOME"], ".docker") if env.get("HOME") else "")
+    directories = [os.path.join(config_dir, "cli-plugins")] if config_dir else []
+    for directory in [*directories, *SYSTEM_PLUGIN_DIRS]:
+        candidate = os.path.join(directory, "docker-compose")
+        if not (os.path.isfile(candidate) and os.access(candidate, os.X_OK)):
+            continue
+        result = process.run([candidate, "version", "--short"], env={"PATH": search_path}, inherit=DOCKER_ENV,
+                             timeout=DETECT_TIMEOUT_SECONDS, capture=True)
+        same = result.ok and result.output.strip().splitlines()[-1:] == [answer]
+        return candidate if same else None
+    return None
 
 
 def _probe_v1(search_path: str) -> ComposeCommand | None:

@@ -262,6 +262,8 @@ class GitMirror:
         self._secrets = tuple(s for s in (*secrets, *self._transport.secrets) if s)
         self._log = log
         self._timeout = timeout
+        #: Full shas known to be commits of the mirror (see `_commit_of`).
+        self._commits: dict[str, str] = {}
         #: Local paths no submodule of a local origin may name: (resolved path, what it is).
         self._forbidden_local = [(os.path.realpath(state_dir), "inside the worker's state_dir")] + [
             (os.path.realpath(_local_path(url)), f"the origin of app {name!r}")
@@ -407,8 +409,15 @@ class GitMirror:
         return status, str(out), str(err)
 
     def _commit_of(self, revision: str) -> str | None:
+        if (known := self._commits.get(revision)) is not None:
+            return known
         status, out, _ = self._query("rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}")
-        return out.strip() if status == 0 and _FULL_SHA.fullmatch(out.strip()) else None
+        found = out.strip() if status == 0 and _FULL_SHA.fullmatch(out.strip()) else None
+        if found is not None and revision == found:
+            # A full sha names that commit for good, and a commit stays in the mirror: one question
+            # per sha, where a deployment's ref checks ask about the same few shas a dozen times.
+            self._commits[revision] = found
+        return found
 
     def _known_sha(self, sha: str) -> str | None:
         """The full sha of commit `sha` (full or abbreviated), or None when the mirror lacks it."""
@@ -478,16 +487,17 @@ class GitMirror:
         qualify, one whose head is `sha` wins, then the first by name.
         """
         full = self._full_sha(sha)
-        refs = self._refs()
         if self.app.tags is not None:
-            found = [r for r, obj, peeled in refs if self.app.matches_ref(r) and full in (obj, peeled)]
+            found = [r for r, obj, peeled in self._refs() if self.app.matches_ref(r) and full in (obj, peeled)]
             return min(found, default=None)
-        status, out, err = self._query("for-each-ref", "--contains", full, "--format=%(refname)", "refs/heads/")
+        # The branches holding `sha`, each with its head: one git command.
+        status, out, err = self._query("for-each-ref", "--contains", full, "--format=%(refname)%00%(objectname)",
+                                       "refs/heads/")
         if status != 0:
             raise GitError(self._redact(f"cannot tell which branches hold {full}: {err.strip()}"))
-        heads = {r: obj for r, obj, _ in refs}
-        found = [r for r in out.splitlines() if r and self.app.matches_ref(r)]
-        return min(found, key=lambda r: (heads.get(r) != full, r), default=None)
+        heads = dict(line.split("\0", 1) for line in out.splitlines() if "\0" in line)
+        found = [r for r in heads if self.app.matches_ref(r)]
+        return min(found, key=lambda r: (heads[r] != full, r), default=None)
 
     def commit_summary(self, sha: str) -> tuple[str, str]:
         """The subject line and author name of commit `sha`, each cut to `COMMIT_SUMMARY_MAX_CHARS`."""

@@ -280,6 +280,8 @@ class Deployer:
         self._after_live: Callable[[], None] | None = None
         #: Where the release checkouts go (None: the app's own folder); a preview has its own.
         self.releases_dir: Path | None = None
+        #: Work the rollout handed over (`Release.defer`), whatever the outcome: run first by `after_live`.
+        self._deferred: list[Callable[[], None]] = []
 
     def step(self, name: str) -> None:
         self.log(f"==> {name} (+{time.monotonic() - self.started:.1f}s)")
@@ -355,7 +357,8 @@ class Deployer:
         self.step("checking what compose reads and the services' rollout settings")
         model = self._check_release(checkout)
         release = Release(app, checkout, sha, dep.id, self.log, self.config.worker.state_dir,
-                          shared=self.store.redis, resolved=model, force_recreate=dep.trigger is Trigger.REDEPLOY)
+                          shared=self.store.redis, resolved=model, force_recreate=dep.trigger is Trigger.REDEPLOY,
+                          defer=self._deferred.append)
         strategy = strategy_for(app)
         self.step(f"rolling out ({strategy.name})")
         deploy = strategy.roll_back if dep.trigger is Trigger.ROLLBACK else strategy.roll_out
@@ -365,16 +368,16 @@ class Deployer:
         return DeploymentState.SUCCEEDED, ""
 
     def after_live(self) -> None:
-        """The work that does not decide the outcome, run once the deployment is recorded live: what
+        """The work that does not decide the outcome, run once the deployment is recorded: the
+        containers the rollout retired removed (whatever the outcome), then, when it went live, what
         its services run, old releases and images pruned, disk usage. A fault here is logged, never
         turned into the deployment's state (already final)."""
-        if self._after_live is None:
-            return
-        try:
-            self._after_live()
-        except Exception as exc:  # noqa: BLE001 - the deployment is live and recorded so; this is upkeep
-            log.exception("deployment %s: after going live: %s", self.dep.id, exc)
-            self.log(f"after going live: {type(exc).__name__}: {exc}")
+        for work in [*self._deferred, *([self._after_live] if self._after_live is not None else [])]:
+            try:
+                work()
+            except Exception as exc:  # noqa: BLE001 - the outcome is recorded already; this is upkeep
+                log.exception("deployment %s: after going live: %s", self.dep.id, exc)
+                self.log(f"after going live: {type(exc).__name__}: {exc}")
 
     def _tidy_up(self, mirror: GitMirror, sha: str, services: Sequence[ServiceRecord]) -> None:
         app, dep = self.app, self.dep

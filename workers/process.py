@@ -17,9 +17,12 @@ from collections import deque
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hooksvc.logs import LogFn
 from workers import cancellation
+
+if TYPE_CHECKING:  # a type only: the post-receive hook runs git through here and loads no Redis client
+    from hooksvc.logs import LogFn
 
 log = logging.getLogger("hooksvc.worker")
 

@@ -1,10 +1,16 @@
-"""The `post-receive` hook of a bare repository (`hooksvc git-hook post-receive SETTINGS_DIR`, run by
-the hook `hooksvc git-hook install` wrote): tell hooksvc about each pushed ref, signed, and say to the
-pusher what it queued. Following the log (`--wait`) is the command line's (`hooksvc.cli`)."""
+"""The `post-receive` hook of a bare repository (`python -m hooksvc.runtime.post_receive SETTINGS_DIR`, run
+by the hook `hooksvc git-hook install` wrote): tell hooksvc about each pushed ref, signed, say to the
+pusher what it queued and, with `--wait`, follow each deployment's log until it ends.
+
+Every push waits for this program, so it imports only what sending needs (the standard library, the
+hook's settings and the signature); Redis and the store, for following the log, are imported once
+the push is sent, while a worker already deploys it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +26,7 @@ from hooksvc.bare_repo_hook import (
     send_with_retries,
     spool,
 )
+from hooksvc.errors import HooksvcError
 from workers.bare_repo import is_forced_update
 
 
@@ -84,3 +91,51 @@ def _report(answer: Answer, outcome: HookOutcome, say: Callable[[str], None]) ->
                 if answer.status == 401 else "")
         say(f"hooksvc refused the push: HTTP {answer.status}: {data.get('error', '')}{hint}")
         outcome.failed = True
+
+
+def run_hook(settings_dir: Path, stdin_text: str, out: Callable[[str], None] | None = None) -> int:
+    """The hook: send the push, then follow its deployments when the settings say `wait`. Its exit status."""
+    def print_line(line: str) -> None:
+        print(line, flush=True)
+
+    emit = out or print_line
+
+    def say(line: str) -> None:
+        emit(f"hooksvc: {line}")
+
+    outcome = post_receive(settings_dir, stdin_text, say)
+    status = 1 if outcome.failed else 0
+    if not (outcome.settings.wait and outcome.queued):
+        return status
+    # Imported only now (Redis's client takes a few tenths of a second to import): the push is sent.
+    from hooksvc.connection import connect
+    from hooksvc.operations import wait_for_deployment
+    from hooksvc.store import DeploymentStore
+
+    for deployment_id in outcome.queued:
+        try:
+            store = DeploymentStore(connect(outcome.settings.follow_url()))
+            status |= wait_for_deployment(store, deployment_id, outcome.settings.wait_seconds, emit)
+        except HooksvcError as exc:
+            say(f"cannot follow deployment {deployment_id} ({exc}): see hooksvc's dashboard")
+            status = 1
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m hooksvc.runtime.post_receive SETTINGS_DIR`, git's ref lines on stdin."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if len(args) != 1:
+        print("usage: python -m hooksvc.runtime.post_receive SETTINGS_DIR (git's ref lines on stdin)",
+              file=sys.stderr)
+        return 2
+    try:
+        return run_hook(Path(args[0]), sys.stdin.read())
+    except HooksvcError as exc:
+        raise SystemExit(f"hooksvc: {exc}") from None  # exit status 1, the message on stderr
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -156,11 +156,21 @@ V2_WRAPPER = "echo 2.40.3\n"
 
 
 class TestDetection:
-    def test_prefers_the_v2_plugin(self, tmp_path: Path) -> None:
-        """With both present and no override, `docker compose` (v2) is used."""
+    def test_prefers_the_v2_plugin_and_runs_it_directly(self, tmp_path: Path) -> None:
+        """With both present and no override, v2 is used: the plugin where the Docker CLI finds it (its config
+        directory's cli-plugins), run directly since it answers as `docker compose` does."""
         fake_binary(tmp_path / "a", "docker", DOCKER_WITH_PLUGIN)
         fake_binary(tmp_path / "a", "docker-compose", V1_BINARY)
-        found = detect_compose({"PATH": str(tmp_path / "a")})
+        plugin = fake_binary(tmp_path / "config" / "cli-plugins", "docker-compose", V2_WRAPPER)
+        found = detect_compose({"PATH": str(tmp_path / "a"), "DOCKER_CONFIG": str(tmp_path / "config")})
+        assert found == ComposeCommand("v2", (str(plugin),), "2.40.3")
+
+    def test_a_plugin_that_answers_otherwise_is_left_to_the_docker_cli(self, tmp_path: Path) -> None:
+        """A `docker-compose` in the plugin folder whose version differs from `docker compose`'s is not the
+        program the CLI runs: `docker compose` is used."""
+        fake_binary(tmp_path / "a", "docker", DOCKER_WITH_PLUGIN)
+        fake_binary(tmp_path / "config" / "cli-plugins", "docker-compose", "echo 2.39.9\n")
+        found = detect_compose({"PATH": str(tmp_path / "a"), "DOCKER_CONFIG": str(tmp_path / "config")})
         assert found == ComposeCommand("v2", ("docker", "compose"), "2.40.3")
 
     @pytest.mark.parametrize(("variable", "plugins"), [("DOCKER_CONFIG", "cli-plugins"),

@@ -9,8 +9,9 @@ engine going away waits for it and cleans up (`outage`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,9 +27,13 @@ from workers.docker_engine import DockerEngine
 from workers.images import release_id, tag_release_images
 from workers.release_step_runner import ComposeReleaseSteps
 from workers.rollout.context import Rollout, RolloutResult
+from workers.rollout.drain import remove_retired
 from workers.rollout.live_record import LiveRecord, record_path
 from workers.rollout.outage import engine_lost, recover_from_engine_outage
 from workers.rollout.tag_put_back import put_back_tags
+
+#: Hands over work that does not decide a deployment's outcome, to run once the outcome is recorded.
+Defer = Callable[[Callable[[], None]], None]
 
 
 class ComposeSteps(Protocol):
@@ -49,13 +54,15 @@ class ComposeSteps(Protocol):
 
 def roll_out(strategy: ComposeSteps, app: AppConfig, release_dir: Path, *, log: LogFn, state_dir: Path,
              shared: redis.Redis | None = None, resolved: Mapping[str, Any] | None = None,
-             force: bool = False) -> RolloutResult:
+             force: bool = False, defer: Defer | None = None) -> RolloutResult:
     """Build the release in `release_dir` and roll it out with `strategy`.
 
     `shared`: the Redis connection that keeps a copy of the record of live containers for workers
     on other machines (workers/rollout/live_record.py). `resolved`: the release's compose model when
     the caller has read it already (the job checks it before the build), so it is not read twice.
-    `force`: recreate every service even when nothing changed (a redeploy).
+    `force`: recreate every service even when nothing changed (a redeploy). `defer`: where work that
+    does not decide the outcome goes, to run once the deployment is recorded (the job's upkeep): the
+    retired containers are then left stopped and removed there; without it they are removed at once.
 
     Raises ComposeError (build or compose failed; with a failed build nothing is touched),
     DeploymentCancelled (an operator cancelled before the strategy started replacing the live
@@ -73,7 +80,8 @@ def roll_out(strategy: ComposeSteps, app: AppConfig, release_dir: Path, *, log: 
         f"compose {command.variant} {command.version}" + (f", engine {app.docker_host}" if app.docker_host else ""))
     engine = DockerEngine.connect(app.docker_host)
     rollout = Rollout(app, project, compose, engine, log, LiveRecord(record_path(state_dir, app.name), app.name,
-                                                                     shared), force=force)
+                                                                     shared), force=force,
+                      defer_removal=defer is not None)
     try:
         steps = strategy.release_steps(app, log, compose=compose, engine=engine)
         model: Future[dict[str, Any]] = Future()
@@ -117,6 +125,8 @@ def roll_out(strategy: ComposeSteps, app: AppConfig, release_dir: Path, *, log: 
         steps.run(POST_DEPLOY, services)
     finally:
         rollout.engine.close()
+        if defer is not None and rollout.retired:
+            defer(functools.partial(remove_retired, app.docker_host, tuple(rollout.retired), log))
     seconds = time.monotonic() - started
     log(f"rollout of {app.name} done in {seconds:.1f}s")
     return dataclasses.replace(result, seconds=seconds)

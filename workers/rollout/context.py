@@ -61,6 +61,11 @@ class Rollout:
     switched: bool = False
     #: Set once a failure turned out to be the engine going away (see `outage.engine_lost`).
     lost: bool = False
+    #: Leave retired containers stopped, for `drain.remove_retired` once the deployment is recorded:
+    #: removing them does not decide the outcome (the job's upkeep does it; see `conductor.roll_out`).
+    defer_removal: bool = False
+    #: Retired containers stopped and not yet removed (`defer_removal`): never among the live ones.
+    retired: list[str] = field(default_factory=list)
 
     def result(self, outcomes: Sequence[ServiceOutcome], leftovers: Sequence[str] = (),
                orphans: Sequence[str] = ()) -> RolloutResult:
@@ -75,8 +80,8 @@ class Rollout:
         )
 
     def live(self, leaving: Iterable[str] = ()) -> dict[str, list[str]]:
-        """The project's container ids per service, minus those `leaving`."""
-        gone = set(leaving)
+        """The project's container ids per service, minus those `leaving` and those retired."""
+        gone = {*leaving, *self.retired}
         live: dict[str, list[str]] = {}
         for c in self.engine.containers(self.project):
             if c.id not in gone:

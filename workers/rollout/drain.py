@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 
 from hooksvc import defaults
+from hooksvc.logs import LogFn
+from workers.docker_engine import DockerEngine
 from workers.rollout.context import Rollout
 from workers.rollout.gate import HEALTH_POLL_SECONDS
 from workers.rollout.model import DRAIN_LABEL, DRAIN_SECONDS_LABEL, parse_go_duration
@@ -22,8 +24,12 @@ def _stop_grace(rollout: Rollout, service: str) -> float:
     return grace if grace is not None else defaults.STOP_GRACE_SECONDS
 
 
-def drain_and_remove(rollout: Rollout, containers: Sequence[ContainerInfo]) -> None:
-    """Drain (drain command, wait until no longer healthy, wait drain_seconds), stop, remove."""
+def drain_and_remove(rollout: Rollout, containers: Sequence[ContainerInfo], *, defer_removal: bool = False) -> None:
+    """Drain (drain command, wait until no longer healthy, wait drain_seconds), stop, remove.
+
+    `defer_removal`: leave them stopped, listed in `rollout.retired`, for `remove_retired` once the
+    deployment is recorded (a stopped container serves nothing; removing it decides nothing).
+    """
     waits_for_unhealthy: list[tuple[ContainerInfo, float]] = []
     pause = 0.0
     for c in containers:
@@ -62,9 +68,30 @@ def drain_and_remove(rollout: Rollout, containers: Sequence[ContainerInfo]) -> N
         time.sleep(pause)
     for c in containers:
         grace = _stop_grace(rollout, c.service)
+        if defer_removal:
+            rollout.log(f"{c.service}: stopping {c.name} (grace {grace:g}s); it is removed once the deployment "
+                        "is recorded")
+            rollout.engine.stop(c.id, grace)
+            rollout.retired.append(c.id)
+            continue
         rollout.log(f"{c.service}: stopping {c.name} (grace {grace:g}s) and removing it")
         rollout.engine.stop(c.id, grace)
         rollout.engine.remove(c.id)
+
+
+def remove_retired(docker_host: str | None, container_ids: Sequence[str], log: LogFn) -> None:
+    """Remove the containers a rollout retired and left stopped (`drain_and_remove(defer_removal=True)`).
+
+    Runs after the deployment is recorded; one it cannot remove stays stopped, out of the record of
+    live containers, and the app's next rollout removes it as a left-over.
+    """
+    engine = DockerEngine.connect(docker_host)
+    try:
+        for container_id in container_ids:
+            engine.remove(container_id)
+    finally:
+        engine.close()
+    log(f"removed {len(container_ids)} retired container(s)")
 
 
 def _drain_seconds(rollout: Rollout, c: ContainerInfo) -> float:

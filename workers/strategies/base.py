@@ -19,7 +19,7 @@ from workers.docker_engine import DockerEngine
 from workers.images import release_id, releases_repository, service_release_tag
 from workers.release_plan import WOULD_BUILD, ReleasePlan, ServiceChange
 from workers.release_step_runner import ComposeReleaseSteps, StepRunner
-from workers.rollout.conductor import roll_out
+from workers.rollout.conductor import Defer, roll_out
 from workers.rollout.context import Rollout, RolloutResult
 from workers.rollout.planner import ServiceAction, plan_rollout
 
@@ -43,6 +43,9 @@ class Release:
     resolved: Mapping[str, Any] | None = None
     #: Recreate every service even when nothing changed (a redeploy of the live release).
     force_recreate: bool = False
+    #: Where a strategy hands work that does not decide the outcome (removing the containers it
+    #: retired), to run once the deployment is recorded; None: the strategy does it at once.
+    defer: Defer | None = None
 
 
 class Strategy(Protocol):
@@ -139,7 +142,8 @@ class ComposeStrategy(ABC):
     def roll_out_compose(self, release: Release) -> RolloutResult:
         """Roll the release out and say what happened to each service."""
         return roll_out(self, release.app, release.directory, log=release.log, state_dir=release.state_dir,
-                        shared=release.shared, resolved=release.resolved, force=release.force_recreate)
+                        shared=release.shared, resolved=release.resolved, force=release.force_recreate,
+                        defer=release.defer)
 
     @abstractmethod
     def apply(self, rollout: Rollout) -> RolloutResult:

@@ -83,13 +83,13 @@ class Rolling(ComposeStrategy):
             if step.service in beside:
                 olds = [by_id[i] for i in step.old if i in by_id]
                 rollout.log(f"{step.service}: new containers healthy; retiring {len(olds)} old")
-                drain_and_remove(rollout, olds)
+                drain_and_remove(rollout, olds, defer_removal=rollout.defer_removal)
                 outcomes[step.service] = ServiceOutcome(step.service, step.action, step.reason,
                                                         tuple(beside[step.service]), step.old)
         orphans = [c.id for c in plan.orphans]
         if plan.orphans:
             rollout.log(f"removing {len(orphans)} orphan container(s) of services no longer in the compose files")
-            drain_and_remove(rollout, list(plan.orphans))
+            drain_and_remove(rollout, list(plan.orphans), defer_removal=rollout.defer_removal)
         return rollout.result([outcomes[s.service] for s in plan.services], leftovers, orphans)
 
     def remove_leftovers(self, rollout: Rollout) -> list[str]:

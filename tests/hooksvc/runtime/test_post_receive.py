@@ -121,6 +121,16 @@ def test_install_writes_an_executable_hook_that_keeps_the_secret_out_of_its_text
     assert "someone else" in hook.read_text()
 
 
+def test_the_hook_sends_before_it_loads_redis_or_the_command_line() -> None:
+    """Every push waits for the hook to start: its module loads no Redis client, RQ, config reader or
+    command line (Redis's client is loaded only to follow a deployment, once the push is sent)."""
+    heavy = ("redis", "rq", "hooksvc.config", "hooksvc.connection", "hooksvc.store", "hooksvc.cli")
+    probe = ("import sys, hooksvc.runtime.post_receive; "
+             f"print(' '.join(m for m in {heavy!r} if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert loaded.stdout.split() == []
+
+
 def test_a_push_shows_its_deployment_and_a_push_made_while_hooksvc_is_down_is_sent_later(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
