@@ -343,7 +343,8 @@ class TestStopDuringADeployment:
         assert d3.state is DeploymentState.SUCCEEDED, d3.error
         log3 = app.run.store().logs.read(d3.id)[0]
         assert any("left-over container(s) of an interrupted rollout" in line for line in log3), log3
-        assert len(app.web_containers(docker_client)) == 1
+        # The stopped old container is removed once the deployment is recorded (the job's upkeep).
+        assert wait_for(lambda: len(app.web_containers(docker_client)) == 1, 20), app.web_containers(docker_client)
 
 
 @pytest.mark.docker

@@ -222,9 +222,12 @@ class TestWorkerDeath:
         d3 = harness.wait(harness.push(v3, before=v2))
         assert d3.state is DeploymentState.SUCCEEDED, d3.error
         assert wait_for(lambda: serves(proxy, "v3"), 20)
-        web = docker_client.containers.list(all=True, filters={
-            "label": [f"com.docker.compose.project={harness.project}", "com.docker.compose.service=web"]})
-        assert len(web) == 1, [c.name for c in web]
+        def web() -> list[str]:
+            return [c.name for c in docker_client.containers.list(all=True, filters={
+                "label": [f"com.docker.compose.project={harness.project}", "com.docker.compose.service=web"]})]
+
+        # The stopped old container is removed once the deployment is recorded (the job's upkeep).
+        assert wait_for(lambda: len(web()) == 1, 20), web()
 
 
 class TestCommandLine:
