@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from redis.client import Pipeline
 
 from hooksvc import defaults, keys
+from hooksvc.app_locks import hold_passed
 from hooksvc.config import AppConfig
 from hooksvc.deployments import Deployment, DeploymentState
 from hooksvc.jobqueue import JOB_DEAD, JOB_MISSING, job_fate
@@ -54,13 +55,16 @@ def recover_stranded(
 
 def release_ungated(store: DeploymentStore, apps: Mapping[str, AppConfig]) -> list[Deployment]:
     """Queue each push still waiting for CI checks its app no longer requires (`require_checks` was
-    removed from the config since it arrived): no checks gate would ever release it."""
+    removed from the config since it arrived): no checks gate would ever release it. While the app is
+    locked or frozen the push is held instead, as any push is then."""
     released = []
     for name, app in apps.items():
         deployment_id = store.queued_id(name) if app.require_checks is None else None
         dep = store.find(deployment_id) if deployment_id else None
         if dep is None or dep.state is not DeploymentState.WAITING_FOR_CHECKS:
             continue
+        if hold_passed(store, app, dep.id) is not None:
+            continue  # the app is locked or frozen: held now, released by the lock's or window's end
         done = store.release(dep.id, DeploymentState.WAITING_FOR_CHECKS,
                              "the app no longer sets require_checks: queued without waiting for checks")
         if done is not None:

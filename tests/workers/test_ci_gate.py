@@ -471,3 +471,15 @@ def test_a_push_waiting_for_checks_no_longer_required_is_queued(rig: Rig, tmp_pa
     [released] = release_ungated(rig.store, ungated.apps)
     assert released.id == dep.id and released.state is DeploymentState.QUEUED
     assert rig.store.queue.job_ids == [f"deploy-{dep.id}"]
+
+
+def test_a_push_no_longer_gated_is_held_while_its_app_is_locked(rig: Rig, tmp_path: Path) -> None:
+    """Once require_checks is removed, a push that still waits for its checks is held, not queued, while its
+    app is locked: the lock holds whatever has not started."""
+    dep = rig.push_github()
+    ungated = gated_config(tmp_path, rig.fake.url, require=None)
+    lock(rig.store, ungated.apps["gated"], "alice", "database migration")
+    assert release_ungated(rig.store, ungated.apps) == []
+    held = rig.store.get(dep.id)
+    assert held.state is DeploymentState.HELD and "locked by alice: database migration" in held.error
+    assert rig.store.queue.job_ids == []
