@@ -17,8 +17,6 @@ import logging
 import secrets
 from urllib.parse import urlencode
 
-from authlib.integrations.requests_client import OAuth2Session
-from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from flask import Blueprint, Response, g, redirect, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -68,6 +66,8 @@ def login_failed(exc: LoginFailed) -> tuple[str, int]:
 @bp.get("/login/oidc")
 def start() -> BaseResponse:
     """Remember a new state, nonce and PKCE verifier, and send the browser to the provider."""
+    from authlib.oauth2.rfc7636 import create_s256_code_challenge  # see oidc_provider: loaded when used
+
     provider = _provider()
     metadata = provider.metadata()
     _count_start()
@@ -122,6 +122,8 @@ def _take_login(state: str) -> dict[str, str]:
 
 def _exchange(provider: OidcProvider, code: str, verifier: str) -> str:
     """The ID token the provider gives for `code`."""
+    from authlib.integrations.requests_client import OAuth2Session
+
     config = provider.config
     client = OAuth2Session(config.client_id, config.client_secret.reveal(), redirect_uri=_redirect_uri(),
                            token_endpoint_auth_method="client_secret_basic")  # noqa: S106 - a method's name

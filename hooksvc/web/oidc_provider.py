@@ -9,17 +9,18 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from typing import Any
-
-import requests
-from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from typing import TYPE_CHECKING, Any
 
 from hooksvc import defaults
 from hooksvc.config import OidcConfig
 from hooksvc.operators import Operator
 from hooksvc.redact import escape_controls
+
+if TYPE_CHECKING:
+    from joserfc.jwk import KeySet
+
+# requests and joserfc (with cryptography, ~16 MB of modules) are imported when a sign-on first needs
+# them: every web process serves webhooks, and most configs have no [server.oidc].
 
 #: Signature algorithms accepted on an ID token: asymmetric ones only (never `none`, never a MAC
 #: keyed with the client secret, which the provider is not the only one to know).
@@ -57,6 +58,8 @@ class OidcProvider:
         self._fetched_at = 0.0
 
     def _get(self, url: str) -> dict[str, Any]:
+        import requests
+
         try:
             response = requests.get(url, timeout=defaults.OIDC_HTTP_TIMEOUT_SECONDS)
             response.raise_for_status()
@@ -87,6 +90,9 @@ class OidcProvider:
 
     def keys(self, refresh: bool = False) -> KeySet:
         """The provider's public keys (its JWKS)."""
+        from joserfc.errors import JoseError
+        from joserfc.jwk import KeySet
+
         url = str(self.metadata(refresh=refresh)["jwks_uri"])
         with self._lock:
             if self._keys is None or refresh:
@@ -101,6 +107,9 @@ class OidcProvider:
 def verify_id_token(provider: OidcProvider, id_token: str, nonce: str) -> dict[str, Any]:
     """The ID token's claims once its signature (by one of the provider's keys), issuer, audience,
     expiry and nonce are right; LoginFailed (401) otherwise."""
+    from joserfc import jwt
+    from joserfc.errors import JoseError
+
     def fail(reason: str) -> LoginFailed:
         return LoginFailed(401, "The single sign-on could not be verified. Please log in again.", reason)
 
